@@ -1,0 +1,370 @@
+"""Stream contracts: one YAML file declares a stream; everything else is derived from it.
+
+A contract names the stream's topics, message key, payload schema (a JSON Schema subset that both
+the producer and Spark can enforce identically), event time and watermark, de-duplication key, an
+optional filter, optional reference data, lake partitioning, windowed aggregates and the model used
+for scoring. From it the code derives:
+
+* producer-side validation (:meth:`Contract.validator`),
+* the Spark schema of the payload (:meth:`Contract.payload_spark_schema`),
+* lake table names and their DDL (:meth:`Contract.table_names`, :meth:`Contract.ddl`).
+
+Adding a stream needs no code: drop ``<name>.yaml`` (and any reference CSV it names) into the
+contracts directory.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streamsight.errors import ConfigError
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_INTERVAL = re.compile(r"^\s*(\d+)\s+(second|minute|hour|day)s?\s*$")
+# JSON Schema keywords both the producer and the Spark validator enforce identically.
+_SUPPORTED_KEYWORDS = {
+    "type", "description", "title", "enum", "minimum", "maximum", "exclusiveMinimum",
+    "exclusiveMaximum", "minLength", "maxLength", "pattern", "format", "examples",
+}
+_JSON_TO_SPARK = {"string": "string", "number": "double", "integer": "bigint", "boolean": "boolean",
+                  "object": "string", "array": "string"}
+AGGREGATIONS = ("count", "sum", "avg", "min", "max", "count_distinct")
+TABLES = ("bronze", "silver", "dead_letter", "predictions")
+
+
+class ContractError(ConfigError):
+    """A contract file is invalid; the message names the file and the field."""
+
+
+def interval_seconds(text: str) -> int:
+    """``"10 minutes"`` -> 600. Raises ValueError for anything else."""
+    m = _INTERVAL.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not an interval like '30 seconds', '10 minutes', '1 hour'")
+    return int(m.group(1)) * {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[m.group(2)]
+
+
+def _interval(value: str) -> str:
+    interval_seconds(value)
+    return value.strip()
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Topics(_Model):
+    raw: str | None = None
+    dead_letter: str | None = None
+    partitions: int = Field(default=4, ge=1, le=1024)
+
+
+class EventTime(_Model):
+    field: str
+    format: str = Field(
+        default="iso8601",
+        description="iso8601, epoch_millis, epoch_seconds, or a Spark datetime pattern",
+    )
+
+
+class Reference(_Model):
+    path: str = Field(description="CSV or Parquet file, relative to the contract file")
+    format: Literal["csv", "parquet"] = "csv"
+    key: str = Field(description="Join key in the stream's payload")
+    reference_key: str | None = Field(default=None, description="Join key in the reference data (default: key)")
+    columns: list[str] | None = Field(default=None, description="Reference columns to add (default: all)")
+    prefix: str = Field(default="", description="Prefix for added columns, to avoid name clashes")
+
+
+class Metric(_Model):
+    name: str
+    agg: Literal["count", "sum", "avg", "min", "max", "count_distinct"]
+    column: str | None = None
+
+    @model_validator(mode="after")
+    def _column_needed(self) -> Metric:
+        if self.agg != "count" and not self.column:
+            raise ValueError(f"metric {self.name!r}: agg {self.agg!r} needs a column")
+        return self
+
+
+class Aggregate(_Model):
+    name: str
+    window: str
+    slide: str | None = None
+    group_by: list[str] = Field(default_factory=list)
+    metrics: list[Metric] = Field(min_length=1)
+
+    _w = field_validator("window")(classmethod(lambda cls, v: _interval(v)))
+
+    @field_validator("slide")
+    @classmethod
+    def _slide(cls, v: str | None) -> str | None:
+        return None if v is None else _interval(v)
+
+
+class ModelSpec(_Model):
+    name: str
+    label: str
+    features: list[str] = Field(min_length=1)
+    categorical_features: list[str] = Field(default_factory=list)
+    positive_label: int = 1
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One payload field, as both validators see it."""
+
+    name: str
+    json_type: str
+    spark_type: str
+    required: bool
+    enum: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: float | None = None
+    exclusive_maximum: float | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    pattern: str | None = None
+
+
+class Contract(_Model):
+    """A parsed, validated stream contract. Build with :func:`load_contract`."""
+
+    name: str
+    description: str = ""
+    owner: str | None = None
+    version: int = 1
+    topics: Topics = Field(default_factory=Topics)
+    key: str
+    event_time: EventTime
+    watermark: str = "10 minutes"
+    dedup_key: list[str] = Field(min_length=1)
+    payload_schema: dict[str, Any] = Field(alias="schema")
+    filter: str | None = None
+    reference: Reference | None = None
+    partition_by: list[str] = Field(default_factory=lambda: ["event_date"])
+    aggregates: list[Aggregate] = Field(default_factory=list)
+    model: ModelSpec | None = None
+    source_file: Path | None = Field(default=None, exclude=True)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("must be lower_snake_case, start with a letter, at most 63 characters")
+        return v
+
+    @field_validator("watermark")
+    @classmethod
+    def _watermark(cls, v: str) -> str:
+        return _interval(v)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Contract:
+        schema = self.payload_schema
+        if schema.get("type") != "object" or not isinstance(schema.get("properties"), dict):
+            raise ValueError("schema: must be a JSON Schema with type: object and properties")
+        for prop, spec in schema["properties"].items():
+            if not isinstance(spec, dict):
+                raise ValueError(f"schema.properties.{prop}: must be a mapping")
+            unknown = set(spec) - _SUPPORTED_KEYWORDS
+            if unknown:
+                raise ValueError(
+                    f"schema.properties.{prop}: unsupported keyword(s) {sorted(unknown)}; "
+                    f"supported: {sorted(_SUPPORTED_KEYWORDS)}"
+                )
+            if spec.get("type") not in _JSON_TO_SPARK:
+                raise ValueError(f"schema.properties.{prop}.type: must be one of {sorted(_JSON_TO_SPARK)}")
+        names = set(schema["properties"])
+        for req in schema.get("required", []):
+            if req not in names:
+                raise ValueError(f"schema.required: {req!r} is not a property")
+
+        def need(where: str, col: str, pool: set[str]) -> None:
+            if col not in pool:
+                raise ValueError(f"{where}: {col!r} is not a field (known: {', '.join(sorted(pool))})")
+
+        need("key", self.key, names)
+        need("event_time.field", self.event_time.field, names)
+        for col in self.dedup_key:
+            need("dedup_key", col, names)
+        if self.reference:
+            need("reference.key", self.reference.key, names)
+        silver_cols = names | {"event_date", "event_hour"} | self._reference_columns_hint()
+        for col in self.partition_by:
+            need("partition_by", col, silver_cols)
+        for agg in self.aggregates:
+            for col in agg.group_by:
+                need(f"aggregates.{agg.name}.group_by", col, silver_cols)
+            for metric in agg.metrics:
+                if metric.column:
+                    need(f"aggregates.{agg.name}.metrics.{metric.name}", metric.column, silver_cols)
+        if self.model:
+            need("model.label", self.model.label, names)
+            for col in [*self.model.features, *self.model.categorical_features]:
+                need("model.features", col, silver_cols)
+        return self
+
+    def _reference_columns_hint(self) -> set[str]:
+        if not self.reference or not self.reference.columns:
+            return set()
+        return {self.reference.prefix + c for c in self.reference.columns}
+
+    # -- topics and tables -----------------------------------------------------------------
+    @property
+    def raw_topic(self) -> str:
+        return self.topics.raw or f"{self.name}.raw"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.topics.dead_letter or f"{self.name}.dead-letter"
+
+    def table_names(self) -> dict[str, str]:
+        """SQL view names of every lake table of this stream."""
+        names = {t: f"{self.name}_{t}" for t in TABLES}
+        for agg in self.aggregates:
+            names[f"gold_{agg.name}"] = f"{self.name}_gold_{agg.name}"
+        return names
+
+    # -- schema ----------------------------------------------------------------------------
+    @cached_property
+    def fields(self) -> tuple[FieldSpec, ...]:
+        required = set(self.payload_schema.get("required", []))
+        out = []
+        for name, spec in self.payload_schema["properties"].items():
+            out.append(FieldSpec(
+                name=name,
+                json_type=spec["type"],
+                spark_type=_JSON_TO_SPARK[spec["type"]],
+                required=name in required,
+                enum=tuple(spec["enum"]) if "enum" in spec else None,
+                minimum=spec.get("minimum"),
+                maximum=spec.get("maximum"),
+                exclusive_minimum=spec.get("exclusiveMinimum"),
+                exclusive_maximum=spec.get("exclusiveMaximum"),
+                min_length=spec.get("minLength"),
+                max_length=spec.get("maxLength"),
+                pattern=spec.get("pattern"),
+            ))
+        return tuple(out)
+
+    def payload_spark_schema(self) -> str:
+        """DDL string of the typed payload, e.g. ``event_id string, torque_nm double``."""
+        return ", ".join(f"`{f.name}` {f.spark_type}" for f in self.fields)
+
+    @cached_property
+    def reference_path(self) -> Path | None:
+        if not self.reference:
+            return None
+        path = Path(self.reference.path)
+        if not path.is_absolute() and self.source_file is not None:
+            path = self.source_file.parent / path
+        return path
+
+    def validator(self) -> Callable[[Mapping[str, Any]], None]:
+        """Compiled producer-side validator; raises :class:`RecordInvalid` with a reason code."""
+        import fastjsonschema
+
+        schema = {**self.payload_schema, "$schema": "http://json-schema.org/draft-07/schema#"}
+        check = fastjsonschema.compile(schema)
+
+        def validate(record: Mapping[str, Any]) -> None:
+            try:
+                check(record)
+            except fastjsonschema.JsonSchemaValueException as exc:
+                field = (exc.path[1] if exc.path and len(exc.path) > 1 else None)
+                raise RecordInvalid(_RULE_CODES.get(exc.rule or "", "SCHEMA_VIOLATION"), exc.message, field) from None
+
+        return validate
+
+    def ddl(self, lake_uri: str) -> dict[str, str]:
+        """``CREATE TABLE`` statements (Spark SQL, external Parquet tables) for every lake table."""
+        from streamsight.lake import table_columns, table_uri  # local import: lake imports contracts
+
+        out = {}
+        for table, view in self.table_names().items():
+            cols, parts = table_columns(self, table)
+            part_sql = f"\nPARTITIONED BY ({', '.join(parts)})" if parts else ""
+            out[table] = (
+                f"CREATE TABLE IF NOT EXISTS {view} (\n  "
+                + ",\n  ".join(f"`{c}` {t}" for c, t in cols)
+                + f"\n) USING parquet{part_sql}\nLOCATION '{table_uri(lake_uri, self, table)}'"
+            )
+        return out
+
+
+class RecordInvalid(ValueError):
+    """A record broke its contract. ``code`` is a stable reason code for the dead-letter table."""
+
+    def __init__(self, code: str, reason: str, field: str | None = None) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+        self.field = field
+
+
+# Reason codes shared by the producer and the Spark validator.
+_RULE_CODES = {
+    "required": "MISSING_FIELD", "type": "TYPE_MISMATCH", "enum": "NOT_IN_ENUM",
+    "minimum": "OUT_OF_RANGE", "maximum": "OUT_OF_RANGE", "exclusiveMinimum": "OUT_OF_RANGE",
+    "exclusiveMaximum": "OUT_OF_RANGE", "minLength": "BAD_LENGTH", "maxLength": "BAD_LENGTH",
+    "pattern": "PATTERN_MISMATCH", "format": "BAD_FORMAT",
+}
+REASON_CODES = ("MALFORMED_JSON", "NOT_AN_OBJECT", "BAD_EVENT_TIME", *sorted(set(_RULE_CODES.values())))
+
+
+def load_contract(path: Path | str) -> Contract:
+    """Parse and validate one contract file; errors name the file and the field."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ContractError(f"contract {path}: cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ContractError(f"contract {path}: not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ContractError(f"contract {path}: expected a mapping at the top level")
+    try:
+        contract = Contract.model_validate({**doc, "source_file": path.resolve()})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ContractError(f"contract {path}: {problems}") from None
+    if contract.name != path.stem:
+        raise ContractError(f"contract {path}: name {contract.name!r} must match the file name {path.stem!r}")
+    if contract.reference_path is not None and not contract.reference_path.exists():
+        raise ContractError(f"contract {path}: reference.path {contract.reference_path} does not exist")
+    return contract
+
+
+def load_contracts(directory: Path | str) -> dict[str, Contract]:
+    """All ``*.yaml``/``*.yml`` contracts in ``directory``, by stream name."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ContractError(f"STREAMSIGHT_CONTRACTS_DIR (contracts_dir): {directory} is not a directory")
+    contracts = {}
+    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+        contract = load_contract(path)
+        contracts[contract.name] = contract
+    return contracts
+
+
+def get_contract(directory: Path | str, name: str) -> Contract:
+    contracts = load_contracts(directory)
+    if name not in contracts:
+        known = ", ".join(sorted(contracts)) or "none"
+        raise ContractError(f"no contract for stream {name!r} in {directory} (known: {known})")
+    return contracts[name]

@@ -1,0 +1,15 @@
+"""Exceptions shared by every stage."""
+
+from __future__ import annotations
+
+
+class StreamsightError(Exception):
+    """Base class for errors Streamsight reports to the user (no traceback needed)."""
+
+
+class ConfigError(StreamsightError):
+    """A setting or contract is invalid. The message names the setting."""
+
+
+class BrokerUnavailableError(StreamsightError):
+    """The Kafka bootstrap servers did not answer within the configured time."""

@@ -1,0 +1,129 @@
+"""Lake layout: where every table, checkpoint and model lives, and each table's columns.
+
+Layout under the lake root (a directory, ``hdfs://`` or ``s3a://`` URI)::
+
+    bronze/<stream>/                 raw Kafka records          partitioned by ingest_date
+    silver/<stream>/                 typed, valid, de-duplicated partitioned per contract
+    dead_letter/<stream>/            rejected records + reason  partitioned by ingest_date
+    predictions/<stream>/            model scores               partitioned per contract
+    gold/<stream>__<aggregate>/      windowed aggregates
+    _checkpoints/<stream>/<query>/   Spark streaming checkpoints
+    _models/<model>/                 model registry (versions, aliases)
+
+Every table is Parquet with Spark's ``_spark_metadata`` log, so ``spark.read.parquet(path)`` and
+``spark.readStream.parquet(path)`` see exactly the committed files.
+"""
+
+from __future__ import annotations
+
+from streamsight.contracts import Contract
+
+BRONZE_COLUMNS = [
+    ("key", "binary"), ("value", "binary"), ("topic", "string"), ("partition", "int"),
+    ("offset", "bigint"), ("kafka_timestamp", "timestamp"), ("ingest_time", "timestamp"),
+    ("ingest_date", "date"),
+]
+DEAD_LETTER_COLUMNS = [
+    ("raw_value", "binary"), ("error_code", "string"), ("reason", "string"), ("source", "string"),
+    ("topic", "string"), ("partition", "int"), ("offset", "bigint"),
+    ("kafka_timestamp", "timestamp"), ("ingest_time", "timestamp"), ("ingest_date", "date"),
+]
+# Lineage columns carried from bronze into silver and predictions.
+LINEAGE_COLUMNS = [
+    ("_kafka_partition", "int"), ("_kafka_offset", "bigint"), ("_kafka_timestamp", "timestamp"),
+    ("_ingest_time", "timestamp"), ("_batch_id", "bigint"),
+]
+PREDICTION_COLUMNS = [
+    ("probability", "double"), ("prediction", "int"), ("model_name", "string"),
+    ("model_version", "int"), ("scored_at", "timestamp"),
+]
+
+
+def table_uri(lake_uri: str, contract: Contract, table: str) -> str:
+    """URI of one lake table: ``bronze``, ``silver``, ``dead_letter``, ``predictions`` or ``gold_<agg>``."""
+    root = lake_uri.rstrip("/")
+    if table.startswith("gold_"):
+        return f"{root}/gold/{contract.name}__{table[len('gold_'):]}"
+    if table not in ("bronze", "silver", "dead_letter", "predictions"):
+        raise ValueError(f"unknown table {table!r}")
+    return f"{root}/{table}/{contract.name}"
+
+
+def checkpoint_uri(lake_uri: str, contract: Contract, query: str) -> str:
+    return f"{lake_uri.rstrip('/')}/_checkpoints/{contract.name}/{query}"
+
+
+def models_uri(lake_uri: str) -> str:
+    return f"{lake_uri.rstrip('/')}/_models"
+
+
+def silver_columns(contract: Contract) -> list[tuple[str, str]]:
+    cols = []
+    for f in contract.fields:
+        spark_type = "timestamp" if f.name == contract.event_time.field else f.spark_type
+        cols.append((f.name, spark_type))
+    cols += [("event_date", "date"), ("event_hour", "int")]
+    cols += reference_columns(contract)
+    cols += LINEAGE_COLUMNS
+    return cols
+
+
+def reference_columns(contract: Contract) -> list[tuple[str, str]]:
+    """Columns the reference join adds (types read from the reference file's header/rows)."""
+    ref = contract.reference
+    if ref is None or contract.reference_path is None:
+        return []
+    import pandas as pd
+
+    path = contract.reference_path
+    frame = pd.read_csv(path, nrows=200) if ref.format == "csv" else pd.read_parquet(path)
+    join_key = ref.reference_key or ref.key
+    kinds = {"i": "bigint", "u": "bigint", "f": "double", "b": "boolean"}
+    out = []
+    for name in ref.columns or [c for c in frame.columns if c != join_key]:
+        out.append((ref.prefix + name, kinds.get(frame[name].dtype.kind, "string")))
+    return out
+
+
+def prediction_columns(contract: Contract) -> list[tuple[str, str]]:
+    silver = dict(silver_columns(contract))
+    if contract.model is None:
+        return []
+    keep = [contract.key, *contract.dedup_key, contract.event_time.field, "event_date",
+            *contract.model.features, *contract.model.categorical_features, contract.model.label]
+    seen: list[str] = []
+    for col in keep:
+        if col not in seen:
+            seen.append(col)
+    return [(c, silver[c]) for c in seen] + PREDICTION_COLUMNS + [("_kafka_timestamp", "timestamp"), ("_batch_id", "bigint")]
+
+
+def gold_columns(contract: Contract, aggregate_name: str) -> list[tuple[str, str]]:
+    agg = next(a for a in contract.aggregates if a.name == aggregate_name)
+    silver = dict(silver_columns(contract))
+    cols = [("window_start", "timestamp"), ("window_end", "timestamp")]
+    cols += [(c, silver[c]) for c in agg.group_by]
+    for metric in agg.metrics:
+        if metric.agg in ("count", "count_distinct"):
+            kind = "bigint"
+        elif metric.agg in ("min", "max") or (metric.agg == "sum" and silver[metric.column or ""] == "bigint"):
+            kind = silver[metric.column or ""]
+        else:
+            kind = "double"
+        cols.append((metric.name, kind))
+    return cols
+
+
+def table_columns(contract: Contract, table: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(columns, partition columns) of one table."""
+    if table == "bronze":
+        return BRONZE_COLUMNS, ["ingest_date"]
+    if table == "dead_letter":
+        return DEAD_LETTER_COLUMNS, ["ingest_date"]
+    if table == "silver":
+        return silver_columns(contract), list(contract.partition_by)
+    if table == "predictions":
+        return prediction_columns(contract), ["event_date"]
+    if table.startswith("gold_"):
+        return gold_columns(contract, table[len("gold_"):]), []
+    raise ValueError(f"unknown table {table!r}")

@@ -1,0 +1,212 @@
+"""One settings object for every command.
+
+Precedence, highest first: explicit overrides (CLI flags) > ``STREAMSIGHT_*`` environment variables >
+the selected profile in the YAML file > the YAML ``defaults`` block > field defaults.
+
+* YAML file: ``conf/streamsight.yaml`` in the project, or the file named by ``STREAMSIGHT_CONFIG``.
+* Profile: ``STREAMSIGHT_PROFILE`` (or ``--profile``): ``local`` (embedded broker, lake in a local
+  directory, Spark ``local[*]``), ``docker`` or ``aws``.
+* Nested settings use ``__`` in environment variables: ``STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS``,
+  ``STREAMSIGHT_SPARK__MASTER``, ``STREAMSIGHT_KAFKA__SASL_PASSWORD``.
+* Relative paths in the YAML file are relative to the project root; relative paths given in the
+  environment or on the command line are relative to the current directory.
+
+Secrets are :class:`pydantic.SecretStr` and never appear in ``repr`` or logs. A bad value fails at
+start-up with :class:`~streamsight.errors.ConfigError` naming the setting, e.g.
+``STREAMSIGHT_SPARK__SHUFFLE_PARTITIONS (spark.shuffle_partitions): Input should be a valid integer``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from streamsight.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = PROJECT_ROOT / "conf" / "streamsight.yaml"
+ENV_PREFIX = "STREAMSIGHT_"
+PROFILES = ("local", "docker", "aws")
+
+# Fields holding filesystem locations that are resolved against the project root when they come
+# from the YAML file. ``lake_dir`` may also be a URI (s3a://, hdfs://), which is left alone.
+_PATH_FIELDS = ("lake_dir", "contracts_dir", "run_dir", "reports_dir")
+
+
+class KafkaSettings(BaseModel):
+    """Kafka client settings, shared by producers, the streaming jobs and the broker check."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="host:port list. Empty means: use the embedded broker's address file "
+        "(written by `streamsight broker`). Env: STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS.",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    client: Literal["confluent", "kafka-python"] = "confluent"
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="Fail fast after this long.")
+    default_partitions: int = Field(default=4, ge=1, description="For topics the embedded broker creates.")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_servers(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value.strip()
+
+
+class SparkSettings(BaseModel):
+    """Spark settings for the streaming jobs, training and reports."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    master: str = "local[*]"
+    shuffle_partitions: int = Field(default=4, ge=1)
+    driver_memory: str = "2g"
+    kafka_source: Literal["auto", "native", "python"] = Field(
+        default="auto",
+        description="auto: Spark's own kafka source when its connector is on the classpath, "
+        "otherwise Streamsight's Python Data Source reader.",
+    )
+    max_offsets_per_trigger: int | None = Field(default=200_000, ge=1)
+    trigger_interval: str = Field(default="0 seconds", description="Micro-batch trigger interval.")
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
+
+
+class AwsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    region: str = "us-east-1"
+    endpoint_url: str | None = Field(default=None, description="For tests against a local AWS API.")
+
+
+class Settings(BaseSettings):
+    """The Streamsight settings object. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    profile: Literal["local", "docker", "aws"] = "local"
+    lake_dir: str = Field(default="var/lake", description="Lake root: a directory, hdfs:// or s3a:// URI.")
+    contracts_dir: Path = Field(default=Path("conf/contracts"), description="Directory of stream contracts.")
+    run_dir: Path = Field(default=Path("var/run"), description="Where the embedded broker writes its address.")
+    reports_dir: Path = Field(default=Path("var/reports"), description="Where reports are written.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+
+    @field_validator("lake_dir")
+    @classmethod
+    def _check_lake(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        if "://" in value and not value.split("://", 1)[0] in ("file", "hdfs", "s3a", "s3", "abfss", "gs"):
+            raise ValueError(f"unsupported scheme in {value!r} (use a path, file://, hdfs:// or s3a://)")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _ProfileYamlSource(settings_cls))
+
+    # -- derived locations -------------------------------------------------------------------
+    @property
+    def broker_address_file(self) -> Path:
+        return self.run_dir / "broker.address"
+
+    @property
+    def lake_uri(self) -> str:
+        """The lake root as a URI Spark/Hadoop understands."""
+        if "://" in self.lake_dir:
+            return self.lake_dir.rstrip("/")
+        return Path(self.lake_dir).resolve().as_uri()
+
+    @property
+    def lake_is_local(self) -> bool:
+        return "://" not in self.lake_dir or self.lake_dir.startswith("file://")
+
+    def redacted(self) -> dict[str, Any]:
+        """A JSON-safe view for logs and ``streamsight config``: secrets show as ``**********``."""
+        return self.model_dump(mode="json")
+
+
+class _ProfileYamlSource(PydanticBaseSettingsSource):
+    """Reads ``defaults`` merged with ``profiles.<profile>`` from the YAML file."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = Path(os.environ.get(f"{ENV_PREFIX}CONFIG", DEFAULT_CONFIG_FILE))
+        profile = self.current_state.get("profile") or os.environ.get(f"{ENV_PREFIX}PROFILE") or "local"
+        if profile not in PROFILES:
+            raise ConfigError(f"{ENV_PREFIX}PROFILE (profile): {profile!r} is not one of {', '.join(PROFILES)}")
+        if not path.exists():
+            if f"{ENV_PREFIX}CONFIG" in os.environ:
+                raise ConfigError(f"{ENV_PREFIX}CONFIG: file {path} does not exist")
+            return {"profile": profile}
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{ENV_PREFIX}CONFIG: {path} is not valid YAML: {exc}") from exc
+        merged = _deep_merge(doc.get("defaults") or {}, (doc.get("profiles") or {}).get(profile) or {})
+        base = path.resolve().parent.parent
+        for name in _PATH_FIELDS:
+            value = merged.get(name)
+            if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
+                merged[name] = str(base / value)
+        merged["profile"] = profile
+        return merged
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings; ``overrides`` are CLI flags (``None`` values are ignored).
+
+    Raises :class:`ConfigError` naming the environment variable and setting at fault.
+    """
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            dotted = ".".join(str(p) for p in err["loc"])
+            env = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"{env} ({dotted}): {err['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None
