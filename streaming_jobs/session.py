@@ -1,0 +1,60 @@
+"""Building the SparkSession every Streamsight job, report and training run uses."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+
+from pyspark.sql import SparkSession
+
+from streamsight.errors import ConfigError
+from streamsight.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def check_java() -> None:
+    """Fail with a clear message when no Java 17+ runtime is available (local mode needs one)."""
+    java = shutil.which("java", path=os.path.join(os.environ["JAVA_HOME"], "bin")) if os.environ.get("JAVA_HOME") else shutil.which("java")
+    if not java:
+        raise ConfigError("JAVA_HOME / PATH: no `java` found. Spark needs a Java 17+ runtime "
+                          "(Debian: `apt-get install openjdk-17-jre-headless`).")
+
+
+def build_session(settings: Settings, app_name: str) -> SparkSession:
+    """A SparkSession configured from settings (reuses the active one, e.g. under spark-submit)."""
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        _register_sources(active)
+        return active
+    if settings.spark.master.startswith("local"):
+        check_java()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.master(settings.spark.master)
+        .appName(app_name)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
+        .config("spark.driver.memory", settings.spark.driver_memory)
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.streaming.stateStore.providerClass",
+                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    )
+    if settings.spark.master.startswith("local"):
+        builder = builder.config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
+    for key, value in settings.spark.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    _register_sources(spark)
+    return spark
+
+
+def _register_sources(spark: SparkSession) -> None:
+    from streaming_jobs.kafka_source import register
+
+    register(spark)

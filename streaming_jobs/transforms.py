@@ -1,0 +1,228 @@
+"""Pure DataFrame -> DataFrame transforms of the medallion flow, all derived from a contract.
+
+Each function works the same on a batch and a streaming DataFrame, so unit tests use tiny inline
+data and the streaming jobs compose them::
+
+    kafka records ──to_bronze──▶ bronze ──parse──▶ parsed ──valid_rows──▶ silver-shaped rows
+                                                       └────invalid_rows──▶ dead-letter rows
+
+Validation uses Spark's VARIANT type: the value is parsed once with ``try_parse_json`` and every
+JSON Schema rule of the contract becomes a SQL predicate on it. The first rule a record breaks gives
+its ``error_code`` (the same codes the producer uses, see :data:`streamsight.contracts.REASON_CODES`)
+and a human-readable ``reason``.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from streamsight.contracts import Contract, FieldSpec
+from streamsight.lake import DEAD_LETTER_COLUMNS, silver_columns
+
+# No backslashes: these go inside SQL string literals, where a backslash is an escape character.
+_INT_TYPES = "^(TINYINT|SMALLINT|INT|BIGINT|DECIMAL[(][0-9]+,0[)])$"
+_NUM_TYPES = "^(TINYINT|SMALLINT|INT|BIGINT|FLOAT|DOUBLE|DECIMAL[(][0-9]+,[0-9]+[)])$"
+_TYPE_CHECK = {
+    "string": "= 'STRING'", "boolean": "= 'BOOLEAN'", "integer": f"RLIKE '{_INT_TYPES}'",
+    "number": f"RLIKE '{_NUM_TYPES}'", "object": "LIKE 'OBJECT%'", "array": "LIKE 'ARRAY%'",
+}
+
+
+def to_bronze(kafka_df: DataFrame) -> DataFrame:
+    """Kafka source rows -> bronze: raw bytes, Kafka coordinates, produce and ingest time."""
+    return (
+        kafka_df.select(
+            "key", "value", "topic", "partition", "offset",
+            F.col("timestamp").alias("kafka_timestamp"),
+            F.current_timestamp().alias("ingest_time"),
+        )
+        .withColumn("ingest_date", F.to_date("ingest_time"))
+    )
+
+
+def _path(name: str) -> str:
+    return "$['" + name.replace("\\", "\\\\").replace("'", "\\'") + "']"
+
+
+def _lit_sql(value: object) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def _field_rules(f: FieldSpec, raw: str, kind: str, typed: str) -> list[tuple[str, str, str]]:
+    """(condition that means 'broken', code, reason SQL) for one field, in check order."""
+    q = _lit_sql
+    present = f"({raw} IS NOT NULL AND NOT is_variant_null({raw}))"
+    shown = f"cast({typed} AS STRING)"
+    rules = []
+    if f.required:
+        rules.append((f"NOT {present}", "MISSING_FIELD", q(f"field {f.name} is required")))
+    rules.append((f"{present} AND NOT ({kind} {_TYPE_CHECK[f.json_type]})", "TYPE_MISMATCH",
+                  f"concat({q(f'field {f.name}: expected {f.json_type}, got ')}, lower({kind}))"))
+    bounds = [(f.minimum, "<", "minimum"), (f.exclusive_minimum, "<=", "exclusive minimum"),
+              (f.maximum, ">", "maximum"), (f.exclusive_maximum, ">=", "exclusive maximum")]
+    for bound, op, label in bounds:
+        if bound is not None:
+            rules.append((f"{typed} {op} {bound!r}", "OUT_OF_RANGE",
+                          f"concat({q(f'field {f.name}: ')}, {shown}, {q(f' is outside {label} {bound}')})"))
+    if f.enum is not None:
+        options = ", ".join(q(v) for v in f.enum)
+        allowed = ", ".join(str(v) for v in f.enum)
+        rules.append((f"{typed} IS NOT NULL AND {typed} NOT IN ({options})", "NOT_IN_ENUM",
+                      f"concat({q(f'field {f.name}: ')}, {shown}, {q(f' is not one of [{allowed}]')})"))
+    if f.min_length is not None:
+        rules.append((f"char_length({typed}) < {f.min_length}", "BAD_LENGTH",
+                      q(f"field {f.name}: shorter than {f.min_length} characters")))
+    if f.max_length is not None:
+        rules.append((f"char_length({typed}) > {f.max_length}", "BAD_LENGTH",
+                      q(f"field {f.name}: longer than {f.max_length} characters")))
+    if f.pattern is not None:
+        rules.append((f"NOT regexp_like({typed}, {q(f.pattern)})", "PATTERN_MISMATCH",
+                      q(f"field {f.name}: does not match pattern {f.pattern}")))
+    return rules
+
+
+def _event_time_sql(contract: Contract, typed: str) -> str:
+    fmt = contract.event_time.format
+    if fmt == "iso8601":
+        return f"try_to_timestamp({typed})"
+    if fmt == "epoch_millis":
+        return f"timestamp_millis(try_cast({typed} AS BIGINT))"
+    if fmt == "epoch_seconds":
+        return f"timestamp_seconds(try_cast({typed} AS DOUBLE))"
+    return f"try_to_timestamp({typed}, {_lit_sql(fmt)})"
+
+
+def parse(bronze: DataFrame, contract: Contract) -> DataFrame:
+    """Bronze rows + typed payload columns + ``_error_code``/``_reason`` (null when valid).
+
+    Typed columns are named ``p__<field>``; the contract's event-time field also gets ``p__event_ts``.
+    """
+    text = "CAST(value AS STRING)"
+    df = bronze.withColumn("_v", F.expr(f"try_parse_json({text})"))
+    rules: list[tuple[str, str, str]] = [
+        ("value IS NULL", "MALFORMED_JSON", "'empty message value'"),
+        ("_v IS NULL", "MALFORMED_JSON", f"concat('not valid JSON: ', left({text}, 120))"),
+        (f"left(ltrim({text}), 1) != '{{'", "NOT_AN_OBJECT", "'JSON value is not an object'"),
+    ]
+    typed_cols = {}
+    for f in contract.fields:
+        raw = f"variant_get(_v, {_lit_sql(_path(f.name))})"
+        kind = f"schema_of_variant({raw})"
+        if f.json_type in ("object", "array"):
+            typed = f"to_json({raw})"
+        else:
+            typed = f"try_variant_get(_v, {_lit_sql(_path(f.name))}, '{f.spark_type}')"
+        typed_cols[f.name] = typed
+        rules += _field_rules(f, raw, kind, typed)
+    ts_sql = _event_time_sql(contract, typed_cols[contract.event_time.field])
+    et = contract.event_time
+    rules.append((f"{ts_sql} IS NULL", "BAD_EVENT_TIME",
+                  f"concat({_lit_sql(f'field {et.field}: cannot read ')}, "
+                  f"coalesce(cast({typed_cols[et.field]} AS STRING), 'null'), {_lit_sql(f' as {et.format}')})"))
+    code = "CASE " + " ".join(f"WHEN {c} THEN '{k}'" for c, k, _ in rules) + " END"
+    reason = "CASE " + " ".join(f"WHEN {c} THEN {r}" for c, _, r in rules) + " END"
+    return df.select(
+        *bronze.columns,
+        *[F.expr(sql).alias(f"p__{name}") for name, sql in typed_cols.items()],
+        F.expr(ts_sql).alias("p__event_ts"),
+        F.expr(code).alias("_error_code"),
+        F.expr(reason).alias("_reason"),
+    )
+
+
+def valid_rows(parsed: DataFrame, contract: Contract) -> DataFrame:
+    """Valid parsed rows, shaped like silver before de-duplication, filter and enrichment."""
+    et = contract.event_time.field
+    cols: list[Column] = []
+    for f in contract.fields:
+        src = "p__event_ts" if f.name == et else f"p__{f.name}"
+        cols.append(F.col(src).alias(f.name))
+    return (
+        parsed.where(F.col("_error_code").isNull())
+        .select(
+            *cols,
+            F.to_date(F.col("p__event_ts")).alias("event_date"),
+            F.hour(F.col("p__event_ts")).alias("event_hour"),
+            F.col("partition").alias("_kafka_partition"),
+            F.col("offset").alias("_kafka_offset"),
+            F.col("kafka_timestamp").alias("_kafka_timestamp"),
+            F.col("ingest_time").alias("_ingest_time"),
+        )
+    )
+
+
+def invalid_rows(parsed: DataFrame, source: str = "stream") -> DataFrame:
+    """Rows that broke the contract, shaped like the dead-letter table."""
+    return parsed.where(F.col("_error_code").isNotNull()).select(
+        F.col("value").alias("raw_value"),
+        F.col("_error_code").alias("error_code"),
+        F.col("_reason").alias("reason"),
+        F.lit(source).alias("source"),
+        "topic", "partition", "offset", "kafka_timestamp", "ingest_time", "ingest_date",
+    )
+
+
+def producer_dead_letters(bronze_like: DataFrame) -> DataFrame:
+    """Dead-letter topic records (JSON envelopes written by the producer) -> dead-letter rows."""
+    env = F.expr("try_parse_json(CAST(value AS STRING))")
+    get = lambda key: F.expr(f"try_variant_get(try_parse_json(CAST(value AS STRING)), '$.{key}', 'string')")  # noqa: E731
+    return bronze_like.select(
+        F.when(env.isNull(), F.col("value")).otherwise(F.encode(get("raw"), "UTF-8")).alias("raw_value"),
+        F.coalesce(get("error_code"), F.lit("UNREADABLE_DEAD_LETTER")).alias("error_code"),
+        F.coalesce(get("reason"), F.lit("dead-letter envelope could not be read")).alias("reason"),
+        F.coalesce(get("source"), F.lit("producer")).alias("source"),
+        "topic", "partition", "offset", "kafka_timestamp", "ingest_time", "ingest_date",
+    ).select(*[c for c, _ in DEAD_LETTER_COLUMNS])
+
+
+def apply_filter(df: DataFrame, contract: Contract) -> DataFrame:
+    return df.where(F.expr(contract.filter)) if contract.filter else df
+
+
+def enrich(df: DataFrame, contract: Contract, reference: DataFrame | None) -> DataFrame:
+    """Stream-static left join with the contract's reference data (rows never dropped)."""
+    ref = contract.reference
+    if ref is None or reference is None:
+        return df
+    ref_key = ref.reference_key or ref.key
+    wanted = ref.columns or [c for c in reference.columns if c != ref_key]
+    right = reference.select(
+        F.col(ref_key).alias("__ref_key"), *[F.col(c).alias(ref.prefix + c) for c in wanted]
+    ).dropDuplicates(["__ref_key"])
+    return df.join(F.broadcast(right), df[ref.key] == right["__ref_key"], "left").drop("__ref_key")
+
+
+def to_silver_shape(df: DataFrame, contract: Contract, batch_id: int) -> DataFrame:
+    """Final silver column order (see :func:`streamsight.lake.silver_columns`)."""
+    with_batch = df.withColumn("_batch_id", F.lit(batch_id).cast("bigint"))
+    return with_batch.select(*[F.col(c).cast(t).alias(c) for c, t in silver_columns(contract)])
+
+
+def windowed_aggregate(silver: DataFrame, contract: Contract, aggregate_name: str) -> DataFrame:
+    """Event-time windowed aggregate (needs a watermark on streaming input)."""
+    agg = next(a for a in contract.aggregates if a.name == aggregate_name)
+    et = contract.event_time.field
+    window = F.window(et, agg.window, agg.slide) if agg.slide else F.window(et, agg.window)
+    metrics = []
+    for m in agg.metrics:
+        col = F.col(m.column) if m.column else None
+        expr = {
+            "count": lambda: F.count(F.lit(1)),
+            "sum": lambda: F.sum(col),
+            "avg": lambda: F.avg(col),
+            "min": lambda: F.min(col),
+            "max": lambda: F.max(col),
+            "count_distinct": lambda: F.approx_count_distinct(col),
+        }[m.agg]()
+        metrics.append(expr.alias(m.name))
+    return (
+        silver.groupBy(window.alias("window"), *agg.group_by)
+        .agg(*metrics)
+        .select(F.col("window.start").alias("window_start"), F.col("window.end").alias("window_end"),
+                *agg.group_by, *[m.name for m in agg.metrics])
+    )

@@ -1,0 +1,129 @@
+"""Shared fixtures: one local SparkSession, one Kafka-protocol broker, an isolated lake per test.
+
+Broker choice, in order: ``KAFKA_BOOTSTRAP_SERVERS`` if set (a real Kafka you run); Apache Kafka in
+a container through testcontainers if a Docker engine answers; otherwise Streamsight's in-memory
+development broker (librdkafka's mock cluster, real Kafka protocol over TCP — not Apache Kafka).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = ROOT.parent / "shared" / "data"
+AI4I_CSV = DATA_DIR / "ai4i2020" / "ai4i2020.csv"
+sys.path.insert(0, str(ROOT))
+
+
+@dataclass
+class TestBroker:
+    kind: str  # "external", "testcontainers" or "embedded"
+    bootstrap_servers: str
+    _create: Callable[[str, int], None]
+
+    def create_topic(self, name: str, partitions: int = 1) -> None:
+        self._create(name, partitions)
+
+    def new_topic(self, prefix: str, partitions: int = 1) -> str:
+        """A fresh topic per test (name + uuid), so tests never see each other's data."""
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.create_topic(name, partitions)
+        return name
+
+
+def _admin_create(servers: str) -> Callable[[str, int], None]:
+    def create(name: str, partitions: int) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": servers})
+        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        for future in futures.values():
+            try:
+                future.result(timeout=30)
+            except Exception as exc:  # already exists is fine
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+
+    return create
+
+
+def _docker_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[TestBroker]:
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if servers:
+        yield TestBroker("external", servers, _admin_create(servers))
+        return
+    if _docker_answers():
+        try:
+            from testcontainers.kafka import KafkaContainer
+        except ImportError:
+            pass
+        else:
+            with KafkaContainer("apache/kafka:3.9.1") as container:
+                servers = container.get_bootstrap_server()
+                yield TestBroker("testcontainers", servers, _admin_create(servers))
+            return
+    from ingestion.embedded_broker import EmbeddedBroker
+
+    broker = EmbeddedBroker()
+    broker.start()
+    try:
+        yield TestBroker("embedded", broker.bootstrap_servers, broker.create_topic)
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("streamsight-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.sql.streaming.stateStore.providerClass",
+                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def lake_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point STREAMSIGHT_LAKE_DIR / run / reports dirs at a fresh temporary directory."""
+    monkeypatch.setenv("STREAMSIGHT_LAKE_DIR", str(tmp_path / "lake"))
+    monkeypatch.setenv("STREAMSIGHT_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("STREAMSIGHT_REPORTS_DIR", str(tmp_path / "reports"))
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def machine_contract():
+    from streamsight.contracts import load_contract
+
+    return load_contract(ROOT / "conf" / "contracts" / "machine_telemetry.yaml")

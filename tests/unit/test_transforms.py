@@ -1,0 +1,110 @@
+"""Pure transforms on tiny inline data: validation reason codes, typing, enrichment, windows."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from streaming_jobs import transforms as T
+from streamsight.lake import DEAD_LETTER_COLUMNS, silver_columns
+
+GOOD = {
+    "event_id": "e1", "machine_id": "M1", "event_time": "2020-01-01T00:05:00Z", "type": "L",
+    "air_temperature_k": 298.1, "process_temperature_k": 308.6, "rotational_speed_rpm": 1551,
+    "torque_nm": 42.8, "tool_wear_min": 0, "machine_failure": 0,
+}
+
+
+def _bronze(spark, values: list[bytes | None]):
+    ts = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    rows = [(b"k", v, "t.raw", 0, i, ts) for i, v in enumerate(values)]
+    kafka = spark.createDataFrame(
+        rows, "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
+    )
+    return T.to_bronze(kafka)
+
+
+def _with(**changes) -> bytes:
+    record = {**GOOD, **changes}
+    return json.dumps({k: v for k, v in record.items() if v is not ...}).encode()
+
+
+CASES = [
+    (_with(), None),
+    (b'{"event_id": "e1", "machine', "MALFORMED_JSON"),
+    (None, "MALFORMED_JSON"),
+    (b"[1, 2, 3]", "NOT_AN_OBJECT"),
+    (_with(torque_nm=...), "MISSING_FIELD"),
+    (_with(torque_nm=None), "MISSING_FIELD"),
+    (_with(torque_nm="42.8"), "TYPE_MISMATCH"),
+    (_with(tool_wear_min=1.5), "TYPE_MISMATCH"),
+    (_with(torque_nm=-1), "OUT_OF_RANGE"),
+    (_with(rotational_speed_rpm=99999), "OUT_OF_RANGE"),
+    (_with(type="X"), "NOT_IN_ENUM"),
+    (_with(machine_failure=2), "NOT_IN_ENUM"),
+    (_with(event_id=""), "BAD_LENGTH"),
+    (_with(event_time="yesterday"), "BAD_EVENT_TIME"),
+    (_with(machine_failure=...), None),  # optional field may be absent
+]
+
+
+def test_parse_assigns_the_first_broken_rule(spark, machine_contract):
+    parsed = T.parse(_bronze(spark, [v for v, _ in CASES]), machine_contract)
+    got = {r["offset"]: (r["_error_code"], r["_reason"]) for r in parsed.collect()}
+    for i, (_, expected) in enumerate(CASES):
+        assert got[i][0] == expected, (i, CASES[i][0], got[i])
+        assert (got[i][1] is None) == (expected is None)
+    assert "torque_nm" in got[8][1] and "-1" in got[8][1]
+    assert "[L, M, H]" in got[10][1]
+
+
+def test_valid_rows_are_typed_and_invalid_rows_keep_raw_bytes(spark, machine_contract):
+    values = [v for v, _ in CASES]
+    parsed = T.parse(_bronze(spark, values), machine_contract)
+    valid = T.valid_rows(parsed, machine_contract).collect()
+    assert len(valid) == 2
+    row = valid[0]
+    assert row["event_time"] == datetime(2020, 1, 1, 0, 5)
+    assert row["rotational_speed_rpm"] == 1551.0 and row["tool_wear_min"] == 0
+    assert str(row["event_date"]) == "2020-01-01" and row["event_hour"] == 0
+    dead = T.invalid_rows(parsed).collect()
+    assert [c for c, _ in DEAD_LETTER_COLUMNS] == T.invalid_rows(parsed).columns
+    assert len(dead) == len(CASES) - 2
+    assert {d["offset"]: d["raw_value"] for d in dead}[1] == values[1]
+    assert all(d["source"] == "stream" for d in dead)
+
+
+def test_enrich_and_filter_and_silver_shape(spark, machine_contract):
+    rows = [_with(event_id="a", type="M"), _with(event_id="b", type="H", rotational_speed_rpm=0)]
+    parsed = T.parse(_bronze(spark, rows), machine_contract)
+    valid = T.apply_filter(T.valid_rows(parsed, machine_contract), machine_contract)
+    ref = spark.read.csv(str(machine_contract.reference_path), header=True, inferSchema=True)
+    silver = T.to_silver_shape(T.enrich(valid, machine_contract, ref), machine_contract, batch_id=7)
+    out = silver.collect()
+    assert [r["event_id"] for r in out] == ["a"]  # rpm 0 filtered out by the contract's filter
+    assert out[0]["quality"] == "medium" and out[0]["osf_strain_limit_nm_min"] == 12000
+    assert out[0]["_batch_id"] == 7
+    assert silver.columns == [c for c, _ in silver_columns(machine_contract)]
+
+
+def test_producer_dead_letter_envelope(spark):
+    envelope = {"error_code": "OUT_OF_RANGE", "reason": "field x: 9 is outside maximum 1",
+                "raw": '{"x": 9}', "source": "producer"}
+    df = T.producer_dead_letters(_bronze(spark, [json.dumps(envelope).encode(), b"garbage"]))
+    rows = df.orderBy("offset").collect()
+    assert rows[0]["error_code"] == "OUT_OF_RANGE" and rows[0]["raw_value"] == b'{"x": 9}'
+    assert rows[1]["error_code"] == "UNREADABLE_DEAD_LETTER" and rows[1]["raw_value"] == b"garbage"
+
+
+@pytest.mark.parametrize("aggregate", ["by_type_1h", "fleet_15m"])
+def test_windowed_aggregate(spark, machine_contract, aggregate):
+    times = ["2020-01-01T00:01:00Z", "2020-01-01T00:20:00Z", "2020-01-01T01:10:00Z"]
+    rows = [_with(event_id=f"e{i}", event_time=t, machine_failure=i % 2, type="L") for i, t in enumerate(times)]
+    valid = T.valid_rows(T.parse(_bronze(spark, rows), machine_contract), machine_contract)
+    out = T.windowed_aggregate(valid, machine_contract, aggregate).orderBy("window_start").collect()
+    if aggregate == "by_type_1h":
+        assert [(r["readings"], r["failures"]) for r in out] == [(2, 1), (1, 0)]
+    else:  # 15-minute windows sliding by 5: every event falls in 3 windows
+        assert sum(r["readings"] for r in out) == 9
