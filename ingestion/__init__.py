@@ -1,0 +1,1 @@
+"""Ingestion: Kafka producers, generators and the embedded development broker."""
