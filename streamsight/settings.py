@@ -57,6 +57,10 @@ class KafkaSettings(BaseModel):
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     connect_timeout_s: float = Field(default=10.0, gt=0, description="Fail fast after this long.")
     default_partitions: int = Field(default=4, ge=1, description="For topics the embedded broker creates.")
+    kafka_python_api_version: str | None = Field(
+        default=None, pattern=r"^\d+\.\d+\.\d+$",
+        description="Pin kafka-python's protocol version, e.g. 2.1.0 (needed for the embedded broker).",
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod

@@ -1,0 +1,275 @@
+"""The ``streamsight`` command: one entry point, each subcommand delegating to its stage.
+
+This module is the composition root: it imports the stages lazily, inside each command, so
+``streamsight --help`` is fast and a stage's dependencies load only when used. Every option can
+also be set by environment variable (shown in ``--help``); settings errors name the setting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from streamsight.errors import StreamsightError
+
+app = typer.Typer(
+    name="streamsight",
+    help="Streamsight: contract-driven streams from Kafka producers to a Spark lake, models and reports.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class Client(str, Enum):
+    confluent = "confluent"
+    kafka_python = "kafka-python"
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    profile: Annotated[Optional[str], typer.Option(help="Settings profile: local, docker or aws.", envvar="STREAMSIGHT_PROFILE")] = None,
+    lake: Annotated[Optional[str], typer.Option(help="Lake root (directory, hdfs:// or s3a://).", envvar="STREAMSIGHT_LAKE_DIR")] = None,
+    contracts: Annotated[Optional[Path], typer.Option(help="Directory of stream contracts.", envvar="STREAMSIGHT_CONTRACTS_DIR")] = None,
+    bootstrap_servers: Annotated[Optional[str], typer.Option(help="Kafka bootstrap servers.", envvar="STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS")] = None,
+    log_level: Annotated[Optional[str], typer.Option(help="DEBUG, INFO, WARNING or ERROR.", envvar="STREAMSIGHT_LOG_LEVEL")] = None,
+) -> None:
+    overrides: dict[str, Any] = {"profile": profile, "lake_dir": lake, "contracts_dir": contracts, "log_level": log_level}
+    if bootstrap_servers:
+        overrides["kafka"] = {"bootstrap_servers": bootstrap_servers}
+    ctx.obj = overrides
+
+
+def _settings(ctx: typer.Context) -> Any:
+    from streamsight.settings import load_settings
+
+    overrides = dict(ctx.obj or {})
+    kafka = overrides.pop("kafka", None)
+    settings = load_settings(**overrides)
+    if kafka:  # a CLI flag beats the environment for this nested field
+        settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update=kafka)})
+        from streamsight.settings import Settings
+
+        settings = Settings.model_validate(settings.model_dump())  # re-validate the copy
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("py4j", "kafka", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return settings
+
+
+def _contract(settings: Any, stream: str) -> Any:
+    from streamsight.contracts import get_contract
+
+    return get_contract(settings.contracts_dir, stream)
+
+
+@app.command()
+def broker(
+    ctx: typer.Context,
+    num_brokers: Annotated[int, typer.Option(help="Brokers in the in-memory cluster.")] = 1,
+) -> None:
+    """Run the in-memory development broker (librdkafka mock cluster; NOT Apache Kafka) until SIGTERM.
+
+    Creates every contract's raw and dead-letter topics, prints the bootstrap address and writes it
+    to <run_dir>/broker.address, where the other commands find it.
+    """
+    from ingestion.embedded_broker import serve
+    from streamsight.contracts import load_contracts
+
+    settings = _settings(ctx)
+    topics: dict[str, int] = {}
+    for c in load_contracts(settings.contracts_dir).values():
+        topics[c.raw_topic] = c.topics.partitions
+        topics[c.dead_letter_topic] = 1
+    serve(topics=topics, address_file=settings.broker_address_file, num_brokers=num_brokers)
+
+
+@app.command()
+def produce(
+    ctx: typer.Context,
+    stream: Annotated[str, typer.Option(help="Contract name.")],
+    source: Annotated[str, typer.Option(help="ai4i, synthetic, or file (with --path, or file:PATH).")],
+    path: Annotated[Optional[Path], typer.Option(help="File or directory for --source file; AI4I CSV for ai4i.")] = None,
+    rate: Annotated[Optional[float], typer.Option(help="Events per second (default: as fast as possible).")] = None,
+    count: Annotated[Optional[int], typer.Option(help="Stop after this many events.")] = None,
+    duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds.")] = None,
+    client: Annotated[Optional[Client], typer.Option(help="Kafka client library.")] = None,
+    faults: Annotated[Optional[str], typer.Option(help="Synthetic faults, e.g. malformed=0.01,schema=0.02,duplicates=0.02,late=0.01")] = None,
+    machines: Annotated[int, typer.Option(help="Synthetic: number of machines.")] = 200,
+    seed: Annotated[int, typer.Option(help="Synthetic: random seed.")] = 7,
+    skip: Annotated[int, typer.Option(help="ai4i: skip this many rows first.")] = 0,
+    skip_validation: Annotated[bool, typer.Option(help="Send records unchecked (tests the stream-side dead-letter path).")] = False,
+    progress: Annotated[Optional[bool], typer.Option(help="Progress bar (default: when stderr is a terminal).")] = None,
+) -> None:
+    """Publish events from a source to a stream's raw topic; invalid ones go to its dead-letter topic."""
+    from ingestion import sources
+    from ingestion.producer import produce as run_produce
+
+    settings = _settings(ctx)
+    contract = _contract(settings, stream)
+    if source.startswith("file:"):
+        source, path = "file", Path(source[5:])
+    if source == "ai4i":
+        csv = path or Path(__file__).resolve().parent.parent / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"
+        events = sources.ai4i_source(csv, skip=skip)
+    elif source == "synthetic":
+        if count is None and duration is None:
+            raise StreamsightError("--source synthetic is endless: give --count or --duration")
+        events = sources.synthetic_source(contract, machines=machines, seed=seed, faults=sources.FaultSpec.parse(faults))
+    elif source == "file":
+        if path is None:
+            raise StreamsightError("--source file needs --path PATH (or --source file:PATH)")
+        events = sources.file_source(contract, path)
+    else:
+        raise StreamsightError(f"--source: unknown source {source!r} (ai4i, synthetic, file)")
+    summary = run_produce(settings, contract, events, rate=rate, count=count, duration=duration,
+                          client=client.value if client else None, validate=not skip_validation, progress=progress)
+    print(json.dumps({"produce": summary.as_dict()}))
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def stream(
+    ctx: typer.Context,
+    stream: Annotated[str, typer.Option(help="Contract name.")],
+    until_idle: Annotated[bool, typer.Option(help="Stop once every query has caught up.")] = False,
+) -> None:
+    """Run a stream's Spark Structured Streaming job locally (see streaming_jobs/pipeline.py)."""
+    from streaming_jobs.pipeline import run
+    from streaming_jobs.session import build_session
+
+    settings = _settings(ctx)
+    _contract(settings, stream)  # fail on a bad contract before starting Spark
+    spark = build_session(settings, f"streamsight-stream-{stream}")
+    totals = run(spark, settings, stream, until_idle=until_idle)
+    if totals is not None:
+        print(json.dumps({"stream": stream, "input_rows": totals}))
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="Model name (a contract's model.name).")],
+) -> None:
+    """Train a new model version on silver history and promote it if it is at least as good."""
+    from ml.cli import train_command
+
+    train_command(_settings(ctx), model)
+
+
+@app.command()
+def models(
+    ctx: typer.Context,
+    model: Annotated[Optional[str], typer.Option(help="Only this model.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """List model versions with their metrics and aliases."""
+    from ml.cli import models_command
+
+    models_command(_settings(ctx), model, as_json)
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="Model name.")],
+    version: Annotated[int, typer.Option(help="Version to make `production`.")],
+) -> None:
+    """Point the `production` alias at a version; running scorers pick it up at their next batch."""
+    from ml.cli import promote_command
+
+    promote_command(_settings(ctx), model, version)
+
+
+@app.command()
+def sql(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="Spark SQL; every lake table is a view <stream>_<table>.")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON rows instead of a table.")] = False,
+) -> None:
+    """Run Spark SQL against views of every lake table of every contract."""
+    from analytics.cli import sql_command
+
+    code = sql_command(_settings(ctx), query, as_json)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    stream: Annotated[Optional[str], typer.Option(help="Only this stream.")] = None,
+) -> None:
+    """Run the named SQL reports and write PNG charts and one self-contained HTML report."""
+    from analytics.cli import report_command
+
+    print(report_command(_settings(ctx), stream))
+
+
+@app.command()
+def contracts(
+    ctx: typer.Context,
+    ddl: Annotated[bool, typer.Option(help="Print CREATE TABLE statements for every lake table.")] = False,
+) -> None:
+    """List the stream contracts (validating each), or print their tables' DDL."""
+    from streamsight.contracts import load_contracts
+
+    settings = _settings(ctx)
+    for c in load_contracts(settings.contracts_dir).values():
+        if ddl:
+            for statement in c.ddl(settings.lake_uri).values():
+                print(statement + ";\n")
+        else:
+            print(f"{c.name}: topics {c.raw_topic} / {c.dead_letter_topic}; key {c.key}; "
+                  f"tables {', '.join(c.table_names().values())}; model {c.model.name if c.model else '-'}")
+
+
+@app.command()
+def config(ctx: typer.Context) -> None:
+    """Print the effective settings (secrets redacted)."""
+    print(json.dumps(_settings(ctx).redacted(), indent=2, default=str))
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    seconds: Annotated[float, typer.Option(help="How long to produce.")] = 30.0,
+    rate: Annotated[Optional[float], typer.Option(help="Target events/s (default: as fast as possible).")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Where to write the JSON figures.")] = None,
+) -> None:
+    """Measure end-to-end throughput and latency (producer, broker and Spark on this machine)."""
+    from streaming_jobs.bench import run_bench
+
+    result = run_bench(_settings(ctx), seconds=seconds, rate=rate, output=output)
+    print(json.dumps(result))
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """The whole flow on the embedded broker: produce, stream, train, score, report; prints SUMMARY."""
+    from streaming_jobs.demo import run_demo
+
+    summary = run_demo(_settings(ctx))
+    if not summary.get("reconciled"):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except StreamsightError as exc:
+        print(f"streamsight: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
