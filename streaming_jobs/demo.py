@@ -1,0 +1,214 @@
+"""``streamsight demo``: the whole product on this machine, then a reconciliation of every count.
+
+1. start the in-memory development broker (a subprocess, stopped at the end);
+2. replay the first 3,000 AI4I rows; stream until caught up; train model v1 on that early silver
+   data and promote it;
+3. replay the remaining AI4I rows, a synthetic stream with injected faults (malformed JSON, schema
+   violations, duplicates, late events) validated by the producer, and a few poison messages sent
+   unvalidated (a misbehaving producer) that only the stream-side validation can catch;
+4. stream until caught up (scoring with v1), write the report;
+5. reconcile: bronze = messages sent to the raw topic; dead-letter = producer rejects + stream
+   rejects; every valid event id is in silver or was an injected duplicate; silver has no duplicate
+   ids; predictions = silver rows written while a model was in production.
+
+The last line printed is ``SUMMARY {json}``. The demo owns its lake directory: it wipes it at start
+only if an earlier demo created it (marker file), so it is safe to run twice and never deletes a lake
+it did not make.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from ingestion import sources
+from ingestion.producer import ProduceSummary, produce
+from streamsight.contracts import get_contract
+from streamsight.errors import StreamsightError
+from streamsight.settings import Settings
+
+STREAM = "machine_telemetry"
+MARKER = ".streamsight-demo"
+AI4I_CSV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"
+
+
+def _say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def _prepare_lake(settings: Settings) -> None:
+    if not settings.lake_is_local:
+        raise StreamsightError("the demo needs a local lake directory (STREAMSIGHT_LAKE_DIR)")
+    lake = Path(settings.lake_dir.removeprefix("file://"))
+    if lake.exists() and any(lake.iterdir()):
+        if not (lake / MARKER).exists():
+            raise StreamsightError(f"STREAMSIGHT_LAKE_DIR: {lake} is not empty and was not made by the demo; "
+                                   "point the demo at an empty or earlier demo directory")
+        shutil.rmtree(lake)
+    lake.mkdir(parents=True, exist_ok=True)
+    (lake / MARKER).write_text("created by `streamsight demo`; the next demo run deletes this directory\n")
+
+
+def start_broker(settings: Settings, topics: dict[str, int], timeout: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``python -m ingestion.embedded_broker`` and wait (bounded) for its address file."""
+    address_file = settings.broker_address_file
+    address_file.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "ingestion.embedded_broker", "--address-file", str(address_file)]
+    for name, parts in topics.items():
+        cmd += ["--topic", f"{name}:{parts}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parent.parent)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if address_file.exists() and address_file.read_text().strip():
+            return proc, address_file.read_text().strip()
+        if proc.poll() is not None:
+            raise StreamsightError(f"the embedded broker exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        time.sleep(0.05)  # polling for the address file, bounded by the deadline
+    proc.kill()
+    raise StreamsightError(f"the embedded broker wrote no address within {timeout:g}s")
+
+
+def stop_broker(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_demo(settings: Settings) -> dict[str, Any]:
+    started = time.monotonic()
+    _prepare_lake(settings)
+    contract = get_contract(settings.contracts_dir, STREAM)
+    topics = {contract.raw_topic: contract.topics.partitions, contract.dead_letter_topic: 1}
+    proc, servers = start_broker(settings, topics)
+    _say(f"embedded broker (in-memory, development only) at {servers}")
+    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": servers})})
+    spark = None
+    try:
+        from ml.train import train_model
+        from streaming_jobs.pipeline import StreamJob
+        from streaming_jobs.session import build_session
+
+        runs: list[ProduceSummary] = []
+        early = 3000
+        runs.append(produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=early), progress=False))
+        _say(f"replayed AI4I rows 1-{early}")
+        spark = build_session(settings, "streamsight-demo")
+        job = StreamJob(spark, settings, contract, servers)
+        job.run_until_idle()
+        _say("streamed the early data; training model v1")
+        meta = train_model(spark, settings, contract, promote=True)
+        _say(f"model {meta['name']} v{meta['version']}: test AUC-PR {meta['metrics']['auc_pr']:.3f} "
+             f"(baseline {meta['baseline']['auc_pr']:.3f})")
+
+        runs.append(produce(settings, contract, sources.ai4i_source(AI4I_CSV, skip=early), progress=False))
+        synthetic_start = sources.AI4I_START + timedelta(minutes=10_000)
+        faults = sources.FaultSpec(malformed=0.01, schema=0.02, duplicates=0.03, late=0.02, late_by="5 minutes")
+        runs.append(produce(settings, contract, sources.synthetic_source(
+            contract, machines=100, faults=faults, start=synthetic_start, interval_ms=60_000), count=6000, progress=False))
+        poison = sources.FaultSpec(malformed=0.5, schema=0.5)
+        runs.append(produce(settings, contract, sources.synthetic_source(
+            contract, machines=10, seed=99, faults=poison, start=synthetic_start), count=200,
+            validate=False, progress=False))
+        _say("replayed the rest of AI4I, 6,000 synthetic events with faults and 200 unvalidated poison messages")
+        job.run_until_idle()
+        _say("streamed everything; writing the report")
+        from analytics.report import build_report
+        from streamsight.contracts import load_contracts
+
+        report = build_report(spark, settings, load_contracts(settings.contracts_dir), stream=STREAM)
+        summary = reconcile(spark, job, runs)
+        summary["report"] = str(report)
+        summary["model"] = {"version": meta["version"], "auc_pr": round(meta["metrics"]["auc_pr"], 4),
+                            "baseline_auc_pr": round(meta["baseline"]["auc_pr"], 4)}
+    finally:
+        if spark is not None:
+            spark.stop()
+        stop_broker(proc)
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    for name, check in summary["checks"].items():
+        _say(f"{'ok  ' if check['ok'] else 'FAIL'} {name}: {check['detail']}")
+    _say("counts reconcile" if summary["reconciled"] else "counts DO NOT reconcile")
+    print("SUMMARY " + json.dumps(summary), flush=True)
+    return summary
+
+
+def reconcile(spark: Any, job: Any, runs: list[ProduceSummary]) -> dict[str, Any]:
+    """Compare lake counts with what the producers sent; every check says what it compared."""
+    from pyspark.sql import functions as F
+
+    from streaming_jobs import transforms as T
+    from streaming_jobs.pipeline import ops_uri
+
+    contract = job.contract
+    read = lambda t: spark.read.parquet(job.uri(t))  # noqa: E731
+    bronze = read("bronze")
+    silver = read("silver")
+    dead = read("dead_letter")
+    predictions = read("predictions")
+    stats = spark.read.parquet(ops_uri(job.settings, contract, "silver_batches"))
+
+    sent = sum(r.sent for r in runs)
+    producer_invalid = sum(r.invalid for r in runs)
+    injected_dups = sum(r.faults.get("duplicate", 0) for r in runs)
+    poison = sum(r.faults.get("malformed", 0) + r.faults.get("schema", 0) for r in runs if r.invalid == 0 and r.faults)
+    n_bronze, n_silver, n_pred = bronze.count(), silver.count(), predictions.count()
+    by_source = {r["source"]: r["count"] for r in dead.groupBy("source").count().collect()}
+    n_dead = sum(by_source.values())
+    valid = T.valid_rows(T.parse(bronze, contract), contract)
+    n_valid = valid.count()
+    filtered = stats.agg(F.sum("filtered")).first()[0] or 0
+    valid_ids = T.apply_filter(valid, contract).select(*contract.dedup_key).distinct()
+    silver_ids = silver.select(*contract.dedup_key).distinct()
+    missing = valid_ids.join(silver_ids, contract.dedup_key, "left_anti").count()
+    distinct_silver = silver_ids.count()
+    scored_batches = stats.where("model_version IS NOT NULL").agg(F.sum("silver")).first()[0] or 0
+    duplicates_dropped = n_valid - filtered - n_silver
+
+    def check(ok: bool, detail: str) -> dict[str, Any]:
+        return {"ok": bool(ok), "detail": detail}
+
+    checks = {
+        "bronze_equals_sent": check(n_bronze == sent, f"bronze {n_bronze} vs sent to raw topic {sent}"),
+        "producer_rejects_in_dead_letter": check(by_source.get("producer", 0) == producer_invalid,
+                                                 f"dead-letter(producer) {by_source.get('producer', 0)} vs producer invalid {producer_invalid}"),
+        "stream_rejects_in_dead_letter": check(by_source.get("stream", 0) == poison and n_bronze - n_valid == poison,
+                                               f"dead-letter(stream) {by_source.get('stream', 0)} vs poison sent {poison}"),
+        "every_valid_event_in_silver": check(missing == 0, f"{missing} valid event ids (passing the contract's "
+                                             f"filter) missing from silver; {filtered} rows filtered out"),
+        "silver_has_no_duplicates": check(distinct_silver == n_silver, f"{n_silver} rows, {distinct_silver} distinct ids"),
+        "duplicates_dropped_equal_injected": check(duplicates_dropped == injected_dups,
+                                                   f"dropped {duplicates_dropped} vs injected {injected_dups}"),
+        "predictions_for_scored_batches": check(n_pred == scored_batches,
+                                                f"predictions {n_pred} vs silver rows written with a model {scored_batches}"),
+    }
+    return {
+        "produced": sent + producer_invalid,
+        "invalid": producer_invalid + by_source.get("stream", 0),
+        "bronze": n_bronze,
+        "silver": n_silver,
+        "dead_letter": n_dead,
+        "duplicates_dropped": duplicates_dropped,
+        "filtered": filtered,
+        "predictions": n_pred,
+        "reconciled": all(c["ok"] for c in checks.values()),
+        "checks": checks,
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from streamsight.settings import load_settings
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    sys.exit(0 if run_demo(load_settings()).get("reconciled") else 1)
