@@ -1,0 +1,185 @@
+"""``streamsight bench``: sustained end-to-end throughput and latency on this machine.
+
+What runs (all on one machine, as in the demo): the in-memory development broker (a subprocess, or
+the configured Kafka when ``STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS`` is set), a producer process
+(``streamsight produce --source synthetic``, confluent-kafka, validating every record), and the
+streaming job in this process (bronze -> silver -> predictions, local Spark).
+
+The benchmark uses its own stream, ``bench_telemetry``: a copy of the ``machine_telemetry`` contract
+with more partitions (so the development broker's ~5 MB per-partition retention is not the limit)
+and without gold aggregates. A warm-up run trains and promotes a model first, so predictions are
+real MLlib scores.
+
+Figures (one JSON object, printed and written to ``--output``):
+
+* ``produced_per_s``: what the producer process achieved;
+* ``silver_per_s`` / ``predictions_per_s``: rows committed per second from the first produced event
+  to the last commit;
+* ``latency_*_s``: produce time (Kafka timestamp) to the commit of the row's micro-batch, for silver
+  and for predictions: p50, p95, p99 over every row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streamsight.contracts import load_contract
+from streamsight.settings import Settings
+
+BENCH_STREAM = "bench_telemetry"
+
+
+def _bench_contracts(settings: Settings, directory: Path, partitions: int) -> Path:
+    source = Path(settings.contracts_dir) / "machine_telemetry.yaml"
+    doc = yaml.safe_load(source.read_text(encoding="utf-8"))
+    doc.update(name=BENCH_STREAM, aggregates=[],
+               topics={"raw": f"{BENCH_STREAM}.raw", "dead_letter": f"{BENCH_STREAM}.dead-letter", "partitions": partitions})
+    ref = Path(doc["reference"]["path"])
+    doc["reference"]["path"] = str(ref if ref.is_absolute() else (source.parent / ref).resolve())
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{BENCH_STREAM}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return directory
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99)}
+
+
+def _producer(settings: Settings, env: dict[str, str], *, count: int | None, seconds: float | None,
+              rate: float | None, seed: int) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "streamsight_cli", "produce", "--stream", BENCH_STREAM, "--source", "synthetic",
+           "--machines", "1000", "--seed", str(seed), "--no-progress"]
+    if count:
+        cmd += ["--count", str(count)]
+    if seconds:
+        cmd += ["--duration", str(seconds)]
+    if rate:
+        cmd += ["--rate", str(rate)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _summary(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench producer failed ({proc.returncode}): {err[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1])["produce"]
+
+
+def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None = None,
+              output: Path | None = None, partitions: int = 16) -> dict[str, Any]:
+    from ml.train import train_model
+    from streaming_jobs.demo import start_broker, stop_broker
+    from streaming_jobs.pipeline import StreamJob, ops_uri
+    from streaming_jobs.session import build_session
+
+    work = Path(tempfile.mkdtemp(prefix="streamsight-bench-"))
+    contracts_dir = _bench_contracts(settings, work / "contracts", partitions)
+    contract = load_contract(contracts_dir / f"{BENCH_STREAM}.yaml")
+    settings = settings.model_copy(update={
+        "lake_dir": str(work / "lake"), "contracts_dir": contracts_dir, "run_dir": work / "run"})
+    proc = None
+    servers = settings.kafka.bootstrap_servers
+    if not servers:
+        proc, servers = start_broker(settings, {contract.raw_topic: partitions, contract.dead_letter_topic: 1})
+    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": servers})})
+    env = {**os.environ, "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": servers,
+           "STREAMSIGHT_CONTRACTS_DIR": str(contracts_dir), "STREAMSIGHT_LOG_LEVEL": "WARNING",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    spark = None
+    try:
+        spark = build_session(settings, "streamsight-bench")
+        job = StreamJob(spark, settings, contract, servers)
+        # Warm-up: enough labelled history to train the model the benchmark scores with.
+        _summary(_producer(settings, env, count=20_000, seconds=None, rate=None, seed=1))
+        job.run_until_idle()
+        train_model(spark, settings, contract, promote=True)
+        warm_silver = spark.read.parquet(job.uri("silver")).count()
+
+        queries = [job.bronze_query(False), job.silver_query(False)]
+        started = time.time()
+        producer = _producer(settings, env, count=None, seconds=seconds, rate=rate, seed=2)
+        produced = _summary(producer)
+        target = warm_silver + produced["sent"]
+        stats_uri = ops_uri(settings, contract, "silver_batches")
+        deadline = time.monotonic() + max(120.0, seconds * 4)
+        caught_up = False
+        while time.monotonic() < deadline:
+            for q in queries:
+                if q.exception() is not None:
+                    raise q.exception()  # type: ignore[misc]
+            try:
+                done = spark.read.parquet(stats_uri).agg({"silver": "sum"}).first()[0] or 0
+            except Exception:  # not written yet
+                done = 0
+            if done >= target:
+                caught_up = True
+                break
+            time.sleep(0.5)  # polling the lake for catch-up, bounded by the deadline
+        for q in queries:
+            q.stop()
+
+        result = measure(spark, job, stats_uri, since_batch_after=warm_silver, started=started)
+        result.update({
+            "seconds": seconds, "target_rate": rate, "caught_up": caught_up,
+            "produced": produced["sent"], "produced_per_s": round(produced["sent"] / produced["seconds"], 1),
+            "partitions": partitions, "kafka_source": settings.spark.kafka_source,
+            "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
+                       f"Spark {spark.version}",
+            "broker": "embedded (librdkafka mock)" if proc else servers,
+        })
+    finally:
+        if spark is not None:
+            spark.stop()
+        if proc is not None:
+            stop_broker(proc)
+        shutil.rmtree(work, ignore_errors=True)
+    path = output or Path(settings.reports_dir if isinstance(settings.reports_dir, Path) else Path("var/reports")) / "bench.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    result["output"] = str(path)
+    return result
+
+
+def measure(spark: Any, job: Any, stats_uri: str, *, since_batch_after: int, started: float) -> dict[str, Any]:
+    """Throughput and latency of the measured (post-warm-up) rows, from the lake's own records."""
+    from pyspark.sql import functions as F
+
+    stats = spark.read.parquet(stats_uri)
+    commits = {r["batch_id"]: r["committed_at"].timestamp() for r in stats.collect()}
+    silver = spark.read.parquet(job.uri("silver"))
+    rows = (silver.where(F.col("_kafka_timestamp") >= F.lit(started).cast("timestamp"))
+            .select(F.col("_kafka_timestamp").cast("double").alias("ts"), "_batch_id").collect())
+    predicted = {r["_batch_id"] for r in spark.read.parquet(job.uri("predictions")).select("_batch_id").distinct().collect()}
+    silver_lat = [commits[r["_batch_id"]] - r["ts"] for r in rows if r["_batch_id"] in commits]
+    pred_lat = [commits[r["_batch_id"]] - r["ts"] for r in rows if r["_batch_id"] in predicted]
+    first = min((r["ts"] for r in rows), default=started)
+    last = max((commits[r["_batch_id"]] for r in rows if r["_batch_id"] in commits), default=first)
+    span = max(last - first, 1e-9)
+    n_pred = sum(1 for r in rows if r["_batch_id"] in predicted)
+    return {
+        "silver_rows": len(rows),
+        "prediction_rows": n_pred,
+        "silver_per_s": round(len(rows) / span, 1),
+        "predictions_per_s": round(n_pred / span, 1),
+        "latency_silver_s": _percentiles(silver_lat),
+        "latency_predictions_s": _percentiles(pred_lat),
+        "micro_batches": len({r["_batch_id"] for r in rows}),
+    }
