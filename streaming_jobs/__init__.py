@@ -1,0 +1,1 @@
+"""Streamsight Spark Structured Streaming jobs and their lake sinks."""
