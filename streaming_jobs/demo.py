@@ -109,8 +109,8 @@ def run_demo(settings: Settings) -> dict[str, Any]:
         job.run_until_idle()
         _say("streamed the early data; training model v1")
         meta = train_model(spark, settings, contract, promote=True)
-        _say(f"model {meta['name']} v{meta['version']}: test AUC-PR {meta['metrics']['auc_pr']:.3f} "
-             f"(baseline {meta['baseline']['auc_pr']:.3f})")
+        _say(f"model {meta['model_name']} v{meta['version']}: test AUC-PR {meta['metrics']['auc_pr']:.3f} "
+             f"(baseline {meta['baseline_metrics']['auc_pr']:.3f})")
 
         runs.append(produce(settings, contract, sources.ai4i_source(AI4I_CSV, skip=early), progress=False))
         synthetic_start = sources.AI4I_START + timedelta(minutes=10_000)
@@ -131,7 +131,7 @@ def run_demo(settings: Settings) -> dict[str, Any]:
         summary = reconcile(spark, job, runs)
         summary["report"] = str(report)
         summary["model"] = {"version": meta["version"], "auc_pr": round(meta["metrics"]["auc_pr"], 4),
-                            "baseline_auc_pr": round(meta["baseline"]["auc_pr"], 4)}
+                            "baseline_auc_pr": round(meta["baseline_metrics"]["auc_pr"], 4)}
     finally:
         if spark is not None:
             spark.stop()

@@ -86,7 +86,7 @@ def test_new_contract_needs_no_code(tmp_path, kafka_broker):
 
     def sql(query: str) -> list[dict]:
         result = cli(env, "sql", "--json", query)
-        return json.loads(result.stdout)
+        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]  # JSON Lines
 
     kept = [r for r in records if r["co2_ppm"] < 5000]
     silver = sql(f"SELECT count(*) AS n, count(DISTINCT reading_id) AS ids, "

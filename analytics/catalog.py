@@ -1,0 +1,163 @@
+"""Named queries: ``analytics/queries/<name>.sql``, one per report chart.
+
+A query file starts with a header of ``-- key: value`` comment lines:
+
+* ``title`` -- chart title (may use the *raw* placeholders below, e.g. ``by {category_name}``),
+* ``description`` -- one sentence for the report (repeatable; lines are joined),
+* ``requires`` -- comma list of capabilities the stream must have, else the query is skipped with
+  a note: ``model`` (the contract declares a model) and ``category`` (the model has at least one
+  categorical feature),
+* ``order`` -- position in the report (default 1000, then by name).
+
+Placeholders in the SQL (contract-driven, so no stream's column names are hard-coded):
+
+====================  =================================================================
+``{stream}``          the stream name; views are ``{stream}_silver``, ``{stream}_bronze``...
+``{key}``             the message key column, as a quoted identifier (`` `machine_id` ``)
+``{event_time}``      the event-time column, quoted identifier
+``{label}``           the model's label column, quoted identifier (needs ``model``)
+``{category}``        the model's first categorical feature, quoted identifier (needs ``category``)
+``{model_literal}``   the model name as a SQL string literal (``'machine_failure'``)
+``*_name`` variants   ``{key_name}``, ``{category_name}``, ``{model_name}``... : raw names, for titles
+====================  =================================================================
+
+A line ending in ``-- @if <capability>`` is kept only when the stream has that capability (the
+marker is removed), so one query can cover optional tables, e.g. predictions latency.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamsight.contracts import Contract
+
+QUERIES_DIR = Path(__file__).resolve().parent / "queries"
+CAPABILITIES = ("model", "category")
+_HEADER = re.compile(r"^--\s*([a-z_]+)\s*:\s*(.*?)\s*$")
+_IF = re.compile(r"--\s*@if\s+([a-z_]+)\s*$")
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+_REASONS = {
+    "model": "the stream's contract declares no model, so there are no predictions",
+    "category": "the stream's model has no categorical feature to group by",
+}
+
+
+class QuerySkipped(Exception):
+    """The stream lacks something the query needs; ``reason`` says what."""
+
+    def __init__(self, query: str, reason: str) -> None:
+        super().__init__(f"{query}: skipped, {reason}")
+        self.query = query
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    name: str
+    title: str
+    description: str
+    requires: tuple[str, ...]
+    order: int
+    template: str
+    path: Path
+
+    def render(self, contract: Contract) -> str:
+        """The runnable SQL for one stream. Raises :class:`QuerySkipped`."""
+        caps = capabilities(contract)
+        for need in self.requires:
+            if need not in caps:
+                raise QuerySkipped(self.name, _REASONS.get(need, f"needs {need}"))
+        lines = []
+        for line in self.template.splitlines():
+            match = _IF.search(line)
+            if match:
+                if match.group(1) not in caps:
+                    continue
+                line = line[: match.start()].rstrip()
+            lines.append(line)
+        return substitute("\n".join(lines), placeholders(contract), self.name).strip() + "\n"
+
+    def render_title(self, contract: Contract) -> str:
+        return substitute(self.title, placeholders(contract), self.name)
+
+
+def capabilities(contract: Contract) -> set[str]:
+    caps: set[str] = set()
+    if contract.model is not None:
+        caps.add("model")
+        if contract.model.categorical_features:
+            caps.add("category")
+    return caps
+
+
+def _ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def placeholders(contract: Contract) -> dict[str, str]:
+    raw: dict[str, str] = {"key": contract.key, "event_time": contract.event_time.field}
+    values = {"stream": contract.name}
+    if contract.model is not None:
+        raw["label"] = contract.model.label
+        values["model_literal"] = _literal(contract.model.name)
+        values["model_name"] = contract.model.name
+        if contract.model.categorical_features:
+            raw["category"] = contract.model.categorical_features[0]
+    for name, column in raw.items():
+        values[name] = _ident(column)
+        values[f"{name}_name"] = column
+    return values
+
+
+def substitute(text: str, values: dict[str, str], where: str = "query") -> str:
+    def repl(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise ValueError(f"{where}: unknown or unavailable placeholder {{{name}}}")
+        return values[name]
+
+    return _PLACEHOLDER.sub(repl, text)
+
+
+def parse(path: Path) -> NamedQuery:
+    text = path.read_text(encoding="utf-8")
+    meta: dict[str, list[str]] = {}
+    body_start = 0
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        match = _HEADER.match(line.strip())
+        if not match:
+            body_start = i
+            break
+        meta.setdefault(match.group(1), []).append(match.group(2))
+    else:
+        body_start = len(lines)
+    requires = tuple(
+        r.strip() for r in ",".join(meta.get("requires", [])).split(",") if r.strip()
+    )
+    unknown = [r for r in requires if r not in CAPABILITIES]
+    if unknown:
+        raise ValueError(f"{path}: unknown requirement(s) {unknown}; known: {', '.join(CAPABILITIES)}")
+    return NamedQuery(
+        name=path.stem,
+        title=" ".join(meta.get("title", [path.stem.replace("_", " ")])),
+        description=" ".join(meta.get("description", [])),
+        requires=requires,
+        order=int((meta.get("order") or ["1000"])[0]),
+        template="\n".join(lines[body_start:]),
+        path=path,
+    )
+
+
+def load_named_queries(directory: Path | str | None = None) -> dict[str, NamedQuery]:
+    """All named queries in report order."""
+    folder = Path(directory) if directory is not None else QUERIES_DIR
+    queries = [parse(p) for p in sorted(folder.glob("*.sql"))]
+    queries.sort(key=lambda q: (q.order, q.name))
+    return {q.name: q for q in queries}

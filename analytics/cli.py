@@ -1,0 +1,97 @@
+"""Functions behind ``streamsight sql`` and ``streamsight report`` (the root CLI wires them up).
+
+Both build their Spark session with ``streaming_jobs.session.build_session(settings, app_name)``
+(imported when called). Pass ``spark=`` to reuse an existing session instead (tests, notebooks).
+
+Exit codes of :func:`sql_command`: 0 success, 1 the query failed (one-line message on stderr), 2 a
+configuration problem (contracts directory, settings).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from streamsight.errors import StreamsightError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from streamsight.settings import Settings
+
+EXIT_OK = 0
+EXIT_QUERY_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def _session(settings: Settings, app_name: str, spark: SparkSession | None) -> SparkSession:
+    if spark is not None:
+        return spark
+    from streaming_jobs.session import build_session
+
+    return build_session(settings, app_name)
+
+
+def sql_command(
+    settings: Settings,
+    query: str,
+    as_json: bool,
+    *,
+    limit: int | None = 1000,
+    spark: SparkSession | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run one SQL statement over the lake views and print the result; returns the exit code.
+
+    Text output is a fixed-width table; ``as_json`` prints JSON Lines (one object per row). When the
+    result had more than ``limit`` rows, JSON mode writes a warning to stderr (stdout stays valid
+    JSON Lines).
+    """
+    from streamsight.contracts import load_contracts
+
+    from analytics.sql import SqlError, clean_query, execute, format_json_lines, format_table
+    from analytics.views import register_views
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        clean_query(query)
+        contracts = load_contracts(settings.contracts_dir)
+        session = _session(settings, "streamsight-sql", spark)
+        register_views(session, settings, contracts)
+        result = execute(session, query, limit=limit)
+    except SqlError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_QUERY_FAILED
+    except StreamsightError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_CONFIG
+    if as_json:
+        out.write(format_json_lines(result))
+        if result.truncated:
+            print(f"warning: only the first {limit} rows were printed", file=err)
+    else:
+        out.write(format_table(result))
+    out.flush()
+    return EXIT_OK
+
+
+def report_command(settings: Settings, stream: str | None, *, spark: SparkSession | None = None) -> Path:
+    """Build the HTML report (all streams, or one) and return its path.
+
+    Raises :class:`~streamsight.errors.ConfigError` for an unknown stream or a bad contracts dir.
+    """
+    from streamsight.contracts import load_contracts
+
+    from analytics.report import build_report
+
+    contracts = load_contracts(settings.contracts_dir)
+    if stream is not None and stream not in contracts:
+        from streamsight.errors import ConfigError
+
+        known = ", ".join(sorted(contracts)) or "none"
+        raise ConfigError(f"no contract for stream {stream!r} in {settings.contracts_dir} (known: {known})")
+    session = _session(settings, "streamsight-report", spark)
+    return build_report(session, settings, contracts, stream)

@@ -1,0 +1,10 @@
+-- title: Model {model_name}: evaluation metrics by version
+-- description: Hold-out metrics of every registered version (from the registry's metadata.json),
+-- description: against the baseline's AUC-PR; the production alias is marked.
+-- requires: model
+-- order: 60
+SELECT version, is_production, auc_pr, auc_roc, f1, precision, recall,
+       baseline_auc_pr, baseline_auc_roc, threshold, tp, fp, tn, fn, created_at
+FROM model_registry
+WHERE model_name = {model_literal}
+ORDER BY version

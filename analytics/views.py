@@ -1,0 +1,272 @@
+"""Temporary SQL views over the lake, one per table of every stream contract.
+
+:func:`register_views` creates, for every contract and every table in
+:meth:`~streamsight.contracts.Contract.table_names`, a temporary view named after the table
+(``machine_telemetry_silver``, ``machine_telemetry_gold_by_type_1h``, ...) over
+``spark.read.parquet(table_uri(...))``. Lake tables carry Spark's ``_spark_metadata`` log, so the
+view sees exactly the committed files. A table that does not exist yet (or has no committed files)
+becomes an *empty* view with the declared schema from :func:`streamsight.lake.table_columns`, so
+queries never fail on a fresh lake. Declared columns missing from an existing table (written by an
+older contract version) are added as typed ``NULL`` columns.
+
+It also creates ``model_registry``: one row per registered model version, read from
+``<lake>/_models/<model>/v<N>/metadata.json`` and ``<lake>/_models/<model>/aliases.json`` through the
+Hadoop FileSystem API (so ``s3a://`` and ``hdfs://`` lakes work). Missing or unreadable files are
+skipped. Columns: see :data:`REGISTRY_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+from streamsight.contracts import Contract
+from streamsight.lake import models_uri, table_columns, table_uri
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from streamsight.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EMPTY = "(empty)"
+REGISTRY_VIEW = "model_registry"
+
+# One row per model version. Metrics are flattened; ``baseline_*`` come from metadata["baseline"].
+REGISTRY_COLUMNS: list[tuple[str, str]] = [
+    ("model_name", "string"), ("version", "int"), ("is_production", "boolean"), ("aliases", "string"),
+    ("threshold", "double"), ("created_at", "string"),
+    ("auc_pr", "double"), ("auc_roc", "double"), ("f1", "double"), ("precision", "double"),
+    ("recall", "double"), ("tp", "bigint"), ("fp", "bigint"), ("tn", "bigint"), ("fn", "bigint"),
+    ("baseline_auc_pr", "double"), ("baseline_auc_roc", "double"), ("baseline_f1", "double"),
+    ("baseline_precision", "double"), ("baseline_recall", "double"),
+    ("metadata_uri", "string"),
+]
+_METRICS = ("auc_pr", "auc_roc", "f1", "precision", "recall", "tp", "fp", "tn", "fn")
+_BASELINE_METRICS = ("auc_pr", "auc_roc", "f1", "precision", "recall")
+
+
+def ddl(columns: Iterable[tuple[str, str]]) -> str:
+    """``[("a", "int")]`` -> ``"`a` int"``."""
+    return ", ".join(f"`{name}` {kind}" for name, kind in columns)
+
+
+def empty_frame(spark: SparkSession, columns: list[tuple[str, str]]) -> DataFrame:
+    """An empty DataFrame with the given columns (possibly none)."""
+    if not columns:
+        from pyspark.sql.types import StructType
+
+        return spark.createDataFrame([], StructType([]))
+    return spark.createDataFrame([], ddl(columns))
+
+
+def _contracts(contracts: Mapping[str, Contract] | Iterable[Contract]) -> list[Contract]:
+    return list(contracts.values()) if isinstance(contracts, Mapping) else list(contracts)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first meaningful line of an exception message (Spark messages span many lines)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
+# -- Hadoop FileSystem access ----------------------------------------------------------------------
+
+def _local_path(uri: str) -> Path | None:
+    if "://" not in uri:
+        return Path(uri)
+    parsed = urlparse(uri)
+    return Path(url2pathname(parsed.path)) if parsed.scheme == "file" else None
+
+
+def _hadoop_path(spark: SparkSession, uri: str) -> tuple[Any, Any] | None:
+    """(FileSystem, Path) for ``uri``, or None when the session has no JVM (Spark Connect)."""
+    jvm = getattr(spark, "_jvm", None)
+    jsc = getattr(spark.sparkContext, "_jsc", None) if jvm is not None else None
+    if jvm is None or jsc is None:
+        return None
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(jsc.hadoopConfiguration()), path
+
+
+def path_exists(spark: SparkSession, uri: str) -> bool:
+    handle = _hadoop_path(spark, uri)
+    if handle is not None:
+        fs, path = handle
+        return bool(fs.exists(path))
+    local = _local_path(uri)
+    return local.exists() if local is not None else True  # unknown: let the reader decide
+
+
+def read_text(spark: SparkSession, uri: str) -> str | None:
+    """Content of a small file (UTF-8), or None if it does not exist."""
+    handle = _hadoop_path(spark, uri)
+    if handle is None:
+        local = _local_path(uri)
+        return local.read_text(encoding="utf-8") if local is not None and local.is_file() else None
+    fs, path = handle
+    if not fs.exists(path):
+        return None
+    stream = fs.open(path)
+    try:
+        data = stream.readAllBytes()
+    finally:
+        stream.close()
+    return bytes(data).decode("utf-8")
+
+
+def list_dirs(spark: SparkSession, uri: str) -> list[str]:
+    """Names of the sub-directories of ``uri`` ([] if it does not exist)."""
+    handle = _hadoop_path(spark, uri)
+    if handle is None:
+        local = _local_path(uri)
+        if local is None or not local.is_dir():
+            return []
+        return sorted(p.name for p in local.iterdir() if p.is_dir())
+    fs, path = handle
+    if not fs.exists(path):
+        return []
+    return sorted(str(s.getPath().getName()) for s in fs.listStatus(path) if s.isDirectory())
+
+
+def read_json(spark: SparkSession, uri: str) -> Any | None:
+    """Parsed JSON file, or None if it is absent or not valid JSON (logged)."""
+    try:
+        text = read_text(spark, uri)
+    except Exception as exc:  # noqa: BLE001 - py4j errors for unreadable files
+        log.warning("cannot read %s: %s", uri, one_line(exc))
+        return None
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        log.warning("%s is not valid JSON: %s", uri, exc)
+        return None
+
+
+# -- model registry ---------------------------------------------------------------------------------
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value: Any) -> int | None:
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+def registry_rows(spark: SparkSession, lake_uri: str, model_names: Iterable[str]) -> list[dict[str, Any]]:
+    """One flattened dict per registered version of each model (columns of :data:`REGISTRY_COLUMNS`)."""
+    rows: list[dict[str, Any]] = []
+    root = models_uri(lake_uri)
+    for model in sorted(set(model_names)):
+        aliases_doc = read_json(spark, f"{root}/{model}/aliases.json")
+        aliases = aliases_doc if isinstance(aliases_doc, dict) else {}
+        for name in list_dirs(spark, f"{root}/{model}"):
+            if not (name.startswith("v") and name[1:].isdigit()):
+                continue
+            uri = f"{root}/{model}/{name}/metadata.json"
+            meta = read_json(spark, uri)
+            if not isinstance(meta, dict):
+                continue
+            version = _int(meta.get("version"))
+            version = int(name[1:]) if version is None else version
+            metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+            baseline = meta.get("baseline") if isinstance(meta.get("baseline"), dict) else {}
+            if isinstance(baseline.get("metrics"), dict):  # {"name": ..., "metrics": {...}} also accepted
+                baseline = baseline["metrics"]
+            my_aliases = sorted(a for a, v in aliases.items() if _int(v) == version)
+            row: dict[str, Any] = {
+                "model_name": model,
+                "version": version,
+                "is_production": "production" in my_aliases,
+                "aliases": ",".join(my_aliases) or None,
+                "threshold": _number(meta.get("threshold")),
+                "created_at": None if meta.get("created_at") is None else str(meta["created_at"]),
+                "metadata_uri": uri,
+            }
+            for key in _METRICS:
+                row[key] = _int(metrics.get(key)) if key in ("tp", "fp", "tn", "fn") else _number(metrics.get(key))
+            for key in _BASELINE_METRICS:
+                row[f"baseline_{key}"] = _number(baseline.get(key))
+            rows.append(row)
+    rows.sort(key=lambda r: (r["model_name"], r["version"]))
+    return rows
+
+
+def registry_frame(spark: SparkSession, rows: list[dict[str, Any]]) -> DataFrame:
+    """DataFrame of :func:`registry_rows` output, typed per :data:`REGISTRY_COLUMNS`."""
+    if not rows:
+        return empty_frame(spark, REGISTRY_COLUMNS)
+    names = [c for c, _ in REGISTRY_COLUMNS]
+    return spark.createDataFrame([tuple(r[c] for c in names) for r in rows], ddl(REGISTRY_COLUMNS))
+
+
+# -- lake tables ------------------------------------------------------------------------------------
+
+def _read_table(spark: SparkSession, uri: str, columns: list[tuple[str, str]]) -> tuple[DataFrame | None, str]:
+    """(frame, status): status is the uri, ``(empty)`` or ``(unreadable: ...)``."""
+    from pyspark.errors import PySparkException
+    from pyspark.sql import functions as F
+
+    try:
+        if not path_exists(spark, uri):
+            return None, EMPTY
+        frame = spark.read.parquet(uri)
+    except PySparkException as exc:
+        condition = exc.getCondition() if hasattr(exc, "getCondition") else None
+        if condition in ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA"):
+            return None, EMPTY
+        log.warning("cannot read lake table %s: %s", uri, one_line(exc))
+        return None, f"(unreadable: {one_line(exc)})"
+    except Exception as exc:  # noqa: BLE001 - py4j errors (permissions, credentials)
+        log.warning("cannot read lake table %s: %s", uri, one_line(exc))
+        return None, f"(unreadable: {one_line(exc)})"
+    present = {c.lower() for c in frame.columns}
+    missing = [(c, t) for c, t in columns if c.lower() not in present]
+    if missing:
+        frame = frame.select("*", *[F.lit(None).cast(t).alias(c) for c, t in missing])
+    return frame, uri
+
+
+def register_views(
+    spark: SparkSession,
+    settings: Settings,
+    contracts: Mapping[str, Contract] | Iterable[Contract],
+) -> dict[str, str]:
+    """Create a temp view per lake table of every contract, plus ``model_registry``.
+
+    Returns view name -> table URI, or ``"(empty)"`` for a table that does not exist yet (an empty
+    view with the declared schema), or ``"(unreadable: <error>)"`` when the table exists but cannot
+    be read (also an empty view; the error is logged). ``model_registry`` maps to the registry URI, or
+    ``"(empty)"`` when no model version is registered.
+    """
+    views: dict[str, str] = {}
+    selected = _contracts(contracts)
+    for contract in selected:
+        for table, view in contract.table_names().items():
+            columns, _partitions = table_columns(contract, table)
+            frame, status = _read_table(spark, table_uri(settings.lake_uri, contract, table), columns)
+            if frame is None:
+                frame = empty_frame(spark, columns)
+            frame.createOrReplaceTempView(view)
+            views[view] = status
+    models = [c.model.name for c in selected if c.model is not None]
+    rows = registry_rows(spark, settings.lake_uri, models)
+    registry_frame(spark, rows).createOrReplaceTempView(REGISTRY_VIEW)
+    views[REGISTRY_VIEW] = models_uri(settings.lake_uri) if rows else EMPTY
+    return views
