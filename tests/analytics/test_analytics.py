@@ -59,31 +59,12 @@ schema:
 # -- fixtures ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def spark():
-    if not AI4I.exists():
-        pytest.skip(f"{AI4I} not available")
-    from pyspark.sql import SparkSession
-
-    existing = SparkSession.getActiveSession()
-    session = existing or (
-        SparkSession.builder.master("local[2]")
-        .appName("streamsight-analytics-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.memory", "1g")
-        .getOrCreate()
-    )
-    previous_tz = session.conf.get("spark.sql.session.timeZone")
-    session.conf.set("spark.sql.session.timeZone", "UTC")
-    yield session
-    if existing is None:
-        session.stop()
-    else:  # someone else's session: leave it as it was
-        session.conf.set("spark.sql.session.timeZone", previous_tz)
-        for view in [t.name for t in session.catalog.listTables() if t.isTemporary]:
-            if view == "model_registry" or view.startswith((f"{STREAM}_", f"{OTHER}_")):
-                session.catalog.dropTempView(view)
+def spark(spark):
+    """The suite's session (tests/conftest.py); views this module creates are dropped afterwards."""
+    yield spark
+    for view in [t.name for t in spark.catalog.listTables() if t.isTemporary]:
+        if view == "model_registry" or view.startswith((f"{STREAM}_", f"{OTHER}_")):
+            spark.catalog.dropTempView(view)
 
 
 @dataclass

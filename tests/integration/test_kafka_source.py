@@ -7,8 +7,6 @@ real Structured Streaming queries with checkpoints in ``tmp_path``.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -61,25 +59,10 @@ QUERY_TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="module")
-def spark() -> Iterator[SparkSession]:
-    """A local[2] session for this module (reuses an already running one and leaves it running)."""
-    active = SparkSession.getActiveSession()
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = active or (
-        SparkSession.builder.master("local[2]")
-        .appName("streamsight-test-kafka-source")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.host", "127.0.0.1")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    register(session)
-    yield session
-    if active is None:
-        session.stop()
+def spark(spark: SparkSession) -> SparkSession:
+    """The suite's session (tests/conftest.py) with the Python Kafka source registered."""
+    register(spark)
+    return spark
 
 
 @pytest.fixture(scope="module")

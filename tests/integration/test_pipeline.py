@@ -7,7 +7,6 @@ hard-coded numbers.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from pyspark.sql import functions as F
 
 from ingestion import sources
 from ingestion.producer import produce
-from streaming_jobs import transforms as T
 from streaming_jobs.demo import reconcile
 from streaming_jobs.pipeline import StreamJob, ops_uri
 from streamsight.contracts import load_contracts
