@@ -51,7 +51,7 @@ def _contract(name: str, suffix: str) -> dict:
     }
 
 
-def test_new_contract_needs_no_code(tmp_path, kafka_broker):
+def test_new_contract_needs_no_code(tmp_path, kafka_broker, spark, monkeypatch):
     name = f"room_climate_{uuid.uuid4().hex[:6]}"
     contracts = tmp_path / "contracts"
     contracts.mkdir()
@@ -84,9 +84,21 @@ def test_new_contract_needs_no_code(tmp_path, kafka_broker):
 
     cli(env, "stream", "--stream", name, "--until-idle", timeout=600)
 
+    # The analyst's command, once as a real process; the other queries run the same code in-process.
+    first = cli(env, "sql", "--json", f"SELECT count(*) AS n FROM {name}_bronze")
+    assert json.loads(first.stdout.splitlines()[0]) == {"n": len(records) + len(duplicates)}
+    for key in ("STREAMSIGHT_LAKE_DIR", "STREAMSIGHT_CONTRACTS_DIR", "STREAMSIGHT_REPORTS_DIR", "STREAMSIGHT_RUN_DIR"):
+        monkeypatch.setenv(key, env[key])
+    from analytics.report import build_report
+    from analytics.sql import run_sql
+    from streamsight.contracts import load_contracts
+    from streamsight.settings import load_settings
+
+    settings = load_settings()
+
     def sql(query: str) -> list[dict]:
-        result = cli(env, "sql", "--json", query)
-        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]  # JSON Lines
+        out = run_sql(spark, settings, query, as_json=True)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]  # JSON Lines
 
     kept = [r for r in records if r["co2_ppm"] < 5000]
     silver = sql(f"SELECT count(*) AS n, count(DISTINCT reading_id) AS ids, "
@@ -110,8 +122,5 @@ def test_new_contract_needs_no_code(tmp_path, kafka_broker):
         got[g["building"]] += g["readings"]
     assert got == expected_counts
 
-    report = cli(env, "report", "--stream", name)
-    html = report.stdout.strip().splitlines()[-1]
-    assert html.endswith(".html")
-    with open(html, encoding="utf-8") as fh:
-        assert name in fh.read()
+    html = build_report(spark, settings, load_contracts(contracts), stream=name)
+    assert html.suffix == ".html" and name in html.read_text(encoding="utf-8")
