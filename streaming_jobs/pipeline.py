@@ -219,7 +219,7 @@ class SilverBatchWriter:
             if self._scorer is not None and silver_rows:
                 scored = self._scorer.score(silver)
                 if scored is not None:
-                    version = int(self._scorer.current()[0])
+                    version = self._scorer.last_version
                     predictions = self.predictions.write_batch(scored, batch_id)
                     if predictions == 0 and self.predictions.is_committed(spark, batch_id):
                         predictions = silver_rows  # committed by an earlier attempt of this batch

@@ -1,0 +1,13 @@
+"""Streamsight machine learning: model registry, training and streaming scoring (Spark MLlib).
+
+* :mod:`ml.registry` -- versioned models and aliases in the lake (``_models/<model>/``).
+* :mod:`ml.train` -- time-split training, threshold choice, evaluation against a baseline, promotion.
+* :mod:`ml.scoring` -- :class:`~ml.scoring.ProductionScorer`, which follows the ``production`` alias.
+* :mod:`ml.cli` -- the ``train``, ``models`` and ``promote`` commands.
+
+Importing this package does not import pyspark.
+"""
+
+from __future__ import annotations
+
+PRODUCTION_ALIAS = "production"

@@ -1,0 +1,112 @@
+"""Score micro-batches with whatever model version is ``production`` right now.
+
+The streaming job keeps one :class:`ProductionScorer` for the life of the query and calls
+:meth:`ProductionScorer.score` inside ``foreachBatch``. Each call re-reads the model's
+``aliases.json`` (one small file read) and reloads the model only when the ``production`` alias
+points at a different version than the one in memory, so a model promoted with
+``streamsight promote`` (or by a better training run) is used from the next micro-batch on, without
+restarting the query.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ml import PRODUCTION_ALIAS
+from streamsight.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import DataFrame, SparkSession
+
+    from streamsight.contracts import Contract
+    from streamsight.settings import Settings
+
+log = logging.getLogger("ml.scoring")
+
+_PROBABILITY = "_ss_probability"  # the classifier's probability vector (see ml.train)
+
+
+class ProductionScorer:
+    """Scores DataFrames with the contract model's current ``production`` version."""
+
+    def __init__(self, spark: SparkSession, settings: Settings, contract: Contract) -> None:
+        from ml.registry import ModelRegistry
+        from streamsight.lake import models_uri, prediction_columns
+
+        if contract.model is None:
+            raise ConfigError(f"contract {contract.name!r} has no model: block; nothing to score")
+        self.spark = spark
+        self.contract = contract
+        self.model_name = contract.model.name
+        self.registry = ModelRegistry(spark, models_uri(settings.lake_uri))
+        self.columns = prediction_columns(contract)
+        self._lock = threading.Lock()
+        self._loaded: tuple[int, PipelineModel, dict[str, Any]] | None = None
+        self.last_version: int | None = None
+
+    def current(self) -> tuple[int, PipelineModel, dict[str, Any]] | None:
+        """``(version, model, metadata)`` of the production version, or ``None`` if there is none.
+
+        Reads ``aliases.json`` on every call; loads a model only when the version changed. If the
+        alias file cannot be read (e.g. a transient object-store error) the model already in memory
+        keeps serving and the error is logged; with nothing in memory the error is raised.
+        """
+        with self._lock:
+            try:
+                version = self.registry.get_alias(self.model_name, PRODUCTION_ALIAS)
+            except Exception as exc:
+                if self._loaded is None:
+                    raise
+                log.warning("cannot read the aliases of %s (%s); keeping v%d", self.model_name, exc,
+                            self._loaded[0])
+                return self._loaded
+            if version is None:
+                if self._loaded is not None:
+                    log.warning("model %s has no production version any more; scoring stops",
+                                self.model_name)
+                self._loaded = None
+                return None
+            if self._loaded is None or self._loaded[0] != version:
+                metadata = self.registry.metadata(self.model_name, version)
+                model = self.registry.load(self.model_name, version)
+                previous = self._loaded[0] if self._loaded else None
+                self._loaded = (version, model, metadata)
+                log.info("scoring with %s v%d (threshold %.4f, was %s)", self.model_name, version,
+                         float(metadata["threshold"]), f"v{previous}" if previous else "none")
+            return self._loaded
+
+    def score(self, df: DataFrame) -> DataFrame | None:
+        """``df`` with ``probability``, ``prediction``, ``model_name``, ``model_version`` and
+        ``scored_at``, selected (and cast) to ``streamsight.lake.prediction_columns(contract)``;
+        ``None`` when no model is in production.
+
+        ``df`` needs the contract's key, de-duplication key, event time, ``event_date``, features,
+        label (may be null) and the lineage columns ``_kafka_timestamp`` and ``_batch_id``.
+        """
+        from pyspark.ml.functions import vector_to_array
+        from pyspark.sql import functions as F
+
+        loaded = self.current()
+        if loaded is None:
+            return None
+        version, model, metadata = loaded
+        self.last_version = int(version)  # the version this DataFrame is scored with
+        missing = [c for c, _ in self.columns if c not in df.columns and c not in _ADDED]
+        if missing:
+            raise ValueError(f"cannot score {self.contract.name!r}: input lacks column(s) {missing}")
+        scored = model.transform(df)
+        probability = vector_to_array(F.col(_PROBABILITY)).getItem(1)
+        scored = (scored
+                  .withColumn("probability", probability.cast("double"))
+                  .withColumn("prediction", (F.col("probability") >= F.lit(float(metadata["threshold"])))
+                              .cast("int"))
+                  .withColumn("model_name", F.lit(self.model_name))
+                  .withColumn("model_version", F.lit(int(version)).cast("int"))
+                  .withColumn("scored_at", F.current_timestamp()))
+        return scored.select(*[F.col(f"`{c}`").cast(t).alias(c) for c, t in self.columns])
+
+
+_ADDED = {"probability", "prediction", "model_name", "model_version", "scored_at"}

@@ -1,0 +1,641 @@
+"""Train the model a contract declares, evaluate it on held-out data, register it, maybe promote it.
+
+What :func:`train_model` does, for the contract's ``model:`` block (name, label, features,
+categorical_features, positive_label):
+
+1. Reads the silver table (or the DataFrame it is given) and drops rows whose label or event time
+   is null (counted and logged).
+2. Splits **by time**: rows ordered by event time, then the contract's de-duplication key (for
+   ``machine_telemetry``: ``event_time, event_id``). The first ``train_fraction`` is the training
+   part, the rest is held out as the test set and used only for the final evaluation. The last
+   ``validation_fraction`` of the training part (again by time) is the validation slice.
+3. Fits candidate pipelines on the rest of the training part -- median imputation, pairwise
+   products and differences of the numeric features, StringIndexer + OneHotEncoder for categorical
+   features, VectorAssembler, StandardScaler, then ``logistic_regression`` or ``gbt``
+   (GBTClassifier, 20 trees of depth 5); both weighted by inverse class frequency -- and keeps the
+   one with the best AUC-PR on the validation slice.
+4. Chooses the decision threshold that maximises F1 (``threshold_metric``; any ``f<beta>``) on the
+   validation slice.
+5. Refits the chosen pipeline on the whole training part (``refit=True``), keeping that threshold.
+6. Evaluates on the test set: AUC-PR, AUC-ROC, precision, recall, F1 and the confusion matrix at
+   the threshold, next to a majority-class baseline (AUC-PR = the test positive rate, F1 = 0).
+7. Registers the model as a new version (:class:`ml.registry.ModelRegistry`) and, with
+   ``promote=True``, points the ``production`` alias at it if there is no production model yet or
+   its test AUC-PR is at least the current production version's.
+
+Run it on a cluster with spark-submit (client mode; the driver needs this project importable, the
+executors need nothing from it -- the model is pure JVM). From the project root::
+
+    STREAMSIGHT_PROFILE=docker spark-submit --master spark://spark-master:7077 \\
+        --py-files streamsight.zip \\
+        ml/train.py --model machine_failure [--train-fraction 0.8] [--no-promote]
+
+(``ml/train.py`` puts the project root on ``sys.path`` itself when run as a script; settings come
+from ``STREAMSIGHT_*`` / the profile, and ``settings.spark.conf`` -- e.g. the s3a endpoint -- is
+applied to the session; ``--master`` and other spark-submit flags win.)
+
+or, from anywhere the package is installed, ``streamsight train --model machine_failure``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from itertools import combinations
+from typing import TYPE_CHECKING, Any
+
+if __package__ in (None, ""):  # run as a script by spark-submit: make the project importable
+    from pathlib import Path as _Path
+
+    sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
+
+from ml import PRODUCTION_ALIAS
+from streamsight.errors import ConfigError, StreamsightError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.ml import Pipeline
+    from pyspark.sql import DataFrame, SparkSession
+
+    from streamsight.contracts import Contract
+    from streamsight.settings import Settings
+
+log = logging.getLogger("ml.train")
+
+ALGORITHMS = ("logistic_regression", "gbt")
+MIN_ROWS = 100
+MIN_TRAIN_ROWS = 50
+MIN_SLICE_ROWS = 10
+MAX_INTERACTION_FEATURES = 12
+ROWS_PER_PARTITION = 100_000
+# Classifier hyper-parameters, overridable per call with ``train_model(..., params={"gbt": {...}})``.
+# Iterations are capped so a 10k-row training stays well under a minute on two cores: each
+# iteration is at least one Spark job, and per-job overhead dominates at this size.
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
+    "logistic_regression": {"maxIter": 30, "regParam": 1e-3, "elasticNetParam": 0.0},
+    "gbt": {"maxIter": 20, "maxDepth": 5, "stepSize": 0.3, "maxBins": 32},
+}
+# Internal column names; prefixed so they never clash with silver columns.
+LABEL = "_ss_label"
+WEIGHT = "_ss_weight"
+FEATURES = "_ss_features"
+PROBABILITY = "_ss_probability"
+RAW_PREDICTION = "_ss_raw_prediction"
+PREDICTION = "_ss_prediction"
+SPLIT = "_ss_split"
+_PROB1 = "_ss_p1"
+
+
+class TrainingError(StreamsightError):
+    """Training cannot proceed (no model block, too few rows, no positives, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+# ---------------------------------------------------------------------------------------------
+
+
+def train_model(
+    spark: SparkSession,
+    settings: Settings,
+    contract: Contract,
+    *,
+    silver: DataFrame | None = None,
+    train_fraction: float = 0.8,
+    threshold_metric: str = "f1",
+    promote: bool = True,
+    validation_fraction: float = 0.2,
+    algorithms: tuple[str, ...] = ALGORITHMS,
+    refit: bool = True,
+    seed: int = 42,
+    params: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate, register (and maybe promote) the contract's model; return its metadata."""
+    from pyspark.sql import functions as F
+
+    from ml.registry import ModelRegistry
+    from streamsight.lake import models_uri, table_uri
+
+    started = time.monotonic()
+    spec = contract.model
+    if spec is None:
+        raise TrainingError(f"contract {contract.name!r} has no model: block")
+    if not 0.0 < train_fraction < 1.0:
+        raise TrainingError(f"train_fraction must be between 0 and 1 (exclusive), got {train_fraction}")
+    if not 0.0 < validation_fraction < 1.0:
+        raise TrainingError(f"validation_fraction must be between 0 and 1 (exclusive), got {validation_fraction}")
+    beta = _beta(threshold_metric)
+    unknown = [a for a in algorithms if a not in ALGORITHMS]
+    if unknown or not algorithms:
+        raise TrainingError(f"unknown algorithm(s) {unknown}; choose from {', '.join(ALGORITHMS)}")
+
+    if silver is None:
+        uri = table_uri(settings.lake_uri, contract, "silver")
+        try:
+            silver = spark.read.parquet(uri)
+        except Exception as exc:
+            raise TrainingError(f"cannot read the silver table of {contract.name!r} at {uri}: "
+                                f"{str(exc).splitlines()[0]}") from exc
+
+    time_col = contract.event_time.field
+    order_cols = [time_col, *[c for c in contract.dedup_key if c != time_col]]
+    numeric = [c for c in spec.features if c not in spec.categorical_features]
+    categorical = list(spec.categorical_features)
+    needed = list(dict.fromkeys([*order_cols, *numeric, *categorical, spec.label]))
+    missing = [c for c in needed if c not in silver.columns]
+    if missing:
+        raise TrainingError(f"the silver data of {contract.name!r} lacks column(s) {missing}")
+
+    # -- label, exclusions ----------------------------------------------------------------------
+    data = silver.select(*needed)
+    counts = data.agg(
+        F.count(F.lit(1)).alias("total"),
+        F.sum(F.col(spec.label).isNull().cast("long")).alias("null_label"),
+        F.sum((F.col(spec.label).isNotNull() & F.col(time_col).isNull()).cast("long")).alias("null_time"),
+    ).first()
+    total, null_label, null_time = int(counts["total"]), int(counts["null_label"] or 0), int(counts["null_time"] or 0)
+    if null_label:
+        log.warning("excluding %d of %d rows with a null label %r", null_label, total, spec.label)
+    if null_time:
+        log.warning("excluding %d rows with a null event time %r", null_time, time_col)
+    data = (data.filter(F.col(spec.label).isNotNull() & F.col(time_col).isNotNull())
+            .withColumn(LABEL, (F.col(spec.label) == F.lit(spec.positive_label)).cast("double")))
+    n = total - null_label - null_time
+    if n < MIN_ROWS:
+        raise TrainingError(f"too few labelled rows to train {spec.name!r}: {n} (need at least {MIN_ROWS})")
+
+    # -- split by time --------------------------------------------------------------------------
+    n_train = int(n * train_fraction)
+    n_fit = int(n_train * (1.0 - validation_fraction))
+    if n_fit < MIN_TRAIN_ROWS or n_train - n_fit < MIN_SLICE_ROWS or n - n_train < MIN_SLICE_ROWS:
+        raise TrainingError(
+            f"too few rows for a time split of {n} rows: training {n_fit}, validation {n_train - n_fit}, "
+            f"test {n - n_train} (need {MIN_TRAIN_ROWS}/{MIN_SLICE_ROWS}/{MIN_SLICE_ROWS})"
+        )
+    # Small data: few partitions, because per-task overhead dominates the many iterative jobs.
+    parts = max(1, min(int(spark.conf.get("spark.sql.shuffle.partitions", "4") or 4),
+                       math.ceil(n / ROWS_PER_PARTITION)))
+    indexed, ranged = _time_index(data, order_cols, "_ss_idx", parts)
+    split = (indexed.withColumn(SPLIT, F.when(F.col("_ss_idx") < n_fit, "fit")
+                                .when(F.col("_ss_idx") < n_train, "validation").otherwise("test"))
+             .drop("_ss_idx"))
+    split = split.cache()
+    split.count()
+    ranged.unpersist()
+    try:
+        return _train_on_split(
+            spark, settings, contract, split, ModelRegistry(spark, models_uri(settings.lake_uri)),
+            order_cols=order_cols, numeric=numeric, categorical=categorical, beta=beta,
+            threshold_metric=threshold_metric, promote=promote, algorithms=algorithms, refit=refit,
+            seed=seed, params=params, started=started,
+            extra={"rows_total": total, "rows_excluded_null_label": null_label,
+                   "rows_excluded_null_event_time": null_time, "train_fraction": train_fraction,
+                   "validation_fraction": validation_fraction},
+        )
+    finally:
+        split.unpersist()
+
+
+def main(spark: SparkSession, settings: Settings, argv: list[str] | None = None) -> dict[str, Any]:
+    """spark-submit entry point: ``ml/train.py --model NAME [--train-fraction F] [--no-promote]``."""
+    parser = argparse.ArgumentParser(prog="ml/train.py", description="Train and register a Streamsight model.")
+    parser.add_argument("--model", required=True, help="model name (a contract's model.name)")
+    parser.add_argument("--train-fraction", type=float, default=0.8)
+    parser.add_argument("--threshold-metric", default="f1")
+    parser.add_argument("--no-promote", action="store_true", help="register only, never move 'production'")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    contract = contract_for_model(settings, args.model)
+    meta = train_model(spark, settings, contract, train_fraction=args.train_fraction,
+                       threshold_metric=args.threshold_metric, promote=not args.no_promote)
+    print(summary_line(meta))
+    return meta
+
+
+def contract_for_model(settings: Settings, model_name: str) -> Contract:
+    """The contract whose ``model.name`` is ``model_name``."""
+    from streamsight.contracts import load_contracts
+
+    contracts = load_contracts(settings.contracts_dir)
+    for contract in contracts.values():
+        if contract.model is not None and contract.model.name == model_name:
+            return contract
+    known = sorted(c.model.name for c in contracts.values() if c.model is not None)
+    raise ConfigError(f"no contract in {settings.contracts_dir} declares model {model_name!r} "
+                      f"(known: {', '.join(known) or 'none'})")
+
+
+def summary_line(meta: dict[str, Any]) -> str:
+    m, b = meta["metrics"], meta["baseline_metrics"]
+    return (f"{meta['model_name']} v{meta['version']} ({meta['algorithm']}): test AUC-PR {_fmt(m['auc_pr'])} "
+            f"(baseline {_fmt(b['auc_pr'])}), AUC-ROC {_fmt(m['auc_roc'])}, F1 {_fmt(m['f1'])} at threshold "
+            f"{meta['threshold']:.4f}; {'promoted to production' if meta['promotion']['promoted'] else 'not promoted'}"
+            f" ({meta['promotion']['reason']}); {meta['training_seconds']:.1f}s")
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------
+
+
+def _train_on_split(
+    spark: SparkSession, settings: Settings, contract: Contract, split: DataFrame, registry: Any, *,
+    order_cols: list[str], numeric: list[str], categorical: list[str], beta: float,
+    threshold_metric: str, promote: bool, algorithms: tuple[str, ...], refit: bool, seed: int,
+    params: dict[str, dict[str, Any]] | None, started: float, extra: dict[str, Any],
+) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
+    spec = contract.model
+    assert spec is not None
+    time_col = order_cols[0]
+    stats = {
+        r[SPLIT]: r.asDict()
+        for r in split.groupBy(SPLIT).agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.sum(LABEL).cast("long").alias("positives"),
+            F.expr(f"min(unix_micros(`{time_col}`))").alias("min_us"),
+            F.expr(f"max(unix_micros(`{time_col}`))").alias("max_us"),
+        ).collect()
+    }
+    fit_stats, val_stats, test_stats = (stats.get(s, {"rows": 0, "positives": 0}) for s in ("fit", "validation", "test"))
+    fit_pos, fit_rows = int(fit_stats["positives"] or 0), int(fit_stats["rows"])
+    if fit_pos == 0:
+        raise TrainingError(
+            f"no positive {spec.label!r} rows in the training slice ({fit_rows} rows up to "
+            f"{_iso(fit_stats.get('max_us'))}); cannot train {spec.name!r}")
+    if fit_pos == fit_rows:
+        raise TrainingError(f"every row of the training slice is positive ({fit_rows}); cannot train {spec.name!r}")
+    log.info("time split: fit %d rows (%d positive), validation %d (%d), test %d (%d)",
+             fit_rows, fit_pos, val_stats["rows"], val_stats["positives"] or 0,
+             test_stats["rows"], test_stats["positives"] or 0)
+
+    # -- candidates on the fit slice, selection and threshold on the validation slice ------------
+    fit_df = _weighted(split.filter(F.col(SPLIT) == "fit"), fit_rows, fit_pos)
+    val_df = split.filter(F.col(SPLIT) == "validation")
+    test_df = split.filter(F.col(SPLIT) == "test")
+    val_pos = int(val_stats["positives"] or 0)
+
+    candidates: dict[str, dict[str, Any]] = {}
+    for algorithm in algorithms:
+        t0 = time.monotonic()
+        model = _pipeline(algorithm, numeric, categorical, seed, params).fit(fit_df)
+        scored = _with_p1(model.transform(val_df)).select(LABEL, _PROB1).cache()
+        auc_pr = _auc(scored, "areaUnderPR") if 0 < val_pos < val_stats["rows"] else None
+        candidates[algorithm] = {"model": model, "scored": scored, "validation_auc_pr": auc_pr,
+                                 "fit_seconds": round(time.monotonic() - t0, 2)}
+        log.info("candidate %s: validation AUC-PR %s (%.1fs)", algorithm, _fmt(auc_pr), time.monotonic() - t0)
+
+    if val_pos == 0:
+        algorithm = algorithms[0]
+        selection = f"validation slice has no positives: defaulted to {algorithm}"
+        log.warning(selection)
+    else:
+        algorithm = max(algorithms, key=lambda a: candidates[a]["validation_auc_pr"] or -1.0)
+        selection = "best validation AUC-PR"
+    chosen = candidates[algorithm]
+    if val_pos == 0:
+        threshold, val_point = 0.5, None
+        log.warning("no positives in the validation slice: using threshold 0.5")
+    else:
+        threshold, val_point = _best_threshold(chosen["scored"], beta)
+    for cand in candidates.values():
+        cand["scored"].unpersist()
+
+    model = chosen["model"]
+    if refit:
+        train_part = split.filter(F.col(SPLIT).isin("fit", "validation"))
+        rows = fit_rows + int(val_stats["rows"])
+        model = _pipeline(algorithm, numeric, categorical, seed, params).fit(
+            _weighted(train_part, rows, fit_pos + val_pos))
+
+    # -- held-out evaluation --------------------------------------------------------------------
+    test_scored = _with_p1(model.transform(test_df)).select(LABEL, _PROB1).cache()
+    try:
+        metrics = _evaluate(test_scored, threshold, beta)
+    finally:
+        test_scored.unpersist()
+    baseline = _baseline(metrics)
+
+    # -- metadata, registration, promotion ------------------------------------------------------
+    model_rows = fit_rows + (int(val_stats["rows"]) if refit else 0)
+    model_pos = fit_pos + (val_pos if refit else 0)
+    current = registry.get_alias(spec.name, PRODUCTION_ALIAS)
+    current_auc = None
+    if current is not None:
+        try:
+            current_auc = (registry.metadata(spec.name, current).get("metrics") or {}).get("auc_pr")
+        except Exception as exc:  # unreadable production metadata: do not block a new model
+            log.warning("cannot read metadata of production v%s: %s", current, exc)
+    if not promote:
+        do_promote, reason = False, "promotion not requested"
+    elif current is None:
+        do_promote, reason = True, "no production model yet"
+    elif metrics["auc_pr"] is None:
+        do_promote, reason = False, "test AUC-PR undefined (no positives in the test set)"
+    elif current_auc is None or metrics["auc_pr"] >= current_auc:
+        do_promote, reason = True, f"test AUC-PR {metrics['auc_pr']:.4f} >= production v{current}'s {_fmt(current_auc)}"
+    else:
+        do_promote, reason = False, f"test AUC-PR {metrics['auc_pr']:.4f} < production v{current}'s {current_auc:.4f}"
+
+    slices = {"train": fit_stats, "validation": val_stats, "test": test_stats}
+    training_data = {
+        "split": "time",
+        "order_by": order_cols,
+        **extra,
+        "min_event_time": _iso(min((s.get("min_us") for s in slices.values() if s.get("min_us") is not None), default=None)),
+        "max_event_time": _iso(max((s.get("max_us") for s in slices.values() if s.get("max_us") is not None), default=None)),
+        **{f"rows_{k}": int(s["rows"]) for k, s in slices.items()},
+        **{f"positives_{k}": int(s["positives"] or 0) for k, s in slices.items()},
+        **{f"{k}_min_event_time": _iso(s.get("min_us")) for k, s in slices.items()},
+        **{f"{k}_max_event_time": _iso(s.get("max_us")) for k, s in slices.items()},
+        "refit_on_train_and_validation": refit,
+        "rows_model_fit": model_rows,
+        "positives_model_fit": model_pos,
+    }
+    meta: dict[str, Any] = {
+        "model_name": spec.name,
+        "version": None,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "contract": contract.name,
+        "contract_version": contract.version,
+        "algorithm": algorithm,
+        "algorithm_params": _params(model),
+        "selection": selection,
+        "candidates": {a: {"validation_auc_pr": c["validation_auc_pr"], "fit_seconds": c["fit_seconds"]}
+                       for a, c in candidates.items()},
+        "features": list(spec.features),
+        "numeric_features": numeric,
+        "categorical_features": categorical,
+        "derived_features": ("pairwise products and differences of the numeric features"
+                             if 1 < len(numeric) <= MAX_INTERACTION_FEATURES else "none"),
+        "label": spec.label,
+        "positive_label": spec.positive_label,
+        "threshold": threshold,
+        "threshold_metric": threshold_metric,
+        "validation_metrics_at_threshold": val_point,
+        "metrics": metrics,
+        "baseline_metrics": baseline,
+        "training_data": training_data,
+        "code_version": code_version(),
+        "spark_version": spark.version,
+        "promotion": {"requested": promote, "promoted": do_promote, "reason": reason,
+                      "previous_production": current},
+    }
+    meta["training_seconds"] = round(time.monotonic() - started, 2)
+    version = registry.register(spec.name, model, meta)
+    if do_promote:
+        registry.set_alias(spec.name, PRODUCTION_ALIAS, version)
+    meta["aliases"] = sorted(a for a, v in registry.aliases(spec.name).items() if v == version)
+    log.info(summary_line(meta))
+    return meta
+
+
+def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: int,
+              params: dict[str, dict[str, Any]] | None = None) -> Pipeline:
+    """Feature preparation + one classifier; every internal column is prefixed ``_ss_``.
+
+    Numeric features are median-imputed (a null reading at scoring time must not fail a streaming
+    batch); with at most :data:`MAX_INTERACTION_FEATURES` numeric features, the pairwise products and
+    differences of the raw values are added (they let trees split on, e.g., torque x speed ~ power or
+    a temperature difference, and let the linear model express interactions). Categorical features
+    are indexed and one-hot encoded with an extra slot for unseen or null values.
+    """
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import GBTClassifier, LogisticRegression
+    from pyspark.ml.feature import (
+        Imputer, OneHotEncoder, SQLTransformer, StandardScaler, StringIndexer, VectorAssembler,
+    )
+
+    stages: list[Any] = []
+    assembled: list[str] = []
+    if numeric:
+        imputed = [f"_ss_imp_{c}" for c in numeric]
+        stages.append(Imputer(inputCols=numeric, outputCols=imputed, strategy="median"))
+        assembled += imputed
+        pairs = list(combinations(imputed, 2)) if len(numeric) <= MAX_INTERACTION_FEATURES else []
+        if pairs:
+            exprs = []
+            for i, (a, b) in enumerate(pairs):
+                exprs += [f"`{a}` * `{b}` AS `_ss_mul_{i}`", f"`{a}` - `{b}` AS `_ss_sub_{i}`"]
+                assembled += [f"_ss_mul_{i}", f"_ss_sub_{i}"]
+            stages.append(SQLTransformer(statement=f"SELECT *, {', '.join(exprs)} FROM __THIS__"))
+    if categorical:
+        idx = [f"_ss_idx_{c}" for c in categorical]
+        ohe = [f"_ss_ohe_{c}" for c in categorical]
+        stages.append(StringIndexer(inputCols=categorical, outputCols=idx, handleInvalid="keep",
+                                    stringOrderType="alphabetAsc"))
+        stages.append(OneHotEncoder(inputCols=idx, outputCols=ohe, handleInvalid="keep"))
+        assembled += ohe
+    stages.append(VectorAssembler(inputCols=assembled, outputCol="_ss_assembled", handleInvalid="keep"))
+    stages.append(StandardScaler(inputCol="_ss_assembled", outputCol=FEATURES, withMean=True, withStd=True))
+    common = dict(featuresCol=FEATURES, labelCol=LABEL, weightCol=WEIGHT, predictionCol=PREDICTION)
+    hyper = {**DEFAULT_PARAMS.get(algorithm, {}), **((params or {}).get(algorithm) or {})}
+    if algorithm == "logistic_regression":
+        classifier = LogisticRegression(**common, **hyper)
+    elif algorithm == "gbt":
+        classifier = GBTClassifier(seed=seed, **common, **hyper)
+    else:  # pragma: no cover - validated by the caller
+        raise TrainingError(f"unknown algorithm {algorithm!r}")
+    classifier.setProbabilityCol(PROBABILITY).setRawPredictionCol(RAW_PREDICTION)
+    stages.append(classifier)
+    return Pipeline(stages=stages)
+
+
+def _weighted(df: DataFrame, rows: int, positives: int) -> DataFrame:
+    """Add inverse-class-frequency weights: each class carries half of the total weight."""
+    from pyspark.sql import functions as F
+
+    w_pos = rows / (2.0 * positives)
+    w_neg = rows / (2.0 * (rows - positives))
+    return df.withColumn(WEIGHT, F.when(F.col(LABEL) == 1.0, F.lit(w_pos)).otherwise(F.lit(w_neg)))
+
+
+def _with_p1(df: DataFrame) -> DataFrame:
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    return df.withColumn(_PROB1, vector_to_array(F.col(PROBABILITY)).getItem(1))
+
+
+def _auc(scored: DataFrame, metric: str) -> float | None:
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+
+    value = BinaryClassificationEvaluator(rawPredictionCol=_PROB1, labelCol=LABEL, metricName=metric,
+                                          numBins=0).evaluate(scored)
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _best_threshold(scored: DataFrame, beta: float) -> tuple[float, dict[str, Any]]:
+    """The threshold maximising F-beta on ``scored`` (label, probability).
+
+    Probabilities are grouped into buckets of width 1e-5 (bounded work on large slices); a
+    candidate threshold is a bucket's smallest probability, so "p >= threshold" selects exactly
+    that bucket and every higher one. The returned threshold is the midpoint between the best
+    bucket's smallest probability and the next lower bucket's largest, which classifies the
+    validation slice identically but leaves a margin on both sides.
+    """
+    from pyspark.sql import functions as F
+
+    buckets = (scored.groupBy(F.floor(F.col(_PROB1) * 1e5).alias("b"))
+               .agg(F.min(_PROB1).alias("lo"), F.max(_PROB1).alias("hi"),
+                    F.sum(LABEL).alias("pos"), F.count(F.lit(1)).alias("n"))
+               .orderBy(F.col("b").desc()).collect())
+    total_pos = sum(r["pos"] for r in buckets)
+    b2 = beta * beta
+    best = None
+    tp = fp = 0.0
+    for i, r in enumerate(buckets):
+        tp += r["pos"]
+        fp += r["n"] - r["pos"]
+        fn = total_pos - tp
+        denom = (1 + b2) * tp + b2 * fn + fp
+        score = (1 + b2) * tp / denom if denom else 0.0
+        if best is None or score > best[0]:
+            best = (score, i, tp, fp, fn)
+    assert best is not None
+    score, i, tp, fp, fn = best
+    lo = buckets[i]["lo"]
+    threshold = (lo + buckets[i + 1]["hi"]) / 2.0 if i + 1 < len(buckets) else lo
+    point = {"f_score": score, "precision": tp / (tp + fp) if tp + fp else 0.0,
+             "recall": tp / total_pos if total_pos else 0.0, "tp": int(tp), "fp": int(fp), "fn": int(fn)}
+    return float(threshold), point
+
+
+def _evaluate(scored: DataFrame, threshold: float, beta: float) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
+    pred = F.col(_PROB1) >= F.lit(threshold)
+    pos = F.col(LABEL) == 1.0
+    c = scored.agg(
+        F.sum((pred & pos).cast("long")).alias("tp"), F.sum((pred & ~pos).cast("long")).alias("fp"),
+        F.sum((~pred & ~pos).cast("long")).alias("tn"), F.sum((~pred & pos).cast("long")).alias("fn"),
+    ).first()
+    tp, fp, tn, fn = (int(c[k] or 0) for k in ("tp", "fp", "tn", "fn"))
+    rows, positives = tp + fp + tn + fn, tp + fn
+    has_both = 0 < positives < rows
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / positives if positives else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    out = {
+        "auc_pr": _auc(scored, "areaUnderPR") if has_both else None,
+        "auc_roc": _auc(scored, "areaUnderROC") if has_both else None,
+        "precision": precision, "recall": recall, "f1": f1,
+        "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+        "rows": rows, "positives": positives, "positive_rate": positives / rows if rows else None,
+        "threshold": threshold,
+    }
+    if beta != 1.0:
+        b2 = beta * beta
+        out[f"f{beta:g}"] = (1 + b2) * precision * recall / (b2 * precision + recall) if precision + recall else 0.0
+    return out
+
+
+def _baseline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A majority-class (always "no") predictor on the same test rows."""
+    rows, positives = metrics["rows"], metrics["positives"]
+    return {
+        "name": "majority_class",
+        "auc_pr": positives / rows if rows else None,  # a constant score: precision = positive rate
+        "auc_roc": 0.5,
+        "precision": 0.0, "recall": 0.0, "f1": 0.0,
+        "tp": 0, "fp": 0, "tn": rows - positives, "fn": positives,
+        "rows": rows, "positives": positives,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _time_index(df: DataFrame, order_cols: list[str], name: str, parts: int) -> tuple[DataFrame, DataFrame]:
+    """Add ``name``: the 0-based position of each row in ``order_cols`` order.
+
+    Computed without moving all rows into one partition: range-partition, sort within partitions,
+    then offset each row's position in its partition by the sizes of the preceding partitions.
+    Returns the indexed DataFrame and the cached intermediate (unpersist it once the result is
+    materialised).
+    """
+    from pyspark.sql import functions as F
+
+    ranged = (df.repartitionByRange(parts, *order_cols).sortWithinPartitions(*order_cols)
+              .withColumn("_ss_mono", F.monotonically_increasing_id())
+              .withColumn("_ss_pid", F.shiftright(F.col("_ss_mono"), 33))
+              .withColumn("_ss_pos", F.col("_ss_mono").bitwiseAND(F.lit((1 << 33) - 1)))
+              .cache())
+    sizes = sorted((int(r["_ss_pid"]), int(r["count"])) for r in ranged.groupBy("_ss_pid").count().collect())
+    offsets: list[Any] = []
+    running = 0
+    for pid, size in sizes:
+        offsets += [F.lit(pid), F.lit(running)]
+        running += size
+    offset = F.create_map(*offsets)[F.col("_ss_pid")] if offsets else F.lit(0)
+    indexed = ranged.withColumn(name, offset + F.col("_ss_pos")).drop("_ss_mono", "_ss_pid", "_ss_pos")
+    return indexed, ranged
+
+
+def _beta(metric: str) -> float:
+    m = re.fullmatch(r"f(\d+(?:\.\d+)?)", metric.strip().lower())
+    if not m or float(m.group(1)) <= 0:
+        raise TrainingError(f"threshold_metric must be 'f1' or another F-beta like 'f2', 'f0.5'; got {metric!r}")
+    return float(m.group(1))
+
+
+def _params(model: Any) -> dict[str, Any]:
+    last = model.stages[-1]
+    names = ("maxIter", "maxDepth", "stepSize", "maxBins", "subsamplingRate", "regParam",
+             "elasticNetParam", "tol", "seed")
+    out = {}
+    for p in names:
+        if last.hasParam(p):
+            out[p] = last.getOrDefault(p)
+    return out
+
+
+def _iso(micros: int | None) -> str | None:
+    if micros is None:
+        return None
+    return datetime.fromtimestamp(micros / 1e6, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def code_version() -> dict[str, str]:
+    """``{"package": streamsight.__version__, "git_commit": <HEAD> or "unknown"}``."""
+    import streamsight
+    from streamsight.settings import PROJECT_ROOT
+
+    commit = "unknown"
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=5, check=False)
+        if out.returncode == 0 and out.stdout.strip():
+            commit = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"package": streamsight.__version__, "git_commit": commit}
+
+
+if __name__ == "__main__":  # pragma: no cover - spark-submit ml/train.py --model NAME
+    from pyspark.sql import SparkSession as _SparkSession
+
+    from streamsight.settings import load_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _settings = load_settings()
+    _builder = _SparkSession.builder.appName("streamsight-train")
+    for _k, _v in _settings.spark.conf.items():
+        _builder = _builder.config(_k, _v)
+    _spark = _builder.getOrCreate()
+    _spark.sparkContext.setLogLevel("WARN")
+    try:
+        main(_spark, _settings)
+    finally:
+        _spark.stop()

@@ -1,0 +1,257 @@
+"""Training on AI4I 2020: time split, model vs. majority baseline, metadata, registry versions, CLI.
+
+One local Spark session; the expensive default training (logistic regression and GBT candidates)
+runs once per module, the second training uses the faster logistic regression only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import streamsight
+from streamsight.contracts import get_contract
+from streamsight.lake import models_uri, table_uri
+from streamsight.settings import PROJECT_ROOT, load_settings
+
+pytestmark = pytest.mark.integration
+
+AI4I_CSV = Path(os.environ.get("AI4I_CSV", PROJECT_ROOT.parent / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"))
+EPOCH = pd.Timestamp("2020-01-01T00:00:00Z")
+
+
+def ai4i_silver(rows: int | None = None) -> pd.DataFrame:
+    """The first ``rows`` AI4I readings shaped like silver rows of ``machine_telemetry``."""
+    if not AI4I_CSV.exists():
+        pytest.skip(f"AI4I dataset not found at {AI4I_CSV}")
+    raw = pd.read_csv(AI4I_CSV, encoding="utf-8-sig", nrows=rows)
+    event_time = EPOCH + pd.to_timedelta(raw["UDI"] - 1, unit="min")
+    frame = pd.DataFrame({
+        "event_id": "ai4i-" + raw["UDI"].astype(str),
+        "machine_id": raw["Product ID"],
+        "event_time": event_time,
+        "type": raw["Type"],
+        "air_temperature_k": raw["Air temperature [K]"].astype("float64"),
+        "process_temperature_k": raw["Process temperature [K]"].astype("float64"),
+        "rotational_speed_rpm": raw["Rotational speed [rpm]"].astype("float64"),
+        "torque_nm": raw["Torque [Nm]"].astype("float64"),
+        "tool_wear_min": raw["Tool wear [min]"].astype("int64"),
+        "machine_failure": raw["Machine failure"].astype("int64"),
+    })
+    for mode in ("TWF", "HDF", "PWF", "OSF", "RNF"):
+        frame[mode.lower()] = raw[mode].astype("int64")
+    frame["event_date"] = event_time.dt.date
+    return frame
+
+
+def get_spark():
+    """The process's local session (the same settings as tests/conftest.py); never stopped here,
+    so sessions other test modules share are not torn down under them."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("streamsight-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.sql.streaming.stateStore.providerClass",
+                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+@pytest.fixture(scope="module")
+def ml_spark():
+    return get_spark()
+
+
+@pytest.fixture(scope="module")
+def env(ml_spark, tmp_path_factory):
+    """A lake whose silver table holds the first 6,000 AI4I rows; the default training run on it."""
+    from ml.train import train_model
+
+    lake = tmp_path_factory.mktemp("ml_train") / "lake"
+    settings = load_settings(lake_dir=str(lake))
+    contract = get_contract(settings.contracts_dir, "machine_telemetry")
+    frame = ai4i_silver(6000)
+    silver_dir = Path(table_uri(settings.lake_uri, contract, "silver").removeprefix("file://"))
+    silver_dir.mkdir(parents=True)
+    frame.to_parquet(silver_dir / "part-0.parquet", coerce_timestamps="us", allow_truncated_timestamps=False)
+    meta = train_model(ml_spark, settings, contract)  # silver=None: reads the lake table
+    return {"settings": settings, "contract": contract, "frame": frame, "meta": meta}
+
+
+@pytest.fixture(scope="module")
+def second(ml_spark, env):
+    """A second training run (logistic regression only) on the same rows, 25 labels nulled."""
+    from ml.train import train_model
+
+    from pyspark.sql import functions as F
+
+    nulled = [f"ai4i-{udi}" for udi in range(101, 126)]
+    silver = ml_spark.createDataFrame(env["frame"]).withColumn(
+        "machine_failure",
+        F.when(F.col("event_id").isin(nulled), F.lit(None)).otherwise(F.col("machine_failure")))
+    return train_model(ml_spark, env["settings"], env["contract"], silver=silver,
+                       algorithms=("logistic_regression",), refit=False,
+                       params={"logistic_regression": {"maxIter": 10}})
+
+
+def registry(spark, settings):
+    from ml.registry import ModelRegistry
+
+    return ModelRegistry(spark, models_uri(settings.lake_uri))
+
+
+def ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_model_beats_majority_baseline(env):
+    meta = env["meta"]
+    metrics, baseline = meta["metrics"], meta["baseline_metrics"]
+    test_rows = env["frame"].sort_values(["event_time", "event_id"]).iloc[4800:]
+    positive_rate = test_rows["machine_failure"].mean()
+
+    assert baseline["auc_pr"] == pytest.approx(positive_rate)
+    assert baseline["f1"] == 0.0 and baseline["tp"] == 0 and baseline["fn"] == test_rows["machine_failure"].sum()
+    assert metrics["auc_pr"] > 3 * positive_rate, metrics
+    assert metrics["auc_roc"] > 0.75, metrics
+    assert metrics["f1"] > 0.0
+    assert metrics["tp"] + metrics["fp"] + metrics["tn"] + metrics["fn"] == len(test_rows)
+    assert metrics["tp"] + metrics["fn"] == test_rows["machine_failure"].sum()
+    assert metrics["precision"] == pytest.approx(metrics["tp"] / (metrics["tp"] + metrics["fp"]))
+    assert metrics["recall"] == pytest.approx(metrics["tp"] / (metrics["tp"] + metrics["fn"]))
+    assert 0.0 < meta["threshold"] < 1.0
+
+
+def test_split_is_by_time(env):
+    data = env["meta"]["training_data"]
+    frame = env["frame"].sort_values(["event_time", "event_id"])
+    assert data["split"] == "time"
+    assert data["order_by"] == ["event_time", "event_id"]
+    assert (data["rows_train"], data["rows_validation"], data["rows_test"]) == (3840, 960, 1200)
+    # slices are consecutive in time and match the sorted rows exactly
+    assert ts(data["train_max_event_time"]) < ts(data["validation_min_event_time"])
+    assert ts(data["validation_max_event_time"]) < ts(data["test_min_event_time"])
+    assert ts(data["train_max_event_time"]) < ts(data["test_min_event_time"])
+    assert ts(data["test_min_event_time"]) == frame["event_time"].iloc[4800].to_pydatetime()
+    assert ts(data["min_event_time"]) == frame["event_time"].iloc[0].to_pydatetime()
+    assert ts(data["max_event_time"]) == frame["event_time"].iloc[-1].to_pydatetime()
+    labels = frame["machine_failure"].to_numpy()
+    assert data["positives_train"] == labels[:3840].sum()
+    assert data["positives_validation"] == labels[3840:4800].sum()
+    assert data["positives_test"] == labels[4800:].sum()
+    assert data["rows_excluded_null_label"] == 0
+    # threshold and model choice come from the validation slice; the final model is refit on
+    # training + validation, never on test rows
+    assert data["refit_on_train_and_validation"] is True and data["rows_model_fit"] == 4800
+
+
+def test_metadata_has_every_field(ml_spark, env):
+    meta = env["meta"]
+    for key in ("model_name", "version", "created_at", "algorithm", "features", "label", "threshold",
+                "metrics", "baseline_metrics", "training_data", "code_version", "spark_version"):
+        assert key in meta, key
+    assert meta["model_name"] == "machine_failure" and meta["version"] == 1
+    assert meta["algorithm"] in ("logistic_regression", "gbt")
+    assert set(meta["candidates"]) == {"logistic_regression", "gbt"}
+    assert meta["label"] == "machine_failure"
+    assert meta["features"] == env["contract"].model.features
+    assert meta["categorical_features"] == ["type"]
+    ts(meta["created_at"])
+    for key in ("auc_pr", "auc_roc", "precision", "recall", "f1", "tp", "fp", "tn", "fn"):
+        assert key in meta["metrics"] and key in meta["baseline_metrics"], key
+    for key in ("min_event_time", "max_event_time", "rows_train", "rows_validation", "rows_test",
+                "positives_train", "positives_validation", "positives_test"):
+        assert key in meta["training_data"], key
+    assert meta["code_version"]["package"] == streamsight.__version__
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", meta["code_version"]["git_commit"])
+    assert meta["spark_version"] == ml_spark.version
+    # what is stored is what was returned (+ live aliases) and is plain JSON
+    stored = registry(ml_spark, env["settings"]).versions("machine_failure")[0]
+    assert stored["metrics"] == meta["metrics"] and stored["threshold"] == meta["threshold"]
+    json.dumps(stored, allow_nan=False)
+
+
+def test_first_version_becomes_production(ml_spark, env):
+    meta = env["meta"]
+    assert meta["aliases"] == ["production"]
+    assert meta["promotion"]["promoted"] and meta["promotion"]["previous_production"] is None
+    model = registry(ml_spark, env["settings"]).load("machine_failure", 1)
+    assert model.stages[-1].__class__.__name__ in ("LogisticRegressionModel", "GBTClassificationModel")
+
+
+def test_second_training_adds_version_two(ml_spark, env, second):
+    reg = registry(ml_spark, env["settings"])
+    versions = reg.versions("machine_failure")
+    assert [v["version"] for v in versions] == [1, 2]
+    assert second["version"] == 2
+    assert versions[0]["created_at"] == env["meta"]["created_at"]  # v1 untouched
+    assert second["training_data"]["rows_excluded_null_label"] == 25
+    assert sum(second["training_data"][f"rows_{s}"] for s in ("train", "validation", "test")) == 6000 - 25
+    # promotion rule: the new version replaces production only with an AUC-PR at least as good
+    better = second["metrics"]["auc_pr"] >= env["meta"]["metrics"]["auc_pr"]
+    assert reg.get_alias("machine_failure", "production") == (2 if better else 1)
+    assert second["promotion"]["promoted"] is better
+    assert versions[1 if better else 0]["aliases"] == ["production"]
+
+
+def test_cli_lists_and_promotes(ml_spark, env, second, capsys):
+    from ml.cli import models_command, promote_command
+
+    factory = lambda settings, app_name: ml_spark  # noqa: E731 - tests bring their own session
+    rows = models_command(env["settings"], "machine_failure", as_json=True, session_factory=factory)
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["version"] for r in printed] == [1, 2] == [r["version"] for r in rows]
+    assert printed[0]["auc_pr"] == env["meta"]["metrics"]["auc_pr"]
+
+    promote_command(env["settings"], "machine_failure", 2, session_factory=factory)
+    assert "production -> v2" in capsys.readouterr().out
+    models_command(env["settings"], None, as_json=False, session_factory=factory)
+    table = capsys.readouterr().out
+    assert re.search(r"machine_failure\s+v2\s+production", table), table
+    promote_command(env["settings"], "machine_failure", 1, session_factory=factory)
+    assert registry(ml_spark, env["settings"]).get_alias("machine_failure", "production") == 1
+
+    from ml.cli import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError):
+        promote_command(env["settings"], "machine_failure", 99, session_factory=factory)
+    with pytest.raises(streamsight.ConfigError, match="no contract .* declares model 'nope'"):
+        promote_command(env["settings"], "nope", 1, session_factory=factory)
+    with pytest.raises(streamsight.ConfigError, match="unknown model 'nope'"):
+        models_command(env["settings"], "nope", session_factory=factory)
+
+
+def test_clear_errors_for_unusable_data(ml_spark, env):
+    from ml.train import TrainingError, train_model
+
+    frame = env["frame"]
+    settings, contract = env["settings"], env["contract"]
+    few = ml_spark.createDataFrame(frame.iloc[:50])
+    with pytest.raises(TrainingError, match="too few"):
+        train_model(ml_spark, settings, contract, silver=few)
+    no_positives = frame.iloc[:600].assign(machine_failure=0)
+    no_positives.loc[no_positives.index[-5:], "machine_failure"] = 1  # positives only in the test part
+    with pytest.raises(TrainingError, match="no positive"):
+        train_model(ml_spark, settings, contract, silver=ml_spark.createDataFrame(no_positives))
+    with pytest.raises(TrainingError, match="lacks column"):
+        train_model(ml_spark, settings, contract, silver=ml_spark.createDataFrame(frame.iloc[:200].drop(columns=["torque_nm"])))
+    assert [v["version"] for v in registry(ml_spark, settings).versions("machine_failure")] == [1, 2]
