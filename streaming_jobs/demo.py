@@ -1,7 +1,7 @@
 """``streamsight demo``: the whole product on this machine, then a reconciliation of every count.
 
 1. start the in-memory development broker (a subprocess, stopped at the end);
-2. replay the first 3,000 AI4I rows; stream until caught up; train model v1 on that early silver
+2. replay the first 6,000 AI4I rows; stream until caught up; train model v1 on that early silver
    data and promote it;
 3. replay the remaining AI4I rows, a synthetic stream with injected faults (malformed JSON, schema
    violations, duplicates, late events) validated by the producer, and a few poison messages sent
@@ -101,7 +101,7 @@ def run_demo(settings: Settings) -> dict[str, Any]:
         from streaming_jobs.session import build_session
 
         runs: list[ProduceSummary] = []
-        early = 3000
+        early = 6000
         runs.append(produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=early), progress=False))
         _say(f"replayed AI4I rows 1-{early}")
         spark = build_session(settings, "streamsight-demo")
