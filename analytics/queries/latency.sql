@@ -1,10 +1,10 @@
 -- title: End-to-end latency: produce time to lake write
 -- description: Seconds from the Kafka record timestamp (produce time) to the lake write:
--- description: silver rows use _ingest_time, predictions use scored_at. Exact percentiles
+-- description: 'ingest (bronze)' uses the bronze ingest time of each silver row, predictions use scored_at. Exact percentiles
 -- description: over latencies rounded to the millisecond.
 -- order: 30
 WITH latencies AS (
-    SELECT 'silver' AS stage,
+    SELECT 'ingest (bronze)' AS stage,
            round((unix_micros(_ingest_time) - unix_micros(_kafka_timestamp)) / 1e6, 3) AS latency_s
     FROM {stream}_silver
     UNION ALL                                                                            -- @if model
@@ -24,4 +24,4 @@ stats AS (
 )
 SELECT stage, events, p[0] AS p50_s, p[1] AS p95_s, p[2] AS p99_s, max_s, round(avg_s, 3) AS avg_s
 FROM stats
-ORDER BY CASE stage WHEN 'silver' THEN 0 ELSE 1 END, stage
+ORDER BY CASE stage WHEN 'ingest (bronze)' THEN 0 ELSE 1 END, stage

@@ -464,9 +464,9 @@ def test_named_queries_render_and_skip(lake):
 
 def test_latency_percentiles_match_numpy(spark, lake, views):
     rows = {r["stage"]: r for r in _json_rows(spark, _named_sql(lake, "latency"))}
-    assert list(rows) == ["silver", "predictions"]
+    assert list(rows) == ["ingest (bronze)", "predictions"]
     samples = {
-        "silver": (lake.silver["_ingest_time"] - lake.silver["_kafka_timestamp"]).dt.total_seconds(),
+        "ingest (bronze)": (lake.silver["_ingest_time"] - lake.silver["_kafka_timestamp"]).dt.total_seconds(),
         "predictions": (lake.predictions["scored_at"] - lake.predictions["_kafka_timestamp"]).dt.total_seconds(),
     }
     for stage, seconds in samples.items():
