@@ -205,30 +205,36 @@ class SilverBatchWriter:
             self._scorer = ProductionScorer(job.spark, job.settings, c)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        from pyspark.sql import Observation
+        from pyspark.sql import functions as F
+
         spark, c = batch.sparkSession, self.job.contract
         if self.stats.is_committed(spark, batch_id):
             return
-        batch = batch.persist()
+        replay = self.silver.is_committed(spark, batch_id)  # an earlier attempt got this far
+        seen = Observation(f"silver_in_{batch_id}")
+        batch = batch.observe(seen, F.count(F.lit(1)).alias("rows")).persist()
         try:
-            rows_in = batch.count()
-            kept = T.apply_filter(batch, c)
-            silver = T.to_silver_shape(T.enrich(kept, c, self.job.reference()), c, batch_id).persist()
-            silver_rows = silver.count()
-            self.silver.write_batch(silver, batch_id)
+            silver = T.to_silver_shape(T.enrich(T.apply_filter(batch, c), c, self.job.reference()), c, batch_id)
+            if replay:
+                silver_rows, rows_in = silver.count(), batch.count()
+            else:
+                silver_rows = self.silver.write_batch(silver, batch_id)  # one pass: counts come from observe
+                rows_in = int(seen.get["rows"])
             predictions, version = 0, None
             if self._scorer is not None and silver_rows:
                 scored = self._scorer.score(silver)
                 if scored is not None:
                     version = self._scorer.last_version
-                    predictions = self.predictions.write_batch(scored, batch_id)
-                    if predictions == 0 and self.predictions.is_committed(spark, batch_id):
+                    if self.predictions.is_committed(spark, batch_id):
                         predictions = silver_rows  # committed by an earlier attempt of this batch
+                    else:
+                        predictions = self.predictions.write_batch(scored, batch_id)
             stats = spark.createDataFrame(
                 [(batch_id, rows_in, rows_in - silver_rows, silver_rows, predictions, version)],
                 "batch_id bigint, rows_in bigint, filtered bigint, silver bigint, predictions bigint, model_version int",
             ).selectExpr("*", "current_timestamp() AS committed_at")
             self.stats.write_batch(stats, batch_id)
-            silver.unpersist()
         finally:
             batch.unpersist()
 

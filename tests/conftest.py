@@ -77,7 +77,8 @@ def kafka_broker() -> Iterator[TestBroker]:
         except ImportError:
             pass
         else:
-            with KafkaContainer("apache/kafka:3.9.1") as container:
+            # testcontainers' KafkaContainer drives Confluent's image of Apache Kafka (KRaft mode).
+            with KafkaContainer("confluentinc/cp-kafka:7.7.1").with_kraft() as container:
                 servers = container.get_bootstrap_server()
                 yield TestBroker("testcontainers", servers, _admin_create(servers))
             return

@@ -30,7 +30,7 @@ from streamsight.settings import PROJECT_ROOT, Settings, load_settings
 
 pytestmark = pytest.mark.integration
 
-AI4I = Path("/work/shared/data/ai4i2020/ai4i2020.csv")
+AI4I = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"
 UTC = dt.timezone.utc
 STREAM = "machine_telemetry"
 OTHER = "sensor_pings"  # a second stream without model, reference or aggregates
