@@ -160,30 +160,36 @@ class StreamJob:
         return getattr(self, f"{name}_query")(available_now)
 
     def run_forever(self) -> None:
-        """Start every query and block until one fails or SIGTERM/SIGINT stops them all."""
+        """Start every query and block until one fails or SIGTERM/SIGINT stops them all.
+
+        The signal handler only sets a flag; the queries are stopped from this loop, so a
+        micro-batch in flight is interrupted by Spark (and re-run on restart), never half-committed.
+        """
         names = ["bronze", "dead_letter", "silver", *[f"gold_{a.name}" for a in self.contract.aggregates]]
         queries = [self._start(n, available_now=False) for n in names]
-        stopping = {"flag": False}
+        stop_requested: list[int] = []
 
-        def stop(signum: int, _frame: Any) -> None:
-            log.warning("signal %s: stopping %d queries", signum, len(queries))
-            stopping["flag"] = True
-            for q in queries:
-                q.stop()
+        def request_stop(signum: int, _frame: Any) -> None:
+            stop_requested.append(signum)
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, stop)
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         log.info("streaming %s: %s", self.contract.name, ", ".join(q.name for q in queries))
-        while not stopping["flag"]:
-            self.spark.streams.awaitAnyTermination()
-            failed = [q for q in queries if q.exception() is not None]
-            if failed:
-                for q in queries:
+        try:
+            while not stop_requested:
+                self.spark.streams.awaitAnyTermination(1)  # seconds; then look at the flag
+                failed = [q for q in queries if q.exception() is not None]
+                if failed:
+                    raise failed[0].exception()  # type: ignore[misc]
+                if not any(q.isActive for q in queries):
+                    return
+                self.spark.streams.resetTerminated()
+            log.warning("signal %s: stopping %d queries", stop_requested[0], len(queries))
+        finally:
+            for q in queries:
+                if q.isActive:
                     q.stop()
-                raise failed[0].exception()  # type: ignore[misc]
-            if not any(q.isActive for q in queries):
-                return
-            self.spark.streams.resetTerminated()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 class SilverBatchWriter:

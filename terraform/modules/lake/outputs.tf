@@ -1,0 +1,39 @@
+output "bucket_name" {
+  description = "Name of the lake bucket."
+  value       = aws_s3_bucket.this.id
+}
+
+output "bucket_arn" {
+  description = "ARN of the lake bucket."
+  value       = aws_s3_bucket.this.arn
+}
+
+output "lake_prefix" {
+  description = "Key prefix of the lake inside the bucket."
+  value       = var.lake_prefix
+}
+
+output "lake_uri" {
+  description = "Lake root for STREAMSIGHT_LAKE_DIR (s3a://<bucket>/<prefix>)."
+  value       = "s3a://${aws_s3_bucket.this.id}/${var.lake_prefix}"
+}
+
+output "log_bucket_name" {
+  description = "Name of the S3 access-log bucket."
+  value       = aws_s3_bucket.logs.id
+}
+
+output "kms_key_arn" {
+  description = "ARN of the customer-managed KMS key (lake, EBS, log groups, SNS)."
+  value       = aws_kms_key.this.arn
+}
+
+output "kms_key_id" {
+  description = "ID of the customer-managed KMS key."
+  value       = aws_kms_key.this.key_id
+}
+
+output "kms_alias_name" {
+  description = "Alias of the customer-managed KMS key."
+  value       = aws_kms_alias.this.name
+}
