@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT.parent / "shared" / "data"
 AI4I_CSV = DATA_DIR / "ai4i2020" / "ai4i2020.csv"
+EPOCH = pd.Timestamp("2020-01-01T00:00:00Z")
 sys.path.insert(0, str(ROOT))
 
 
@@ -121,6 +123,28 @@ def lake_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("STREAMSIGHT_RUN_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("STREAMSIGHT_REPORTS_DIR", str(tmp_path / "reports"))
     return tmp_path
+
+
+def ai4i_silver(rows: int | None = None) -> pd.DataFrame:
+    """The first ``rows`` AI4I readings shaped like silver rows of ``machine_telemetry``."""
+    raw = pd.read_csv(AI4I_CSV, encoding="utf-8-sig", nrows=rows)
+    event_time = EPOCH + pd.to_timedelta(raw["UDI"] - 1, unit="min")
+    frame = pd.DataFrame({
+        "event_id": "ai4i-" + raw["UDI"].astype(str),
+        "machine_id": raw["Product ID"],
+        "event_time": event_time,
+        "type": raw["Type"],
+        "air_temperature_k": raw["Air temperature [K]"].astype("float64"),
+        "process_temperature_k": raw["Process temperature [K]"].astype("float64"),
+        "rotational_speed_rpm": raw["Rotational speed [rpm]"].astype("float64"),
+        "torque_nm": raw["Torque [Nm]"].astype("float64"),
+        "tool_wear_min": raw["Tool wear [min]"].astype("int64"),
+        "machine_failure": raw["Machine failure"].astype("int64"),
+    })
+    for mode in ("TWF", "HDF", "PWF", "OSF", "RNF"):
+        frame[mode.lower()] = raw[mode].astype("int64")
+    frame["event_date"] = event_time.dt.date
+    return frame
 
 
 @pytest.fixture(scope="session")

@@ -7,75 +7,25 @@ runs once per module, the second training uses the faster logistic regression on
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 from datetime import datetime
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 import streamsight
 from streamsight.contracts import get_contract
 from streamsight.lake import models_uri, table_uri
-from streamsight.settings import PROJECT_ROOT, load_settings
+from streamsight.settings import load_settings
+from tests.conftest import ai4i_silver
 
 pytestmark = pytest.mark.integration
 
-AI4I_CSV = Path(os.environ.get("AI4I_CSV", PROJECT_ROOT.parent / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"))
-EPOCH = pd.Timestamp("2020-01-01T00:00:00Z")
-
-
-def ai4i_silver(rows: int | None = None) -> pd.DataFrame:
-    """The first ``rows`` AI4I readings shaped like silver rows of ``machine_telemetry``."""
-    if not AI4I_CSV.exists():
-        pytest.skip(f"AI4I dataset not found at {AI4I_CSV}")
-    raw = pd.read_csv(AI4I_CSV, encoding="utf-8-sig", nrows=rows)
-    event_time = EPOCH + pd.to_timedelta(raw["UDI"] - 1, unit="min")
-    frame = pd.DataFrame({
-        "event_id": "ai4i-" + raw["UDI"].astype(str),
-        "machine_id": raw["Product ID"],
-        "event_time": event_time,
-        "type": raw["Type"],
-        "air_temperature_k": raw["Air temperature [K]"].astype("float64"),
-        "process_temperature_k": raw["Process temperature [K]"].astype("float64"),
-        "rotational_speed_rpm": raw["Rotational speed [rpm]"].astype("float64"),
-        "torque_nm": raw["Torque [Nm]"].astype("float64"),
-        "tool_wear_min": raw["Tool wear [min]"].astype("int64"),
-        "machine_failure": raw["Machine failure"].astype("int64"),
-    })
-    for mode in ("TWF", "HDF", "PWF", "OSF", "RNF"):
-        frame[mode.lower()] = raw[mode].astype("int64")
-    frame["event_date"] = event_time.dt.date
-    return frame
-
-
-def get_spark():
-    """The process's local session (the same settings as tests/conftest.py); never stopped here,
-    so sessions other test modules share are not torn down under them."""
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("streamsight-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.sql.streaming.stateStore.providerClass",
-                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    return session
 
 
 @pytest.fixture(scope="module")
-def ml_spark():
-    return get_spark()
+def ml_spark(spark):
+    return spark
 
 
 @pytest.fixture(scope="module")
