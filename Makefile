@@ -3,13 +3,17 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Deployment tooling (terraform tests against moto, checkov, ansible-lint) lives in its own venv:
+# its pins would fight the pipeline's.
+INFRA       := .venv-infra
+INFRA_STAMP := $(INFRA)/.installed
 
-.PHONY: demo test setup check-java bench lint clean
+.PHONY: demo test setup setup-infra check-java bench clean
 
 demo: setup check-java
 	$(BIN)/streamsight demo
 
-test: setup check-java
+test: setup setup-infra check-java
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup check-java
@@ -23,6 +27,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+setup-infra: $(INFRA_STAMP)
+
+$(INFRA_STAMP): requirements-infra.lock
+	@test -x $(INFRA)/bin/python || $(PYTHON) -m venv $(INFRA)
+	$(INFRA)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.lock
+	@touch $(INFRA_STAMP)
 
 check-java:
 	@scripts/check-java
