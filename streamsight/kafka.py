@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import SecretStr
+
 from streamsight.errors import BrokerUnavailableError, ConfigError
 from streamsight.settings import Settings
 
@@ -31,17 +33,23 @@ def bootstrap_servers(settings: Settings) -> str:
     )
 
 
-def _security(settings: Settings) -> dict[str, str]:
-    k = settings.kafka
-    conf = {"security.protocol": k.security_protocol}
-    if k.sasl_mechanism:
-        conf["sasl.mechanism"] = k.sasl_mechanism
-    if k.sasl_username:
-        conf["sasl.username"] = k.sasl_username
-    if k.sasl_password is not None:
-        conf["sasl.password"] = k.sasl_password.get_secret_value()
-    if k.ssl_ca_location:
-        conf["ssl.ca.location"] = k.ssl_ca_location
+# Security settings: KafkaSettings field -> (librdkafka key, kafka-python keyword).
+_SECURITY_KEYS = {
+    "security_protocol": ("security.protocol", "security_protocol"),
+    "sasl_mechanism": ("sasl.mechanism", "sasl_mechanism"),
+    "sasl_username": ("sasl.username", "sasl_plain_username"),
+    "sasl_password": ("sasl.password", "sasl_plain_password"),
+    "ssl_ca_location": ("ssl.ca.location", "ssl_cafile"),
+}
+
+
+def _security(settings: Settings, client: int = 0) -> dict[str, str]:
+    """Set security settings under librdkafka keys (client 0) or kafka-python keywords (client 1)."""
+    conf = {}
+    for field, names in _SECURITY_KEYS.items():
+        value = getattr(settings.kafka, field)
+        if value is not None:
+            conf[names[client]] = value.get_secret_value() if isinstance(value, SecretStr) else value
     return conf
 
 
@@ -51,20 +59,7 @@ def confluent_config(settings: Settings, servers: str | None = None) -> dict[str
 
 
 def kafka_python_config(settings: Settings, servers: str | None = None) -> dict[str, Any]:
-    k = settings.kafka
-    conf: dict[str, Any] = {
-        "bootstrap_servers": (servers or bootstrap_servers(settings)).split(","),
-        "security_protocol": k.security_protocol,
-    }
-    if k.sasl_mechanism:
-        conf["sasl_mechanism"] = k.sasl_mechanism
-    if k.sasl_username:
-        conf["sasl_plain_username"] = k.sasl_username
-    if k.sasl_password is not None:
-        conf["sasl_plain_password"] = k.sasl_password.get_secret_value()
-    if k.ssl_ca_location:
-        conf["ssl_cafile"] = k.ssl_ca_location
-    return conf
+    return {"bootstrap_servers": (servers or bootstrap_servers(settings)).split(","), **_security(settings, 1)}
 
 
 def spark_options(settings: Settings, servers: str | None = None) -> dict[str, str]:

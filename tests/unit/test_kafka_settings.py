@@ -1,0 +1,37 @@
+"""Kafka client settings: one KafkaSettings, mapped onto each client's names; secrets only there."""
+
+from __future__ import annotations
+
+from streamsight.kafka import confluent_config, kafka_python_config, spark_options
+from streamsight.settings import load_settings
+
+
+def _secured(monkeypatch):
+    monkeypatch.setenv("STREAMSIGHT_PROFILE", "aws")
+    monkeypatch.setenv("STREAMSIGHT_KAFKA__SASL_USERNAME", "svc")
+    monkeypatch.setenv("STREAMSIGHT_KAFKA__SASL_PASSWORD", "s3cret")
+    return load_settings()
+
+
+def test_each_client_gets_the_same_security_under_its_own_names(monkeypatch):
+    settings = _secured(monkeypatch)
+    rd = confluent_config(settings)
+    assert rd["security.protocol"] == "SASL_SSL" and rd["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert rd["sasl.username"] == "svc" and rd["sasl.password"] == "s3cret"
+    assert rd["ssl.ca.location"] == "/etc/streamsight/kafka-ca.pem"
+    kp = kafka_python_config(settings)
+    assert kp["bootstrap_servers"] == settings.kafka.bootstrap_servers.split(",")
+    assert (kp["sasl_plain_username"], kp["sasl_plain_password"], kp["ssl_cafile"]) == (
+        "svc", "s3cret", "/etc/streamsight/kafka-ca.pem")
+    assert spark_options(settings)["kafka.sasl.password"] == "s3cret"
+
+
+def test_plaintext_sends_no_sasl_keys(monkeypatch):
+    monkeypatch.setenv("STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    conf = confluent_config(load_settings())
+    assert conf == {"bootstrap.servers": "127.0.0.1:9092", "security.protocol": "PLAINTEXT"}
+
+
+def test_secrets_are_redacted_in_settings_output(monkeypatch):
+    settings = _secured(monkeypatch)
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.redacted())
