@@ -53,10 +53,13 @@ def _lit_sql(value: object) -> str:
     return repr(value)
 
 
-def _field_rules(f: FieldSpec, raw: str, kind: str, typed: str) -> list[tuple[str, str, str]]:
-    """(condition that means 'broken', code, reason SQL) for one field, in check order."""
+def _field_rules(f: FieldSpec, present: str, kind: str, typed: str) -> list[tuple[str, str, str]]:
+    """(condition that means 'broken', code, reason SQL) for one field, in check order.
+
+    ``present``, ``kind`` and ``typed`` are SQL for: the field is there and not JSON null; its
+    variant type name (``schema_of_variant``); its value cast to the contract's Spark type.
+    """
     q = _lit_sql
-    present = f"({raw} IS NOT NULL AND NOT is_variant_null({raw}))"
     shown = f"cast({typed} AS STRING)"
     rules = []
     if f.required:
@@ -101,37 +104,50 @@ def parse(bronze: DataFrame, contract: Contract) -> DataFrame:
     """Bronze rows + typed payload columns + ``_error_code``/``_reason`` (null when valid).
 
     Typed columns are named ``p__<field>``; the contract's event-time field also gets ``p__event_ts``.
+
+    The work is staged so that every value is parsed once and every field is looked up once: the
+    JSON text becomes a VARIANT; each field's raw value, its variant type name and its typed value
+    become columns; only then are the rules evaluated, on those columns.  (Written as one projection,
+    each of the ~60 rules would re-extract its field: measured 4-5x slower.)  The reason text is only
+    built for rows that broke a rule.
     """
     text = "CAST(value AS STRING)"
-    df = bronze.withColumn("_v", F.expr(f"try_parse_json({text})"))
+    keep = [F.col(c) for c in bronze.columns]
+    stage1 = bronze.select(*keep, F.expr(f"try_parse_json({text})").alias("_v"))
+    fields = list(contract.fields)
+    raw_cols = [F.expr(f"variant_get(_v, {_lit_sql(_path(f.name))})").alias(f"_r{i}") for i, f in enumerate(fields)]
+    stage2 = stage1.select(*keep, "_v", *raw_cols)
+    extracted = []
+    for i, f in enumerate(fields):
+        raw = f"_r{i}"
+        extracted.append(F.expr(f"({raw} IS NOT NULL AND NOT is_variant_null({raw}))").alias(f"_present{i}"))
+        extracted.append(F.expr(f"schema_of_variant({raw})").alias(f"_kind{i}"))
+        typed = f"to_json({raw})" if f.json_type in ("object", "array") else f"try_variant_get({raw}, '$', '{f.spark_type}')"
+        extracted.append(F.expr(typed).alias(f"p__{f.name}"))
+    stage3 = stage2.select(*keep, F.expr("_v IS NULL").alias("_no_json"), *extracted)
+
     rules: list[tuple[str, str, str]] = [
         ("value IS NULL", "MALFORMED_JSON", "'empty message value'"),
-        ("_v IS NULL", "MALFORMED_JSON", f"concat('not valid JSON: ', left({text}, 120))"),
+        ("_no_json", "MALFORMED_JSON", f"concat('not valid JSON: ', left({text}, 120))"),
         (f"left(ltrim({text}), 1) != '{{'", "NOT_AN_OBJECT", "'JSON value is not an object'"),
     ]
-    typed_cols = {}
-    for f in contract.fields:
-        raw = f"variant_get(_v, {_lit_sql(_path(f.name))})"
-        kind = f"schema_of_variant({raw})"
-        if f.json_type in ("object", "array"):
-            typed = f"to_json({raw})"
-        else:
-            typed = f"try_variant_get(_v, {_lit_sql(_path(f.name))}, '{f.spark_type}')"
-        typed_cols[f.name] = typed
-        rules += _field_rules(f, raw, kind, typed)
-    ts_sql = _event_time_sql(contract, typed_cols[contract.event_time.field])
+    for i, f in enumerate(fields):
+        rules += _field_rules(f, f"_present{i}", f"_kind{i}", f"`p__{f.name}`")
     et = contract.event_time
-    rules.append((f"{ts_sql} IS NULL", "BAD_EVENT_TIME",
+    typed_et = f"`p__{et.field}`"
+    ts_sql = _event_time_sql(contract, typed_et)
+    stage4 = stage3.select("*", F.expr(ts_sql).alias("p__event_ts"))
+    rules.append(("p__event_ts IS NULL", "BAD_EVENT_TIME",
                   f"concat({_lit_sql(f'field {et.field}: cannot read ')}, "
-                  f"coalesce(cast({typed_cols[et.field]} AS STRING), 'null'), {_lit_sql(f' as {et.format}')})"))
+                  f"coalesce(cast({typed_et} AS STRING), 'null'), {_lit_sql(f' as {et.format}')})"))
     code = "CASE " + " ".join(f"WHEN {c} THEN '{k}'" for c, k, _ in rules) + " END"
-    reason = "CASE " + " ".join(f"WHEN {c} THEN {r}" for c, _, r in rules) + " END"
-    return df.select(
-        *bronze.columns,
-        *[F.expr(sql).alias(f"p__{name}") for name, sql in typed_cols.items()],
-        F.expr(ts_sql).alias("p__event_ts"),
-        F.expr(code).alias("_error_code"),
-        F.expr(reason).alias("_reason"),
+    stage5 = stage4.select("*", F.expr(code).alias("_error_code"))
+    reason = ("CASE WHEN _error_code IS NULL THEN NULL "
+              + " ".join(f"WHEN {c} THEN {r}" for c, _, r in rules) + " END")
+    return stage5.select(
+        *keep,
+        *[F.col(f"p__{f.name}") for f in fields],
+        "p__event_ts", "_error_code", F.expr(reason).alias("_reason"),
     )
 
 
@@ -153,6 +169,31 @@ def valid_rows(parsed: DataFrame, contract: Contract) -> DataFrame:
             F.col("kafka_timestamp").alias("_kafka_timestamp"),
             F.col("ingest_time").alias("_ingest_time"),
         )
+    )
+
+
+DEDUP_TIME = "_dedup_time"
+
+
+def dedup_columns(contract: Contract) -> list[str]:
+    """Columns :func:`dedup_keyed` output is de-duplicated on (the contract's key, or coordinates)."""
+    return ["_dedup_other", *[f"p__{k}" if k != contract.event_time.field else "p__event_ts" for k in contract.dedup_key]]
+
+
+def dedup_keyed(parsed: DataFrame, contract: Contract) -> DataFrame:
+    """Parsed rows (of the raw and the dead-letter topic) + the columns streaming de-duplication uses.
+
+    Valid records of the raw topic are keyed by the contract's de-duplication key and timed by their
+    event time (``_dedup_time``).  Every other row (rejected record, producer dead letter) is keyed
+    by its Kafka coordinates (``_dedup_other``) with a null time: unique, so never dropped as a
+    duplicate; null, so never dropped as late and never moving the watermark.
+    """
+    valid = F.col("_error_code").isNull() & (F.col("topic") == F.lit(contract.raw_topic))
+    coords = F.concat_ws(":", F.col("topic"), F.col("partition").cast("string"), F.col("offset").cast("string"))
+    return parsed.select(
+        "*",
+        F.when(valid, F.lit(None).cast("string")).otherwise(coords).alias("_dedup_other"),
+        F.when(valid, F.col("p__event_ts")).alias(DEDUP_TIME),
     )
 
 

@@ -108,3 +108,32 @@ def test_windowed_aggregate(spark, machine_contract, aggregate):
         assert [(r["readings"], r["failures"]) for r in out] == [(2, 1), (1, 0)]
     else:  # 15-minute windows sliding by 5: every event falls in 3 windows
         assert sum(r["readings"] for r in out) == 9
+
+
+def test_validation_compiles_to_generated_code_for_the_shipped_contract(spark, machine_contract):
+    """Every rule of a contract lands in one generated method; past the JVM's 64 KB limit Spark
+    falls back to interpreting it, about 20x slower (measured: 88k vs 4.4k rows/s). Fail instead."""
+    previous = spark.conf.get("spark.sql.codegen.fallback")
+    spark.conf.set("spark.sql.codegen.fallback", "false")
+    try:
+        parsed = T.dedup_keyed(T.parse(_bronze(spark, [v for v, _ in CASES]), machine_contract), machine_contract)
+        valid = T.valid_rows(parsed, machine_contract).count()
+        invalid = T.invalid_rows(parsed).count()
+    finally:
+        spark.conf.set("spark.sql.codegen.fallback", previous)
+    assert valid == sum(1 for _, code in CASES if code is None)
+    assert invalid == len(CASES) - valid
+
+
+def test_dedup_keys_only_valid_raw_records_by_the_contract_key(spark, machine_contract):
+    from pyspark.sql import functions as F
+
+    bronze = _bronze(spark, [_with(), _with(), b"not json"]).withColumn("topic", F.lit(machine_contract.raw_topic))
+    keyed = T.dedup_keyed(T.parse(bronze, machine_contract), machine_contract).collect()
+    assert T.dedup_columns(machine_contract) == ["_dedup_other", "p__event_id"]
+    valid = [r for r in keyed if r["_error_code"] is None]
+    assert len(valid) == 2 and all(r["_dedup_other"] is None and r[T.DEDUP_TIME] is not None for r in valid)
+    (bad,) = [r for r in keyed if r["_error_code"] is not None]
+    assert bad["_dedup_other"] == f"{machine_contract.raw_topic}:0:2" and bad[T.DEDUP_TIME] is None
+    dead_letters = T.dedup_keyed(T.parse(_bronze(spark, [_with()]), machine_contract), machine_contract).first()
+    assert dead_letters["_dedup_other"] == "t.raw:0:0"  # another topic (the dead-letter one): never de-duplicated
