@@ -45,6 +45,11 @@ maxOffsetsPerTrigger : int, optional
 minPartitions / maxRecordsPerPartition : int, optional
     Split large offset ranges so a micro-batch has at least ``minPartitions`` Spark partitions and
     none holds more than ``maxRecordsPerPartition`` records.
+maxPartitions : int, optional (this source only; Spark's own source ignores it)
+    Pack the micro-batch's offset ranges into at most this many Spark partitions (balanced by record
+    count), each read by one task with one consumer fetching all its ranges concurrently.  A topic with many partitions then costs
+    a few tasks per micro-batch instead of one task per topic-partition: on a small machine the fixed
+    cost of a task, not reading, dominates small micro-batches.  Applied after the splitting above.
 failOnDataLoss : bool, default ``true``
     When records that should be read are gone (retention, eviction, topic deleted, offsets going
     backwards): ``true`` fails the query with an error naming the topic-partition and offsets;
@@ -158,6 +163,7 @@ __all__ = [
     "KafkaStreamReader",
     "KafkaBatchReader",
     "KafkaInputPartition",
+    "KafkaInputGroup",
     "KafkaSourceConfig",
     "KafkaSourceError",
     "KafkaDataLossError",
@@ -325,6 +331,7 @@ class KafkaSourceConfig:
     max_offsets_per_trigger: int | None = None
     min_partitions: int | None = None
     max_records_per_partition: int | None = None
+    max_partitions: int | None = None
     fail_on_data_loss: bool = True
     api_timeout_ms: int = _DEFAULT_API_TIMEOUT_MS
     poll_timeout_ms: int = _DEFAULT_API_TIMEOUT_MS
@@ -428,6 +435,7 @@ class KafkaSourceConfig:
             max_offsets_per_trigger=opt_int("maxOffsetsPerTrigger"),
             min_partitions=opt_int("minPartitions"),
             max_records_per_partition=opt_int("maxRecordsPerPartition"),
+            max_partitions=opt_int("maxPartitions"),
             fail_on_data_loss=_parse_bool("failOnDataLoss", opts.get("failondataloss", "true")),
             api_timeout_ms=api_timeout,
             poll_timeout_ms=poll_timeout,
@@ -695,6 +703,43 @@ class KafkaInputPartition(InputPartition):
         return f"KafkaInputPartition({self.topic}-{self.partition} [{self.start}, {self.end}))"
 
 
+class KafkaInputGroup(InputPartition):
+    """Several offset ranges read by one task through one consumer (picklable plain data)."""
+
+    def __init__(self, parts: list[KafkaInputPartition]) -> None:
+        super().__init__(tuple(p.value for p in parts))
+        self.parts = parts
+
+    @property
+    def size(self) -> int:
+        return sum(p.end - p.start for p in self.parts)
+
+    def __repr__(self) -> str:
+        return f"KafkaInputGroup({self.parts!r})"
+
+
+def _group_partitions(parts: list[KafkaInputPartition], max_partitions: int | None) -> list[InputPartition]:
+    """At most ``max_partitions`` Spark partitions: ranges packed largest first into the lightest group."""
+    if not max_partitions or len(parts) <= max_partitions:
+        return list(parts)
+    groups: list[list[KafkaInputPartition]] = [[] for _ in range(max_partitions)]
+    loads = [0] * max_partitions
+    for part in sorted(parts, key=lambda p: (-(p.end - p.start), p.topic, p.partition, p.start)):
+        i = loads.index(min(loads))
+        groups[i].append(part)
+        loads[i] += part.end - part.start
+    return [KafkaInputGroup(sorted(g, key=lambda p: (p.topic, p.partition, p.start))) for g in groups if g]
+
+
+def _read_partition(cfg: KafkaSourceConfig, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+    if isinstance(partition, KafkaInputGroup):
+        yield from read_ranges(cfg, partition.parts)
+    else:
+        assert isinstance(partition, KafkaInputPartition)
+        if partition.partition >= 0 and partition.end > partition.start:
+            yield from read_offset_range(cfg, partition)
+
+
 def _plan_partitions(cfg: KafkaSourceConfig, start: Mapping[TopicPartitionKey, int],
                      end: Mapping[TopicPartitionKey, int]) -> list[KafkaInputPartition]:
     """Input partitions between two offset maps (reporting vanished partitions / offsets going back)."""
@@ -754,104 +799,153 @@ def _to_batch(topic: str, pid: int, msgs: list[Any]) -> pa.RecordBatch:
     )
 
 
+class _RangeState:
+    """Progress of one planned offset range inside :func:`read_ranges`."""
+
+    def __init__(self, part: KafkaInputPartition) -> None:
+        self.part = part
+        self.tp = (part.topic, part.partition)
+        self.name = _fmt_tp(self.tp)
+        self.next = part.start
+        self.end = part.end
+        self.pending: list[Any] = []
+
+    @property
+    def done(self) -> bool:
+        return self.next >= self.end
+
+
 def read_offset_range(cfg: KafkaSourceConfig, part: KafkaInputPartition) -> Iterator[pa.RecordBatch]:
     """Read ``[part.start, part.end)`` of one topic-partition as Arrow record batches."""
+    return read_ranges(cfg, [part])
+
+
+def read_ranges(cfg: KafkaSourceConfig, parts: list[KafkaInputPartition]) -> Iterator[pa.RecordBatch]:
+    """Read planned offset ranges (distinct topic-partitions) through one consumer, all at once.
+
+    librdkafka fetches every assigned partition concurrently; records are collected per range and
+    yielded as Arrow record batches of one topic-partition each (about ``ARROW_BATCH_ROWS`` rows).
+    """
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-    topic, pid, end = part.topic, part.partition, part.end
-    tp_name = f"{topic}-{pid}"
+    if len({(p.topic, p.partition) for p in parts}) != len(parts):  # never planned; pieces of one partition
+        for part in parts:
+            yield from read_ranges(cfg, [part])
+        return
     errors: list[Any] = []
     consumer = Consumer(cfg.consumer_conf(errors))
     timeout_s = cfg.api_timeout_ms / 1000
 
-    def low_watermark() -> tuple[int, int]:
+    def watermarks(st: _RangeState) -> tuple[int, int]:
         try:
-            return consumer.get_watermark_offsets(TopicPartition(topic, pid), timeout=timeout_s, cached=False)
+            return consumer.get_watermark_offsets(TopicPartition(*st.tp), timeout=timeout_s, cached=False)
         except KafkaException as exc:
             raise KafkaUnavailableError(
-                _unavailable_message(cfg, f"fetch the offsets of {tp_name}", exc, errors, consumer)) from None
+                _unavailable_message(cfg, f"fetch the offsets of {st.name}", exc, errors, consumer)) from None
 
-    def lost(at: int, low: int, high: int) -> int:
-        """Report offsets [at, low) gone; return where to continue (failOnDataLoss=false)."""
-        _data_loss(cfg, f"topic-partition {tp_name}: offsets {at} to {min(low, end) - 1} (planned range "
-                        f"[{part.start}, {end})) are no longer available; the partition's earliest available "
-                        f"offset is now {low} (latest {high}).")
-        return low
+    def lost(st: _RangeState, low: int, high: int) -> None:
+        """Report offsets [st.next, low) gone and continue from ``low`` (failOnDataLoss=false)."""
+        _data_loss(cfg, f"topic-partition {st.name}: offsets {st.next} to {min(low, st.end) - 1} (planned range "
+                        f"[{st.part.start}, {st.end})) are no longer available; the partition's earliest "
+                        f"available offset is now {low} (latest {high}).")
+        st.next = low
 
+    def flush(st: _RangeState) -> pa.RecordBatch:
+        batch = _to_batch(st.tp[0], st.tp[1], st.pending)
+        st.pending = []
+        return batch
+
+    states: dict[TopicPartitionKey, _RangeState] = {}
     try:
-        low, high = low_watermark()
-        next_offset = part.start
-        if next_offset < low:
-            next_offset = lost(next_offset, low, high)
-        if high < end:
-            _data_loss(cfg, f"topic-partition {tp_name} ends at offset {high} but the batch planned to read up "
-                            f"to {end} (topic recreated or truncated?).")
-            end = max(high, next_offset)
-        if next_offset >= end:
+        for part in parts:
+            st = _RangeState(part)
+            low, high = watermarks(st)
+            if st.next < low:
+                lost(st, low, high)
+            if high < st.end:
+                _data_loss(cfg, f"topic-partition {st.name} ends at offset {high} but the batch planned to read "
+                                f"up to {st.end} (topic recreated or truncated?).")
+                st.end = max(high, st.next)
+            if not st.done:
+                states[st.tp] = st
+        if not states:
             return
-        consumer.assign([TopicPartition(topic, pid, next_offset)])
-        pending: list[Any] = []
+        consumer.incremental_assign([TopicPartition(t, p, st.next) for (t, p), st in states.items()])
         poll_timeout = cfg.poll_timeout_ms / 1000
         last_progress = time.monotonic()
-        while next_offset < end:
-            msgs = consumer.consume(num_messages=min(_CONSUME_BATCH, end - next_offset),
-                                    timeout=min(1.0, poll_timeout))
+        active = dict(states)
+        while active:
+            want = sum(st.end - st.next for st in active.values())
+            msgs = consumer.consume(num_messages=min(_CONSUME_BATCH, want), timeout=min(1.0, poll_timeout))
             if not msgs:
-                position = consumer.position([TopicPartition(topic, pid)])[0].offset
-                if position >= end:  # only transaction markers / compacted-away offsets were left
-                    break
-                if time.monotonic() - last_progress >= poll_timeout:
-                    low, high = low_watermark()
+                positions = consumer.position([TopicPartition(*tp) for tp in active])
+                for tpos in positions:
+                    st = active[(tpos.topic, tpos.partition)]
+                    if tpos.offset >= st.end:  # only transaction markers / compacted-away offsets were left
+                        st.next = st.end
+                for tp in [tp for tp, st in active.items() if st.done]:
+                    del active[tp]
+                    consumer.incremental_unassign([TopicPartition(*tp)])
+                if active and time.monotonic() - last_progress >= poll_timeout:
+                    st = next(iter(active.values()))
+                    low, high = watermarks(st)
                     raise KafkaSourceError(
-                        f"topic-partition {tp_name} did not reach offset {end} (read up to {next_offset}; "
+                        f"topic-partition {st.name} did not reach offset {st.end} (read up to {st.next}; "
                         f"partition offsets now [{low}, {high})) within {cfg.poll_timeout_ms} ms without progress "
                         "(option kafkaConsumer.pollTimeoutMs)"
                         + (f"; client errors: {errors[-1].str()}" if errors else ""))
                 continue
-            failed = None
-            good = msgs
-            if any(m.error() is not None for m in msgs):
-                good = []
-                for m in msgs:
-                    err = m.error()
-                    if err is None:
-                        good.append(m)
-                    elif err.code() != KafkaError._PARTITION_EOF:
-                        failed = m  # messages after an error event are not used
-                        break
-            if good:
-                if good[0].offset() < next_offset:  # stale (fetched before a re-assign)
-                    good = [m for m in good if m.offset() >= next_offset]
-                if good and good[-1].offset() >= end:  # trim whatever was fetched beyond the planned end
-                    good = [m for m in good if m.offset() < end]
-                    next_offset = end
-                if good:
-                    pending.extend(good)
-                    next_offset = max(next_offset, good[-1].offset() + 1)
+            failed: dict[TopicPartitionKey, Any] = {}
+            for m in msgs:
+                err = m.error()
+                tp = (m.topic(), m.partition())
+                st = active.get(tp)
+                if st is None or tp in failed:
+                    continue  # finished range (fetched beyond its end) or after an error event
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        failed[tp] = m
+                    continue
+                off = m.offset()
+                if off < st.next or off >= st.end:  # stale (fetched before a re-assign) / beyond the end
+                    if off >= st.end:
+                        st.next = st.end
+                    continue
+                st.pending.append(m)
+                st.next = off + 1
                 last_progress = time.monotonic()
-                if len(pending) >= ARROW_BATCH_ROWS:
-                    yield _to_batch(topic, pid, pending)
-                    pending = []
-            if failed is not None and next_offset < end:
-                err = failed.error()
+                if len(st.pending) >= ARROW_BATCH_ROWS:
+                    yield flush(st)
+            for tp, m in failed.items():
+                st = active[tp]
+                if st.done:
+                    continue
+                err = m.error()
                 if err.code() not in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
-                    raise KafkaSourceError(f"reading {tp_name} at offset {next_offset} failed: {err.str()}")
-                low, high = low_watermark()
-                if next_offset < low:  # evicted / deleted while we were reading
-                    next_offset = lost(next_offset, low, high)
-                elif next_offset >= high:
-                    _data_loss(cfg, f"topic-partition {tp_name}: offset {next_offset} is beyond the partition's "
-                                    f"latest offset {high} (topic recreated or truncated?); offsets {next_offset} "
-                                    f"to {end - 1} cannot be read.")
-                    next_offset = end
+                    raise KafkaSourceError(f"reading {st.name} at offset {st.next} failed: {err.str()}")
+                low, high = watermarks(st)
+                if st.next < low:  # evicted / deleted while we were reading
+                    lost(st, low, high)
+                elif st.next >= high:
+                    _data_loss(cfg, f"topic-partition {st.name}: offset {st.next} is beyond the partition's "
+                                    f"latest offset {high} (topic recreated or truncated?); offsets {st.next} "
+                                    f"to {st.end - 1} cannot be read.")
+                    st.next = st.end
                 else:
-                    raise KafkaSourceError(f"offset {next_offset} of {tp_name} reported out of range although the "
+                    raise KafkaSourceError(f"offset {st.next} of {st.name} reported out of range although the "
                                            f"partition holds [{low}, {high}): {err.str()}")
-                if next_offset < end:
-                    consumer.assign([TopicPartition(topic, pid, next_offset)])
+                if not st.done:
+                    consumer.incremental_unassign([TopicPartition(*tp)])
+                    consumer.incremental_assign([TopicPartition(tp[0], tp[1], st.next)])
                     last_progress = time.monotonic()
-        if pending:
-            yield _to_batch(topic, pid, pending)
+            for tp in [tp for tp, st in active.items() if st.done]:
+                if active[tp].pending:
+                    yield flush(active[tp])
+                del active[tp]
+                consumer.incremental_unassign([TopicPartition(*tp)])
+        for st in states.values():
+            if st.pending:
+                yield flush(st)
     finally:
         try:
             consumer.close()
@@ -942,12 +1036,12 @@ class KafkaStreamReader(_FetcherHolder, DataSourceStreamReader, SupportsTriggerA
     def reportLatestOffset(self) -> dict | None:
         return None if self._last_latest is None else _to_json_offsets(self._last_latest)
 
-    def partitions(self, start: dict, end: dict) -> list[KafkaInputPartition]:
-        return _plan_partitions(self._cfg, _from_json_offsets(start), _from_json_offsets(end))
+    def partitions(self, start: dict, end: dict) -> list[InputPartition]:
+        parts = _plan_partitions(self._cfg, _from_json_offsets(start), _from_json_offsets(end))
+        return _group_partitions(parts, self._cfg.max_partitions)
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:  # type: ignore[override]
-        assert isinstance(partition, KafkaInputPartition)
-        return read_offset_range(self._cfg, partition)
+        return _read_partition(self._cfg, partition)
 
     def commit(self, end: dict) -> None:
         """Nothing to do: offsets live in Spark's checkpoint, nothing is committed to Kafka."""
@@ -974,13 +1068,10 @@ class KafkaBatchReader(_FetcherHolder, DataSourceReader):
         finally:
             self._close_fetcher()
         parts = _plan_partitions(cfg, start, {tp: off for tp, off in end.items()})
-        return parts or [KafkaInputPartition("", -1, 0, 0)]
+        return _group_partitions(parts, cfg.max_partitions) or [KafkaInputPartition("", -1, 0, 0)]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:  # type: ignore[override]
-        assert isinstance(partition, KafkaInputPartition)
-        if partition.partition < 0 or partition.end <= partition.start:
-            return iter(())
-        return read_offset_range(self._cfg, partition)
+        return _read_partition(self._cfg, partition)
 
 
 def _check_schema(schema: StructType | None) -> None:

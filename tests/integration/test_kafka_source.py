@@ -34,7 +34,10 @@ from pyspark.sql.types import (  # noqa: E402
 from ingestion.embedded_broker import EmbeddedBroker  # noqa: E402
 from streaming_jobs.kafka_source import (  # noqa: E402
     FORMAT,
+    KafkaInputGroup,
+    KafkaInputPartition,
     KafkaSourceConfig,
+    _group_partitions,
     _plan_partitions,
     _rate_limit,
     kafka_stream,
@@ -131,11 +134,12 @@ def expected_key(i: int) -> bytes | None:
 # ----------------------------------------------------------------------------------------------
 
 
-def test_reads_exactly_what_was_produced(spark, broker, tmp_path):
+@pytest.mark.parametrize("grouping", [{}, {"maxPartitions": "1"}], ids=["task-per-partition", "one-task"])
+def test_reads_exactly_what_was_produced(spark, broker, tmp_path, grouping):
     topic = new_topic(broker, 3)
     produce(broker, topic, 20_000, partitions=3)
 
-    df = source(spark, broker.bootstrap_servers, topic, startingOffsets="earliest")
+    df = source(spark, broker.bootstrap_servers, topic, startingOffsets="earliest", **grouping)
     assert df.isStreaming
     assert df.schema == SPARK_KAFKA_SCHEMA
     query = run_available_now(df, tmp_path / "out", tmp_path / "ck")
@@ -271,6 +275,21 @@ def test_data_loss_is_skipped_with_fail_on_data_loss_false(spark, broker, tmp_pa
     assert offsets == list(range(low, high))
 
 
+def test_data_loss_in_a_grouped_task_skips_only_the_lost_offsets(spark, broker, tmp_path, evicted_topic):
+    topic, low, high = evicted_topic
+    other = new_topic(broker, 2)
+    produce(broker, other, 500, partitions=2)
+    df = (spark.readStream.format(FORMAT).option("kafka.bootstrap.servers", broker.bootstrap_servers)
+          .option("subscribe", f"{topic},{other}").option("maxPartitions", "1").option("failOnDataLoss", "false")
+          .option("startingOffsets", json.dumps({topic: {"0": 0}, other: {"0": 0, "1": 0}})).load())
+    query = run_available_now(df, tmp_path / "out", tmp_path / "ck")
+    assert sum(input_rows(query)) == (high - low) + 500
+    out = spark.read.parquet(str(tmp_path / "out"))
+    got = sorted((r.topic, r.partition, r.offset) for r in out.select("topic", "partition", "offset").collect())
+    assert got == sorted([(topic, 0, o) for o in range(low, high)]
+                         + [(other, p, o) for p in (0, 1) for o in range(250)])
+
+
 def test_unreachable_broker_fails_fast(spark, tmp_path):
     servers = "127.0.0.1:1"
     df = source(spark, servers, "anything", startingOffsets="earliest", **{"kafka.default.api.timeout.ms": "3000"})
@@ -317,6 +336,20 @@ def test_rate_limit_is_proportional_and_never_above_the_cap():
     assert taken[("a", 0)] > taken[("a", 1)] > taken[("b", 0)]
     assert all(0 <= taken[tp] <= latest[tp] - start.get(tp, 0) for tp in latest)
     assert _rate_limit(start, latest, 100_000) == latest
+
+
+def test_grouping_packs_ranges_into_at_most_n_balanced_tasks():
+    sizes = [900, 100, 500, 450, 50, 700, 300]
+    parts = [KafkaInputPartition("a", i, 1000, 1000 + n) for i, n in enumerate(sizes)]
+    groups = _group_partitions(parts, 3)
+    assert len(groups) == 3 and all(isinstance(g, KafkaInputGroup) for g in groups)
+    members = sorted(p.partition for g in groups for p in g.parts)
+    assert members == list(range(len(sizes)))  # every range exactly once
+    loads = sorted(g.size for g in groups)
+    assert sum(loads) == sum(sizes)
+    assert loads[-1] - loads[0] <= max(sizes) // 2, loads  # balanced, not packed in order
+    assert _group_partitions(parts, 10) == parts  # already few enough: one task per range
+    assert _group_partitions(parts, None) == parts
 
 
 def test_partition_planning_and_data_loss_reporting():
