@@ -25,7 +25,6 @@ import ipaddress
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -35,9 +34,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.moto_server import INFRA_BIN, start_moto, stop
+
 ROOT = Path(__file__).resolve().parents[2]
 TF_DIR = ROOT / "terraform"
-INFRA_BIN = ROOT / ".venv-infra" / "bin"
 PLUGIN_DIR = Path("/opt/tf-plugins")
 TERRAFORM = shutil.which("terraform")
 ENVS = ("dev", "prod")
@@ -157,12 +157,6 @@ def init_cmd() -> list[str]:
     return cmd
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def moto_override(endpoint: str) -> str:
     endpoints = "\n".join(f'    {svc:<11} = "{endpoint}"' for svc in MOTO_SERVICES)
     return f"""# TEST ONLY: written by tests/deploy/test_terraform.py into a temporary copy, never into the repo.
@@ -208,38 +202,6 @@ class RoundTrip:
     state: dict = field(default_factory=dict)
     left_after_destroy: list[str] | None = None
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def start_moto(log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}  # AmazonSSMManagedInstanceCore
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [str(INFRA_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=fh, stderr=subprocess.STDOUT, env=env,
-        )
-    deadline = time.monotonic() + T_MOTO_START
-    while True:
-        if proc.poll() is not None:
-            raise CommandFailed(f"moto_server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            if time.monotonic() > deadline:
-                stop(proc)
-                raise CommandFailed(f"moto_server did not listen on 127.0.0.1:{port} within {T_MOTO_START}s") from None
-            time.sleep(0.1)  # poll interval; the loop is bounded by the deadline
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
 
 
 def moto_round_trip(workdir: Path, result: RoundTrip) -> None:
