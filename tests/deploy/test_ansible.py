@@ -700,6 +700,9 @@ def test_pipeline_env_file(deployment: Deployment) -> None:
     assert env["STREAMSIGHT_KAFKA__SASL_PASSWORD"] == SECRETS["vault_kafka_streamsight_password"]
     assert env["STREAMSIGHT_KAFKA__SSL_CA_LOCATION"] == "/etc/streamsight/kafka-ca.pem"
     assert env["STREAMSIGHT_SPARK__MASTER"] == "spark://spark-master.internal:7077"
+    # Metrics for the alarms terraform creates (dimension Environment = the inventory's environment).
+    assert env["STREAMSIGHT_METRICS__SINK"] == "cloudwatch"
+    assert env["STREAMSIGHT_METRICS__ENVIRONMENT"] == "dev"
     # The project's own settings loader accepts every variable (config file from the install root).
     settings_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSIGHT_")}
     settings_env.update(env, STREAMSIGHT_CONFIG=str(root / env["STREAMSIGHT_CONFIG"].lstrip("/")))
@@ -711,6 +714,25 @@ def test_pipeline_env_file(deployment: Deployment) -> None:
     assert settings["kafka"]["sasl_password"] == "**********"
     assert settings["kafka"]["bootstrap_servers"] == env["STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS"]
     assert settings["aws"]["region"] == "eu-west-1"
+    assert settings["metrics"] == {"sink": "cloudwatch", "namespace": "Streamsight", "environment": "dev"}
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_s3a_jars_match_the_hadoop_client_spark_ships(env: str) -> None:
+    """hadoop-aws must be exactly Spark's Hadoop client version, with the SDK bundle Hadoop was built with."""
+    import pyspark
+
+    clients = sorted((Path(pyspark.__file__).parent / "jars").glob("hadoop-client-api-*.jar"))
+    assert clients, "pyspark ships no hadoop-client-api jar?"
+    hadoop = clients[0].name[len("hadoop-client-api-"):-len(".jar")]
+    sdk_for = {"3.4.1": "2.24.6", "3.4.2": "2.29.52", "3.5.0": "2.35.4"}  # hadoop-project's aws-java-sdk-v2.version
+    assert hadoop in sdk_for, f"Spark now ships Hadoop {hadoop}: look up its AWS SDK v2 version and update group_vars"
+    group_vars = yaml.safe_load((ANSIBLE_DIR / "inventories" / env / "group_vars" / "all" / "main.yml").read_text())
+    assert group_vars["streamsight_hadoop_version"] == hadoop
+    assert group_vars["streamsight_aws_sdk_v2_version"] == sdk_for[hadoop]
+    urls = [j["url"] for j in group_vars["spark_extra_jars"]]
+    assert any("/hadoop-aws/{{ streamsight_hadoop_version }}/" in u for u in urls)
+    assert any("/awssdk/bundle/{{ streamsight_aws_sdk_v2_version }}/" in u for u in urls)
 
 
 def test_pipeline_install_and_units(deployment: Deployment) -> None:
