@@ -171,7 +171,7 @@ _OSF_LIMIT = {"L": 11000, "M": 12000, "H": 13000}
 _WEAR_ADD = {"L": 2, "M": 3, "H": 5}
 
 
-def _telemetry_record(m: _Machine, rng: random.Random, ts: datetime, seq: int) -> dict[str, Any]:
+def _telemetry_record(m: _Machine, rng: random.Random, ts: datetime, seq: int | str) -> dict[str, Any]:
     """One reading following the AI4I generation rules (Matzka 2020)."""
     m.air_k += rng.gauss(0, 0.2) + (300.0 - m.air_k) * 0.01
     process_k = m.air_k + 10 + rng.gauss(0, 1.0)
@@ -204,7 +204,7 @@ def _telemetry_record(m: _Machine, rng: random.Random, ts: datetime, seq: int) -
     return record
 
 
-def _random_record(contract: Contract, rng: random.Random, ts: datetime, seq: int) -> dict[str, Any]:
+def _random_record(contract: Contract, rng: random.Random, ts: datetime, seq: int | str) -> dict[str, Any]:
     """A schema-valid random record for a contract the telemetry generator does not know."""
     out: dict[str, Any] = {}
     for f in contract.fields:
@@ -242,6 +242,8 @@ def synthetic_source(contract: Contract, *, machines: int = 200, seed: int = 7,
     Event time advances ``interval_ms`` per machine round (or follows the wall clock when
     ``realtime``). Faults: ``malformed`` (truncated JSON), ``schema`` (a contract violation),
     ``duplicates`` (an earlier event re-sent), ``late`` (event time ``late_by`` in the past).
+    Event ids carry the seed (``<machine>-<seed>-<n>``), so runs with different seeds never collide
+    in de-duplication.
     """
     rng = random.Random(seed)
     faults = faults or FaultSpec()
@@ -261,7 +263,8 @@ def synthetic_source(contract: Contract, *, machines: int = 200, seed: int = 7,
         roll -= faults.duplicates
         m = fleet[seq % machines]
         seq += 1
-        record = (_telemetry_record(m, rng, ts, seq) if telemetry else _random_record(contract, rng, ts, seq))
+        ident = f"{seed}-{seq}"
+        record = (_telemetry_record(m, rng, ts, ident) if telemetry else _random_record(contract, rng, ts, ident))
         if roll < faults.malformed:
             text = json.dumps(record)
             yield Event(raw=text[: rng.randint(1, len(text) - 2)].encode(), fault="malformed")

@@ -76,6 +76,26 @@ def _producer(settings: Settings, env: dict[str, str], *, count: int | None, sec
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _silver_committed(directory: Path) -> int:
+    """Silver rows committed so far, from the batch records (plain files: no Spark job while measuring)."""
+    return sum(json.loads(p.read_text(encoding="utf-8"))["silver"] for p in directory.glob("batch-*.json"))
+
+
+def _progress_medians(progress: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median input rows and phase durations (ms) of a query's micro-batches that read something."""
+    from statistics import median
+
+    batches = [p for p in progress if p.get("numInputRows")]
+    if not batches:
+        return {"batches": 0}
+    phases = sorted({k for p in batches for k in p.get("durationMs", {})})
+    return {
+        "batches": len(batches),
+        "input_rows": median(p["numInputRows"] for p in batches),
+        "duration_ms": {k: median(p["durationMs"].get(k, 0) for p in batches) for k in phases},
+    }
+
+
 def _summary(proc: subprocess.Popen[str]) -> dict[str, Any]:
     out, err = proc.communicate(timeout=600)
     if proc.returncode != 0:
@@ -87,7 +107,7 @@ def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None =
               output: Path | None = None, partitions: int = 16) -> dict[str, Any]:
     from ml.train import train_model
     from streaming_jobs.demo import start_broker, stop_broker
-    from streaming_jobs.pipeline import StreamJob, ops_uri
+    from streaming_jobs.pipeline import StreamJob, batch_stats
     from streaming_jobs.session import build_session
 
     work = Path(tempfile.mkdtemp(prefix="streamsight-bench-"))
@@ -114,29 +134,34 @@ def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None =
         warm_silver = spark.read.parquet(job.uri("silver")).count()
 
         queries = [job.bronze_query(False), job.silver_query(False)]
+        # Measure the running job, not its start-up: wait for each query's first (empty) micro-batch.
+        ready_by = time.monotonic() + 120
+        while any(q.lastProgress is None for q in queries) and time.monotonic() < ready_by:
+            for q in queries:
+                if q.exception() is not None:
+                    raise q.exception()  # type: ignore[misc]
+            time.sleep(0.2)  # polling query status, bounded by ready_by
         started = time.time()
         producer = _producer(settings, env, count=None, seconds=seconds, rate=rate, seed=2)
         produced = _summary(producer)
         target = warm_silver + produced["sent"]
-        stats_uri = ops_uri(settings, contract, "silver_batches")
+        stats = lambda: batch_stats(spark, settings, contract)  # noqa: E731
         deadline = time.monotonic() + max(120.0, seconds * 4)
         caught_up = False
         while time.monotonic() < deadline:
             for q in queries:
                 if q.exception() is not None:
                     raise q.exception()  # type: ignore[misc]
-            try:
-                done = spark.read.parquet(stats_uri).agg({"silver": "sum"}).first()[0] or 0
-            except Exception:  # not written yet
-                done = 0
+            done = _silver_committed(Path(work / "lake" / "_ops" / BENCH_STREAM / "silver_batches"))
             if done >= target:
                 caught_up = True
                 break
             time.sleep(0.5)  # polling the lake for catch-up, bounded by the deadline
         for q in queries:
             q.stop()
+        progress = {q.name: _progress_medians(q.recentProgress) for q in queries}
 
-        result = measure(spark, job, stats_uri, since_batch_after=warm_silver, started=started)
+        result = measure(spark, job, stats(), started=started)
         result.update({
             "seconds": seconds, "target_rate": rate, "caught_up": caught_up,
             "produced": produced["sent"], "produced_per_s": round(produced["sent"] / produced["seconds"], 1),
@@ -144,6 +169,7 @@ def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None =
             "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
                        f"Spark {spark.version}",
             "broker": "embedded (librdkafka mock)" if proc else servers,
+            "micro_batch_medians": progress,
         })
     finally:
         if spark is not None:
@@ -158,11 +184,10 @@ def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None =
     return result
 
 
-def measure(spark: Any, job: Any, stats_uri: str, *, since_batch_after: int, started: float) -> dict[str, Any]:
+def measure(spark: Any, job: Any, stats: Any, *, started: float) -> dict[str, Any]:
     """Throughput and latency of the measured (post-warm-up) rows, from the lake's own records."""
     from pyspark.sql import functions as F
 
-    stats = spark.read.parquet(stats_uri)
     commits = {r["batch_id"]: r["committed_at"].timestamp() for r in stats.collect()}
     silver = spark.read.parquet(job.uri("silver"))
     rows = (silver.where(F.col("_kafka_timestamp") >= F.lit(started).cast("timestamp"))

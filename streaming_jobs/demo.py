@@ -149,7 +149,7 @@ def reconcile(spark: Any, job: Any, runs: list[ProduceSummary]) -> dict[str, Any
     from pyspark.sql import functions as F
 
     from streaming_jobs import transforms as T
-    from streaming_jobs.pipeline import ops_uri
+    from streaming_jobs.pipeline import batch_stats
 
     contract = job.contract
     read = lambda t: spark.read.parquet(job.uri(t))  # noqa: E731
@@ -157,7 +157,7 @@ def reconcile(spark: Any, job: Any, runs: list[ProduceSummary]) -> dict[str, Any
     silver = read("silver")
     dead = read("dead_letter")
     predictions = read("predictions")
-    stats = spark.read.parquet(ops_uri(job.settings, contract, "silver_batches"))
+    stats = batch_stats(spark, job.settings, contract)
 
     sent = sum(r.sent for r in runs)
     producer_invalid = sum(r.invalid for r in runs)

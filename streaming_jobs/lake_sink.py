@@ -427,6 +427,43 @@ class _LogState:
         return max(self.files) if self.files else -1
 
 
+class BatchRecordLog:
+    """One small JSON record per micro-batch, written without a Spark job (idempotent by batch id).
+
+    ``<path>/batch-<id>.json`` is written atomically (temporary file, then rename without
+    overwrite), so a record is either whole or absent and a replayed batch cannot write it twice.
+    For per-batch bookkeeping that must not cost a Spark job per micro-batch; read it with
+    :meth:`read` (or ``spark.read.json(path)``).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _file(self, hdfs: _Hadoop, batch_id: int) -> Any:
+        return hdfs.child(hdfs.root, f"batch-{int(batch_id):020d}.json")
+
+    def is_committed(self, spark: "SparkSession", batch_id: int) -> bool:
+        hdfs = _Hadoop(spark, self.path)
+        return hdfs.exists(self._file(hdfs, batch_id))
+
+    def write(self, spark: "SparkSession", batch_id: int, record: dict[str, Any]) -> bool:
+        """Write the record of ``batch_id``; False if it was already there."""
+        hdfs = _Hadoop(spark, self.path)
+        hdfs.mkdirs(hdfs.root)
+        try:
+            hdfs.write_atomic(self._file(hdfs, batch_id), (json.dumps(record, default=str) + "\n").encode("utf-8"))
+        except ConcurrentCommitError:
+            return False
+        return True
+
+    def read(self, spark: "SparkSession", schema: str) -> "DataFrame":
+        """Every record as a DataFrame with ``schema`` (DDL); empty if none was written yet."""
+        hdfs = _Hadoop(spark, self.path)
+        if not hdfs.exists(hdfs.root):
+            return spark.createDataFrame([], schema)
+        return spark.read.schema(schema).json(hdfs.uri(hdfs.root) + "/batch-*.json")
+
+
 class LakeTable:
     """A Parquet table under ``path`` written exactly once per micro-batch from ``foreachBatch``.
 
@@ -504,6 +541,21 @@ class LakeTable:
         self._remove_committed_staging(hdfs, batch_id)
         log.info("%s: committed batch %d (%d rows, %d files)", self.path, batch_id, rows, len(entries))
         return rows
+
+    def commit_empty(self, spark: "SparkSession", batch_id: int) -> None:
+        """Commit ``batch_id`` with no rows, without running a Spark job (a no-op if committed)."""
+        batch_id = int(batch_id)
+        if batch_id < 0:
+            raise ValueError(f"batch_id must be >= 0, got {batch_id}")
+        hdfs = _Hadoop(spark, self.path)
+        state = self._log_state(hdfs)
+        if batch_id <= state.latest:
+            return
+        interval = self._writer_interval(hdfs, state)
+        self._cleanup_failed_attempts(hdfs, batch_id)
+        for missing in range(state.latest + 1, batch_id + 1):
+            self._commit(hdfs, missing, [], interval)
+        self._remove_committed_staging(hdfs, batch_id)
 
     def is_committed(self, spark: "SparkSession", batch_id: int) -> bool:
         """True if ``batch_id`` is committed (every id up to the latest committed one is)."""

@@ -11,16 +11,23 @@ Locally: ``streamsight stream --stream machine_telemetry [--until-idle]``.
 
 Queries (each with its own checkpoint under ``_checkpoints/<stream>/<query>``)::
 
-    bronze       Kafka raw topic ──▶ bronze                         (Spark file sink)
-    dead_letter  bronze ─parse─▶ invalid rows ∪ dead-letter topic ──▶ dead_letter  (Spark file sink)
-    silver       bronze ─parse─▶ valid rows ─watermark─▶ drop duplicates within watermark
-                 ─foreachBatch─▶ filter, enrich ─▶ silver ─score─▶ predictions    (idempotent by batch id)
+    bronze       Kafka raw topic ──▶ bronze                                      (Spark file sink)
+    silver       Kafka raw + dead-letter topics ─parse, validate─▶ watermark ─▶ drop duplicates
+                 within watermark ─foreachBatch─▶ rejects + producer dead letters ─▶ dead_letter
+                                              └─▶ filter, enrich ─▶ silver ─score─▶ predictions
+                                                                      (each table idempotent by batch id)
     gold_<agg>   silver ─watermark─▶ event-time window aggregate ──▶ gold         (Spark file sink, append)
+
+``bronze`` and ``silver`` both read Kafka, so an event reaches silver and predictions in one
+micro-batch of one query, and every value is parsed once.  In ``silver`` only valid records of the
+raw topic take part in de-duplication: rejected records and producer dead letters are keyed by
+their Kafka coordinates and carry no event time, so they are never dropped, never count as
+duplicates and never move the watermark.
 
 Exactly-once: the Spark file sinks keep ``_spark_metadata``; the foreachBatch tables are written with
 :class:`streaming_jobs.lake_sink.LakeTable`, which writes the same log keyed by batch id, so a batch
 re-run after a crash is skipped for every table it already committed. Downstream queries read
-bronze and silver as file streams through that log, so they never see partial files.
+silver as a file stream through that log, so they never see partial files.
 
 ``--until-idle`` runs the queries in dependency order with ``Trigger.AvailableNow`` and stops when
 each has caught up; otherwise all queries run until SIGTERM/SIGINT.
@@ -33,6 +40,9 @@ import logging
 import signal
 import sys
 import time
+from datetime import datetime, timezone
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,16 +51,23 @@ from pyspark.sql.streaming import StreamingQuery
 
 from streaming_jobs import transforms as T
 from streaming_jobs.kafka_source import kafka_stream
-from streaming_jobs.lake_sink import LakeTable
+from streaming_jobs.lake_sink import BatchRecordLog, LakeTable
+from streaming_jobs.metrics import DEAD_LETTER_RATE, MetricsSink, ProgressListener, dead_letter_rate, make_sink
 from streamsight.contracts import Contract, get_contract
 from streamsight.kafka import check_broker, spark_options
-from streamsight.lake import BRONZE_COLUMNS, checkpoint_uri, silver_columns, table_uri
+from streamsight.lake import checkpoint_uri, silver_columns, table_uri
 from streamsight.settings import Settings
 
 log = logging.getLogger(__name__)
 
 BATCH_STATS_COLUMNS = ("batch_id bigint, rows_in bigint, filtered bigint, silver bigint, predictions bigint, "
-                       "model_version int, committed_at timestamp")
+                       "model_version int, dead_letter bigint, committed_at timestamp, seconds map<string,double>")
+
+
+def batch_stats(spark: SparkSession, settings: Settings, contract: Contract) -> DataFrame:
+    """The silver query's per-micro-batch record (``_ops/<stream>/silver_batches``): counts, the
+    model version used, commit time and where the batch's time went."""
+    return BatchRecordLog(ops_uri(settings, contract, "silver_batches")).read(spark, BATCH_STATS_COLUMNS)
 
 
 def _ddl(columns: list[tuple[str, str]]) -> str:
@@ -69,6 +86,7 @@ class StreamJob:
     settings: Settings
     contract: Contract
     servers: str | None = None
+    metrics: MetricsSink | None = None  # default: made from settings.metrics while the job runs
     _reference: DataFrame | None = field(default=None, init=False)
 
     def uri(self, table: str) -> str:
@@ -78,14 +96,15 @@ class StreamJob:
         return checkpoint_uri(self.settings.lake_uri, self.contract, query)
 
     # -- sources ---------------------------------------------------------------------------
-    def _kafka(self, topic: str) -> DataFrame:
+    def _kafka(self, *topics: str) -> DataFrame:
         prefer = {"auto": None, "native": True, "python": False}[self.settings.spark.kafka_source]
         options = {"startingOffsets": "earliest", "failOnDataLoss": "true"}
         if self.settings.spark.max_offsets_per_trigger:
             options["maxOffsetsPerTrigger"] = str(self.settings.spark.max_offsets_per_trigger)
+        options["maxPartitions"] = str(self.settings.spark.kafka_read_tasks or self.spark.sparkContext.defaultParallelism)
         options.update(spark_options(self.settings, self.servers))
         servers = options.pop("kafka.bootstrap.servers")
-        return kafka_stream(self.spark, bootstrap_servers=servers, topics=[topic], options=options,
+        return kafka_stream(self.spark, bootstrap_servers=servers, topics=list(topics), options=options,
                             prefer_native=prefer)
 
     def _file_stream(self, table: str, columns: list[tuple[str, str]]) -> DataFrame:
@@ -106,26 +125,22 @@ class StreamJob:
     # -- queries ---------------------------------------------------------------------------
     def _writer(self, df: DataFrame, query: str, available_now: bool) -> Any:
         w = df.writeStream.queryName(f"{self.contract.name}.{query}").option("checkpointLocation", self.checkpoint(query))
-        return w.trigger(availableNow=True) if available_now else w.trigger(
-            processingTime=self.settings.spark.trigger_interval)
+        if available_now:
+            return w.trigger(availableNow=True)
+        spark_settings = self.settings.spark
+        interval = spark_settings.bronze_trigger_interval if query == "bronze" else spark_settings.trigger_interval
+        return w.trigger(processingTime=interval)
 
     def bronze_query(self, available_now: bool) -> StreamingQuery:
         df = T.to_bronze(self._kafka(self.contract.raw_topic))
         return (self._writer(df, "bronze", available_now).format("parquet")
                 .partitionBy("ingest_date").start(self.uri("bronze")))
 
-    def dead_letter_query(self, available_now: bool) -> StreamingQuery:
-        parsed = T.parse(self._file_stream("bronze", BRONZE_COLUMNS), self.contract)
-        from_stream = T.invalid_rows(parsed, source="stream")
-        from_producer = T.producer_dead_letters(T.to_bronze(self._kafka(self.contract.dead_letter_topic)))
-        df = from_stream.unionByName(from_producer)
-        return (self._writer(df, "dead_letter", available_now).format("parquet")
-                .partitionBy("ingest_date").start(self.uri("dead_letter")))
-
     def silver_query(self, available_now: bool) -> StreamingQuery:
         c = self.contract
-        valid = T.valid_rows(T.parse(self._file_stream("bronze", BRONZE_COLUMNS), c), c)
-        deduped = valid.withWatermark(c.event_time.field, c.watermark).dropDuplicatesWithinWatermark(c.dedup_key)
+        records = T.to_bronze(self._kafka(c.raw_topic, c.dead_letter_topic))
+        keyed = T.dedup_keyed(T.parse(records, c), c)
+        deduped = keyed.withWatermark(T.DEDUP_TIME, c.watermark).dropDuplicatesWithinWatermark(T.dedup_columns(c))
         writer = SilverBatchWriter(self)
         return self._writer(deduped, "silver", available_now).foreachBatch(writer).start()
 
@@ -137,11 +152,30 @@ class StreamJob:
                 .outputMode("append").start(self.uri(f"gold_{aggregate}")))
 
     # -- running ---------------------------------------------------------------------------
+    @contextmanager
+    def _publishing_metrics(self) -> Iterator[None]:
+        """Metrics (settings.metrics) for the queries started inside the block."""
+        owned = self.metrics is None
+        if owned:
+            self.metrics = make_sink(self.settings)
+        listener = ProgressListener(self.metrics, {self.contract.name})
+        self.spark.streams.addListener(listener)
+        try:
+            yield
+        finally:
+            self.spark.streams.removeListener(listener)
+            if owned:
+                self.metrics.close()
+                self.metrics = None
+
     def run_until_idle(self) -> dict[str, int]:
         """Run every query with AvailableNow in dependency order; returns input rows per query."""
+        with self._publishing_metrics():
+            return self._run_stages()
+
+    def _run_stages(self) -> dict[str, int]:
         stages = [
-            ["bronze"],
-            ["dead_letter", "silver"],
+            ["bronze", "silver"],
             [f"gold_{a.name}" for a in self.contract.aggregates],
         ]
         totals: dict[str, int] = {}
@@ -165,7 +199,11 @@ class StreamJob:
         The signal handler only sets a flag; the queries are stopped from this loop, so a
         micro-batch in flight is interrupted by Spark (and re-run on restart), never half-committed.
         """
-        names = ["bronze", "dead_letter", "silver", *[f"gold_{a.name}" for a in self.contract.aggregates]]
+        with self._publishing_metrics():
+            self._run_all()
+
+    def _run_all(self) -> None:
+        names = ["bronze", "silver", *[f"gold_{a.name}" for a in self.contract.aggregates]]
         queries = [self._start(n, available_now=False) for n in names]
         stop_requested: list[int] = []
 
@@ -193,22 +231,34 @@ class StreamJob:
 
 
 class SilverBatchWriter:
-    """foreachBatch function: filter, enrich and write silver, then score and write predictions.
+    """foreachBatch function of the ``silver`` query.
 
-    Each table write is idempotent by batch id, so a batch replayed after a crash adds nothing twice.
+    Writes rejected records and producer dead letters to dead_letter; filters, enriches and writes
+    the valid de-duplicated records to silver; scores them into predictions; records the batch's
+    counts in ``_ops/<stream>/silver_batches``.  Each table write is idempotent by batch id, so a
+    batch replayed after a crash adds nothing twice.
     """
 
     def __init__(self, job: StreamJob) -> None:
         self.job = job
         c = job.contract
         self.silver = LakeTable(job.uri("silver"), partition_by=c.partition_by)
+        self.dead_letter = LakeTable(job.uri("dead_letter"), partition_by=["ingest_date"])
         self.predictions = LakeTable(job.uri("predictions"), partition_by=["event_date"])
-        self.stats = LakeTable(ops_uri(job.settings, c, "silver_batches"))
+        self.stats = BatchRecordLog(ops_uri(job.settings, c, "silver_batches"))
         self._scorer: Any = None
         if c.model is not None:
             from ml.scoring import ProductionScorer
 
             self._scorer = ProductionScorer(job.spark, job.settings, c)
+            self._scorer.current()  # load the production model now, not in the first micro-batch
+
+    @staticmethod
+    def _write(table: LakeTable, df: DataFrame, batch_id: int) -> int:
+        """Rows written; a table an earlier attempt of this batch committed is counted, not rewritten."""
+        if table.is_committed(df.sparkSession, batch_id):
+            return df.count()
+        return table.write_batch(df, batch_id)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         from pyspark.sql import Observation
@@ -217,30 +267,54 @@ class SilverBatchWriter:
         spark, c = batch.sparkSession, self.job.contract
         if self.stats.is_committed(spark, batch_id):
             return
-        replay = self.silver.is_committed(spark, batch_id)  # an earlier attempt got this far
-        seen = Observation(f"silver_in_{batch_id}")
-        batch = batch.observe(seen, F.count(F.lit(1)).alias("rows")).persist()
+        batch = batch.persist()
+        clock = [time.monotonic()]
+
+        def lap() -> float:
+            now = time.monotonic()
+            took, clock[0] = now - clock[0], now
+            return round(took, 3)
+
         try:
-            silver = T.to_silver_shape(T.enrich(T.apply_filter(batch, c), c, self.job.reference()), c, batch_id)
-            if replay:
-                silver_rows, rows_in = silver.count(), batch.count()
+            # One job materialises the batch (Kafka read, parse, de-duplication) and counts it.
+            kind = (F.when(F.col("topic") != c.raw_topic, "producer")
+                    .when(F.col("_error_code").isNotNull(), "stream").otherwise("valid"))
+            seen = Observation(f"silver_batch_{batch_id}")
+            (batch.observe(seen, F.count_if(kind == "valid").alias("valid"), F.count_if(kind != "valid").alias("dead"))
+             .write.format("noop").mode("overwrite").save())
+            rows_in, dead_rows = int(seen.get["valid"]), int(seen.get["dead"])
+            raw = batch.where(F.col("topic") == c.raw_topic)
+            if dead_rows:
+                dead = T.invalid_rows(raw, source="stream").unionByName(
+                    T.producer_dead_letters(batch.where(F.col("topic") != c.raw_topic)))
+                self._write(self.dead_letter, dead, batch_id)
             else:
-                silver_rows = self.silver.write_batch(silver, batch_id)  # one pass: counts come from observe
-                rows_in = int(seen.get["rows"])
+                self.dead_letter.commit_empty(spark, batch_id)
+            valid = T.valid_rows(raw, c)
+            timings = {"read_parse_dedup": lap()}
+            silver = T.to_silver_shape(T.enrich(T.apply_filter(valid, c), c, self.job.reference()), c, batch_id)
+            if rows_in:
+                silver_rows = self._write(self.silver, silver, batch_id)
+            else:
+                silver_rows = 0
+                self.silver.commit_empty(spark, batch_id)
+            timings["silver"] = lap()
             predictions, version = 0, None
             if self._scorer is not None and silver_rows:
                 scored = self._scorer.score(silver)
                 if scored is not None:
                     version = self._scorer.last_version
-                    if self.predictions.is_committed(spark, batch_id):
-                        predictions = silver_rows  # committed by an earlier attempt of this batch
-                    else:
-                        predictions = self.predictions.write_batch(scored, batch_id)
-            stats = spark.createDataFrame(
-                [(batch_id, rows_in, rows_in - silver_rows, silver_rows, predictions, version)],
-                "batch_id bigint, rows_in bigint, filtered bigint, silver bigint, predictions bigint, model_version int",
-            ).selectExpr("*", "current_timestamp() AS committed_at")
-            self.stats.write_batch(stats, batch_id)
+                    predictions = self._write(self.predictions, scored, batch_id)
+                timings["predictions"] = lap()
+            self.stats.write(spark, batch_id, {
+                "batch_id": batch_id, "rows_in": rows_in, "filtered": rows_in - silver_rows, "silver": silver_rows,
+                "predictions": predictions, "model_version": version, "dead_letter": dead_rows,
+                "committed_at": datetime.now(timezone.utc).isoformat(), "seconds": timings,
+            })
+            if self.job.metrics is not None:
+                self.job.metrics.publish(c.name, {DEAD_LETTER_RATE: dead_letter_rate(dead_rows, rows_in + dead_rows)})
+            log.info("%s silver batch %d: %d in, %d silver, %d predictions, %d dead letters; seconds %s",
+                     c.name, batch_id, rows_in, silver_rows, predictions, dead_rows, timings)
         finally:
             batch.unpersist()
 

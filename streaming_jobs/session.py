@@ -42,6 +42,8 @@ def build_session(settings: Settings, app_name: str) -> SparkSession:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.streaming.stateStore.providerClass",
                 "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        # Commit state as a changelog of the micro-batch, not a RocksDB snapshot each time.
+        .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
     )
     if settings.spark.master.startswith("local"):

@@ -88,7 +88,17 @@ class SparkSettings(BaseModel):
         "otherwise Streamsight's Python Data Source reader.",
     )
     max_offsets_per_trigger: int | None = Field(default=200_000, ge=1)
+    kafka_read_tasks: int | None = Field(
+        default=None, ge=1,
+        description="Python Kafka source only: at most this many read tasks per micro-batch (topic-partitions "
+        "are packed into them); default Spark's default parallelism (the cores of local mode).",
+    )
     trigger_interval: str = Field(default="0 seconds", description="Micro-batch trigger interval.")
+    bronze_trigger_interval: str = Field(
+        default="5 seconds",
+        description="Trigger interval of the bronze query (the raw archive is not on the way to silver and "
+        "predictions, so it takes fewer, larger micro-batches and leaves the CPU to them).",
+    )
     conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
 
 
@@ -97,6 +107,20 @@ class AwsSettings(BaseModel):
 
     region: str = "us-east-1"
     endpoint_url: str | None = Field(default=None, description="For tests against a local AWS API.")
+
+
+class MetricsSettings(BaseModel):
+    """Operational metrics of the streaming jobs (see ``streaming_jobs/metrics.py``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sink: Literal["none", "log", "cloudwatch"] = Field(
+        default="none",
+        description="none; log (one line per micro-batch); cloudwatch (PutMetricData, for the alarms and "
+        "dashboard terraform/modules/monitoring creates).",
+    )
+    namespace: str = Field(default="Streamsight", min_length=1, description="CloudWatch namespace.")
+    environment: str = Field(default="local", min_length=1, description="The Environment dimension (dev, prod ...).")
 
 
 class Settings(BaseSettings):
@@ -118,6 +142,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     aws: AwsSettings = Field(default_factory=AwsSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("lake_dir")
     @classmethod

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from ingestion import sources
 from ingestion.producer import produce
 from streaming_jobs.demo import reconcile
-from streaming_jobs.pipeline import StreamJob, ops_uri
+from streaming_jobs.pipeline import StreamJob, batch_stats
 from streamsight.contracts import load_contracts
 from streamsight.settings import load_settings
 from tests.conftest import AI4I_CSV
@@ -150,7 +150,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, te
     assert sorted(r[0] for r in silver.select("event_id").collect()) == sorted(ids)
     # Every row that arrived after the model: scored exactly once.
     assert preds.count() == preds.select("event_id").distinct().count()
-    stats = spark.read.parquet(ops_uri(settings, contract, "silver_batches"))
+    stats = batch_stats(spark, settings, contract)
     assert preds.count() == stats.where("model_version IS NOT NULL").agg(F.sum("silver")).first()[0] >= 6000
     bronze = spark.read.parquet(str(lake / "bronze" / "machine_telemetry"))
     assert bronze.count() == bronze.select("partition", "offset").distinct().count() == 8000
