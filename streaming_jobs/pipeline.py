@@ -155,6 +155,9 @@ class StreamJob:
     @contextmanager
     def _publishing_metrics(self) -> Iterator[None]:
         """Metrics (settings.metrics) for the queries started inside the block."""
+        if self.metrics is None and self.settings.metrics.sink == "none":
+            yield  # no listener: nothing to publish
+            return
         owned = self.metrics is None
         if owned:
             self.metrics = make_sink(self.settings)
