@@ -40,10 +40,10 @@ import logging
 import signal
 import sys
 import time
-from datetime import datetime, timezone
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -52,7 +52,13 @@ from pyspark.sql.streaming import StreamingQuery
 from streaming_jobs import transforms as T
 from streaming_jobs.kafka_source import kafka_stream
 from streaming_jobs.lake_sink import BatchRecordLog, LakeTable
-from streaming_jobs.metrics import DEAD_LETTER_RATE, MetricsSink, ProgressListener, dead_letter_rate, make_sink
+from streaming_jobs.metrics import (
+    DEAD_LETTER_RATE,
+    MetricsSink,
+    ProgressListener,
+    dead_letter_rate,
+    make_sink,
+)
 from streamsight.contracts import Contract, get_contract
 from streamsight.kafka import check_broker, spark_options
 from streamsight.lake import checkpoint_uri, silver_columns, table_uri
@@ -116,9 +122,18 @@ class StreamJob:
         if ref is None or path is None:
             return None
         if self._reference is None:
-            reader = self.spark.read
-            df = (reader.option("header", True).option("inferSchema", True).csv(str(path))
-                  if ref.format == "csv" else reader.parquet(str(path)))
+            location = str(path)
+            if "://" in location and not location.startswith("file:"):  # hdfs://, s3a://: executors read it
+                reader = self.spark.read
+                df = (reader.option("header", True).option("inferSchema", True).csv(location)
+                      if ref.format == "csv" else reader.parquet(location))
+            else:
+                # A file on the driver's machine (the contracts directory): read it here, so that
+                # executors on other hosts need no copy of it; the rows travel with the plan.
+                import pandas as pd
+
+                frame = pd.read_csv(location) if ref.format == "csv" else pd.read_parquet(location)
+                df = self.spark.createDataFrame(frame.astype(object).where(frame.notna(), None))
             self._reference = df.cache()
         return self._reference
 

@@ -154,3 +154,13 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, te
     assert preds.count() == stats.where("model_version IS NOT NULL").agg(F.sum("silver")).first()[0] >= 6000
     bronze = spark.read.parquet(str(lake / "bronze" / "machine_telemetry"))
     assert bronze.count() == bronze.select("partition", "offset").distinct().count() == 8000
+
+
+def test_local_reference_data_travels_with_the_plan(spark, kafka_broker, telemetry):
+    """Executors on other hosts have no copy of the contracts directory: a local reference file is
+    read on the driver, so the join's plan holds its rows and reads no file."""
+    settings, contract, _ = telemetry
+    ref = StreamJob(spark, settings, contract, kafka_broker.bootstrap_servers).reference()
+    assert ref.inputFiles() == []
+    expected = spark.read.csv(str(contract.reference_path), header=True, inferSchema=True)
+    assert sorted(map(tuple, ref.collect())) == sorted(map(tuple, expected.collect()))
