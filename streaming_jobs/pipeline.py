@@ -324,6 +324,8 @@ class SilverBatchWriter:
                     version = self._scorer.last_version
                     predictions = self._write(self.predictions, scored, batch_id)
                 timings["predictions"] = lap()
+            if version is None:  # nothing scored: keep the predictions log contiguous, no Spark job
+                self.predictions.commit_empty(spark, batch_id)
             self.stats.write(spark, batch_id, {
                 "batch_id": batch_id, "rows_in": rows_in, "filtered": rows_in - silver_rows, "silver": silver_rows,
                 "predictions": predictions, "model_version": version, "dead_letter": dead_rows,
