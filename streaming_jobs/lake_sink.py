@@ -410,6 +410,23 @@ class _Hadoop:
             log.warning("could not delete temporary file %s", self.uri(p))
 
 
+class _HadoopHandle:
+    """A table's :class:`_Hadoop`, made once per SparkContext: building one copies the session's
+    Hadoop configuration and, for atomic renames, creates a FileContext (tens of milliseconds each,
+    several times per micro-batch otherwise)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._cached: tuple[Any, _Hadoop] | None = None
+
+    def get(self, spark: "SparkSession") -> _Hadoop:
+        context = spark.sparkContext
+        cached = self._cached
+        if cached is None or cached[0] is not context:
+            cached = self._cached = (context, _Hadoop(spark, self.path))
+        return cached[1]
+
+
 # --------------------------------------------------------------------------------------------
 # The table
 # --------------------------------------------------------------------------------------------
@@ -438,17 +455,18 @@ class BatchRecordLog:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._hadoop = _HadoopHandle(path)
 
     def _file(self, hdfs: _Hadoop, batch_id: int) -> Any:
         return hdfs.child(hdfs.root, f"batch-{int(batch_id):020d}.json")
 
     def is_committed(self, spark: "SparkSession", batch_id: int) -> bool:
-        hdfs = _Hadoop(spark, self.path)
+        hdfs = self._hadoop.get(spark)
         return hdfs.exists(self._file(hdfs, batch_id))
 
     def write(self, spark: "SparkSession", batch_id: int, record: dict[str, Any]) -> bool:
         """Write the record of ``batch_id``; False if it was already there."""
-        hdfs = _Hadoop(spark, self.path)
+        hdfs = self._hadoop.get(spark)
         hdfs.mkdirs(hdfs.root)
         try:
             hdfs.write_atomic(self._file(hdfs, batch_id), (json.dumps(record, default=str) + "\n").encode("utf-8"))
@@ -458,7 +476,7 @@ class BatchRecordLog:
 
     def read(self, spark: "SparkSession", schema: str) -> "DataFrame":
         """Every record as a DataFrame with ``schema`` (DDL); empty if none was written yet."""
-        hdfs = _Hadoop(spark, self.path)
+        hdfs = self._hadoop.get(spark)
         if not hdfs.exists(hdfs.root):
             return spark.createDataFrame([], schema)
         return spark.read.schema(schema).json(hdfs.uri(hdfs.root) + "/batch-*.json")
@@ -493,6 +511,7 @@ class LakeTable:
         self.path = path
         self.partition_by: tuple[str, ...] = tuple(partition_by)
         self.compact_interval = int(compact_interval)
+        self._hadoop = _HadoopHandle(path)
 
     def __repr__(self) -> str:
         return (f"LakeTable({self.path!r}, partition_by={list(self.partition_by)!r}, "
@@ -508,7 +527,7 @@ class LakeTable:
         batch_id = int(batch_id)
         if batch_id < 0:
             raise ValueError(f"batch_id must be >= 0, got {batch_id}")
-        hdfs = _Hadoop(df.sparkSession, self.path)
+        hdfs = self._hadoop.get(df.sparkSession)
         state = self._log_state(hdfs)
         if batch_id <= state.latest:
             log.info("%s: batch %d already committed, skipping", self.path, batch_id)
@@ -547,7 +566,7 @@ class LakeTable:
         batch_id = int(batch_id)
         if batch_id < 0:
             raise ValueError(f"batch_id must be >= 0, got {batch_id}")
-        hdfs = _Hadoop(spark, self.path)
+        hdfs = self._hadoop.get(spark)
         state = self._log_state(hdfs)
         if batch_id <= state.latest:
             return
@@ -559,15 +578,15 @@ class LakeTable:
 
     def is_committed(self, spark: "SparkSession", batch_id: int) -> bool:
         """True if ``batch_id`` is committed (every id up to the latest committed one is)."""
-        return 0 <= int(batch_id) <= self._log_state(_Hadoop(spark, self.path)).latest
+        return 0 <= int(batch_id) <= self._log_state(self._hadoop.get(spark)).latest
 
     def committed_batches(self, spark: "SparkSession") -> list[int]:
         """Batch ids that have a log file, ascending (0..latest: the log is kept contiguous)."""
-        return sorted(self._log_state(_Hadoop(spark, self.path)).files)
+        return sorted(self._log_state(self._hadoop.get(spark)).files)
 
     def commit_time(self, spark: "SparkSession", batch_id: int) -> float | None:
         """Epoch seconds at which ``batch_id`` was committed (its log file's modification time)."""
-        status = self._log_state(_Hadoop(spark, self.path)).files.get(int(batch_id))
+        status = self._log_state(self._hadoop.get(spark)).files.get(int(batch_id))
         return None if status is None else status.getModificationTime() / 1000.0
 
     def read(self, spark: "SparkSession", schema: "StructType | None" = None) -> "DataFrame":
@@ -580,7 +599,7 @@ class LakeTable:
         """
         from pyspark.errors import AnalysisException
 
-        hdfs = _Hadoop(spark, self.path)
+        hdfs = self._hadoop.get(spark)
         if self._log_state(hdfs).latest < 0:
             return self._empty_or_raise(spark, schema, "has no committed batch")
         reader = spark.read.format(FILE_FORMAT)
