@@ -40,7 +40,8 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -157,7 +158,11 @@ class StreamJob:
         keyed = T.dedup_keyed(T.parse(records, c), c)
         deduped = keyed.withWatermark(T.DEDUP_TIME, c.watermark).dropDuplicatesWithinWatermark(T.dedup_columns(c))
         writer = SilverBatchWriter(self)
-        return self._writer(deduped, "silver", available_now).foreachBatch(writer).start()
+        # No "no-data" micro-batches for this query: they would only expire de-duplication state
+        # (which the next batch with data does as well) and cost a second or so each, delaying the
+        # next batch with data.  The query's session copies the conf when it starts.
+        with _session_conf(self.spark, "spark.sql.streaming.noDataMicroBatches.enabled", "false"):
+            return self._writer(deduped, "silver", available_now).foreachBatch(writer).start()
 
     def gold_query(self, aggregate: str, available_now: bool) -> StreamingQuery:
         c = self.contract
@@ -265,6 +270,7 @@ class SilverBatchWriter:
         self.predictions = LakeTable(job.uri("predictions"), partition_by=["event_date"])
         self.stats = BatchRecordLog(ops_uri(job.settings, c, "silver_batches"))
         self._scorer: Any = None
+        self._pool: ThreadPoolExecutor | None = None
         if c.model is not None:
             from ml.scoring import ProductionScorer
 
@@ -278,6 +284,28 @@ class SilverBatchWriter:
             return df.count()
         return table.write_batch(df, batch_id)
 
+    def _silver_rows(self, batch: DataFrame, batch_id: int) -> DataFrame:
+        """The batch's valid raw records, filtered, enriched and in silver's column order."""
+        from pyspark.sql import functions as F
+
+        c = self.job.contract
+        valid = T.valid_rows(batch.where(F.col("topic") == c.raw_topic), c)
+        return T.to_silver_shape(T.enrich(T.apply_filter(valid, c), c, self.job.reference()), c, batch_id)
+
+    def _in_background(self, work: Callable[[], int]) -> Future[tuple[int, float]]:
+        """Run ``work`` on the writer's helper thread, which inherits this thread's Spark job
+        properties (so stopping the query cancels its jobs too); ``(result, seconds)``."""
+        from pyspark.util import inheritable_thread_target
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.job.contract.name}-silver")
+
+        def timed() -> tuple[int, float]:
+            began = time.monotonic()
+            return work(), round(time.monotonic() - began, 3)
+
+        return self._pool.submit(inheritable_thread_target(timed))
+
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         from pyspark.sql import Observation
         from pyspark.sql import functions as F
@@ -286,46 +314,44 @@ class SilverBatchWriter:
         if self.stats.is_committed(spark, batch_id):
             return
         batch = batch.persist()
-        clock = [time.monotonic()]
-
-        def lap() -> float:
-            now = time.monotonic()
-            took, clock[0] = now - clock[0], now
-            return round(took, 3)
-
+        began = time.monotonic()
+        timings: dict[str, float] = {}
+        scoring: Future[tuple[int, float]] | None = None
         try:
-            # One job materialises the batch (Kafka read, parse, de-duplication) and counts it.
+            # The silver write is the batch's first job: it reads Kafka, parses, de-duplicates
+            # (filling the cache) and counts valid and rejected rows on the way (an Observation).
+            # Scoring runs at the same time on a second thread, so one write's driver-side commit
+            # overlaps the other's tasks; it reads the same cached batch.
             kind = (F.when(F.col("topic") != c.raw_topic, "producer")
                     .when(F.col("_error_code").isNotNull(), "stream").otherwise("valid"))
             seen = Observation(f"silver_batch_{batch_id}")
-            (batch.observe(seen, F.count_if(kind == "valid").alias("valid"), F.count_if(kind != "valid").alias("dead"))
-             .write.format("noop").mode("overwrite").save())
+            counted = batch.observe(seen, F.count_if(kind == "valid").alias("valid"),
+                                    F.count_if(kind != "valid").alias("dead"))
+            version = None
+            if self._scorer is not None:
+                scored = self._scorer.score(self._silver_rows(batch, batch_id))
+                if scored is not None:
+                    version = self._scorer.last_version
+                    scoring = self._in_background(lambda: self._write(self.predictions, scored, batch_id))
+            lap = time.monotonic()
+            silver_rows = self._write(self.silver, self._silver_rows(counted, batch_id), batch_id)
+            timings["silver"] = round(time.monotonic() - lap, 3)
             rows_in, dead_rows = int(seen.get["valid"]), int(seen.get["dead"])
-            raw = batch.where(F.col("topic") == c.raw_topic)
+            lap = time.monotonic()
             if dead_rows:
-                dead = T.invalid_rows(raw, source="stream").unionByName(
+                dead = T.invalid_rows(batch.where(F.col("topic") == c.raw_topic), source="stream").unionByName(
                     T.producer_dead_letters(batch.where(F.col("topic") != c.raw_topic)))
                 self._write(self.dead_letter, dead, batch_id)
             else:
                 self.dead_letter.commit_empty(spark, batch_id)
-            valid = T.valid_rows(raw, c)
-            timings = {"read_parse_dedup": lap()}
-            silver = T.to_silver_shape(T.enrich(T.apply_filter(valid, c), c, self.job.reference()), c, batch_id)
-            if rows_in:
-                silver_rows = self._write(self.silver, silver, batch_id)
-            else:
-                silver_rows = 0
-                self.silver.commit_empty(spark, batch_id)
-            timings["silver"] = lap()
-            predictions, version = 0, None
-            if self._scorer is not None and silver_rows:
-                scored = self._scorer.score(silver)
-                if scored is not None:
-                    version = self._scorer.last_version
-                    predictions = self._write(self.predictions, scored, batch_id)
-                timings["predictions"] = lap()
-            if version is None:  # nothing scored: keep the predictions log contiguous, no Spark job
+            timings["dead_letter"] = round(time.monotonic() - lap, 3)
+            predictions = 0
+            if scoring is not None:
+                predictions, timings["predictions"] = scoring.result()
+                scoring = None
+            else:  # nothing scored: keep the predictions log contiguous, no Spark job
                 self.predictions.commit_empty(spark, batch_id)
+            timings["total"] = round(time.monotonic() - began, 3)
             self.stats.write(spark, batch_id, {
                 "batch_id": batch_id, "rows_in": rows_in, "filtered": rows_in - silver_rows, "silver": silver_rows,
                 "predictions": predictions, "model_version": version, "dead_letter": dead_rows,
@@ -336,7 +362,23 @@ class SilverBatchWriter:
             log.info("%s silver batch %d: %d in, %d silver, %d predictions, %d dead letters; seconds %s",
                      c.name, batch_id, rows_in, silver_rows, predictions, dead_rows, timings)
         finally:
+            if scoring is not None:  # a failed silver write: let the scoring thread finish first
+                wait([scoring])
             batch.unpersist()
+
+
+@contextmanager
+def _session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """Set a SQL conf for the block (e.g. around a query's start(), which copies the session)."""
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
 
 
 def _ensure_dir(spark: SparkSession, uri: str) -> None:
