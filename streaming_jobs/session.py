@@ -14,6 +14,18 @@ from streamsight.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# SQL settings the jobs depend on, applied to every session (including an active one under
+# spark-submit):
+# * duplicate keys in a JSON object: the last one wins, as in the producer's Python ``json`` and in
+#   Spark's ``from_json``; otherwise ``parse_json`` rejects the record and the two validation paths
+#   of ``streaming_jobs.transforms.parse`` would disagree;
+# * no constraint propagation: over the ~100 aliased expressions of validation it grows without
+#   bound when a filter and a join follow (the driver ran out of heap in the unit tests).
+SESSION_SQL_CONF = {
+    "spark.sql.variant.allowDuplicateKeys": "true",
+    "spark.sql.constraintPropagation.enabled": "false",
+}
+
 
 def check_java() -> None:
     """Fail with a clear message when no Java 17+ runtime is available (local mode needs one)."""
@@ -27,6 +39,8 @@ def build_session(settings: Settings, app_name: str) -> SparkSession:
     """A SparkSession configured from settings (reuses the active one, e.g. under spark-submit)."""
     active = SparkSession.getActiveSession()
     if active is not None:
+        for key, value in SESSION_SQL_CONF.items():
+            active.conf.set(key, value)
         _register_sources(active)
         return active
     if settings.spark.master.startswith("local"):
@@ -46,6 +60,8 @@ def build_session(settings: Settings, app_name: str) -> SparkSession:
         .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
     )
+    for key, value in SESSION_SQL_CONF.items():
+        builder = builder.config(key, value)
     if settings.spark.master.startswith("local"):
         builder = builder.config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
     for key, value in settings.spark.conf.items():

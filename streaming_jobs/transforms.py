@@ -66,6 +66,8 @@ def _field_rules(f: FieldSpec, present: str, kind: str, typed: str) -> list[tupl
         rules.append((f"NOT {present}", "MISSING_FIELD", q(f"field {f.name} is required")))
     rules.append((f"{present} AND NOT ({kind} {_TYPE_CHECK[f.json_type]})", "TYPE_MISMATCH",
                   f"concat({q(f'field {f.name}: expected {f.json_type}, got ')}, lower({kind}))"))
+    rules.append((f"{present} AND {typed} IS NULL", "TYPE_MISMATCH",
+                  q(f"field {f.name}: value does not fit type {f.spark_type}")))
     bounds = [(f.minimum, "<", "minimum"), (f.exclusive_minimum, "<=", "exclusive minimum"),
               (f.maximum, ">", "maximum"), (f.exclusive_maximum, ">=", "exclusive maximum")]
     for bound, op, label in bounds:
@@ -100,54 +102,130 @@ def _event_time_sql(contract: Contract, typed: str) -> str:
     return f"try_to_timestamp({typed}, {_lit_sql(fmt)})"
 
 
-def parse(bronze: DataFrame, contract: Contract) -> DataFrame:
-    """Bronze rows + typed payload columns + ``_error_code``/``_reason`` (null when valid).
+# What the fast path's typed value of a field is, as a variant type name for the type rules: the
+# JSON parser only accepts a number token for a number field, an integer token for an integer
+# field and true/false for a boolean one; string fields are read as VARIANT and checked.
+_FAST_KIND = {"number": "'DOUBLE'", "integer": "'BIGINT'", "boolean": "'BOOLEAN'"}
+# JSON reader options that make from_json accept no more than parse_json does.
+_STRICT_JSON = {"allowSingleQuotes": "false", "allowNonNumericNumbers": "false", "mode": "PERMISSIVE",
+                "columnNameOfCorruptRecord": "_corrupt"}
 
-    Typed columns are named ``p__<field>``; the contract's event-time field also gets ``p__event_ts``.
 
-    The work is staged so that every value is parsed once and every field is looked up once: the
-    JSON text becomes a VARIANT; each field's raw value, its variant type name and its typed value
-    become columns; only then are the rules evaluated, on those columns.  (Written as one projection,
-    each of the ~60 rules would re-extract its field: measured 4-5x slower.)  The reason text is only
-    built for rows that broke a rule.
-    """
+def fast_path_supported(contract: Contract) -> bool:
+    """True if :func:`parse` can accept this contract's valid records on the fast path."""
+    return all(f.json_type in ("string", *_FAST_KIND) for f in contract.fields)
+
+
+def _rules_sql(contract: Contract, present: list[str], kind: list[str], typed: list[str], ts: str) -> list[tuple[str, str, str]]:
+    """Every rule of the contract as (condition meaning 'broken', code, reason SQL), in check order."""
     text = "CAST(value AS STRING)"
-    keep = [F.col(c) for c in bronze.columns]
-    stage1 = bronze.select(*keep, F.expr(f"try_parse_json({text})").alias("_v"))
-    fields = list(contract.fields)
-    raw_cols = [F.expr(f"variant_get(_v, {_lit_sql(_path(f.name))})").alias(f"_r{i}") for i, f in enumerate(fields)]
-    stage2 = stage1.select(*keep, "_v", *raw_cols)
-    extracted = []
-    for i, f in enumerate(fields):
-        raw = f"_r{i}"
-        extracted.append(F.expr(f"({raw} IS NOT NULL AND NOT is_variant_null({raw}))").alias(f"_present{i}"))
-        extracted.append(F.expr(f"schema_of_variant({raw})").alias(f"_kind{i}"))
-        typed = f"to_json({raw})" if f.json_type in ("object", "array") else f"try_variant_get({raw}, '$', '{f.spark_type}')"
-        extracted.append(F.expr(typed).alias(f"p__{f.name}"))
-    stage3 = stage2.select(*keep, F.expr("_v IS NULL").alias("_no_json"), *extracted)
-
     rules: list[tuple[str, str, str]] = [
         ("value IS NULL", "MALFORMED_JSON", "'empty message value'"),
         ("_no_json", "MALFORMED_JSON", f"concat('not valid JSON: ', left({text}, 120))"),
         (f"left(ltrim({text}), 1) != '{{'", "NOT_AN_OBJECT", "'JSON value is not an object'"),
     ]
-    for i, f in enumerate(fields):
-        rules += _field_rules(f, f"_present{i}", f"_kind{i}", f"`p__{f.name}`")
+    for i, f in enumerate(contract.fields):
+        rules += _field_rules(f, present[i], kind[i], typed[i])
     et = contract.event_time
-    typed_et = f"`p__{et.field}`"
-    ts_sql = _event_time_sql(contract, typed_et)
-    stage4 = stage3.select("*", F.expr(ts_sql).alias("p__event_ts"))
-    rules.append(("p__event_ts IS NULL", "BAD_EVENT_TIME",
+    typed_et = typed[[f.name for f in contract.fields].index(et.field)]
+    rules.append((f"{ts} IS NULL", "BAD_EVENT_TIME",
                   f"concat({_lit_sql(f'field {et.field}: cannot read ')}, "
                   f"coalesce(cast({typed_et} AS STRING), 'null'), {_lit_sql(f' as {et.format}')})"))
+    return rules
+
+
+def parse(bronze: DataFrame, contract: Contract, *, fast: bool = True) -> DataFrame:
+    """Bronze rows + typed payload columns + ``_error_code``/``_reason`` (null when valid).
+
+    Typed columns are named ``p__<field>``; the contract's event-time field also gets ``p__event_ts``;
+    ``_fast_path`` says which path accepted the record.
+
+    Two paths, one answer:
+
+    * **Fast path** (every record; contracts whose fields are strings, numbers, integers or
+      booleans): ``from_json`` with the contract's types and strict reader options, string fields
+      read as VARIANT so that their JSON type can be checked, then every rule on those values.
+      A record the JSON reader had to give up on (a conversion failed: wrong type, overflow,
+      malformed text) is never accepted here.  Records that pass are valid, and their values are
+      taken from this path.
+    * **Exact path** (only the records the fast path did not accept): the JSON text becomes a
+      VARIANT, each field's raw value, its variant type name and its typed value become columns,
+      and the rules run on those, giving the first broken rule's code and reason.  For accepted
+      records its input is null, so it costs next to nothing.  ``fast=False`` uses only this path.
+
+    The fast path accepts no record the exact path would reject (``tests/unit/test_transforms.py``
+    runs both on the same records); it is 3-4x cheaper on valid records, which are nearly all of them.
+    Both work in stages so each value is parsed once and each field looked up once (as one
+    projection, each of the ~60 rules would re-extract its field: measured 4-5x slower).
+    """
+    text = "CAST(value AS STRING)"
+    keep = [F.col(c) for c in bronze.columns]
+    fields = list(contract.fields)
+    n = len(fields)
+    et_ts = lambda typed_et: _event_time_sql(contract, typed_et)  # noqa: E731
+    et_index = [f.name for f in fields].index(contract.event_time.field)
+
+    if fast and fast_path_supported(contract):
+        schema = ", ".join(f"`{f.name}` {'variant' if f.json_type == 'string' else f.spark_type}" for f in fields)
+        stage0 = bronze.select(*keep, F.from_json(F.expr(text), schema + ", `_corrupt` string", _STRICT_JSON).alias("_j"))
+        fast_typed, fast_cols = [], []
+        for i, f in enumerate(fields):
+            ref = f"_j.`{f.name}`"
+            if f.json_type == "string":
+                fast_cols.append(F.expr(f"schema_of_variant({ref})").alias(f"_fk{i}"))
+                fast_cols.append(F.expr(f"try_variant_get({ref}, '$', 'string')").alias(f"_f{i}"))
+            else:
+                fast_cols.append(F.expr(ref).alias(f"_f{i}"))
+            fast_typed.append(f"_f{i}")
+        stage0b = stage0.select(*keep, F.expr("_j IS NULL OR _j._corrupt IS NOT NULL").alias("_no_json"), *fast_cols)
+        stage0c = stage0b.select("*", F.expr(et_ts(fast_typed[et_index])).alias("_f_ts"))
+        kinds = [f"_fk{i}" if f.json_type == "string" else _FAST_KIND[f.json_type] for i, f in enumerate(fields)]
+        present = [f"(_f{i} IS NOT NULL)" for i in range(n)]
+        fast_rules = _rules_sql(contract, present, kinds, fast_typed, "_f_ts")
+        finite = [f"(_f{i} IS NULL OR NOT (isnan(_f{i}) OR abs(_f{i}) = double('infinity')))"
+                  for i, f in enumerate(fields) if f.json_type == "number"]
+        broken = " OR ".join(f"coalesce({c}, false)" for c, _, _ in fast_rules)  # as CASE WHEN reads NULL
+        ok = " AND ".join([f"NOT ({broken})", *finite])
+        staged = stage0c.select(*keep, *[F.col(f"_f{i}") for i in range(n)], "_f_ts", F.expr(ok).alias("_fast"))
+        carry = [*keep, *[F.col(f"_f{i}") for i in range(n)], F.col("_f_ts"), F.col("_fast")]
+        json_sql = f"CASE WHEN _fast THEN NULL ELSE try_parse_json({text}) END"
+    else:
+        staged, carry, json_sql = bronze, keep, f"try_parse_json({text})"
+
+    # The exact path's columns are only computed for records the fast path did not accept (an
+    # expression on a null input still costs: several of these are not code-generated).
+    lazy = (lambda sql: f"CASE WHEN _fast THEN NULL ELSE {sql} END") if staged is not bronze else (lambda sql: sql)
+    stage1 = staged.select(*carry, F.expr(json_sql).alias("_v"))
+    raw_cols = [F.expr(lazy(f"variant_get(_v, {_lit_sql(_path(f.name))})")).alias(f"_r{i}") for i, f in enumerate(fields)]
+    stage2 = stage1.select(*carry, "_v", *raw_cols)
+    extracted = []
+    for i, f in enumerate(fields):
+        raw = f"_r{i}"
+        extracted.append(F.expr(f"({raw} IS NOT NULL AND NOT is_variant_null({raw}))").alias(f"_present{i}"))
+        extracted.append(F.expr(lazy(f"schema_of_variant({raw})")).alias(f"_kind{i}"))
+        typed = f"to_json({raw})" if f.json_type in ("object", "array") else f"try_variant_get({raw}, '$', '{f.spark_type}')"
+        extracted.append(F.expr(lazy(typed)).alias(f"_x{i}"))
+    stage3 = stage2.select(*carry, F.expr("_v IS NULL").alias("_no_json"), *extracted)
+    typed_x = [f"_x{i}" for i in range(n)]
+    stage4 = stage3.select("*", F.expr(lazy(et_ts(typed_x[et_index]))).alias("_x_ts"))
+    rules = _rules_sql(contract, [f"_present{i}" for i in range(n)], [f"_kind{i}" for i in range(n)], typed_x, "_x_ts")
     code = "CASE " + " ".join(f"WHEN {c} THEN '{k}'" for c, k, _ in rules) + " END"
+    if staged is not bronze:
+        code = f"CASE WHEN _fast THEN NULL ELSE {code} END"
     stage5 = stage4.select("*", F.expr(code).alias("_error_code"))
     reason = ("CASE WHEN _error_code IS NULL THEN NULL "
               + " ".join(f"WHEN {c} THEN {r}" for c, _, r in rules) + " END")
+    if staged is bronze:
+        pick = lambda i: F.col(f"_x{i}")  # noqa: E731
+        ts = F.col("_x_ts")
+    else:
+        pick = lambda i: F.expr(f"CASE WHEN _fast THEN _f{i} ELSE _x{i} END")  # noqa: E731
+        ts = F.expr("CASE WHEN _fast THEN _f_ts ELSE _x_ts END")
     return stage5.select(
         *keep,
-        *[F.col(f"p__{f.name}") for f in fields],
-        "p__event_ts", "_error_code", F.expr(reason).alias("_reason"),
+        *[pick(i).alias(f"p__{f.name}") for i, f in enumerate(fields)],
+        ts.alias("p__event_ts"), "_error_code", F.expr(reason).alias("_reason"),
+        (F.col("_fast") if staged is not bronze else F.lit(False)).alias("_fast_path"),
     )
 
 

@@ -98,8 +98,10 @@ def kafka_broker() -> Iterator[TestBroker]:
 def spark():
     from pyspark.sql import SparkSession
 
+    from streaming_jobs.session import SESSION_SQL_CONF
+
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (
+    builder = (
         SparkSession.builder.master("local[2]")
         .appName("streamsight-tests")
         .config("spark.ui.enabled", "false")
@@ -109,8 +111,10 @@ def spark():
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.sql.streaming.stateStore.providerClass",
                 "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
-        .getOrCreate()
     )
+    for key, value in SESSION_SQL_CONF.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()

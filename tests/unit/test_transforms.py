@@ -47,6 +47,8 @@ CASES = [
     (_with(event_id=""), "BAD_LENGTH"),
     (_with(event_time="yesterday"), "BAD_EVENT_TIME"),
     (_with(machine_failure=...), None),  # optional field may be absent
+    (_with(tool_wear_min=2**63), "TYPE_MISMATCH"),  # does not fit the column's type (bigint)
+    (_with(tool_wear_min=12.0), None),  # JSON Schema: an integer is a number without a fraction
 ]
 
 
@@ -63,15 +65,17 @@ def test_parse_assigns_the_first_broken_rule(spark, machine_contract):
 def test_valid_rows_are_typed_and_invalid_rows_keep_raw_bytes(spark, machine_contract):
     values = [v for v, _ in CASES]
     parsed = T.parse(_bronze(spark, values), machine_contract)
-    valid = T.valid_rows(parsed, machine_contract).collect()
-    assert len(valid) == 2
+    valid = T.valid_rows(parsed, machine_contract).orderBy("_kafka_offset").collect()
+    n_valid = sum(1 for _, code in CASES if code is None)
+    assert len(valid) == n_valid == 3
+    assert valid[-1]["tool_wear_min"] == 12
     row = valid[0]
     assert row["event_time"] == datetime(2020, 1, 1, 0, 5)
     assert row["rotational_speed_rpm"] == 1551.0 and row["tool_wear_min"] == 0
     assert str(row["event_date"]) == "2020-01-01" and row["event_hour"] == 0
     dead = T.invalid_rows(parsed).collect()
     assert [c for c, _ in DEAD_LETTER_COLUMNS] == T.invalid_rows(parsed).columns
-    assert len(dead) == len(CASES) - 2
+    assert len(dead) == len(CASES) - n_valid
     assert {d["offset"]: d["raw_value"] for d in dead}[1] == values[1]
     assert all(d["source"] == "stream" for d in dead)
 
@@ -110,19 +114,66 @@ def test_windowed_aggregate(spark, machine_contract, aggregate):
         assert sum(r["readings"] for r in out) == 9
 
 
+# Records where a lenient JSON reader and a strict one could disagree.
+EDGE_CASES = [
+    _with(), _with(machine_failure=...), _with(machine_failure=None), _with(extra={"a": [1, 2]}),
+    b'  ' + _with(),                                            # leading whitespace
+    _with()[:-1] + b', "torque_nm": 50.5}',                     # duplicate key: the last one counts
+    _with()[:-1] + b', "torque_nm": "50.5"}',                   # ... and is the wrong type
+    _with()[:-1] + b', "machine_id": 7}',
+    _with()[:-1] + b'} trailing',
+    _with().replace(b'"M1"', b"'M1'"),                          # single quotes
+    _with().replace(b'"M1"', b'"M\\u00e9\\"1"'),                 # escapes in a string
+    _with().replace(b"42.8", b"NaN"), _with(torque_nm="NaN"), _with(torque_nm="Infinity"),
+    _with().replace(b"42.8", b"4.28e1"), _with().replace(b"42.8", b"042.8"),
+    _with(tool_wear_min=12.0), _with(tool_wear_min=2**63), _with(tool_wear_min="3"), _with(tool_wear_min=True),
+    _with(machine_id=7), _with(machine_id=["M1"]), _with(machine_id={"id": "M1"}), _with(machine_id=True),
+    _with(type=None), _with(air_temperature_k=False), _with(rotational_speed_rpm=0),
+    _with(event_time="2020-01-01 00:05:00"), _with(event_time=20200101),
+    b'{"event_id": "e1"}', b"{}", b"", b"null", b'"a string"', b"[" + _with() + b"]",
+]
+
+
+def test_fast_path_agrees_with_the_exact_path(spark, machine_contract):
+    """The fast path (from_json) must accept exactly what the exact path (VARIANT) accepts, with
+    the same values; a record it does not accept gets the exact path's code and reason."""
+    assert T.fast_path_supported(machine_contract)
+    records = [v for v, _ in CASES] + EDGE_CASES
+    columns = [c for c in T.parse(_bronze(spark, records[:1]), machine_contract).columns
+               if c.startswith("p__") or c in ("_error_code", "_reason")]
+
+    def run(fast: bool) -> dict[int, tuple]:
+        rows = T.parse(_bronze(spark, records), machine_contract, fast=fast).collect()
+        # the fast path accepts only valid records, and the ordinary valid ones are accepted there
+        # (a few valid ones, e.g. 12.0 for an integer field, are left to the exact path)
+        assert all(r["_error_code"] is None for r in rows if r["_fast_path"])
+        ordinary = {i for i, (v, _) in enumerate(CASES) if v in (_with(), _with(machine_failure=...))}
+        assert {r["offset"] for r in rows if r["_fast_path"]} >= (ordinary if fast else set())
+        assert fast or not any(r["_fast_path"] for r in rows)
+        return {r["offset"]: tuple(r[c] for c in columns) for r in rows}
+
+    fast, exact = run(True), run(False)
+    for i, record in enumerate(records):
+        assert repr(fast[i]) == repr(exact[i]), (record, fast[i], exact[i])  # repr: NaN == NaN
+    accepted = sum(1 for row in exact.values() if row[columns.index("_error_code")] is None)
+    assert 8 <= accepted < len(records)  # both kinds are in the sample
+
+
 def test_validation_compiles_to_generated_code_for_the_shipped_contract(spark, machine_contract):
     """Every rule of a contract lands in one generated method; past the JVM's 64 KB limit Spark
     falls back to interpreting it, about 20x slower (measured: 88k vs 4.4k rows/s). Fail instead."""
     previous = spark.conf.get("spark.sql.codegen.fallback")
     spark.conf.set("spark.sql.codegen.fallback", "false")
     try:
-        parsed = T.dedup_keyed(T.parse(_bronze(spark, [v for v, _ in CASES]), machine_contract), machine_contract)
-        valid = T.valid_rows(parsed, machine_contract).count()
-        invalid = T.invalid_rows(parsed).count()
+        for fast in (True, False):
+            parsed = T.dedup_keyed(T.parse(_bronze(spark, [v for v, _ in CASES]), machine_contract, fast=fast),
+                                   machine_contract)
+            valid = T.valid_rows(parsed, machine_contract).count()
+            invalid = T.invalid_rows(parsed).count()
+            assert valid == sum(1 for _, code in CASES if code is None)
+            assert invalid == len(CASES) - valid
     finally:
         spark.conf.set("spark.sql.codegen.fallback", previous)
-    assert valid == sum(1 for _, code in CASES if code is None)
-    assert invalid == len(CASES) - valid
 
 
 def test_dedup_keys_only_valid_raw_records_by_the_contract_key(spark, machine_contract):
