@@ -14,10 +14,13 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+import pyarrow as pa
+
+from ingestion.columnar import BatchValidator, EventBatch, json_values, key_values, rows_as_dicts
 from ingestion.sources import Event
 from streamsight.contracts import Contract, RecordInvalid
 from streamsight.errors import BrokerUnavailableError
@@ -51,14 +54,18 @@ class ProduceSummary:
         return out
 
 
+DeliveryCallback = Callable[[Any, Any], None]  # (error or None, message or None), as confluent-kafka calls it
+
+
 class Publisher(Protocol):
-    def send(self, topic: str, key: bytes | None, value: bytes, on_done: Any) -> None: ...
+    def send_batch(self, topic: str, keys: list[bytes | None], values: list[bytes], on_done: DeliveryCallback) -> None: ...
     def poll(self) -> None: ...
     def flush(self, timeout: float) -> int: ...
 
 
 class ConfluentPublisher:
-    """confluent-kafka producer: idempotent, acks=all, compressed, batched."""
+    """confluent-kafka producer: idempotent, acks=all, compressed, batched; messages are handed over
+    a batch at a time (``produce_batch``), partitioned by key as ``produce`` would."""
 
     def __init__(self, settings: Settings, servers: str) -> None:
         from confluent_kafka import Producer
@@ -74,13 +81,30 @@ class ConfluentPublisher:
             "message.timeout.ms": int(max(30.0, settings.kafka.connect_timeout_s * 3) * 1000),
         })
 
-    def send(self, topic: str, key: bytes | None, value: bytes, on_done: Any) -> None:
-        while True:
+    def send_batch(self, topic: str, keys: list[bytes | None], values: list[bytes], on_done: DeliveryCallback) -> None:
+        from confluent_kafka import KafkaError
+
+        pending = [{"value": v} if k is None else {"value": v, "key": k} for k, v in zip(keys, values)]
+        while pending:
             try:
-                self._producer.produce(topic, value=value, key=key,
-                                       on_delivery=lambda err, _msg: on_done(err is None, err))
-                return
+                queued = self._producer.produce_batch(topic, pending, on_delivery=on_done)
             except BufferError:  # local queue full: serve delivery reports, then retry
+                self._producer.poll(0.05)
+                continue
+            if queued == len(pending):
+                return
+            retry = []
+            for m in pending:
+                err = m.get("_error")
+                if err is None:
+                    continue
+                if err.code() == KafkaError._QUEUE_FULL:
+                    del m["_error"]
+                    retry.append(m)
+                else:
+                    on_done(err, None)  # not even queued: a failed delivery
+            pending = retry
+            if pending:
                 self._producer.poll(0.05)
 
     def poll(self) -> None:
@@ -108,10 +132,13 @@ class KafkaPythonPublisher:
             kwargs["api_version"] = tuple(int(p) for p in settings.kafka.kafka_python_api_version.split("."))
         self._producer = KafkaProducer(**kwargs)
 
-    def send(self, topic: str, key: bytes | None, value: bytes, on_done: Any) -> None:
-        future = self._producer.send(topic, key=key, value=value)
-        future.add_callback(lambda _meta: on_done(True, None))
-        future.add_errback(lambda exc: on_done(False, exc))
+    def send_batch(self, topic: str, keys: list[bytes | None], values: list[bytes], on_done: DeliveryCallback) -> None:
+        ok = lambda _meta: on_done(None, None)  # noqa: E731
+        failed = lambda exc: on_done(exc, None)  # noqa: E731
+        for key, value in zip(keys, values):
+            future = self._producer.send(topic, key=key, value=value)
+            future.add_callback(ok)
+            future.add_errback(failed)
 
     def poll(self) -> None:
         pass
@@ -151,100 +178,180 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def _bounded(events: Iterable[Event], count: int | None, duration: float | None, stop: _StopFlag) -> Iterator[Event]:
+SEND_CHUNK = 1000  # records handed to the client at once on the row path
+
+
+class _Outbox:
+    """Messages waiting to be handed to the client, per topic, and the delivery counts."""
+
+    def __init__(self, publisher: Publisher, contract: Contract, summary: ProduceSummary) -> None:
+        self.publisher = publisher
+        self.contract = contract
+        self.summary = summary
+        self.raw: tuple[list[bytes | None], list[bytes]] = ([], [])
+        self.dead: list[bytes] = []
+
+    def raw_done(self, err: Any, _msg: Any) -> None:
+        if err is None:
+            self.summary.delivered += 1
+        else:
+            self.summary.failed += 1
+            log.error("delivery to %s failed: %s", self.contract.raw_topic, err)
+
+    def dead_done(self, err: Any, _msg: Any) -> None:
+        if err is None:
+            self.summary.invalid_delivered += 1
+        else:
+            self.summary.failed += 1
+            log.error("delivery to %s failed: %s", self.contract.dead_letter_topic, err)
+
+    def add_raw(self, key: bytes | None, value: bytes) -> None:
+        self.raw[0].append(key)
+        self.raw[1].append(value)
+
+    def add_raw_many(self, keys: list[bytes | None], values: list[bytes]) -> None:
+        self.raw[0].extend(keys)
+        self.raw[1].extend(values)
+
+    def add_dead(self, value: bytes) -> None:
+        self.dead.append(value)
+
+    @property
+    def pending(self) -> int:
+        return len(self.raw[1]) + len(self.dead)
+
+    def drain(self, limit: int | None = None) -> int:
+        """Hand up to ``limit`` waiting messages (all by default) to the client; how many."""
+        handed = 0
+        keys, values = self.raw
+        if values:
+            take = len(values) if limit is None else min(limit, len(values))
+            self.publisher.send_batch(self.contract.raw_topic, keys[:take], values[:take], self.raw_done)
+            self.raw = (keys[take:], values[take:])
+            self.summary.sent += take
+            handed += take
+        if self.dead and (limit is None or handed < limit):
+            take = len(self.dead) if limit is None else min(limit - handed, len(self.dead))
+            self.publisher.send_batch(self.contract.dead_letter_topic, [None] * take, self.dead[:take], self.dead_done)
+            self.dead = self.dead[take:]
+            handed += take
+        self.publisher.poll()
+        return handed
+
+
+def _bounded(events: Iterable[Event | EventBatch], count: int | None, duration: float | None,
+             stop: _StopFlag) -> Iterator[Event | EventBatch]:
+    """The events up to ``count`` / ``duration`` / a stop signal (a batch is cut to fit ``count``)."""
     deadline = time.monotonic() + duration if duration else None
-    for n, event in enumerate(events):
+    n = 0
+    for item in events:
         if stop.stop or (count is not None and n >= count) or (deadline and time.monotonic() >= deadline):
             return
-        yield event
+        if isinstance(item, EventBatch) and count is not None and n + len(item) > count:
+            item = item.head(count - n)
+        n += len(item) if isinstance(item, EventBatch) else 1
+        yield item
 
 
-def produce(settings: Settings, contract: Contract, events: Iterable[Event], *,
+def produce(settings: Settings, contract: Contract, events: Iterable[Event | EventBatch], *,
             rate: float | None = None, count: int | None = None, duration: float | None = None,
             client: str | None = None, validate: bool = True, progress: bool | None = None,
             servers: str | None = None) -> ProduceSummary:
     """Send ``events`` to the contract's topics; returns the summary (see :class:`ProduceSummary`).
 
-    ``rate`` caps events per second; ``count``/``duration`` bound the run. ``validate=False`` sends
-    records to the raw topic unchecked — only for testing the stream-side dead-letter path.
-    Raises :class:`BrokerUnavailableError` quickly if the broker does not answer.
+    ``events`` yields :class:`~ingestion.sources.Event` objects (the row path: each record checked
+    by the exact validator and serialised with ``json``) or :class:`~ingestion.columnar.EventBatch`
+    objects (the columnar path, see :mod:`ingestion.columnar`); both hand messages to the client
+    about a thousand at a time.  ``rate`` caps events per second; ``count``/``duration`` bound the
+    run.  ``validate=False`` sends records to the raw topic unchecked — only for testing the
+    stream-side dead-letter path.  Raises :class:`BrokerUnavailableError` quickly if the broker
+    does not answer.
     """
     client = client or settings.kafka.client
     servers = check_broker(settings, servers)
     publisher = make_publisher(settings, servers, client)
     summary = ProduceSummary(stream=contract.name, client=client)
+    outbox = _Outbox(publisher, contract, summary)
     validator = contract.validator() if validate else None
+    batch_validator = BatchValidator(contract) if validate else None
     key_field = contract.key
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-    def raw_done(ok: bool, err: Any) -> None:
-        if ok:
-            summary.delivered += 1
-        else:
-            summary.failed += 1
-            log.error("delivery to %s failed: %s", contract.raw_topic, err)
-
-    def dlq_done(ok: bool, err: Any) -> None:
-        if ok:
-            summary.invalid_delivered += 1
-        else:
-            summary.failed += 1
-            log.error("delivery to %s failed: %s", contract.dead_letter_topic, err)
 
     def dead_letter(code: str, reason: str, raw: str) -> None:
         summary.invalid += 1
         summary.invalid_by_code[code] = summary.invalid_by_code.get(code, 0) + 1
-        envelope = {"error_code": code, "reason": reason, "raw": raw, "source": "producer",
-                    "stream": contract.name}
-        publisher.send(contract.dead_letter_topic, None, dumps(envelope).encode(), dlq_done)
+        outbox.add_dead(dumps({"error_code": code, "reason": reason, "raw": raw, "source": "producer",
+                               "stream": contract.name}).encode())
+
+    def send_record(payload: dict[str, Any]) -> None:
+        """One record on the row path: checked by the exact validator, then queued."""
+        if validator is not None:
+            try:
+                validator(payload)
+            except RecordInvalid as exc:
+                dead_letter(exc.code, exc.reason, dumps(payload))
+                return
+        key = payload.get(key_field)
+        outbox.add_raw(None if key is None else str(key).encode(), dumps(payload).encode())
+
+    def send_unit(event: Event) -> None:
+        if event.payload is not None:
+            send_record(event.payload)
+        elif validate:
+            dead_letter("MALFORMED_JSON", "not valid JSON", (event.raw or b"").decode("utf-8", errors="replace"))
+        else:
+            outbox.add_raw(None, event.raw or b"")
+
+    def send_batch(batch: EventBatch) -> None:
+        for fault, n in batch.fault_counts().items():
+            summary.faults[fault] = summary.faults.get(fault, 0) + n
+        table, rest = batch.table, None
+        if batch_validator is None:  # unchecked (validate=False): rows may hold anything, row path
+            rest, table = table, table.slice(0, 0)
+        elif table.num_rows:
+            ok = batch_validator.accepted(table)
+            if not ok.all():  # the exact validator decides these, and gives the reason
+                rest, table = table.filter(pa.array(~ok)), table.filter(pa.array(ok))
+        outbox.add_raw_many(key_values(table, key_field), json_values(table))
+        for record in rows_as_dicts(rest) if rest is not None else ():
+            send_record(record)
+        for event in batch.extra:
+            send_unit(event)
 
     bar = None
     if progress is None:
         progress = sys.stderr.isatty()
-    if progress and count is not None:
+    if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=count, unit="ev", desc=f"produce {contract.name}", file=sys.stderr)
 
     started = time.monotonic()
-    sent_total = 0
+    handed = 0  # messages handed to the client (raw and dead-letter topics)
+    # With a rate, messages go out in pieces of about 50 ms' worth, not a batch at a time.
+    piece = max(1, int(rate / 20)) if rate else None
     with _StopFlag() as stop:
-        for event in _bounded(events, count, duration, stop):
-            if event.fault:
-                summary.faults[event.fault] = summary.faults.get(event.fault, 0) + 1
-            if event.payload is None:
-                raw = (event.raw or b"").decode("utf-8", errors="replace")
-                if validate:
-                    dead_letter("MALFORMED_JSON", "not valid JSON", raw)
-                else:
-                    publisher.send(contract.raw_topic, None, event.raw or b"", raw_done)
-                    summary.sent += 1
+        for item in _bounded(events, count, duration, stop):
+            if isinstance(item, EventBatch):
+                send_batch(item)
             else:
-                payload = event.payload
-                if validator is not None:
-                    try:
-                        validator(payload)
-                    except RecordInvalid as exc:
-                        dead_letter(exc.code, exc.reason, dumps(payload))
-                        payload = None
-                if payload is not None:
-                    key = payload.get(key_field)
-                    publisher.send(contract.raw_topic, None if key is None else str(key).encode(),
-                                   dumps(payload).encode(), raw_done)
-                    summary.sent += 1
-            sent_total += 1
-            if sent_total % 1000 == 0:
-                publisher.poll()
+                if item.fault:
+                    summary.faults[item.fault] = summary.faults.get(item.fault, 0) + 1
+                send_unit(item)
+            while outbox.pending >= SEND_CHUNK or (rate and outbox.pending):
+                n = outbox.drain(piece)
+                handed += n
                 if bar is not None:
-                    bar.update(1000)
-            if rate:
-                ahead = sent_total / rate - (time.monotonic() - started)
-                if ahead > 0.005:
-                    time.sleep(ahead)  # rate limiting, not synchronisation
+                    bar.update(n)
+                if rate:
+                    ahead = handed / rate - (time.monotonic() - started)
+                    if ahead > 0.005:
+                        time.sleep(ahead)  # rate limiting, not synchronisation
         summary.interrupted = stop.stop
+    n = outbox.drain()
     remaining = publisher.flush(max(30.0, settings.kafka.connect_timeout_s * 3))
     if bar is not None:
-        bar.update(sent_total % 1000)
+        bar.update(n)
         bar.close()
     if remaining:
         summary.failed += remaining

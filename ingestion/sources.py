@@ -20,6 +20,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingestion.columnar import EventBatch, rows_as_dicts
 from streamsight.contracts import Contract, interval_seconds
 from streamsight.errors import ConfigError
 
@@ -158,132 +163,162 @@ def ai4i_source(path: Path, *, start: datetime = AI4I_START, step_seconds: float
             })
 
 
-@dataclass
-class _Machine:
-    machine_id: str
-    type: str
-    air_k: float
-    wear: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
+_TELEMETRY_FIELDS = ("event_id", "machine_id", "event_time", "type", "air_temperature_k",
+                     "process_temperature_k", "rotational_speed_rpm", "torque_nm", "tool_wear_min")
 _OSF_LIMIT = {"L": 11000, "M": 12000, "H": 13000}
 _WEAR_ADD = {"L": 2, "M": 3, "H": 5}
+BATCH_EVENTS = 10_000  # about this many events per batch the synthetic source yields (Arrow
+# compute has a fixed cost per call: batches of 1,000 spent most of their time in it)
 
 
-def _telemetry_record(m: _Machine, rng: random.Random, ts: datetime, seq: int | str) -> dict[str, Any]:
-    """One reading following the AI4I generation rules (Matzka 2020)."""
-    m.air_k += rng.gauss(0, 0.2) + (300.0 - m.air_k) * 0.01
-    process_k = m.air_k + 10 + rng.gauss(0, 1.0)
-    rpm = max(1100.0, rng.gauss(1540, 180))
-    torque = max(3.0, rng.gauss(40, 10))
-    m.wear += _WEAR_ADD[m.type]
-    power_w = torque * rpm * 2 * math.pi / 60
-    twf = int(200 <= m.wear <= 240 and rng.random() < 0.02)
-    hdf = int(process_k - m.air_k < 8.6 and rpm < 1380)
-    pwf = int(power_w < 3500 or power_w > 9000)
-    osf = int(m.wear * torque > _OSF_LIMIT[m.type])
-    rnf = int(rng.random() < 0.001)
-    failure = int(twf or hdf or pwf or osf or rnf)
-    record = {
-        "event_id": f"{m.machine_id}-{seq}",
-        "machine_id": m.machine_id,
-        "event_time": _iso(ts),
-        "type": m.type,
-        "air_temperature_k": round(m.air_k, 1),
-        "process_temperature_k": round(process_k, 1),
-        "rotational_speed_rpm": float(round(rpm)),
-        "torque_nm": round(torque, 1),
-        "tool_wear_min": m.wear,
-        "machine_failure": failure,
-        "twf": twf, "hdf": hdf, "pwf": pwf, "osf": osf, "rnf": rnf,
-        "source": "synthetic",
-    }
-    if failure or m.wear > 250:
-        m.wear = 0  # the tool is replaced after a failure or at end of life
-    return record
+class _Fleet:
+    """Machines following the AI4I generation rules (Matzka 2020), one reading each per round."""
+
+    def __init__(self, machines: int, rng: np.random.Generator) -> None:
+        self.ids = pa.array([f"SYN-{i:05d}" for i in range(machines)], pa.string())
+        self.types = rng.choice(np.array(["L", "M", "H"]), size=machines, p=[0.5, 0.3, 0.2])
+        self.air_k = rng.normal(300, 1.5, machines)
+        self.wear = rng.integers(0, 201, machines)
+        self.wear_add = np.vectorize(_WEAR_ADD.get)(self.types)
+        self.osf_limit = np.vectorize(_OSF_LIMIT.get)(self.types)
+        self.type_col = pa.array(self.types.tolist(), pa.string())
+
+    def round(self, rng: np.random.Generator, seq_ids: pa.Array, event_time: pa.Array) -> dict[str, Any]:
+        n = len(self.air_k)
+        self.air_k = self.air_k + rng.normal(0, 0.2, n) + (300.0 - self.air_k) * 0.01
+        process_k = self.air_k + 10 + rng.normal(0, 1.0, n)
+        rpm = np.maximum(1100.0, rng.normal(1540, 180, n))
+        torque = np.maximum(3.0, rng.normal(40, 10, n))
+        self.wear = self.wear + self.wear_add
+        power_w = torque * rpm * 2 * math.pi / 60
+        twf = (self.wear >= 200) & (self.wear <= 240) & (rng.random(n) < 0.02)
+        hdf = (process_k - self.air_k < 8.6) & (rpm < 1380)
+        pwf = (power_w < 3500) | (power_w > 9000)
+        osf = self.wear * torque > self.osf_limit
+        rnf = rng.random(n) < 0.001
+        failure = twf | hdf | pwf | osf | rnf
+        columns = {
+            "event_id": pc.binary_join_element_wise(self.ids, seq_ids, "-"),
+            "machine_id": self.ids,
+            "event_time": event_time,
+            "type": self.type_col,
+            "air_temperature_k": np.round(self.air_k, 1),
+            "process_temperature_k": np.round(process_k, 1),
+            "rotational_speed_rpm": np.round(rpm),
+            "torque_nm": np.round(torque, 1),
+            "tool_wear_min": self.wear.copy(),
+            "machine_failure": failure.astype(np.int64),
+            "twf": twf.astype(np.int64), "hdf": hdf.astype(np.int64), "pwf": pwf.astype(np.int64),
+            "osf": osf.astype(np.int64), "rnf": rnf.astype(np.int64),
+            "source": pa.array(["synthetic"] * n, pa.string()),
+        }
+        self.wear = np.where(failure | (self.wear > 250), 0, self.wear)  # tool replaced after a failure or at end of life
+        return columns
 
 
-def _random_record(contract: Contract, rng: random.Random, ts: datetime, seq: int | str) -> dict[str, Any]:
-    """A schema-valid random record for a contract the telemetry generator does not know."""
+def _event_time(contract: Contract, ts: datetime) -> Any:
+    fmt = contract.event_time.format
+    return int(ts.timestamp() * 1000) if fmt == "epoch_millis" else ts.timestamp() if fmt == "epoch_seconds" else _iso(ts)
+
+
+def _random_columns(contract: Contract, rng: np.random.Generator, n: int, seq_ids: pa.Array,
+                    event_time: pa.Array) -> dict[str, Any]:
+    """Schema-valid random columns for a contract the telemetry generator does not know."""
     out: dict[str, Any] = {}
     for f in contract.fields:
         if f.name == contract.event_time.field:
-            fmt = contract.event_time.format
-            out[f.name] = (int(ts.timestamp() * 1000) if fmt == "epoch_millis"
-                           else ts.timestamp() if fmt == "epoch_seconds" else _iso(ts))
+            out[f.name] = event_time
         elif f.enum:
-            out[f.name] = rng.choice(f.enum)
+            out[f.name] = pa.array([f.enum[i] for i in rng.integers(0, len(f.enum), n)])
         elif f.json_type in ("number", "integer"):
             lo = f.minimum if f.minimum is not None else 0
             hi = f.maximum if f.maximum is not None else lo + 1000
-            value = rng.uniform(lo, hi)
-            out[f.name] = int(value) if f.json_type == "integer" else round(value, 3)
+            values = rng.uniform(lo, hi, n)
+            out[f.name] = np.trunc(values).astype(np.int64) if f.json_type == "integer" else np.round(values, 3)
         elif f.json_type == "boolean":
-            out[f.name] = rng.random() < 0.5
-        elif f.json_type == "string":
-            out[f.name] = f"{f.name}-{seq}" if f.name in contract.dedup_key else f"{f.name}-{rng.randint(1, 50)}"
-        elif f.json_type == "object":
-            out[f.name] = {"seq": seq}
+            out[f.name] = rng.random(n) < 0.5
+        elif f.json_type in ("object", "array"):  # Arrow struct/list: such records take the producer's row path
+            seqs = seq_ids.to_pylist()
+            out[f.name] = pa.array([{"seq": s} for s in seqs] if f.json_type == "object" else [[s] for s in seqs])
+        elif f.name in contract.dedup_key:
+            out[f.name] = pc.binary_join_element_wise(f.name, seq_ids, "-")
         else:
-            out[f.name] = [seq]
+            out[f.name] = pc.binary_join_element_wise(f.name, pa.array(rng.integers(1, 51, n)).cast(pa.string()), "-")
     return out
-
-
-_TELEMETRY_FIELDS = {"event_id", "machine_id", "event_time", "type", "air_temperature_k",
-                     "process_temperature_k", "rotational_speed_rpm", "torque_nm", "tool_wear_min"}
 
 
 def synthetic_source(contract: Contract, *, machines: int = 200, seed: int = 7,
                      faults: FaultSpec | None = None, start: datetime | None = None,
-                     interval_ms: int = 1000, realtime: bool = False) -> Iterator[Event]:
-    """Endless synthetic events; the caller bounds it with ``--count`` or ``--duration``.
+                     interval_ms: int = 1000, realtime: bool = False) -> Iterator[EventBatch]:
+    """Endless synthetic events, as :class:`~ingestion.columnar.EventBatch` objects of about
+    ``BATCH_EVENTS`` events; the caller bounds it with ``--count`` or ``--duration``.
 
-    Event time advances ``interval_ms`` per machine round (or follows the wall clock when
-    ``realtime``). Faults: ``malformed`` (truncated JSON), ``schema`` (a contract violation),
-    ``duplicates`` (an earlier event re-sent), ``late`` (event time ``late_by`` in the past).
-    Event ids carry the seed (``<machine>-<seed>-<n>``), so runs with different seeds never collide
-    in de-duplication.
+    Telemetry contracts (the ``machine_telemetry`` fields) get the AI4I physics for ``machines``
+    machines; other contracts of string, number, integer and boolean fields get schema-driven random
+    records (object and array fields too, though records with them take the producer's slower row
+    path).  Each round every machine emits one reading, and event time advances ``interval_ms``
+    per round (or follows the wall clock when ``realtime``).  Faults, as shares: ``duplicates``
+    (an earlier record of an earlier round re-sent, about that share of all events), and of the
+    round's own records ``malformed`` (truncated JSON), ``schema`` (a contract violation) and
+    ``late`` (event time ``late_by`` in the past).  Event ids carry the seed
+    (``<machine>-<seed>-<n>``), so runs with different seeds never collide in de-duplication.
     """
-    rng = random.Random(seed)
+    rng = np.random.default_rng(seed)
+    row_rng = random.Random(seed)  # for the per-record faults
     faults = faults or FaultSpec()
-    telemetry = {f.name for f in contract.fields} >= _TELEMETRY_FIELDS
-    fleet = [_Machine(f"SYN-{i:05d}", rng.choices("LMH", weights=(5, 3, 2))[0], rng.gauss(300, 1.5),
-                      wear=rng.randint(0, 200)) for i in range(machines)]
+    names = {f.name for f in contract.fields}
+    telemetry = names >= set(_TELEMETRY_FIELDS)
+    fleet = _Fleet(machines, rng) if telemetry else None
+    per_round = machines
+    rounds_per_batch = max(1, BATCH_EVENTS // per_round)
     clock = start or datetime.now(timezone.utc).replace(microsecond=0)
-    recent: list[dict[str, Any]] = []
     late_by = timedelta(seconds=interval_seconds(faults.late_by))
+    dup_rate = faults.duplicates / (1 - faults.duplicates) if faults.duplicates < 1 else 0.0
+    recent: pa.Table | None = None  # the last records of earlier rounds, for duplicates
     seq = 0
+    n_round = 0
     while True:
-        ts = datetime.now(timezone.utc) if realtime else clock + timedelta(milliseconds=interval_ms * (seq // machines))
-        roll = rng.random()
-        if recent and roll < faults.duplicates:
-            yield Event(payload=dict(rng.choice(recent)), fault="duplicate")
-            continue
-        roll -= faults.duplicates
-        m = fleet[seq % machines]
-        seq += 1
-        ident = f"{seed}-{seq}"
-        record = (_telemetry_record(m, rng, ts, ident) if telemetry else _random_record(contract, rng, ts, ident))
-        if roll < faults.malformed:
-            text = json.dumps(record)
-            yield Event(raw=text[: rng.randint(1, len(text) - 2)].encode(), fault="malformed")
-            continue
-        roll -= faults.malformed
-        if roll < faults.schema:
-            yield Event(payload=_break(contract, record, rng), fault="schema")
-            continue
-        roll -= faults.schema
-        if roll < faults.late:
-            record[contract.event_time.field] = _iso(ts - late_by) if isinstance(
-                record[contract.event_time.field], str) else record[contract.event_time.field]
-            fault = "late"
-        else:
-            fault = None
-        recent.append(record)
-        if len(recent) > 1000:
-            recent.pop(0)
-        yield Event(payload=record, fault=fault)
+        tables: list[pa.Table] = []
+        fault_cols: list[list[str | None]] = []
+        extra: list[Event] = []
+        for _ in range(rounds_per_batch):
+            ts = datetime.now(timezone.utc) if realtime else clock + timedelta(milliseconds=interval_ms * n_round)
+            n_round += 1
+            seq_ids = pa.array(np.arange(seq + 1, seq + per_round + 1)).cast(pa.string())
+            seq_ids = pc.binary_join_element_wise(str(seed), seq_ids, "-")
+            seq += per_round
+            roll = rng.random(per_round)
+            late = (roll >= faults.malformed + faults.schema) & (roll < faults.malformed + faults.schema + faults.late)
+            stamp = _event_time(contract, ts)
+            times = (pa.array(np.where(late, _event_time(contract, ts - late_by), stamp)) if late.any()
+                     else pa.array([stamp] * per_round))
+            columns = (fleet.round(rng, seq_ids, times) if fleet is not None
+                       else _random_columns(contract, rng, per_round, seq_ids, times))
+            table = pa.table(columns)
+            broken = roll < faults.malformed + faults.schema
+            if broken.any():
+                for record, r in zip(rows_as_dicts(table.filter(pa.array(broken))), roll[broken]):
+                    if r < faults.malformed:
+                        text = json.dumps(record)
+                        extra.append(Event(raw=text[: row_rng.randint(1, len(text) - 2)].encode(), fault="malformed"))
+                    else:
+                        extra.append(Event(payload=_break(contract, record, row_rng), fault="schema"))
+                table = table.filter(pa.array(~broken))
+                late = late[~broken]
+            round_faults: list[str | None] = ["late" if x else None for x in late]
+            dups = rng.binomial(per_round, dup_rate) if recent is not None and dup_rate else 0
+            if dups:
+                picked = recent.take(rng.integers(0, recent.num_rows, dups))  # type: ignore[union-attr]
+                tables += [table, picked]
+                round_faults += ["duplicate"] * dups
+            else:
+                tables.append(table)
+            fault_cols.append(round_faults)
+            if dup_rate:
+                recent = table if recent is None else pa.concat_tables([recent, table])
+                recent = recent.slice(max(0, recent.num_rows - 1000)).combine_chunks()
+        faults_array = pa.array([x for col in fault_cols for x in col], pa.string())
+        yield EventBatch(pa.concat_tables(tables), faults_array, extra)
 
 
 def _break(contract: Contract, record: dict[str, Any], rng: random.Random) -> dict[str, Any]:

@@ -1,0 +1,177 @@
+"""The producer's columnar path: batch pre-check, JSON serialisation and the synthetic batches.
+
+The batch check must never accept a record the exact validator (fastjsonschema) rejects, and must
+accept ordinary records; the serialiser must write exactly the record's values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pytest
+
+from ingestion.columnar import BatchValidator, EventBatch, json_values, key_values, rows_as_dicts
+from ingestion.sources import FaultSpec, synthetic_source
+from streamsight.contracts import RecordInvalid
+
+GOOD = {
+    "event_id": "SYN-00001-7-1", "machine_id": "SYN-00001", "event_time": "2026-01-01T00:00:00.000Z",
+    "type": "L", "air_temperature_k": 300.1, "process_temperature_k": 310.2, "rotational_speed_rpm": 1500.0,
+    "torque_nm": 40.5, "tool_wear_min": 12, "machine_failure": 0, "twf": 0, "hdf": 0, "pwf": 0, "osf": 0,
+    "rnf": 0, "source": "synthetic",
+}
+
+# One field changed per row: (field, value). Values the exact validator accepts and rejects both.
+VARIANTS = [
+    ("air_temperature_k", 250.0), ("air_temperature_k", 249.99), ("air_temperature_k", 350.0),
+    ("air_temperature_k", 350.01), ("tool_wear_min", 0), ("tool_wear_min", -1), ("tool_wear_min", 1000),
+    ("tool_wear_min", 1001), ("type", "M"), ("type", "X"), ("type", "l"), ("type", ""),
+    ("event_id", ""), ("event_id", "x" * 64), ("event_id", "x" * 65), ("event_id", "é" * 64),
+    ("event_id", 'quote " and back\\slash'), ("event_id", "tab\there"), ("event_id", "new\nline"),
+    ("event_id", "ünïcødé ✓ 𝄞"), ("machine_id", "x" * 33), ("event_time", "2026-02-28T23:59:59Z"),
+    ("event_time", "2026-02-30T00:00:00Z"), ("event_time", "2024-02-29T12:00:00+01:00"),
+    ("event_time", "2023-02-29T12:00:00Z"), ("event_time", "2026-01-01 00:00:00"), ("event_time", "yesterday"),
+    ("event_time", "2026-01-01T24:00:00Z"), ("machine_failure", 1), ("machine_failure", 2),
+    ("rotational_speed_rpm", 0.0), ("rotational_speed_rpm", -0.0), ("rotational_speed_rpm", 5000.0),
+    ("rotational_speed_rpm", 5000.5), ("torque_nm", 1e-7), ("torque_nm", 199.99999999999997),
+]
+
+
+def _exact_ok(validator, record: dict) -> bool:
+    try:
+        validator(record)
+        return True
+    except RecordInvalid:
+        return False
+
+
+def test_batch_check_accepts_only_what_the_exact_validator_accepts(machine_contract):
+    exact = machine_contract.validator()
+    rows = [GOOD] + [{**GOOD, name: value} for name, value in VARIANTS]
+    accepted = BatchValidator(machine_contract).accepted(pa.Table.from_pylist(rows))
+    verdicts = [(row, bool(ok), _exact_ok(exact, row)) for row, ok in zip(rows, accepted)]
+    wrongly_accepted = [row for row, ok, exact_ok in verdicts if ok and not exact_ok]
+    assert not wrongly_accepted
+    # Every valid variant without characters JSON must escape is accepted on the fast path.
+    plain_valid = [row for row, _, exact_ok in verdicts
+                   if exact_ok and not any(c < " " for c in row["event_id"])]
+    missed = [row for row, ok, _ in verdicts if row in plain_valid and not ok]
+    assert not missed
+    assert sum(1 for _, ok, _ in verdicts if ok) >= 15  # the check is not vacuous
+    assert sum(1 for _, _, e in verdicts if not e) >= 12
+
+
+@pytest.mark.parametrize("column, values", [
+    ("tool_wear_min", [12.0, 13.0]),                  # integer field as floats: exact path decides
+    ("air_temperature_k", ["300.1", "300.2"]),         # number as text
+    ("air_temperature_k", [float("nan"), 300.0]),      # not finite
+    ("air_temperature_k", [float("inf"), 300.0]),
+    ("type", [1, 2]),                                  # string field as numbers
+    ("twf", [True, False]),                            # booleans are not integers in JSON Schema
+    ("machine_failure", [None, 1]),                    # a missing optional field: exact path
+    ("event_id", [None, "x"]),                         # a missing required field
+])
+def test_batch_check_leaves_odd_types_to_the_exact_validator(machine_contract, column, values):
+    exact = machine_contract.validator()
+    rows = [{**GOOD, column: v} for v in values]
+    for row in rows:
+        if row[column] is None:
+            del row[column]
+    table = pa.Table.from_pylist([{**GOOD, column: v} for v in values])
+    accepted = BatchValidator(machine_contract).accepted(table)
+    for row, ok in zip(rows, accepted):
+        assert not (ok and not _exact_ok(exact, row)), row
+    # Rows never accepted here are checked exactly; here the first value is always of the odd kind.
+    assert not accepted[0]
+
+
+def test_batch_check_needs_required_columns(machine_contract):
+    table = pa.Table.from_pylist([GOOD]).drop_columns(["torque_nm"])
+    assert not BatchValidator(machine_contract).accepted(table).any()
+    optional_missing = pa.Table.from_pylist([GOOD]).drop_columns(["rnf"])
+    assert BatchValidator(machine_contract).accepted(optional_missing).all()
+
+
+def test_json_values_round_trip_exactly():
+    plain = [{**GOOD, name: value} for name, value in VARIANTS
+             if not (isinstance(value, str) and any(c < " " for c in value))]
+    rows = [{**row, "flag": i % 2 == 0} for i, row in enumerate([GOOD, *plain])]
+    values = json_values(pa.Table.from_pylist(rows))
+    assert len(values) == len(rows) > 30
+    for row, value in zip(rows, values):
+        decoded = json.loads(value)
+        assert list(decoded) == list(row)
+        for key, want in row.items():
+            got = decoded[key]
+            if isinstance(want, float):  # shortest round-trip form: 1500.0 is written 1500
+                assert isinstance(got, (int, float)) and not isinstance(got, bool) and float(got) == want, key
+            else:
+                assert got == want and type(got) is type(want), (key, got, want)
+
+
+def test_keys_are_the_key_field_as_text():
+    table = pa.table({"k": ["a", "b"], "n": [1, 2], "x": [1.5, 2.0]})
+    assert key_values(table, "k") == [b"a", b"b"]
+    assert key_values(table, "n") == [b"1", b"2"]
+    assert key_values(table, "x") == [b"1.5", b"2.0"]  # as str(value) on the row path
+    assert key_values(table, "missing") == [None, None]
+
+
+def test_synthetic_batches_are_valid_deterministic_and_fault_shares_hold(machine_contract):
+    faults = FaultSpec(malformed=0.01, schema=0.02, duplicates=0.03, late=0.02, late_by="5 minutes")
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def take(seed: int, n: int) -> list[EventBatch]:
+        out, total = [], 0
+        for batch in synthetic_source(machine_contract, machines=100, seed=seed, faults=faults, start=start):
+            out.append(batch)
+            total += len(batch)
+            if total >= n:
+                return out
+        raise AssertionError("unreachable")
+
+    batches = take(1, 30_000)
+    again = take(1, 30_000)
+    assert [rows_as_dicts(b.table) for b in batches] == [rows_as_dicts(b.table) for b in again]
+    counts: dict[str, int] = {}
+    for b in batches:
+        for k, v in b.fault_counts().items():
+            counts[k] = counts.get(k, 0) + v
+    events = sum(len(b) for b in batches)
+    fresh = events - counts["duplicate"]
+    assert 0.02 < counts["duplicate"] / events < 0.04
+    assert 0.006 < counts["malformed"] / fresh < 0.014
+    assert 0.015 < counts["schema"] / fresh < 0.025
+    assert 0.015 < counts["late"] / fresh < 0.025
+
+    exact = machine_contract.validator()
+    validator = BatchValidator(machine_contract)
+    seen: dict[str, dict] = {}
+    for b in batches:
+        assert validator.accepted(b.table).all()  # ordinary and late records all take the fast path
+        for record, fault in zip(rows_as_dicts(b.table), b.faults.to_pylist()):
+            exact(record)
+            if fault == "duplicate":
+                assert seen[record["event_id"]] == record  # an exact copy of an earlier record
+            else:
+                assert record["event_id"] not in seen
+                seen[record["event_id"]] = record
+        for event in b.extra:
+            if event.fault == "schema":
+                assert not _exact_ok(exact, event.payload)
+            else:
+                assert event.fault == "malformed" and event.payload is None
+                with pytest.raises(json.JSONDecodeError):
+                    json.loads(event.raw)
+
+
+def test_head_keeps_fault_shares(machine_contract):
+    faults = FaultSpec(malformed=0.5, schema=0.2)
+    batch = next(synthetic_source(machine_contract, machines=50, seed=3, faults=faults))
+    head = batch.head(len(batch) // 2)
+    assert len(head) == len(batch) // 2
+    assert abs(len(head.extra) / len(head) - len(batch.extra) / len(batch)) < 0.01
+    assert batch.head(len(batch) + 5) is batch
