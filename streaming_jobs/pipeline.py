@@ -12,14 +12,17 @@ Locally: ``streamsight stream --stream machine_telemetry [--until-idle]``.
 Queries (each with its own checkpoint under ``_checkpoints/<stream>/<query>``)::
 
     bronze       Kafka raw topic ──▶ bronze                                      (Spark file sink)
-    silver       Kafka raw + dead-letter topics ─parse, validate─▶ watermark ─▶ drop duplicates
-                 within watermark ─foreachBatch─▶ rejects + producer dead letters ─▶ dead_letter
+    silver       Kafka raw + dead-letter topics ─parse, screen─▶ watermark ─▶ drop duplicates
+                 within watermark ─foreachBatch─▶ rejects (exact path: code, reason)
+                                                  + producer dead letters ─▶ dead_letter
                                               └─▶ filter, enrich ─▶ silver ─score─▶ predictions
                                                                       (each table idempotent by batch id)
     gold_<agg>   silver ─watermark─▶ event-time window aggregate ──▶ gold         (Spark file sink, append)
 
 ``bronze`` and ``silver`` both read Kafka, so an event reaches silver and predictions in one
-micro-batch of one query, and every value is parsed once.  In ``silver`` only valid records of the
+micro-batch of one query.  The stream screens every value with the fast validation path only
+(:func:`streaming_jobs.transforms.screen`); the exact path, which names the broken rule, runs in
+``foreachBatch`` on the few records the screen did not accept.  In ``silver`` only valid records of the
 raw topic take part in de-duplication: rejected records and producer dead letters are keyed by
 their Kafka coordinates and carry no event time, so they are never dropped, never count as
 duplicates and never move the watermark.
@@ -155,7 +158,7 @@ class StreamJob:
     def silver_query(self, available_now: bool) -> StreamingQuery:
         c = self.contract
         records = T.to_bronze(self._kafka(c.raw_topic, c.dead_letter_topic))
-        keyed = T.dedup_keyed(T.parse(records, c), c)
+        keyed = T.dedup_keyed(T.screen(records, c), c)
         deduped = keyed.withWatermark(T.DEDUP_TIME, c.watermark).dropDuplicatesWithinWatermark(T.dedup_columns(c))
         writer = SilverBatchWriter(self)
         # No "no-data" micro-batches for this query: they would only expire de-duplication state
@@ -323,7 +326,7 @@ class SilverBatchWriter:
             # Scoring runs at the same time on a second thread, so one write's driver-side commit
             # overlaps the other's tasks; it reads the same cached batch.
             kind = (F.when(F.col("topic") != c.raw_topic, "producer")
-                    .when(F.col("_error_code").isNotNull(), "stream").otherwise("valid"))
+                    .when(~F.col("_accepted"), "stream").otherwise("valid"))
             seen = Observation(f"silver_batch_{batch_id}")
             counted = batch.observe(seen, F.count_if(kind == "valid").alias("valid"),
                                     F.count_if(kind != "valid").alias("dead"))
@@ -339,7 +342,7 @@ class SilverBatchWriter:
             rows_in, dead_rows = int(seen.get["valid"]), int(seen.get["dead"])
             lap = time.monotonic()
             if dead_rows:
-                dead = T.invalid_rows(batch.where(F.col("topic") == c.raw_topic), source="stream").unionByName(
+                dead = T.rejected_rows(batch.where(F.col("topic") == c.raw_topic), c).unionByName(
                     T.producer_dead_letters(batch.where(F.col("topic") != c.raw_topic)))
                 self._write(self.dead_letter, dead, batch_id)
             else:

@@ -103,9 +103,11 @@ def _event_time_sql(contract: Contract, typed: str) -> str:
 
 
 # What the fast path's typed value of a field is, as a variant type name for the type rules: the
-# JSON parser only accepts a number token for a number field, an integer token for an integer
-# field and true/false for a boolean one; string fields are read as VARIANT and checked.
-_FAST_KIND = {"number": "'DOUBLE'", "integer": "'BIGINT'", "boolean": "'BOOLEAN'"}
+# JSON parser only accepts a number token for a number field and true/false for a boolean one.
+# String and integer fields are read as VARIANT and checked as the exact path checks them (a
+# string field would take any JSON value as text; an integer may be written 12.0).
+_FAST_KIND = {"number": "'DOUBLE'", "boolean": "'BOOLEAN'"}
+_FAST_VARIANT = ("string", "integer")
 # JSON reader options that make from_json accept no more than parse_json does.
 _STRICT_JSON = {"allowSingleQuotes": "false", "allowNonNumericNumbers": "false", "mode": "PERMISSIVE",
                 "columnNameOfCorruptRecord": "_corrupt"}
@@ -113,7 +115,10 @@ _STRICT_JSON = {"allowSingleQuotes": "false", "allowNonNumericNumbers": "false",
 
 def fast_path_supported(contract: Contract) -> bool:
     """True if :func:`parse` can accept this contract's valid records on the fast path."""
-    return all(f.json_type in ("string", *_FAST_KIND) for f in contract.fields)
+    return all(f.json_type in (*_FAST_VARIANT, *_FAST_KIND) for f in contract.fields)
+
+
+_TEXT = "CAST(value AS STRING)"
 
 
 def _rules_sql(contract: Contract, present: list[str], kind: list[str], typed: list[str], ts: str) -> list[tuple[str, str, str]]:
@@ -134,33 +139,105 @@ def _rules_sql(contract: Contract, present: list[str], kind: list[str], typed: l
     return rules
 
 
+def _fast_stages(bronze: DataFrame, contract: Contract) -> tuple[DataFrame, list[Column]]:
+    """The fast path: bronze columns + ``_f<i>`` typed values, ``_f_ts`` and ``_fast`` (accepted)."""
+    keep = [F.col(c) for c in bronze.columns]
+    fields = list(contract.fields)
+    n = len(fields)
+    et_index = [f.name for f in fields].index(contract.event_time.field)
+    schema = ", ".join(f"`{f.name}` {'variant' if f.json_type in _FAST_VARIANT else f.spark_type}" for f in fields)
+    stage0 = bronze.select(*keep, F.from_json(F.expr(_TEXT), schema + ", `_corrupt` string", _STRICT_JSON).alias("_j"))
+    fast_typed, fast_cols = [], []
+    for i, f in enumerate(fields):
+        ref = f"_j.`{f.name}`"
+        if f.json_type in _FAST_VARIANT:
+            fast_cols.append(F.expr(f"schema_of_variant({ref})").alias(f"_fk{i}"))
+            fast_cols.append(F.expr(f"try_variant_get({ref}, '$', '{f.spark_type}')").alias(f"_f{i}"))
+        else:
+            fast_cols.append(F.expr(ref).alias(f"_f{i}"))
+        fast_typed.append(f"_f{i}")
+    stage0b = stage0.select(*keep, F.expr("_j IS NULL OR _j._corrupt IS NOT NULL").alias("_no_json"), *fast_cols)
+    stage0c = stage0b.select("*", F.expr(_event_time_sql(contract, fast_typed[et_index])).alias("_f_ts"))
+    kinds = [f"_fk{i}" if f.json_type in _FAST_VARIANT else _FAST_KIND[f.json_type] for i, f in enumerate(fields)]
+    present = [f"(_f{i} IS NOT NULL)" for i in range(n)]
+    fast_rules = _rules_sql(contract, present, kinds, fast_typed, "_f_ts")
+    finite = [f"(_f{i} IS NULL OR NOT (isnan(_f{i}) OR abs(_f{i}) = double('infinity')))"
+              for i, f in enumerate(fields) if f.json_type == "number"]
+    broken = " OR ".join(f"coalesce({c}, false)" for c, _, _ in fast_rules)  # as CASE WHEN reads NULL
+    ok = " AND ".join([f"NOT ({broken})", *finite])
+    staged = stage0c.select(*keep, *[F.col(f"_f{i}") for i in range(n)], "_f_ts", F.expr(ok).alias("_fast"))
+    return staged, [*keep, *[F.col(f"_f{i}") for i in range(n)], F.col("_f_ts"), F.col("_fast")]
+
+
+def screen(bronze: DataFrame, contract: Contract) -> DataFrame:
+    """Bronze rows + typed payload columns ``p__<field>``, ``p__event_ts`` and ``_accepted``.
+
+    What the stream runs before de-duplication: only the fast path of :func:`parse`, so the cost
+    of the exact path (its ~100 expressions are evaluated for every row once they are in the
+    plan, even where their input is null: measured 60% of the whole parse) is paid only for the
+    records the fast path does not accept, in :func:`rejected_rows`.  Typed columns of records
+    that are not accepted are null.  Contracts the fast path does not support get the full
+    :func:`parse` here.
+    """
+    if not fast_path_supported(contract):
+        return parse(bronze, contract).drop("_error_code", "_reason", "_fast_path")
+    staged, _ = _fast_stages(bronze, contract)
+    fields = list(contract.fields)
+    return staged.select(
+        *[F.col(c) for c in bronze.columns],
+        *[F.expr(f"CASE WHEN _fast THEN _f{i} END").alias(f"p__{f.name}") for i, f in enumerate(fields)],
+        F.expr("CASE WHEN _fast THEN _f_ts END").alias("p__event_ts"),
+        F.col("_fast").alias("_accepted"),
+    )
+
+
+DISAGREEMENT = "VALIDATION_DISAGREEMENT"
+
+
+def rejected_rows(screened: DataFrame, contract: Contract, source: str = "stream") -> DataFrame:
+    """Dead-letter rows for the :func:`screen` output rows that were not accepted.
+
+    The exact path gives each its code and reason.  A record the exact path finds valid although
+    the screen did not accept it (the two must agree; ``tests/unit/test_transforms.py`` checks it)
+    is not written to silver, since it has not been de-duplicated: it lands here with the code
+    ``VALIDATION_DISAGREEMENT``, raw bytes kept, so nothing is lost.
+    """
+    bronze_columns = ["key", "value", "topic", "partition", "offset", "kafka_timestamp", "ingest_time", "ingest_date"]
+    rejected = screened.where(~F.col("_accepted")).select(*bronze_columns)
+    exact = parse(rejected, contract, fast=False)
+    explained = exact.select(
+        *bronze_columns,
+        F.coalesce("_error_code", F.lit(DISAGREEMENT)).alias("_error_code"),
+        F.coalesce("_reason", F.lit("valid by the contract's rules but not accepted by the stream's fast "
+                                    "validation, so not de-duplicated; kept here (please report it)")).alias("_reason"),
+    )
+    return invalid_rows(explained, source=source)
+
+
 def parse(bronze: DataFrame, contract: Contract, *, fast: bool = True) -> DataFrame:
     """Bronze rows + typed payload columns + ``_error_code``/``_reason`` (null when valid).
 
     Typed columns are named ``p__<field>``; the contract's event-time field also gets ``p__event_ts``;
-    ``_fast_path`` says which path accepted the record.
+    ``_accepted`` says the record is valid, ``_fast_path`` which path accepted it.
 
     Two paths, one answer:
 
     * **Fast path** (every record; contracts whose fields are strings, numbers, integers or
-      booleans): ``from_json`` with the contract's types and strict reader options, string fields
-      read as VARIANT so that their JSON type can be checked, then every rule on those values.
-      A record the JSON reader had to give up on (a conversion failed: wrong type, overflow,
-      malformed text) is never accepted here.  Records that pass are valid, and their values are
-      taken from this path.
+      booleans): ``from_json`` with the contract's types and strict reader options, string and
+      integer fields read as VARIANT so that their JSON type can be checked as the exact path
+      checks it, then every rule on those values.  A record the JSON reader had to give up on (a
+      conversion failed: wrong type, malformed text) is never accepted here.  Records that pass
+      are valid, and their values are taken from this path.
     * **Exact path** (only the records the fast path did not accept): the JSON text becomes a
       VARIANT, each field's raw value, its variant type name and its typed value become columns,
       and the rules run on those, giving the first broken rule's code and reason.  For accepted
       records its input is null.  ``fast=False`` uses only this path.
 
-    The fast path accepts no record the exact path would reject (``tests/unit/test_transforms.py``
-    runs both on the same records).  Measured on 200k records: the fast path's own columns and rules
-    take 0.7 s, the whole parse 2.0 s (exact path only: 2.6 s); Spark still evaluates the exact
-    path's stages for every row (docs/benchmarks.md).
+    Both paths accept the same records, with the same values (``tests/unit/test_transforms.py``
+    runs both on tricky records); the stream relies on it (:func:`screen`, :func:`rejected_rows`).
     Both work in stages so each value is parsed once and each field looked up once (as one
     projection, each of the ~60 rules would re-extract its field: measured 4-5x slower).
     """
-    text = "CAST(value AS STRING)"
     keep = [F.col(c) for c in bronze.columns]
     fields = list(contract.fields)
     n = len(fields)
@@ -169,31 +246,10 @@ def parse(bronze: DataFrame, contract: Contract, *, fast: bool = True) -> DataFr
 
     use_fast = fast and fast_path_supported(contract)
     if use_fast:
-        schema = ", ".join(f"`{f.name}` {'variant' if f.json_type == 'string' else f.spark_type}" for f in fields)
-        stage0 = bronze.select(*keep, F.from_json(F.expr(text), schema + ", `_corrupt` string", _STRICT_JSON).alias("_j"))
-        fast_typed, fast_cols = [], []
-        for i, f in enumerate(fields):
-            ref = f"_j.`{f.name}`"
-            if f.json_type == "string":
-                fast_cols.append(F.expr(f"schema_of_variant({ref})").alias(f"_fk{i}"))
-                fast_cols.append(F.expr(f"try_variant_get({ref}, '$', 'string')").alias(f"_f{i}"))
-            else:
-                fast_cols.append(F.expr(ref).alias(f"_f{i}"))
-            fast_typed.append(f"_f{i}")
-        stage0b = stage0.select(*keep, F.expr("_j IS NULL OR _j._corrupt IS NOT NULL").alias("_no_json"), *fast_cols)
-        stage0c = stage0b.select("*", F.expr(et_ts(fast_typed[et_index])).alias("_f_ts"))
-        kinds = [f"_fk{i}" if f.json_type == "string" else _FAST_KIND[f.json_type] for i, f in enumerate(fields)]
-        present = [f"(_f{i} IS NOT NULL)" for i in range(n)]
-        fast_rules = _rules_sql(contract, present, kinds, fast_typed, "_f_ts")
-        finite = [f"(_f{i} IS NULL OR NOT (isnan(_f{i}) OR abs(_f{i}) = double('infinity')))"
-                  for i, f in enumerate(fields) if f.json_type == "number"]
-        broken = " OR ".join(f"coalesce({c}, false)" for c, _, _ in fast_rules)  # as CASE WHEN reads NULL
-        ok = " AND ".join([f"NOT ({broken})", *finite])
-        staged = stage0c.select(*keep, *[F.col(f"_f{i}") for i in range(n)], "_f_ts", F.expr(ok).alias("_fast"))
-        carry = [*keep, *[F.col(f"_f{i}") for i in range(n)], F.col("_f_ts"), F.col("_fast")]
-        json_sql = f"CASE WHEN _fast THEN NULL ELSE try_parse_json({text}) END"
+        staged, carry = _fast_stages(bronze, contract)
+        json_sql = f"CASE WHEN _fast THEN NULL ELSE try_parse_json({_TEXT}) END"
     else:
-        staged, carry, json_sql = bronze, keep, f"try_parse_json({text})"
+        staged, carry, json_sql = bronze, keep, f"try_parse_json({_TEXT})"
 
     stage1 = staged.select(*carry, F.expr(json_sql).alias("_v"))
     raw_cols = [F.expr(f"variant_get(_v, {_lit_sql(_path(f.name))})").alias(f"_r{i}") for i, f in enumerate(fields)]
@@ -225,6 +281,7 @@ def parse(bronze: DataFrame, contract: Contract, *, fast: bool = True) -> DataFr
         *keep,
         *[pick(i).alias(f"p__{f.name}") for i, f in enumerate(fields)],
         ts.alias("p__event_ts"), "_error_code", F.expr(reason).alias("_reason"),
+        F.col("_error_code").isNull().alias("_accepted"),
         (F.col("_fast") if use_fast else F.lit(False)).alias("_fast_path"),
     )
 
@@ -237,7 +294,7 @@ def valid_rows(parsed: DataFrame, contract: Contract) -> DataFrame:
         src = "p__event_ts" if f.name == et else f"p__{f.name}"
         cols.append(F.col(src).alias(f.name))
     return (
-        parsed.where(F.col("_error_code").isNull())
+        parsed.where(F.col("_accepted"))
         .select(
             *cols,
             F.to_date(F.col("p__event_ts")).alias("event_date"),
@@ -265,11 +322,17 @@ def dedup_keyed(parsed: DataFrame, contract: Contract) -> DataFrame:
     event time (``_dedup_time``).  Every other row (rejected record, producer dead letter) is keyed
     by its Kafka coordinates (``_dedup_other``) with a null time: unique, so never dropped as a
     duplicate; null, so never dropped as late and never moving the watermark.
+
+    Only what the batch writer needs travels on: the raw bytes of valid records (silver keeps their
+    typed values, bronze their bytes) and message keys are dropped, which halves what the
+    de-duplication shuffle and the micro-batch cache carry.
     """
-    valid = F.col("_error_code").isNull() & (F.col("topic") == F.lit(contract.raw_topic))
+    valid = F.col("_accepted") & (F.col("topic") == F.lit(contract.raw_topic))
     coords = F.concat_ws(":", F.col("topic"), F.col("partition").cast("string"), F.col("offset").cast("string"))
+    slim = [F.lit(None).cast("binary").alias("key") if c == "key"
+            else F.when(~valid, F.col("value")).alias("value") if c == "value" else F.col(c) for c in parsed.columns]
     return parsed.select(
-        "*",
+        *slim,
         F.when(valid, F.lit(None).cast("string")).otherwise(coords).alias("_dedup_other"),
         F.when(valid, F.col("p__event_ts")).alias(DEDUP_TIME),
     )

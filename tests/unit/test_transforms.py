@@ -144,12 +144,11 @@ def test_fast_path_agrees_with_the_exact_path(spark, machine_contract):
 
     def run(fast: bool) -> dict[int, tuple]:
         rows = T.parse(_bronze(spark, records), machine_contract, fast=fast).collect()
-        # the fast path accepts only valid records, and the ordinary valid ones are accepted there
-        # (a few valid ones, e.g. 12.0 for an integer field, are left to the exact path)
-        assert all(r["_error_code"] is None for r in rows if r["_fast_path"])
-        ordinary = {i for i, (v, _) in enumerate(CASES) if v in (_with(), _with(machine_failure=...))}
-        assert {r["offset"] for r in rows if r["_fast_path"]} >= (ordinary if fast else set())
+        # the fast path accepts exactly the valid records (the stream relies on it: T.screen)
+        if fast:
+            assert {r["offset"] for r in rows if r["_fast_path"]} == {r["offset"] for r in rows if r["_accepted"]}
         assert fast or not any(r["_fast_path"] for r in rows)
+        assert all(r["_accepted"] == (r["_error_code"] is None) for r in rows)
         return {r["offset"]: tuple(r[c] for c in columns) for r in rows}
 
     fast, exact = run(True), run(False)
@@ -157,6 +156,30 @@ def test_fast_path_agrees_with_the_exact_path(spark, machine_contract):
         assert repr(fast[i]) == repr(exact[i]), (record, fast[i], exact[i])  # repr: NaN == NaN
     accepted = sum(1 for row in exact.values() if row[columns.index("_error_code")] is None)
     assert 8 <= accepted < len(records)  # both kinds are in the sample
+
+    # The stream's screen accepts the same records with the same values, and explains the rest.
+    screened = T.screen(_bronze(spark, records), machine_contract)
+    typed = [c for c in columns if c.startswith("p__")]
+    by_offset = {r["offset"]: r for r in screened.collect()}
+    for i in range(len(records)):
+        row = by_offset[i]
+        assert row["_accepted"] == (exact[i][columns.index("_error_code")] is None), records[i]
+        if row["_accepted"]:
+            assert repr(tuple(row[c] for c in typed)) == repr(exact[i][: len(typed)]), records[i]
+    dead = {r["offset"]: (r["error_code"], r["reason"]) for r in T.rejected_rows(screened, machine_contract).collect()}
+    assert dead == {i: exact[i][len(typed):] for i in range(len(records)) if not by_offset[i]["_accepted"]}
+
+
+def test_rejected_rows_keep_a_record_the_screen_should_have_accepted(spark, machine_contract):
+    """A disagreement between the two paths loses nothing: such a record is a dead letter with its
+    own code, raw bytes kept (it was not de-duplicated, so it cannot go to silver)."""
+    from pyspark.sql import functions as F
+
+    screened = T.screen(_bronze(spark, [_with(), b"not json"]), machine_contract)
+    forced = screened.withColumn("_accepted", F.lit(False))  # as if the screen had rejected both
+    dead = {r["offset"]: r for r in T.rejected_rows(forced, machine_contract).collect()}
+    assert dead[0]["error_code"] == T.DISAGREEMENT and dead[0]["raw_value"] == _with()
+    assert dead[1]["error_code"] == "MALFORMED_JSON"
 
 
 def test_validation_compiles_to_generated_code_for_the_shipped_contract(spark, machine_contract):
@@ -172,6 +195,9 @@ def test_validation_compiles_to_generated_code_for_the_shipped_contract(spark, m
             invalid = T.invalid_rows(parsed).count()
             assert valid == sum(1 for _, code in CASES if code is None)
             assert invalid == len(CASES) - valid
+        screened = T.dedup_keyed(T.screen(_bronze(spark, [v for v, _ in CASES]), machine_contract), machine_contract)
+        assert T.valid_rows(screened, machine_contract).count() == valid
+        assert T.rejected_rows(screened, machine_contract).count() == invalid
     finally:
         spark.conf.set("spark.sql.codegen.fallback", previous)
 
