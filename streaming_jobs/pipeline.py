@@ -98,6 +98,7 @@ class StreamJob:
     servers: str | None = None
     metrics: MetricsSink | None = None  # default: made from settings.metrics while the job runs
     _reference: DataFrame | None = field(default=None, init=False)
+    _reference_table: DataFrame | None = field(default=None, init=False)
 
     def uri(self, table: str) -> str:
         return table_uri(self.settings.lake_uri, self.contract, table)
@@ -122,6 +123,7 @@ class StreamJob:
         return self.spark.readStream.schema(_ddl(columns)).parquet(self.uri(table))
 
     def reference(self) -> DataFrame | None:
+        """The contract's reference data, read once (None without a ``reference`` block)."""
         ref, path = self.contract.reference, self.contract.reference_path
         if ref is None or path is None:
             return None
@@ -140,6 +142,18 @@ class StreamJob:
                 df = self.spark.createDataFrame(frame.astype(object).where(frame.notna(), None))
             self._reference = df.cache()
         return self._reference
+
+    def reference_table(self) -> DataFrame | None:
+        """:func:`streaming_jobs.transforms.reference_table` of the reference data, collected once
+        into a table held in the plan: joining it runs no Spark job (a broadcast of the cached,
+        de-duplicated DataFrame ran two in every micro-batch)."""
+        if self._reference_table is None:
+            reference = self.reference()
+            if reference is None:
+                return None
+            table = T.reference_table(reference, self.contract)
+            self._reference_table = _local_table(self.spark, table.collect(), table.schema)
+        return self._reference_table
 
     # -- queries ---------------------------------------------------------------------------
     def _writer(self, df: DataFrame, query: str, available_now: bool) -> Any:
@@ -293,9 +307,17 @@ class SilverBatchWriter:
 
         c = self.job.contract
         valid = T.valid_rows(batch.where(F.col("topic") == c.raw_topic), c)
-        return T.to_silver_shape(T.enrich(T.apply_filter(valid, c), c, self.job.reference()), c, batch_id)
+        return T.to_silver_shape(T.join_reference(T.apply_filter(valid, c), c, self.job.reference_table()), c, batch_id)
 
-    def _in_background(self, work: Callable[[], int]) -> Future[tuple[int, float]]:
+    def _score(self, silver: DataFrame, batch_id: int) -> tuple[int, int | None]:
+        """Score ``silver`` with the production model into predictions: (rows, model version);
+        (0, None) when no model is in production."""
+        scored = self._scorer.score(silver)
+        if scored is None:
+            return 0, None
+        return self._write(self.predictions, scored, batch_id), self._scorer.last_version
+
+    def _in_background(self, work: Callable[[], Any]) -> Future[tuple[Any, float]]:
         """Run ``work`` on the writer's helper thread, which inherits this thread's Spark job
         properties (so stopping the query cancels its jobs too); ``(result, seconds)``."""
         from pyspark.util import inheritable_thread_target
@@ -303,7 +325,7 @@ class SilverBatchWriter:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.job.contract.name}-silver")
 
-        def timed() -> tuple[int, float]:
+        def timed() -> tuple[Any, float]:
             began = time.monotonic()
             return work(), round(time.monotonic() - began, 3)
 
@@ -319,25 +341,25 @@ class SilverBatchWriter:
         batch = batch.persist()
         began = time.monotonic()
         timings: dict[str, float] = {}
-        scoring: Future[tuple[int, float]] | None = None
+        scoring: Future[tuple[tuple[int, int | None], float]] | None = None
         try:
             # The silver write is the batch's first job: it reads Kafka, parses, de-duplicates
             # (filling the cache) and counts valid and rejected rows on the way (an Observation).
-            # Scoring runs at the same time on a second thread, so one write's driver-side commit
-            # overlaps the other's tasks; it reads the same cached batch.
+            # Scoring runs at the same time on a second thread, so one write's driver-side work
+            # (building the model's plan, committing) overlaps the other's tasks; it reads the same
+            # cached batch through the same silver rows (whose observed counts are the same in both
+            # jobs; the first to finish reports them).
             kind = (F.when(F.col("topic") != c.raw_topic, "producer")
                     .when(~F.col("_accepted"), "stream").otherwise("valid"))
             seen = Observation(f"silver_batch_{batch_id}")
             counted = batch.observe(seen, F.count_if(kind == "valid").alias("valid"),
                                     F.count_if(kind != "valid").alias("dead"))
-            version = None
+            silver_df = self._silver_rows(counted, batch_id)
             if self._scorer is not None:
-                scored = self._scorer.score(self._silver_rows(batch, batch_id))
-                if scored is not None:
-                    version = self._scorer.last_version
-                    scoring = self._in_background(lambda: self._write(self.predictions, scored, batch_id))
+                scoring = self._in_background(lambda: self._score(silver_df, batch_id))
             lap = time.monotonic()
-            silver_rows = self._write(self.silver, self._silver_rows(counted, batch_id), batch_id)
+            timings["plan"] = round(lap - began, 3)
+            silver_rows = self._write(self.silver, silver_df, batch_id)
             timings["silver"] = round(time.monotonic() - lap, 3)
             rows_in, dead_rows = int(seen.get["valid"]), int(seen.get["dead"])
             lap = time.monotonic()
@@ -348,20 +370,22 @@ class SilverBatchWriter:
             else:
                 self.dead_letter.commit_empty(spark, batch_id)
             timings["dead_letter"] = round(time.monotonic() - lap, 3)
-            predictions = 0
+            predictions, version = 0, None
             if scoring is not None:
-                predictions, timings["predictions"] = scoring.result()
+                (predictions, version), timings["predictions"] = scoring.result()
                 scoring = None
-            else:  # nothing scored: keep the predictions log contiguous, no Spark job
+            if version is None:  # nothing scored: keep the predictions log contiguous, no Spark job
                 self.predictions.commit_empty(spark, batch_id)
-            timings["total"] = round(time.monotonic() - began, 3)
+            lap = time.monotonic()
+            timings["total"] = round(lap - began, 3)
             self.stats.write(spark, batch_id, {
                 "batch_id": batch_id, "rows_in": rows_in, "filtered": rows_in - silver_rows, "silver": silver_rows,
                 "predictions": predictions, "model_version": version, "dead_letter": dead_rows,
-                "committed_at": datetime.now(timezone.utc).isoformat(), "seconds": timings,
+                "committed_at": datetime.now(timezone.utc).isoformat(), "seconds": dict(timings),
             })
             if self.job.metrics is not None:
                 self.job.metrics.publish(c.name, {DEAD_LETTER_RATE: dead_letter_rate(dead_rows, rows_in + dead_rows)})
+            timings["record"] = round(time.monotonic() - lap, 3)
             log.info("%s silver batch %d: %d in, %d silver, %d predictions, %d dead letters; seconds %s",
                      c.name, batch_id, rows_in, silver_rows, predictions, dead_rows, timings)
         finally:
@@ -382,6 +406,28 @@ def _session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
             spark.conf.unset(key)
         else:
             spark.conf.set(key, previous)
+
+
+def _local_table(spark: SparkSession, rows: list[Any], schema: Any) -> DataFrame:
+    """``rows`` as a table held in the plan (an inline ``VALUES`` table: a LocalTableScan, which
+    Spark reads without a job, where ``createDataFrame`` would scan an RDD)."""
+    import math
+
+    def literal(value: Any) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, bool):
+            return "TRUE" if value else "FALSE"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"CAST('{value}' AS DOUBLE)"
+        if isinstance(value, (int, float)):
+            return repr(value)
+        return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    fields = schema.fields
+    values = [f"({', '.join(literal(v) for v in row)})" for row in rows] or [f"({', '.join(['NULL'] * len(fields))})"]
+    columns = ", ".join(f"CAST(col{i + 1} AS {f.dataType.simpleString()}) AS `{f.name}`" for i, f in enumerate(fields))
+    return spark.sql(f"SELECT {columns} FROM VALUES {', '.join(values)}" + ("" if rows else " WHERE false"))
 
 
 def _ensure_dir(spark: SparkSession, uri: str) -> None:

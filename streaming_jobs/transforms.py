@@ -6,6 +6,9 @@ data and the streaming jobs compose them::
     kafka records ──to_bronze──▶ bronze ──parse──▶ parsed ──valid_rows──▶ silver-shaped rows
                                                        └────invalid_rows──▶ dead-letter rows
 
+    in the stream:  bronze ──screen──▶ screened ──dedup_keyed, drop duplicates──▶ valid_rows
+                                                └───────────rejected_rows──▶ dead-letter rows
+
 Validation uses Spark's VARIANT type: the value is parsed once with ``try_parse_json`` and every
 JSON Schema rule of the contract becomes a SQL predicate on it. The first rule a record breaks gives
 its ``error_code`` (the same codes the producer uses, see :data:`streamsight.contracts.REASON_CODES`)
@@ -366,17 +369,30 @@ def apply_filter(df: DataFrame, contract: Contract) -> DataFrame:
     return df.where(F.expr(contract.filter)) if contract.filter else df
 
 
-def enrich(df: DataFrame, contract: Contract, reference: DataFrame | None) -> DataFrame:
-    """Stream-static left join with the contract's reference data (rows never dropped)."""
+def reference_table(reference: DataFrame, contract: Contract) -> DataFrame:
+    """The contract's reference data as the join needs it: key ``__ref_key``, the wanted columns
+    (prefixed), one row per key."""
     ref = contract.reference
-    if ref is None or reference is None:
-        return df
+    assert ref is not None, "contract has no reference block"
     ref_key = ref.reference_key or ref.key
     wanted = ref.columns or [c for c in reference.columns if c != ref_key]
-    right = reference.select(
+    return reference.select(
         F.col(ref_key).alias("__ref_key"), *[F.col(c).alias(ref.prefix + c) for c in wanted]
     ).dropDuplicates(["__ref_key"])
-    return df.join(F.broadcast(right), df[ref.key] == right["__ref_key"], "left").drop("__ref_key")
+
+
+def join_reference(df: DataFrame, contract: Contract, table: DataFrame | None) -> DataFrame:
+    """Stream-static left join with a :func:`reference_table` (rows never dropped)."""
+    if contract.reference is None or table is None:
+        return df
+    return df.join(F.broadcast(table), df[contract.reference.key] == table["__ref_key"], "left").drop("__ref_key")
+
+
+def enrich(df: DataFrame, contract: Contract, reference: DataFrame | None) -> DataFrame:
+    """Stream-static left join with the contract's reference data (rows never dropped)."""
+    if contract.reference is None or reference is None:
+        return df
+    return join_reference(df, contract, reference_table(reference, contract))
 
 
 def to_silver_shape(df: DataFrame, contract: Contract, batch_id: int) -> DataFrame:

@@ -164,3 +164,7 @@ def test_local_reference_data_travels_with_the_plan(spark, kafka_broker, telemet
     assert ref.inputFiles() == []
     expected = spark.read.csv(str(contract.reference_path), header=True, inferSchema=True)
     assert sorted(map(tuple, ref.collect())) == sorted(map(tuple, expected.collect()))
+    # What the stream joins: one row per key, held in the plan (no job, no file per micro-batch).
+    table = StreamJob(spark, settings, contract, kafka_broker.bootstrap_servers).reference_table()
+    assert table.inputFiles() == [] and "LocalTableScan" in table._jdf.queryExecution().executedPlan().toString()
+    assert table.count() == table.select("__ref_key").distinct().count() == expected.select("type").distinct().count()
