@@ -245,11 +245,12 @@ def bench(
     seconds: Annotated[float, typer.Option(help="How long to produce.")] = 30.0,
     rate: Annotated[Optional[float], typer.Option(help="Target events/s (default: as fast as possible).")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Where to write the JSON figures.")] = None,
+    partitions: Annotated[int, typer.Option(help="Partitions of the benchmark's raw topic.", min=1)] = 16,
 ) -> None:
     """Measure end-to-end throughput and latency (producer, broker and Spark on this machine)."""
     from streaming_jobs.bench import run_bench
 
-    result = run_bench(_settings(ctx), seconds=seconds, rate=rate, output=output)
+    result = run_bench(_settings(ctx), seconds=seconds, rate=rate, output=output, partitions=partitions)
     print(json.dumps(result))
 
 

@@ -59,6 +59,19 @@ class EventBatch:
         faults = self.faults.slice(0, rows) if self.faults is not None else None
         return EventBatch(self.table.slice(0, rows), faults, self.extra[:extra])
 
+    def split(self, size: int) -> list[EventBatch]:
+        """The batch in pieces of about ``size`` events, each with its share of extra events."""
+        if len(self) <= size:
+            return [self]
+        pieces, rest = [], self
+        while len(rest) > size:
+            head = rest.head(size)
+            rows, extra = head.table.num_rows, len(head.extra)
+            faults = rest.faults.slice(rows) if rest.faults is not None else None
+            pieces.append(head)
+            rest = EventBatch(rest.table.slice(rows), faults, rest.extra[extra:])
+        return [*pieces, rest]
+
     def fault_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         if self.faults is not None and self.faults.null_count < len(self.faults):

@@ -240,17 +240,19 @@ class _Outbox:
 
 
 def _bounded(events: Iterable[Event | EventBatch], count: int | None, duration: float | None,
-             stop: _StopFlag) -> Iterator[Event | EventBatch]:
-    """The events up to ``count`` / ``duration`` / a stop signal (a batch is cut to fit ``count``)."""
+             stop: _StopFlag, piece: int | None = None) -> Iterator[Event | EventBatch]:
+    """The events up to ``count`` / ``duration`` / a stop signal (a batch is cut to fit ``count``,
+    and into pieces of about ``piece`` events, so that the bounds are checked that often)."""
     deadline = time.monotonic() + duration if duration else None
     n = 0
-    for item in events:
-        if stop.stop or (count is not None and n >= count) or (deadline and time.monotonic() >= deadline):
-            return
-        if isinstance(item, EventBatch) and count is not None and n + len(item) > count:
-            item = item.head(count - n)
-        n += len(item) if isinstance(item, EventBatch) else 1
-        yield item
+    for whole in events:
+        for item in whole.split(piece) if piece and isinstance(whole, EventBatch) else (whole,):
+            if stop.stop or (count is not None and n >= count) or (deadline and time.monotonic() >= deadline):
+                return
+            if isinstance(item, EventBatch) and count is not None and n + len(item) > count:
+                item = item.head(count - n)
+            n += len(item) if isinstance(item, EventBatch) else 1
+            yield item
 
 
 def produce(settings: Settings, contract: Contract, events: Iterable[Event | EventBatch], *,
@@ -328,10 +330,11 @@ def produce(settings: Settings, contract: Contract, events: Iterable[Event | Eve
 
     started = time.monotonic()
     handed = 0  # messages handed to the client (raw and dead-letter topics)
-    # With a rate, messages go out in pieces of about 50 ms' worth, not a batch at a time.
+    # With a rate, batches are taken a quarter of a second's worth at a time (so --duration and
+    # signals are honoured that often) and messages go out in pieces of 50 ms' worth.
     piece = max(1, int(rate / 20)) if rate else None
     with _StopFlag() as stop:
-        for item in _bounded(events, count, duration, stop):
+        for item in _bounded(events, count, duration, stop, max(1, int(rate / 4)) if rate else None):
             if isinstance(item, EventBatch):
                 send_batch(item)
             else:

@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from streamsight.contracts import load_contract
+from streamsight.errors import StreamsightError
 from streamsight.settings import Settings
 
 BENCH_STREAM = "bench_telemetry"
@@ -134,12 +135,25 @@ def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None =
         warm_silver = spark.read.parquet(job.uri("silver")).count()
 
         queries = [job.bronze_query(False), job.silver_query(False)]
+
+        def check(q: Any) -> None:
+            exc = q.exception()
+            if exc is None:
+                return
+            if proc is not None and "KafkaDataLossError" in str(exc):
+                raise StreamsightError(
+                    f"the job fell so far behind the producer that the in-memory development broker evicted "
+                    f"records it had not read yet (it keeps about 5 MB per partition, {partitions} partitions "
+                    f"here): this rate is not sustained. Measure a lower --rate, more --partitions, or against a "
+                    f"real Kafka (STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS). Query {q.name}: "
+                    f"{str(exc).splitlines()[0][:300]}") from None
+            raise exc
+
         # Measure the running job, not its start-up: wait for each query's first (empty) micro-batch.
         ready_by = time.monotonic() + 120
         while any(q.lastProgress is None for q in queries) and time.monotonic() < ready_by:
             for q in queries:
-                if q.exception() is not None:
-                    raise q.exception()  # type: ignore[misc]
+                check(q)
             time.sleep(0.2)  # polling query status, bounded by ready_by
         started = time.time()
         producer = _producer(settings, env, count=None, seconds=seconds, rate=rate, seed=2)
@@ -150,8 +164,7 @@ def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None =
         caught_up = False
         while time.monotonic() < deadline:
             for q in queries:
-                if q.exception() is not None:
-                    raise q.exception()  # type: ignore[misc]
+                check(q)
             done = _silver_committed(Path(work / "lake" / "_ops" / BENCH_STREAM / "silver_batches"))
             if done >= target:
                 caught_up = True

@@ -175,3 +175,12 @@ def test_head_keeps_fault_shares(machine_contract):
     assert len(head) == len(batch) // 2
     assert abs(len(head.extra) / len(head) - len(batch.extra) / len(batch)) < 0.01
     assert batch.head(len(batch) + 5) is batch
+
+
+def test_split_keeps_every_event_once(machine_contract):
+    batch = next(synthetic_source(machine_contract, machines=50, seed=5, faults=FaultSpec(malformed=0.3, duplicates=0.1)))
+    pieces = batch.split(333)
+    assert all(len(p) <= 334 for p in pieces) and sum(len(p) for p in pieces) == len(batch)
+    assert [r for p in pieces for r in rows_as_dicts(p.table)] == rows_as_dicts(batch.table)
+    assert [e.raw for p in pieces for e in p.extra] == [e.raw for e in batch.extra]
+    assert sum((p.fault_counts().get("duplicate", 0) for p in pieces)) == batch.fault_counts()["duplicate"]
