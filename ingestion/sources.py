@@ -1,11 +1,12 @@
-"""Producer sources: each yields :class:`Event` objects for one stream contract.
+"""Producer sources: each yields :class:`Event` objects (one record each) or, where records come
+many at a time, :class:`~ingestion.columnar.EventBatch` objects, for one stream contract.
 
 * :func:`file_source` — JSON Lines, CloudTrail-style ``{"Records": [...]}`` JSON, or CSV (values
   coerced to the contract's field types). A line that is not JSON is passed on as raw bytes, so the
   producer can dead-letter it with a reason instead of losing it.
 * :func:`ai4i_source` — replays the AI4I 2020 predictive-maintenance CSV as machine telemetry.
 * :func:`synthetic_source` — realistic telemetry for many machines (the AI4I failure physics), or,
-  for any other contract, schema-driven random records; optional injected faults.
+  for any other contract, schema-driven random records; optional injected faults; in batches.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import math
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
