@@ -243,7 +243,8 @@ def config(ctx: typer.Context) -> None:
 def bench(
     ctx: typer.Context,
     seconds: Annotated[float, typer.Option(help="How long to produce.")] = 30.0,
-    rate: Annotated[Optional[float], typer.Option(help="Target events/s (default: as fast as possible).")] = None,
+    rate: Annotated[Optional[float], typer.Option(help="Target events/s (default: as fast as possible; on the "
+                                                       "development broker that soon outruns its retention).")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Where to write the JSON figures.")] = None,
     partitions: Annotated[int, typer.Option(help="Partitions of the benchmark's raw topic.", min=1)] = 16,
 ) -> None:
