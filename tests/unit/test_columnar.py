@@ -7,7 +7,6 @@ accept ordinary records; the serialiser must write exactly the record's values.
 from __future__ import annotations
 
 import json
-import math
 from datetime import datetime, timezone
 
 import pyarrow as pa
