@@ -64,7 +64,15 @@ def build_session(settings: Settings, app_name: str) -> SparkSession:
         builder = builder.config(key, value)
     if settings.spark.master.startswith("local"):
         builder = builder.config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
-    for key, value in settings.spark.conf.items():
+    conf = dict(settings.spark.conf)
+    if settings.spark.master.startswith("local"):
+        # the JVM screen (streaming_jobs/jvm); on a cluster spark-submit --jars ships it
+        from streaming_jobs import jvm
+
+        jar = jvm.ensure_built()
+        if jar is not None:
+            conf["spark.jars"] = ",".join(p for p in (conf.get("spark.jars", ""), str(jar)) if p)
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")

@@ -156,6 +156,8 @@ def _fast_stages(bronze: DataFrame, contract: Contract) -> tuple[DataFrame, list
         if f.json_type in _FAST_VARIANT:
             fast_cols.append(F.expr(f"schema_of_variant({ref})").alias(f"_fk{i}"))
             fast_cols.append(F.expr(f"try_variant_get({ref}, '$', '{f.spark_type}')").alias(f"_f{i}"))
+        elif f.json_type == "number":  # + 0.0: -0.0 becomes 0.0, as through the exact path's VARIANT decimal
+            fast_cols.append(F.expr(f"{ref} + 0.0").alias(f"_f{i}"))
         else:
             fast_cols.append(F.expr(ref).alias(f"_f{i}"))
         fast_typed.append(f"_f{i}")
@@ -172,7 +174,7 @@ def _fast_stages(bronze: DataFrame, contract: Contract) -> tuple[DataFrame, list
     return staged, [*keep, *[F.col(f"_f{i}") for i in range(n)], F.col("_f_ts"), F.col("_fast")]
 
 
-def screen(bronze: DataFrame, contract: Contract) -> DataFrame:
+def screen(bronze: DataFrame, contract: Contract, *, use_jvm: bool = True) -> DataFrame:
     """Bronze rows + typed payload columns ``p__<field>``, ``p__event_ts`` and ``_accepted``.
 
     What the stream runs before de-duplication: only the fast path of :func:`parse`, so the cost
@@ -184,14 +186,40 @@ def screen(bronze: DataFrame, contract: Contract) -> DataFrame:
     """
     if not fast_path_supported(contract):
         return parse(bronze, contract).drop("_error_code", "_reason", "_fast_path")
-    staged, _ = _fast_stages(bronze, contract)
+    from streaming_jobs import jvm
+
     fields = list(contract.fields)
+    function = jvm.screen_function(bronze.sparkSession, contract) if use_jvm else None
+    if function is None:
+        staged, _ = _fast_stages(bronze, contract)
+        return staged.select(
+            *[F.col(c) for c in bronze.columns],
+            *[F.expr(f"CASE WHEN _fast THEN _f{i} END").alias(f"p__{f.name}") for i, f in enumerate(fields)],
+            F.expr("CASE WHEN _fast THEN _f_ts END").alias("p__event_ts"),
+            F.col("_fast").alias("_accepted"),
+        )
+    # The JVM screen first; the SQL fast path sees only the values it did not accept (for the
+    # others its input is null, which costs it little: measured 3.6 against 40 us per record).
+    s3 = jvm_screened(bronze, contract, function).withColumnRenamed("value", "_raw_value")
+    s4 = s3.select("*", F.expr("CASE WHEN _jok THEN NULL ELSE _raw_value END").alias("value"))
+    staged, _ = _fast_stages(s4, contract)
     return staged.select(
-        *[F.col(c) for c in bronze.columns],
-        *[F.expr(f"CASE WHEN _fast THEN _f{i} END").alias(f"p__{f.name}") for i, f in enumerate(fields)],
-        F.expr("CASE WHEN _fast THEN _f_ts END").alias("p__event_ts"),
-        F.col("_fast").alias("_accepted"),
+        *[F.col("_raw_value" if c == "value" else c).alias(c) for c in bronze.columns],
+        *[F.expr(f"CASE WHEN _jok THEN _jv.`{f.name}` WHEN _fast THEN _f{i} END").alias(f"p__{f.name}")
+          for i, f in enumerate(fields)],
+        F.expr("CASE WHEN _jok THEN _jts WHEN _fast THEN _f_ts END").alias("p__event_ts"),
+        F.expr("_jok OR _fast").alias("_accepted"),
     )
+
+
+def jvm_screened(bronze: DataFrame, contract: Contract, function: str) -> DataFrame:
+    """Bronze rows + the JVM screen's verdict (:mod:`streaming_jobs.jvm`, SQL function
+    ``function``): ``_jv`` (its struct: ``_ok`` and the typed fields), ``_jts`` (the event time,
+    converted here as the SQL paths convert it) and ``_jok`` (accepted: ``_ok`` and an event time)."""
+    et = contract.event_time.field
+    s1 = bronze.select("*", F.call_function(function, F.col("value")).alias("_jv"))
+    s2 = s1.select("*", F.expr(_event_time_sql(contract, f"_jv.`{et}`")).alias("_jts"))
+    return s2.select("*", F.expr("_jv._ok AND _jts IS NOT NULL").alias("_jok"))
 
 
 DISAGREEMENT = "VALIDATION_DISAGREEMENT"

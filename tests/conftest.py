@@ -98,11 +98,13 @@ def kafka_broker() -> Iterator[TestBroker]:
 def spark():
     from pyspark.sql import SparkSession
 
+    from streaming_jobs import jvm
     from streaming_jobs.session import SESSION_SQL_CONF
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master("local[2]")
+        .config("spark.jars", str(jvm.build()))  # the JVM screen; needs a JDK (javac), as make setup does
         .appName("streamsight-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")

@@ -131,12 +131,30 @@ EDGE_CASES = [
     _with(type=None), _with(air_temperature_k=False), _with(rotational_speed_rpm=0),
     _with(event_time="2020-01-01 00:05:00"), _with(event_time=20200101),
     b'{"event_id": "e1"}', b"{}", b"", b"null", b'"a string"', b"[" + _with() + b"]",
+    # what the JVM screen leaves to the SQL paths, or must get right itself
+    _with() + b"  ", _with() + b"}", _with()[:-1] + b', "Torque_NM": 1}', _with()[:-1] + b', "other": {"torque_nm": "x"}}',
+    _with().replace(b'"torque_nm"', b'"torque\\u005fnm"'), _with(event_id="e\U0001F600"), _with(event_id="\ud800"),
+    _with().replace(b"42.8", b"1e400"), _with().replace(b"42.8", b"-0.0"), _with().replace(b": 0,", b": -0,", 1),
+    _with(tool_wear_min=...).replace(b"}", b', "tool_wear_min": 1E2}'), _with(tool_wear_min=2**53 + 1),
+    _with(rotational_speed_rpm=2**63), _with(event_time="2020-01-01T00:05:00.123456789+02:00"),
+    _with(event_time="2020-02-30T00:00:00Z"), _with(type="l"), _with(machine_id="M" * 32), _with(machine_id="M" * 33),
 ]
 
 
-def test_fast_path_agrees_with_the_exact_path(spark, machine_contract):
+def _calls_jvm_screen(spark, df) -> bool:
+    previous = spark.conf.get("spark.sql.debug.maxToStringFields")
+    spark.conf.set("spark.sql.debug.maxToStringFields", "10000")  # the plan's text in full
+    try:
+        return "streamsight_screen" in df._jdf.queryExecution().optimizedPlan().toString()
+    finally:
+        spark.conf.set("spark.sql.debug.maxToStringFields", previous)
+
+
+@pytest.mark.parametrize("use_jvm", [True, False], ids=["jvm-screen", "sql-screen"])
+def test_fast_path_agrees_with_the_exact_path(spark, machine_contract, use_jvm):
     """The fast path (from_json) must accept exactly what the exact path (VARIANT) accepts, with
-    the same values; a record it does not accept gets the exact path's code and reason."""
+    the same values; a record it does not accept gets the exact path's code and reason. So must
+    the stream's screen, with the JVM screen in front of the fast path or without it."""
     assert T.fast_path_supported(machine_contract)
     records = [v for v, _ in CASES] + EDGE_CASES
     columns = [c for c in T.parse(_bronze(spark, records[:1]), machine_contract).columns
@@ -158,7 +176,8 @@ def test_fast_path_agrees_with_the_exact_path(spark, machine_contract):
     assert 8 <= accepted < len(records)  # both kinds are in the sample
 
     # The stream's screen accepts the same records with the same values, and explains the rest.
-    screened = T.screen(_bronze(spark, records), machine_contract)
+    screened = T.screen(_bronze(spark, records), machine_contract, use_jvm=use_jvm)
+    assert _calls_jvm_screen(spark, screened) == use_jvm
     typed = [c for c in columns if c.startswith("p__")]
     by_offset = {r["offset"]: r for r in screened.collect()}
     for i in range(len(records)):
@@ -168,6 +187,46 @@ def test_fast_path_agrees_with_the_exact_path(spark, machine_contract):
             assert repr(tuple(row[c] for c in typed)) == repr(exact[i][: len(typed)]), records[i]
     dead = {r["offset"]: (r["error_code"], r["reason"]) for r in T.rejected_rows(screened, machine_contract).collect()}
     assert dead == {i: exact[i][len(typed):] for i in range(len(records)) if not by_offset[i]["_accepted"]}
+
+
+def test_jvm_screen_is_sound_and_takes_the_plain_records(spark, machine_contract):
+    """The JVM screen alone: every value it accepts is valid by the exact path, with the same typed
+    values; it takes the plain records producers write (so the SQL paths rarely run); and it
+    leaves every other form to them."""
+    from streaming_jobs import jvm
+
+    function = jvm.screen_function(spark, machine_contract)
+    assert function is not None, "the JVM screen is not on the classpath (python -m streaming_jobs.jvm)"
+    records = [v for v, _ in CASES] + EDGE_CASES
+    bronze = _bronze(spark, records)
+    exact = {r["offset"]: r for r in T.parse(bronze, machine_contract, fast=False).collect()}
+    names = [f.name for f in machine_contract.fields]
+    seen = T.jvm_screened(bronze, machine_contract, function).collect()
+    taken = {r["offset"]: r for r in seen if r["_jok"]}
+    for offset, row in taken.items():
+        assert exact[offset]["_accepted"], records[offset]
+        assert repr([row["_jv"][n] for n in names] + [row["_jts"]]) == repr(
+            [exact[offset][f"p__{n}"] for n in names] + [exact[offset]["p__event_ts"]]), records[offset]
+    for r in seen:
+        if not r["_jv"]["_ok"]:
+            assert all(r["_jv"][n] is None for n in names)
+    plain = {i for i, v in enumerate(records) if v in (_with(), _with(machine_failure=...), _with(rotational_speed_rpm=0))}
+    assert plain <= set(taken)
+    left = {i for i in exact if exact[i]["_accepted"]} - set(taken)
+    assert {records[i][:2] for i in left} & {b"  "}, "leading whitespace is left to the SQL paths"
+
+
+def test_jvm_screen_spec_refuses_what_it_cannot_screen(machine_contract):
+    from streaming_jobs import jvm
+
+    spec = jvm.screen_spec(machine_contract)
+    assert [f["name"] for f in spec["fields"]] == [f.name for f in machine_contract.fields]
+    doc = machine_contract.model_dump(by_alias=True)
+    doc["schema"]["properties"]["extra"] = {"type": "object"}
+    assert jvm.screen_spec(type(machine_contract).model_validate(doc)) is None
+    doc["schema"]["properties"].pop("extra")
+    doc["schema"]["properties"]["type"]["enum"] = ["L", 1]
+    assert jvm.screen_spec(type(machine_contract).model_validate(doc)) is None
 
 
 def test_rejected_rows_keep_a_record_the_screen_should_have_accepted(spark, machine_contract):
