@@ -8,17 +8,22 @@ STAMP  := $(VENV)/.installed
 INFRA       := .venv-infra
 INFRA_STAMP := $(INFRA)/.installed
 
-.PHONY: demo test setup setup-infra check-java bench clean
+.PHONY: demo test setup setup-infra check-java jvm bench clean
 
 demo: setup check-java
+	@$(BIN)/python -m streaming_jobs.jvm >/dev/null || echo "(the demo runs without the JVM screen: slower, same results)"
 	$(BIN)/streamsight demo
 
-test: setup setup-infra check-java
+# The tests need the JVM screen's jar (streaming_jobs/jvm; a JDK's javac builds it in a few seconds).
+test: setup setup-infra check-java jvm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+jvm: setup
+	@$(BIN)/python -m streaming_jobs.jvm >/dev/null
 
 # At the issue's latency target rate; unthrottled, the producer now outruns the job and the
 # in-memory development broker's retention (the bench says so and stops).
-bench: setup check-java
+bench: setup check-java jvm
 	$(BIN)/streamsight bench --seconds 30 --rate 20000
 
 setup: $(STAMP)

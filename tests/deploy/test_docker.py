@@ -788,3 +788,24 @@ def test_ci_workflow_pins_actions_and_matches_the_lock():
     for coord in re.findall(r"org\.apache\.spark:spark-sql-kafka-0-10_[\d.]+:[\w.]+", text):
         assert coord.endswith(f":{pyspark}"), f"ci.yml: {coord} does not match pyspark=={pyspark}"
     assert "make test" in text, "ci.yml should run the README's `make test`"
+
+
+def test_stream_job_gets_the_jvm_screen_built_in_the_image():
+    """The image builds the JVM screen (streaming_jobs/jvm) in the builder stage and puts the jar
+    where the stream's spark-submit --jars names it; without it the job would silently take the
+    slower SQL screen."""
+    from streaming_jobs import jvm
+
+    builder, runtime = dockerfile_stages()[0], dockerfile_stages()[-1]
+    runs = " ".join(rest for keyword, rest in builder["instructions"] if keyword == "RUN")
+    assert "openjdk-17-jdk-headless" in runs and "python -m streaming_jobs.jvm" in runs
+    in_image = "/opt/streamsight/" + jvm.JAR.relative_to(ROOT).as_posix()
+    copies = [rest for keyword, rest in runtime["instructions"] if keyword == "COPY" and "--from=builder" in rest]
+    assert any(f"/src/{jvm.JAR.relative_to(ROOT).as_posix()} {jvm.JAR.parent.relative_to(ROOT).as_posix()}/" in c
+               for c in copies), copies
+    for name, service in services().items():
+        if as_list(service.get("entrypoint"))[:1] != ["spark-submit"]:
+            continue
+        options, _app, app_args = _parse_spark_submit(as_list(service.get("command")))
+        if "--stream" in app_args:
+            assert in_image in ",".join(options.get("--jars", [])), f"{name}: no --jars {in_image}"
