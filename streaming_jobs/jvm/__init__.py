@@ -5,7 +5,7 @@ ship inside the PySpark wheel into ``build/streamsight-jvm.jar`` (``make setup``
 ``python -m streaming_jobs.jvm``; it needs ``javac`` from a JDK 17+). Local sessions put the jar on
 the classpath (``spark.jars``); under spark-submit pass ``--jars streaming_jobs/jvm/build/streamsight-jvm.jar``.
 Without the jar everything still works: :func:`streaming_jobs.transforms.screen` then uses its SQL
-fast path alone, which costs about ten times as much JVM time per record (``docs/benchmarks.md``).
+fast path, which costs several times as much JVM time per record (``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -118,11 +118,17 @@ def screen_spec(contract: Contract) -> dict[str, Any] | None:
             return None
         fields.append({
             "name": f.name, "type": f.json_type, "required": f.required, "enum": list(f.enum) if f.enum else None,
-            "minimum": f.minimum, "maximum": f.maximum, "exclusiveMinimum": f.exclusive_minimum,
-            "exclusiveMaximum": f.exclusive_maximum, "minLength": f.min_length, "maxLength": f.max_length,
+            # bounds as the SQL paths write them (Python repr), so both compare with the same decimal
+            "minimum": _literal(f.minimum), "maximum": _literal(f.maximum),
+            "exclusiveMinimum": _literal(f.exclusive_minimum), "exclusiveMaximum": _literal(f.exclusive_maximum),
+            "minLength": f.min_length, "maxLength": f.max_length,
             "pattern": f.pattern,
         })
     return {"fields": fields}
+
+
+def _literal(bound: float | None) -> str | None:
+    return None if bound is None else repr(bound)
 
 
 def _enum_fits(json_type: str, value: Any) -> bool:
