@@ -5,6 +5,7 @@ Usage on a cluster (Spark's own Kafka connector)::
     spark-submit --master spark://spark-master:7077 \\
         --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.3.0 \\
         --py-files streamsight.zip \\
+        --jars streaming_jobs/jvm/build/streamsight-jvm.jar \\
         streaming_jobs/pipeline.py --stream machine_telemetry
 
 Locally: ``streamsight stream --stream machine_telemetry [--until-idle]``.
@@ -12,7 +13,7 @@ Locally: ``streamsight stream --stream machine_telemetry [--until-idle]``.
 Queries (each with its own checkpoint under ``_checkpoints/<stream>/<query>``)::
 
     bronze       Kafka raw topic ──▶ bronze                                      (Spark file sink)
-    silver       Kafka raw + dead-letter topics ─parse, screen─▶ watermark ─▶ drop duplicates
+    silver       Kafka raw + dead-letter topics ─screen─▶ watermark ─▶ drop duplicates
                  within watermark ─foreachBatch─▶ rejects (exact path: code, reason)
                                                   + producer dead letters ─▶ dead_letter
                                               └─▶ filter, enrich ─▶ silver ─score─▶ predictions
@@ -20,8 +21,9 @@ Queries (each with its own checkpoint under ``_checkpoints/<stream>/<query>``)::
     gold_<agg>   silver ─watermark─▶ event-time window aggregate ──▶ gold         (Spark file sink, append)
 
 ``bronze`` and ``silver`` both read Kafka, so an event reaches silver and predictions in one
-micro-batch of one query.  The stream screens every value with the fast validation path only
-(:func:`streaming_jobs.transforms.screen`); the exact path, which names the broken rule, runs in
+micro-batch of one query.  The stream screens every value with the JVM screen
+(:func:`streaming_jobs.transforms.screen`, :mod:`streaming_jobs.jvm`; the SQL fast path without its
+jar); the exact path, which names the broken rule, runs in
 ``foreachBatch`` on the few records the screen did not accept.  In ``silver`` only valid records of the
 raw topic take part in de-duplication: rejected records and producer dead letters are keyed by
 their Kafka coordinates and carry no event time, so they are never dropped, never count as
