@@ -105,8 +105,24 @@ class ProductionScorer:
                               .cast("int"))
                   .withColumn("model_name", F.lit(self.model_name))
                   .withColumn("model_version", F.lit(int(version)).cast("int"))
-                  .withColumn("scored_at", F.current_timestamp()))
+                  .withColumn("scored_at", _now(df.sparkSession, self.contract)))
         return scored.select(*[F.col(f"`{c}`").cast(t).alias(c) for c, t in self.columns])
+
+
+def _now(spark: SparkSession, contract: Contract) -> Any:
+    """The time of this call, for every row: as a ``streaming_jobs.jvm`` constant function where
+    its jar is on the classpath (``current_timestamp()`` is a literal in the generated code, which
+    each micro-batch would compile anew), else ``current_timestamp()``."""
+    import time
+
+    from pyspark.sql import functions as F
+
+    from streaming_jobs import jvm
+
+    if not jvm.available(spark):
+        return F.current_timestamp()
+    name = "streamsight_scored_at_" + "".join(ch if ch.isalnum() else "_" for ch in contract.name)
+    return F.timestamp_micros(jvm.constant(spark, name, time.time_ns() // 1000))
 
 
 _ADDED = {"probability", "prediction", "model_name", "model_version", "scored_at"}

@@ -33,12 +33,22 @@ _TYPE_CHECK = {
 
 
 def to_bronze(kafka_df: DataFrame) -> DataFrame:
-    """Kafka source rows -> bronze: raw bytes, Kafka coordinates, produce and ingest time."""
+    """Kafka source rows -> bronze: raw bytes, Kafka coordinates, produce and ingest time.
+
+    Ingest time is when the job read the record: the clock, read per row by the JVM function of
+    :mod:`streaming_jobs.jvm` where its jar is on the classpath (``current_timestamp()``, which a
+    stream turns into its micro-batch's time, would be a literal in the generated code and make
+    every micro-batch compile its stages anew), else ``current_timestamp()``.
+    """
+    from streaming_jobs import jvm
+
+    now = jvm.now_function(kafka_df.sparkSession)
+    ingest = F.timestamp_micros(F.call_function(now)) if now else F.current_timestamp()
     return (
         kafka_df.select(
             "key", "value", "topic", "partition", "offset",
             F.col("timestamp").alias("kafka_timestamp"),
-            F.current_timestamp().alias("ingest_time"),
+            ingest.alias("ingest_time"),
         )
         .withColumn("ingest_date", F.to_date("ingest_time"))
     )
@@ -428,7 +438,10 @@ def enrich(df: DataFrame, contract: Contract, reference: DataFrame | None) -> Da
 
 def to_silver_shape(df: DataFrame, contract: Contract, batch_id: int) -> DataFrame:
     """Final silver column order (see :func:`streamsight.lake.silver_columns`)."""
-    with_batch = df.withColumn("_batch_id", F.lit(batch_id).cast("bigint"))
+    from streaming_jobs import jvm
+
+    name = "streamsight_batch_id_" + "".join(ch if ch.isalnum() else "_" for ch in contract.name)
+    with_batch = df.withColumn("_batch_id", jvm.constant(df.sparkSession, name, batch_id))
     return with_batch.select(*[F.col(c).cast(t).alias(c) for c, t in silver_columns(contract)])
 
 

@@ -32,7 +32,7 @@ JAR = HERE / "build" / "streamsight-jvm.jar"
 SCREEN_CLASS = "io.streamsight.jvm.ContractScreen"
 _SCREEN_TYPES = {"string": "string", "integer": "bigint", "number": "double", "boolean": "boolean"}
 # compile against only what the code imports (the wheel's jars name others in their manifests)
-_CLASSPATH_JARS = ("spark-sql-api_", "scala-library-", "jackson-core-", "jackson-databind-", "jackson-annotations-")
+_CLASSPATH_JARS = ("spark-sql-api_", "scala-library-", "scala-reflect-", "jackson-core-", "jackson-databind-", "jackson-annotations-")
 
 
 class JvmBuildError(RuntimeError):
@@ -105,6 +105,37 @@ def available(spark: Any) -> bool:
                         "--jars %s)", SCREEN_CLASS, JAR)
         setattr(spark, key, cached)
     return bool(cached)
+
+
+NOW_FUNCTION = "streamsight_now_micros"
+
+
+def now_function(spark: Any) -> str | None:
+    """Register :data:`NOW_FUNCTION` (``NowMicros``: the time, read per row, as epoch microseconds;
+    nondeterministic) with the session; its SQL name, or None without the jar."""
+    if not available(spark):
+        return None
+    registered: set[str] = getattr(spark, "_streamsight_screens", set())
+    if NOW_FUNCTION not in registered:
+        jvm = spark._jvm  # type: ignore[attr-defined]
+        spark._jsparkSession.udf().register(NOW_FUNCTION, jvm.io.streamsight.jvm.NowMicros.function())  # type: ignore[attr-defined]
+        registered.add(NOW_FUNCTION)
+        setattr(spark, "_streamsight_screens", registered)
+    return NOW_FUNCTION
+
+
+def constant(spark: Any, name: str, value: int) -> Any:
+    """A bigint column with ``value``, as the function ``name`` (``ConstantLong``, registered
+    anew on each call) where the jar is on the classpath, else a literal. For values that change
+    with every micro-batch: generated code writes a literal's value into its source, so each
+    batch's plan would be compiled anew."""
+    from pyspark.sql import functions as F
+
+    if not available(spark):
+        return F.lit(value).cast("bigint")
+    jvm = spark._jvm  # type: ignore[attr-defined]
+    spark._jsparkSession.udf().register(name, jvm.io.streamsight.jvm.ConstantLong.function(int(value)))  # type: ignore[attr-defined]
+    return F.call_function(name)
 
 
 def screen_spec(contract: Contract) -> dict[str, Any] | None:
