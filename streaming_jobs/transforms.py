@@ -194,7 +194,8 @@ def screen(bronze: DataFrame, contract: Contract, *, use_jvm: bool = True) -> Da
     are null.  The deciding is done by, in order of preference:
 
     * the JVM screen (:mod:`streaming_jobs.jvm`, when its jar is on the classpath and unless
-      ``use_jvm=False``): one pass of a streaming JSON parser, about a third of the JVM time of
+      ``use_jvm=False``): one pass of a streaming JSON parser, about a tenth of the JVM time of
+      the SQL fast path per record (``docs/benchmarks.md``);
     * the fast path of :func:`parse`, for contracts whose fields are strings, numbers, integers or
       booleans (the JVM screen takes the same contracts); other contracts get the full :func:`parse`.
 
