@@ -102,9 +102,9 @@ public final class ContractScreen implements UDF1<byte[], Row> {
         index.put(f.name, list.size());
         list.add(f);
       }
-      fields = list.toArray(new Field[0]);
-      rejected = new Object[fields.length + 1];
+      rejected = new Object[list.size() + 1];
       rejected[0] = Boolean.FALSE;
+      fields = list.toArray(new Field[0]); // last: call() compiles while it is null
     } catch (IOException e) {
       throw new IllegalArgumentException("screen spec is not JSON: " + e.getMessage(), e);
     }
