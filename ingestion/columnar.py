@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streamsight.contracts import Contract, FieldSpec
+from streamsight.contracts import Contract, FieldSpec, value_of_json_type
 
 __all__ = ["BatchValidator", "EventBatch", "json_values", "key_values", "rows_as_dicts"]
 
@@ -174,7 +174,7 @@ class BatchValidator:
                 if bound is not None:
                     conds.append(op(col, bound))
         if f.enum is not None:
-            allowed = [v for v in f.enum if _same_kind(f.json_type, v)]
+            allowed = [v for v in f.enum if value_of_json_type(f.json_type, v)]
             if not allowed:
                 return np.zeros(len(col), dtype=bool)
             try:
@@ -190,16 +190,6 @@ class BatchValidator:
             good = [v for v in distinct.to_pylist() if _passes(checker, v)]
             out &= _true(pc.is_in(col, value_set=pa.array(good, t)))
         return out
-
-
-def _same_kind(json_type: str, value: Any) -> bool:
-    if json_type == "string":
-        return isinstance(value, str)
-    if json_type == "boolean":
-        return isinstance(value, bool)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return json_type == "number" or (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
 
 
 def _passes(checker: Callable[[Any], None], value: Any) -> bool:

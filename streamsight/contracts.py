@@ -325,6 +325,18 @@ _RULE_CODES = {
 REASON_CODES = ("MALFORMED_JSON", "NOT_AN_OBJECT", "BAD_EVENT_TIME", *sorted(set(_RULE_CODES.values())))
 
 
+def value_of_json_type(json_type: str, value: Any) -> bool:
+    """Whether a contract value (an enum option, say) is of JSON Schema type ``json_type``: an
+    integer may be an integral float, a bool is neither a number nor an integer."""
+    if json_type == "string":
+        return isinstance(value, str)
+    if json_type == "boolean":
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return json_type == "number" or isinstance(value, int) or value.is_integer()
+
+
 def load_contract(path: Path | str) -> Contract:
     """Parse and validate one contract file; errors name the file and the field."""
     path = Path(path)

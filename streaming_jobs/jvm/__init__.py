@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from streamsight.contracts import Contract
+from streamsight.contracts import Contract, value_of_json_type
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +115,12 @@ def now_function(spark: Any) -> str | None:
     nondeterministic) with the session; its SQL name, or None without the jar."""
     if not available(spark):
         return None
-    registered: set[str] = getattr(spark, "_streamsight_screens", set())
+    registered: set[str] = getattr(spark, "_streamsight_functions", set())
     if NOW_FUNCTION not in registered:
         jvm = spark._jvm  # type: ignore[attr-defined]
         spark._jsparkSession.udf().register(NOW_FUNCTION, jvm.io.streamsight.jvm.NowMicros.function())  # type: ignore[attr-defined]
         registered.add(NOW_FUNCTION)
-        setattr(spark, "_streamsight_screens", registered)
+        setattr(spark, "_streamsight_functions", registered)
     return NOW_FUNCTION
 
 
@@ -145,7 +145,7 @@ def screen_spec(contract: Contract) -> dict[str, Any] | None:
     for f in contract.fields:
         if f.json_type not in _SCREEN_TYPES:
             return None
-        if f.enum is not None and not all(_enum_fits(f.json_type, v) for v in f.enum):
+        if f.enum is not None and not all(value_of_json_type(f.json_type, v) for v in f.enum):
             return None
         fields.append({
             "name": f.name, "type": f.json_type, "required": f.required, "enum": list(f.enum) if f.enum else None,
@@ -162,16 +162,6 @@ def _literal(bound: float | None) -> str | None:
     return None if bound is None else repr(bound)
 
 
-def _enum_fits(json_type: str, value: Any) -> bool:
-    if json_type == "string":
-        return isinstance(value, str)
-    if json_type == "boolean":
-        return isinstance(value, bool)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return json_type == "number" or float(value).is_integer()
-
-
 def screen_function(spark: Any, contract: Contract) -> str | None:
     """Register the contract's screen UDF with the session; its SQL name (None without the jar, or
     for a contract it cannot screen). Its result: ``struct<_ok boolean, <field> <type>, ...>``."""
@@ -180,7 +170,7 @@ def screen_function(spark: Any, contract: Contract) -> str | None:
         return None
     text = json.dumps(spec, sort_keys=True)
     name = "streamsight_screen_" + re.sub(r"\W", "_", contract.name) + "_" + hashlib.sha1(text.encode()).hexdigest()[:12]
-    registered: set[str] = getattr(spark, "_streamsight_screens", set())
+    registered: set[str] = getattr(spark, "_streamsight_functions", set())
     if name not in registered:
         from pyspark.sql.types import BooleanType, StructField, StructType, _parse_datatype_string
 
@@ -191,7 +181,7 @@ def screen_function(spark: Any, contract: Contract) -> str | None:
         screen = jvm.io.streamsight.jvm.ContractScreen(text)
         spark._jsparkSession.udf().register(name, screen, returns)  # type: ignore[attr-defined]
         registered.add(name)
-        setattr(spark, "_streamsight_screens", registered)
+        setattr(spark, "_streamsight_functions", registered)
     return name
 
 
