@@ -6,15 +6,23 @@ The streaming job keeps one :class:`ProductionScorer` for the life of the query 
 points at a different version than the one in memory, so a model promoted with
 ``streamsight promote`` (or by a better training run) is used from the next micro-batch on, without
 restarting the query.
+
+By default (``settings.ml.scoring = compiled``) a loaded model is translated to one Spark SQL
+expression (:mod:`ml.compiled`: the same arithmetic, no vectors or UDFs, about a fifth of the cost
+per record); a model with a stage the translator does not know is scored with
+``PipelineModel.transform``, as is every model with ``scoring = mllib``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ml import PRODUCTION_ALIAS
+from ml.compiled import PROBABILITY as COMPILED_PROBABILITY
+from ml.compiled import compile_probability
 from streamsight.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,6 +53,8 @@ class ProductionScorer:
         self.columns = prediction_columns(contract)
         self._lock = threading.Lock()
         self._loaded: tuple[int, PipelineModel, dict[str, Any]] | None = None
+        self.compile = settings.ml.scoring == "compiled"
+        self._compiled: tuple[int, Callable[[DataFrame], DataFrame] | None] | None = None
         self.last_version: int | None = None
 
     def current(self) -> tuple[int, PipelineModel, dict[str, Any]] | None:
@@ -74,6 +84,7 @@ class ProductionScorer:
                 model = self.registry.load(self.model_name, version)
                 previous = self._loaded[0] if self._loaded else None
                 self._loaded = (version, model, metadata)
+                self._compiled = (version, compile_probability(self.spark, model) if self.compile else None)
                 log.info("scoring with %s v%d (threshold %.4f, was %s)", self.model_name, version,
                          float(metadata["threshold"]), f"v{previous}" if previous else "none")
             return self._loaded
@@ -97,8 +108,12 @@ class ProductionScorer:
         missing = [c for c, _ in self.columns if c not in df.columns and c not in _ADDED]
         if missing:
             raise ValueError(f"cannot score {self.contract.name!r}: input lacks column(s) {missing}")
-        scored = model.transform(df)
-        probability = vector_to_array(F.col(_PROBABILITY)).getItem(1)
+        compiled = self._compiled[1] if self._compiled and self._compiled[0] == version else None
+        if compiled is not None:  # the same arithmetic as one SQL expression (ml.compiled)
+            scored, probability = compiled(df), F.col(COMPILED_PROBABILITY)
+        else:
+            scored = model.transform(df)
+            probability = vector_to_array(F.col(_PROBABILITY)).getItem(1)
         scored = (scored
                   .withColumn("probability", probability.cast("double"))
                   .withColumn("prediction", (F.col("probability") >= F.lit(float(metadata["threshold"])))

@@ -123,6 +123,18 @@ class MetricsSettings(BaseModel):
     environment: str = Field(default="local", min_length=1, description="The Environment dimension (dev, prod ...).")
 
 
+class MlSettings(BaseModel):
+    """How the streaming job scores with a contract's model (see ``ml/scoring.py``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scoring: Literal["compiled", "mllib"] = Field(
+        default="compiled",
+        description="compiled: the production model translated to one Spark SQL expression (ml/compiled.py; "
+        "a model with a stage it does not translate is scored by MLlib); mllib: PipelineModel.transform.",
+    )
+
+
 class Settings(BaseSettings):
     """The Streamsight settings object. Build it with :func:`load_settings`."""
 
@@ -143,6 +155,7 @@ class Settings(BaseSettings):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     aws: AwsSettings = Field(default_factory=AwsSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    ml: MlSettings = Field(default_factory=MlSettings)
 
     @field_validator("lake_dir")
     @classmethod

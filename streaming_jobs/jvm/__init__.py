@@ -1,11 +1,14 @@
-"""The project's JVM code: a Spark SQL UDF that screens message values in the JVM.
+"""The project's JVM code: Spark SQL functions in Java.
 
-``src/io/streamsight/jvm/ContractScreen.java`` is compiled against the Spark and Jackson jars that
+``ContractScreen`` screens message values against a contract; ``TreeEnsemble`` sums a GBT model's
+trees for the compiled scorer (``ml/compiled.py``); ``NowMicros`` and ``ConstantLong`` keep per-batch
+values out of generated code. ``src/io/streamsight/jvm/*.java`` is compiled against the Spark and Jackson jars that
 ship inside the PySpark wheel into ``build/streamsight-jvm.jar`` (``make setup`` runs
 ``python -m streaming_jobs.jvm``; it needs ``javac`` from a JDK 17+). Local sessions put the jar on
 the classpath (``spark.jars``); under spark-submit pass ``--jars streaming_jobs/jvm/build/streamsight-jvm.jar``.
 Without the jar everything still works: :func:`streaming_jobs.transforms.screen` then uses its SQL
-fast path, which costs several times as much JVM time per record (``docs/benchmarks.md``).
+fast path, which costs several times as much JVM time per record (``docs/benchmarks.md``), and a
+GBT model is scored by MLlib.
 """
 
 from __future__ import annotations
