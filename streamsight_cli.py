@@ -255,6 +255,19 @@ def bench(
     print(json.dumps(result))
 
 
+@app.command("bench-scoring")
+def bench_scoring(
+    ctx: typer.Context,
+    rows: Annotated[int, typer.Option(help="Cached silver rows scored per run.", min=1000)] = 200_000,
+    repeats: Annotated[int, typer.Option(help="Runs per variant (median reported).", min=1)] = 5,
+    output: Annotated[Optional[Path], typer.Option(help="Where to write the JSON figures.")] = None,
+) -> None:
+    """Measure scoring's cost per record: MLlib's PipelineModel.transform against the compiled scorer."""
+    from ml.bench import run_scoring_bench
+
+    print(json.dumps(run_scoring_bench(_settings(ctx), rows=rows, repeats=repeats, output=output)))
+
+
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """The whole flow on the embedded broker: produce, stream, train, score, report; prints SUMMARY."""
