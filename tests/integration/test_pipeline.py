@@ -148,7 +148,8 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, te
     # A model in production first, so predictions are part of what must survive the crash.
     produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=2000), progress=False)
     StreamJob(spark, settings, contract, kafka_broker.bootstrap_servers).run_until_idle()
-    train_model(spark, settings, contract, promote=True)
+    # (one quick candidate: what must survive is the scoring, not the model's quality)
+    train_model(spark, settings, contract, promote=True, algorithms=("logistic_regression",), refit=False)
     produce(settings, contract, sources.ai4i_source(AI4I_CSV, skip=2000, limit=6000), progress=False)
 
     lake = Path(env["STREAMSIGHT_LAKE_DIR"])
