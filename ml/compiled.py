@@ -224,14 +224,8 @@ def tree_function(spark: Any, stage: Any) -> str:
     spec = json.dumps({"trees": [_flatten(t._java_obj.rootNode()) for t in stage.trees],
                        "weights": [float(w) for w in stage.treeWeights]}, sort_keys=True)
     name = "streamsight_trees_" + hashlib.sha1(spec.encode()).hexdigest()[:16]
-    registered: set[str] = getattr(spark, "_streamsight_functions", set())
-    if name not in registered:
-        j = spark._jvm
-        spark._jsparkSession.udf().register(name, j.io.streamsight.jvm.TreeEnsemble(spec),
-                                            j.org.apache.spark.sql.types.DataTypes.DoubleType)
-        registered.add(name)
-        setattr(spark, "_streamsight_functions", registered)
-    return name
+    return jvm.register_once(spark, name, lambda j: (j.io.streamsight.jvm.TreeEnsemble(spec),
+                                                     j.org.apache.spark.sql.types.DataTypes.DoubleType))
 
 
 _STAGES = {

@@ -113,18 +113,23 @@ def available(spark: Any) -> bool:
 NOW_FUNCTION = "streamsight_now_micros"
 
 
+def register_once(spark: Any, name: str, arguments: Any) -> str:
+    """Register the function ``name`` with the session unless this session already has it;
+    ``arguments(jvm)`` gives the rest of ``UDFRegistration.register``'s arguments. Returns ``name``."""
+    registered: set[str] = getattr(spark, "_streamsight_functions", set())
+    if name not in registered:
+        spark._jsparkSession.udf().register(name, *arguments(spark._jvm))  # type: ignore[attr-defined]
+        registered.add(name)
+        setattr(spark, "_streamsight_functions", registered)
+    return name
+
+
 def now_function(spark: Any) -> str | None:
     """Register :data:`NOW_FUNCTION` (``NowMicros``: the time, read per row, as epoch microseconds;
     nondeterministic) with the session; its SQL name, or None without the jar."""
     if not available(spark):
         return None
-    registered: set[str] = getattr(spark, "_streamsight_functions", set())
-    if NOW_FUNCTION not in registered:
-        jvm = spark._jvm  # type: ignore[attr-defined]
-        spark._jsparkSession.udf().register(NOW_FUNCTION, jvm.io.streamsight.jvm.NowMicros.function())  # type: ignore[attr-defined]
-        registered.add(NOW_FUNCTION)
-        setattr(spark, "_streamsight_functions", registered)
-    return NOW_FUNCTION
+    return register_once(spark, NOW_FUNCTION, lambda jvm: (jvm.io.streamsight.jvm.NowMicros.function(),))
 
 
 def constant(spark: Any, name: str, value: int) -> Any:
@@ -173,19 +178,12 @@ def screen_function(spark: Any, contract: Contract) -> str | None:
         return None
     text = json.dumps(spec, sort_keys=True)
     name = "streamsight_screen_" + re.sub(r"\W", "_", contract.name) + "_" + hashlib.sha1(text.encode()).hexdigest()[:12]
-    registered: set[str] = getattr(spark, "_streamsight_functions", set())
-    if name not in registered:
-        from pyspark.sql.types import BooleanType, StructField, StructType, _parse_datatype_string
+    from pyspark.sql.types import BooleanType, StructField, StructType, _parse_datatype_string
 
-        fields = [StructField("_ok", BooleanType(), False)] + [
-            StructField(f.name, _parse_datatype_string(_SCREEN_TYPES[f.json_type]), True) for f in contract.fields]
-        jvm = spark._jvm  # type: ignore[attr-defined]
-        returns = jvm.org.apache.spark.sql.types.DataType.fromJson(StructType(fields).json())
-        screen = jvm.io.streamsight.jvm.ContractScreen(text)
-        spark._jsparkSession.udf().register(name, screen, returns)  # type: ignore[attr-defined]
-        registered.add(name)
-        setattr(spark, "_streamsight_functions", registered)
-    return name
+    fields = [StructField("_ok", BooleanType(), False)] + [
+        StructField(f.name, _parse_datatype_string(_SCREEN_TYPES[f.json_type]), True) for f in contract.fields]
+    return register_once(spark, name, lambda jvm: (jvm.io.streamsight.jvm.ContractScreen(text),
+                                                   jvm.org.apache.spark.sql.types.DataType.fromJson(StructType(fields).json())))
 
 
 def main(argv: list[str] | None = None) -> int:
