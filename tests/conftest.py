@@ -24,6 +24,26 @@ DATA_DIR = ROOT.parent / "shared" / "data"
 AI4I_CSV = DATA_DIR / "ai4i2020" / "ai4i2020.csv"
 EPOCH = pd.Timestamp("2020-01-01T00:00:00Z")
 sys.path.insert(0, str(ROOT))
+DEPLOY_TESTS = "tests/deploy/"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The deployment tests run last (in their usual order). Their slow work (Terraform against moto,
+    Ansible runs, linters) is mostly waiting and runs in other processes: it starts as the session
+    does (below) and overlaps the Spark tests instead of adding its time to theirs."""
+    items.sort(key=lambda item: item.nodeid.startswith(DEPLOY_TESTS))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    selected: dict[object, set[str]] = {}
+    for item in session.items:
+        module = getattr(item, "module", None)
+        if module is not None and hasattr(module, "start_background"):
+            selected.setdefault(module, set()).add(getattr(item, "originalname", item.name))
+    for module, names in selected.items():
+        module.start_background(names, session.config._tmp_path_factory)  # type: ignore[attr-defined]
 
 
 @dataclass

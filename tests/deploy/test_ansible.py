@@ -27,8 +27,10 @@ import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -227,9 +229,39 @@ class LintJob:
         self.err.close()
 
 
+# The slow work (ansible-lint, the playbook runs) starts once, in the background: at the start of the
+# session when tests/conftest.py calls start_background (so it overlaps the Spark tests, which run
+# first), otherwise when the first test of this module asks for it.
+_started: dict[str, Any] = {}
+
+
+def _tools_present() -> bool:
+    return all((INFRA_BIN / name).is_file() for name in TOOLS)
+
+
+def _tests_using(fixture: str) -> set[str]:
+    import inspect
+
+    return {name for name, fn in globals().items()
+            if name.startswith("test_") and callable(fn) and fixture in inspect.signature(fn).parameters}
+
+
+def start_background(selected: set[str], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Start ansible-lint and the playbook runs if a selected test needs them (idempotent)."""
+    if not _tools_present():
+        return  # the tests fail with the set-up hint
+    if "lint" not in _started and "test_ansible_lint_production_profile" in selected:
+        _started["lint"] = LintJob()
+    if "deployment" not in _started and selected & _tests_using("deployment"):
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ansible-deployment")
+        _started["deployment"] = pool.submit(_deploy, tmp_path_factory.mktemp("ansible-run"))
+        pool.shutdown(wait=False)
+
+
 @pytest.fixture(scope="module")
-def lint_job(tools: None) -> Iterator[LintJob]:
-    job = LintJob()
+def lint_job(tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LintJob]:
+    start_background({"test_ansible_lint_production_profile"}, tmp_path_factory)
+    job = _started.pop("lint")
     yield job
     job.close()
 
@@ -274,8 +306,14 @@ def _artifacts(dist: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def deployment(tools: None, lint_job: LintJob, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    base = tmp_path_factory.mktemp("ansible-run")
+def deployment(tools: None, tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+    start_background(_tests_using("deployment"), tmp_path_factory)
+    return _started["deployment"].result(timeout=1800)
+
+
+def _deploy(base: Path) -> Deployment:
+    """Three runs of site.yml on this machine (into per-host install roots under ``base``): a first
+    run, a second one (idempotence) and, beside it, --check on a fresh host."""
     roots = base / "roots"
     roots.mkdir()
     inventory = base / "inventory"
@@ -339,7 +377,7 @@ def deployment(tools: None, lint_job: LintJob, tmp_path_factory: pytest.TempPath
         out.seek(0)
         check = subprocess.CompletedProcess(check_job.args, check_rc, out.read(), "")
     assert not check_root.exists(), "--check wrote files"
-    yield Deployment(base, roots, first, second, check, before)
+    return Deployment(base, roots, first, second, check, before)
 
 
 # -- static checks -----------------------------------------------------------------------------------

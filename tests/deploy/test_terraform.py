@@ -248,14 +248,15 @@ class Background:
     checkov_log: Path | None = None
 
 
-@pytest.fixture(scope="module", autouse=True)
-def background(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Background]:
-    """Start the slow, independent work (moto round trip, checkov) once, before the first test."""
-    selected = {
-        getattr(item, "originalname", item.name)
-        for item in request.session.items
-        if getattr(item, "module", None) is request.module
-    }
+# Started once: at the start of the session when tests/conftest.py calls start_background (so the
+# round trip overlaps the Spark tests, which run first), otherwise by this module's first test.
+_started: list[Background] = []
+
+
+def start_background(selected: set[str], tmp_path_factory: pytest.TempPathFactory) -> Background:
+    """Start the slow, independent work (moto round trip, checkov) the selected tests need (idempotent)."""
+    if _started:
+        return _started[0]
     bg = Background()
     if APPLY_TEST in selected and (INFRA_BIN / "moto_server").is_file():
         bg.round_trip = RoundTrip()
@@ -271,6 +272,18 @@ def background(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
                  "--skip-download"],  # --skip-download: no calls to the vendor's API (offline)
                 cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "LOG_LEVEL": "ERROR"},
             )
+    _started.append(bg)
+    return bg
+
+
+@pytest.fixture(scope="module", autouse=True)
+def background(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Background]:
+    selected = {
+        getattr(item, "originalname", item.name)
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module
+    }
+    bg = start_background(selected, tmp_path_factory)
     yield bg
     if bg.checkov is not None:
         stop(bg.checkov)
