@@ -11,10 +11,13 @@ INFRA_STAMP := $(INFRA)/.installed
 .PHONY: demo test setup setup-infra check-java jvm bench clean
 
 demo: setup check-java
-	@$(BIN)/python -m streaming_jobs.jvm >/dev/null || echo "(the demo runs without the JVM screen: slower, same results)"
+	@$(BIN)/python -m streaming_jobs.jvm --no-classdata >/dev/null || echo "(the demo runs without the JVM screen: slower, same results)"
 	$(BIN)/streamsight demo
 
 # The tests need the JVM screen's jar (streaming_jobs/jvm; a JDK's javac builds it in a few seconds).
+# `jvm` also writes the class-data archive local Spark drivers start from (streaming_jobs/jvm/classdata.py:
+# about 2 minutes once, then every local session starts faster); the demo skips it, it would not repay
+# its cost in one run.
 test: setup setup-infra check-java jvm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -100,6 +100,11 @@ class SparkSettings(BaseModel):
         "predictions, so it takes fewer, larger micro-batches and leaves the CPU to them).",
     )
     conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
+    class_data_sharing: bool = Field(
+        default=True,
+        description="Local mode only: start the driver JVM from the class-data archive that "
+        "`python -m streaming_jobs.jvm` builds (streaming_jobs/jvm/classdata.py), when there is one.",
+    )
 
 
 class AwsSettings(BaseModel):

@@ -187,9 +187,22 @@ def screen_function(spark: Any, contract: Contract) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Build the jar, then the class-data archive of local driver JVMs (:mod:`.classdata`); print
+    their paths. Without the archive everything works, only start-up is slower: its failure is a
+    warning, not an error."""
+    args = argv if argv is not None else sys.argv[1:]
+    force = "--force" in args
     try:
-        print(build(force="--force" in (argv if argv is not None else sys.argv[1:])))
+        print(build(force=force))
     except JvmBuildError as exc:
         print(f"streamsight: {exc}", file=sys.stderr)
         return 1
+    if "--no-classdata" not in args:
+        from streaming_jobs.jvm import classdata
+
+        try:
+            print(classdata.build(force=force))
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            print(f"streamsight: no class-data archive (Spark starts without it, only slower): {exc}",
+                  file=sys.stderr)
     return 0
