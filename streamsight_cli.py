@@ -150,9 +150,9 @@ def stream(
     settings = _settings(ctx)
     _contract(settings, stream)  # fail on a bad contract before starting Spark
     spark = build_session(settings, f"streamsight-stream-{stream}")
-    totals = run(spark, settings, stream, until_idle=until_idle)
-    if totals is not None:
-        print(json.dumps({"stream": stream, "input_rows": totals}))
+    summary = run(spark, settings, stream, until_idle=until_idle)
+    if summary is not None:
+        print(json.dumps({"stream": stream, **summary}))
 
 
 @app.command()

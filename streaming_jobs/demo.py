@@ -187,6 +187,8 @@ def reconcile(spark: Any, job: Any, runs: list[ProduceSummary]) -> dict[str, Any
                                                f"dead-letter(stream) {by_source.get('stream', 0)} vs poison sent {poison}"),
         "every_valid_event_in_silver": check(missing == 0, f"{missing} valid event ids (passing the contract's "
                                              f"filter) missing from silver; {filtered} rows filtered out"),
+        "silver_dropped_no_late_event": check(job.late_rows.get("silver", 0) == 0,
+                                              f"{job.late_rows.get('silver', 0)} events behind the watermark"),
         "silver_has_no_duplicates": check(distinct_silver == n_silver, f"{n_silver} rows, {distinct_silver} distinct ids"),
         "duplicates_dropped_equal_injected": check(duplicates_dropped == injected_dups,
                                                    f"dropped {duplicates_dropped} vs injected {injected_dups}"),
@@ -200,6 +202,7 @@ def reconcile(spark: Any, job: Any, runs: list[ProduceSummary]) -> dict[str, Any
         "silver": n_silver,
         "dead_letter": n_dead,
         "duplicates_dropped": duplicates_dropped,
+        "late_rows_dropped": dict(job.late_rows),
         "filtered": filtered,
         "predictions": n_pred,
         "reconciled": all(c["ok"] for c in checks.values()),

@@ -9,9 +9,14 @@ What the CloudWatch alarms and dashboard of ``terraform/modules/monitoring`` wat
                                         over the stream's Kafka-reading queries)
     MicroBatchDurationMs  Milliseconds  wall time of one micro-batch (``triggerExecution``)
     DeadLetterRate        Percent       100 * dead-letter records / input records of a silver batch
+    LateRowsDropped       Count         rows of a micro-batch that Spark's stateful operator dropped
+                                        because their event time was behind the watermark: in the
+                                        silver query, events that are in bronze but not in silver;
+                                        in a gold query, silver rows no window counted
 
-The first two come from each query's progress report (a :class:`ProgressListener` registered on the
-session); the last from the silver query's batch writer, which is the one that knows.
+The first two and the last come from each query's progress report (a :class:`ProgressListener`
+registered on the session, which also logs a warning for every batch that dropped late rows, with
+or without a sink); DeadLetterRate from the silver query's batch writer, which is the one that knows.
 
 Sinks (``settings.metrics.sink``): ``none``; ``log`` (one INFO line per data point); ``cloudwatch``
 (``PutMetricData`` through boto3, region and endpoint from ``settings.aws``).  Publishing never
@@ -37,7 +42,9 @@ log = logging.getLogger(__name__)
 CONSUMER_LAG = "ConsumerLag"
 MICRO_BATCH_DURATION = "MicroBatchDurationMs"
 DEAD_LETTER_RATE = "DeadLetterRate"
-UNITS = {CONSUMER_LAG: "Count", MICRO_BATCH_DURATION: "Milliseconds", DEAD_LETTER_RATE: "Percent"}
+LATE_ROWS_DROPPED = "LateRowsDropped"
+UNITS = {CONSUMER_LAG: "Count", MICRO_BATCH_DURATION: "Milliseconds", DEAD_LETTER_RATE: "Percent",
+         LATE_ROWS_DROPPED: "Count"}
 
 
 class MetricsSink(Protocol):
@@ -173,14 +180,24 @@ def _listener_base() -> type:
     return StreamingQueryListener
 
 
+def late_rows(progress: Mapping[str, Any]) -> int | None:
+    """Rows the query's stateful operators dropped as later than the watermark in this micro-batch
+    (``numRowsDroppedByWatermark``); ``None`` for a query without one."""
+    operators = progress.get("stateOperators") or []
+    if not operators:
+        return None
+    return sum(int(op.get("numRowsDroppedByWatermark") or 0) for op in operators)
+
+
 class ProgressListener(_listener_base()):  # type: ignore[misc]
-    """Publishes ConsumerLag and MicroBatchDurationMs from the progress of the named queries.
+    """Publishes ConsumerLag, MicroBatchDurationMs and LateRowsDropped from the progress of the
+    named queries, and warns of every micro-batch that dropped late rows (``sink`` None: warns only).
 
     Queries are named ``<stream>.<query>`` by :class:`streaming_jobs.pipeline.StreamJob`; others
     are ignored.
     """
 
-    def __init__(self, sink: MetricsSink, streams: set[str]) -> None:
+    def __init__(self, sink: MetricsSink | None, streams: set[str]) -> None:
         self.sink = sink
         self.streams = set(streams)
         self._lag: dict[tuple[str, str], int] = {}
@@ -213,7 +230,15 @@ class ProgressListener(_listener_base()):  # type: ignore[misc]
         if lag is not None:
             self._lag[(stream, query)] = lag
             values[CONSUMER_LAG] = float(max(v for (s, _q), v in self._lag.items() if s == stream))
-        if values:
+        late = late_rows(progress)
+        if late is not None:
+            values[LATE_ROWS_DROPPED] = float(late)
+            if late:
+                where = "they are in bronze, not in silver" if query == "silver" else "no window counted them"
+                log.warning("%s: micro-batch %s dropped %d rows whose event time was behind the watermark "
+                            "(%s; the contract's watermark sets how late an event may be)",
+                            name, progress.get("batchId"), late, where)
+        if values and self.sink is not None:
             self.sink.publish(stream, values)
 
 

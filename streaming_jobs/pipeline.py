@@ -63,6 +63,7 @@ from streaming_jobs.metrics import (
     MetricsSink,
     ProgressListener,
     dead_letter_rate,
+    late_rows,
     make_sink,
 )
 from streamsight.contracts import Contract, get_contract
@@ -99,6 +100,9 @@ class StreamJob:
     contract: Contract
     servers: str | None = None
     metrics: MetricsSink | None = None  # default: made from settings.metrics while the job runs
+    # rows the stateful operators dropped as later than the watermark, per query, over the runs of
+    # run_until_idle (queries with such an operator only: silver, gold_*)
+    late_rows: dict[str, int] = field(default_factory=dict, init=False)
     _reference: DataFrame | None = field(default=None, init=False)
     _reference_table: DataFrame | None = field(default=None, init=False)
 
@@ -193,11 +197,9 @@ class StreamJob:
     # -- running ---------------------------------------------------------------------------
     @contextmanager
     def _publishing_metrics(self) -> Iterator[None]:
-        """Metrics (settings.metrics) for the queries started inside the block."""
-        if self.metrics is None and self.settings.metrics.sink == "none":
-            yield  # no listener: nothing to publish
-            return
-        owned = self.metrics is None
+        """Metrics (settings.metrics) for the queries started inside the block, and warnings of
+        rows dropped as late (the listener warns even when no metrics are published)."""
+        owned = self.metrics is None and self.settings.metrics.sink != "none"
         if owned:
             self.metrics = make_sink(self.settings)
         listener = ProgressListener(self.metrics, {self.contract.name})
@@ -227,7 +229,11 @@ class StreamJob:
                 q.awaitTermination()
                 if q.exception() is not None:
                     raise q.exception()  # type: ignore[misc]
-                totals[q.name.split(".", 1)[1]] = sum(p["numInputRows"] for p in q.recentProgress)
+                name = q.name.split(".", 1)[1]
+                totals[name] = sum(p["numInputRows"] for p in q.recentProgress)
+                late = [n for n in map(late_rows, q.recentProgress) if n is not None]
+                if late:
+                    self.late_rows[name] = self.late_rows.get(name, 0) + sum(late)
         return totals
 
     def _start(self, name: str, available_now: bool) -> StreamingQuery:
@@ -445,7 +451,9 @@ def _ensure_dir(spark: SparkSession, uri: str) -> None:
         fs.mkdirs(path)
 
 
-def run(spark: SparkSession, settings: Settings, stream: str, *, until_idle: bool) -> dict[str, int] | None:
+def run(spark: SparkSession, settings: Settings, stream: str, *, until_idle: bool) -> dict[str, Any] | None:
+    """Run the stream's queries; with ``until_idle``, ``{"input_rows": {query: rows},
+    "late_rows_dropped": {query: rows}}`` once every query has caught up."""
     contract = get_contract(settings.contracts_dir, stream)
     servers = check_broker(settings)
     job = StreamJob(spark, settings, contract, servers)
@@ -453,7 +461,9 @@ def run(spark: SparkSession, settings: Settings, stream: str, *, until_idle: boo
         started = time.monotonic()
         totals = job.run_until_idle()
         log.info("caught up in %.1fs: %s", time.monotonic() - started, totals)
-        return totals
+        if any(job.late_rows.values()):
+            log.warning("rows dropped as later than the watermark (%s): %s", contract.watermark, job.late_rows)
+        return {"input_rows": totals, "late_rows_dropped": dict(job.late_rows)}
     job.run_forever()
     return None
 

@@ -1,5 +1,5 @@
-"""Operational metrics: the streaming job publishes ConsumerLag, MicroBatchDurationMs and
-DeadLetterRate to CloudWatch -- here a real moto server on loopback -- with the dimensions the
+"""Operational metrics: the streaming job publishes ConsumerLag, MicroBatchDurationMs,
+DeadLetterRate and LateRowsDropped to CloudWatch -- here a real moto server on loopback -- with the dimensions the
 terraform alarms use (Environment, Stream)."""
 
 from __future__ import annotations
@@ -63,6 +63,25 @@ def test_listener_reports_the_largest_lag_of_the_streams_queries_and_ignores_oth
     ]
 
 
+def test_listener_counts_and_warns_of_rows_dropped_behind_the_watermark(caplog):
+    sink = _Recorder()
+    listener = ProgressListener(sink, {"s"})
+    ops = lambda *dropped: [{"numRowsTotal": 9, "numRowsDroppedByWatermark": d} for d in dropped]  # noqa: E731
+    with caplog.at_level(logging.WARNING, logger="streaming_jobs.metrics"):
+        listener.handle({"name": "s.silver", "batchId": 4, "sources": [], "stateOperators": ops(0)})
+        listener.handle({"name": "s.silver", "batchId": 5, "sources": [], "stateOperators": ops(3)})
+        listener.handle({"name": "s.gold_1h", "batchId": 2, "sources": [], "stateOperators": ops(1, 1)})
+        listener.handle({"name": "s.bronze", "batchId": 7, "sources": []})  # no stateful operator
+        ProgressListener(None, {"s"}).handle({"name": "s.silver", "batchId": 6, "stateOperators": ops(2)})
+    assert sink.points == [("s", {"LateRowsDropped": 0.0}), ("s", {"LateRowsDropped": 3.0}),
+                           ("s", {"LateRowsDropped": 2.0})]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3  # batches 5, 2 (gold) and 6 (no sink: warned all the same)
+    assert "s.silver: micro-batch 5 dropped 3 rows" in warnings[0] and "in bronze, not in silver" in warnings[0]
+    assert "s.gold_1h: micro-batch 2 dropped 2 rows" in warnings[1] and "no window counted them" in warnings[1]
+    assert "micro-batch 6 dropped 2 rows" in warnings[2]
+
+
 @pytest.fixture
 def moto(tmp_path, monkeypatch):
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -102,7 +121,7 @@ def test_streaming_job_publishes_the_alarmed_metrics_to_cloudwatch(spark, kafka_
     dims = [{"Name": "Environment", "Value": "ci"}, {"Name": "Stream", "Value": "machine_telemetry"}]
     listed = {m["MetricName"] for m in cw.list_metrics(Namespace="Streamsight")["Metrics"]
               if sorted(m["Dimensions"], key=lambda d: d["Name"]) == dims}
-    assert listed == {"ConsumerLag", "MicroBatchDurationMs", "DeadLetterRate"}
+    assert listed == {"ConsumerLag", "MicroBatchDurationMs", "DeadLetterRate", "LateRowsDropped"}
 
     def stat(name: str, statistic: str) -> list[float]:
         points = cw.get_metric_statistics(Namespace="Streamsight", MetricName=name, Dimensions=dims,
@@ -113,6 +132,7 @@ def test_streaming_job_publishes_the_alarmed_metrics_to_cloudwatch(spark, kafka_
     expected_rates = [100.0 * r["dead_letter"] / (r["rows_in"] + r["dead_letter"]) for r in stats]
     assert stat("DeadLetterRate", "Maximum") == [pytest.approx(max(expected_rates))]
     assert stat("ConsumerLag", "Minimum") == [0.0]  # caught up when the last batch was planned
+    assert stat("LateRowsDropped", "Maximum") == [0.0]  # AI4I replayed in order: nothing late
     assert stat("MicroBatchDurationMs", "Minimum")[0] > 0
 
 

@@ -7,6 +7,7 @@ hard-coded numbers.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pyspark.sql import functions as F
 
 from ingestion import sources
 from ingestion.producer import produce
+from streaming_jobs import transforms as T
 from streaming_jobs.demo import reconcile
 from streaming_jobs.pipeline import StreamJob, batch_stats
 from streamsight.contracts import load_contracts
@@ -187,6 +189,31 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, te
     assert stats.where("model_version IS NULL").count() == 0
     bronze = spark.read.parquet(str(lake / "bronze" / "machine_telemetry"))
     assert bronze.count() == bronze.select("partition", "offset").distinct().count() == 6000
+
+
+def test_events_behind_the_watermark_are_counted_and_stay_in_bronze(spark, kafka_broker, telemetry, caplog):
+    """Spark's de-duplication drops an event whose time is behind the watermark (the newest event
+    time of the earlier micro-batches of the run, less the contract's watermark): the run reports
+    it per query and warns, and the event is still in bronze."""
+    from streaming_jobs.pipeline import run
+
+    settings, contract, _ = telemetry
+    # Several micro-batches in one run: the watermark moves between them (a restarted query starts
+    # from the watermark of its last batch, so a single batch would never drop anything).
+    settings = settings.model_copy(update={"spark": settings.spark.model_copy(update={"max_offsets_per_trigger": 100})})
+    produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=300), progress=False)  # one a minute
+    # Then a new event (UDI 401) timed 200 minutes before the first one, hours behind the newest.
+    late_start = sources.AI4I_START - timedelta(minutes=600)
+    produce(settings, contract, sources.ai4i_source(AI4I_CSV, start=late_start, skip=400, limit=1), progress=False)
+    with caplog.at_level(logging.WARNING, logger="streaming_jobs.pipeline"):
+        summary = run(spark, settings, "machine_telemetry", until_idle=True)
+    assert summary["input_rows"]["silver"] == 301 and summary["late_rows_dropped"]["silver"] == 1
+    assert any("later than the watermark" in r.getMessage() for r in caplog.records)
+    job = StreamJob(spark, settings, contract, kafka_broker.bootstrap_servers)
+    silver_ids = {r[0] for r in spark.read.parquet(job.uri("silver")).select("event_id").collect()}
+    assert len(silver_ids) == 300 and "ai4i-401" not in silver_ids
+    bronze = T.parse(spark.read.parquet(job.uri("bronze")), contract)
+    assert bronze.count() == 301 and bronze.where("p__event_id = 'ai4i-401'").count() == 1
 
 
 def test_local_reference_data_travels_with_the_plan(spark, kafka_broker, telemetry):

@@ -5,6 +5,7 @@
 #   ConsumerLag           Count         records behind the latest Kafka offsets, summed over partitions
 #   MicroBatchDurationMs  Milliseconds  wall time of one micro-batch (triggerExecution)
 #   DeadLetterRate        Percent       100 * dead-letter records / input records of the batch
+#   LateRowsDropped       Count         rows a stateful operator dropped as behind the watermark
 # CloudWatch agent metric (namespace var.agent_namespace, default "CWAgent"), aggregated by the
 # agent configuration (ansible/) to exactly these dimensions:
 #   disk_used_percent     Percent       {InstanceId, path} on brokers, master and namenode;
@@ -35,6 +36,13 @@ locals {
         statistic   = "Average"
         threshold   = var.dead_letter_rate_threshold_percent
         description = "Dead-letter rate of stream ${stream} above ${var.dead_letter_rate_threshold_percent}%"
+      }
+      "${stream}-late-rows" = {
+        stream      = stream
+        metric      = "LateRowsDropped"
+        statistic   = "Sum"
+        threshold   = var.late_rows_threshold
+        description = "Stream ${stream} dropped more than ${var.late_rows_threshold} rows as later than its watermark (they are in bronze only)"
       }
     }
   ]...)
@@ -200,17 +208,17 @@ locals {
   region = data.aws_region.current.name
 
   stream_widgets = [
-    for i, metric in ["ConsumerLag", "MicroBatchDurationMs", "DeadLetterRate"] : {
+    for i, metric in ["ConsumerLag", "MicroBatchDurationMs", "DeadLetterRate", "LateRowsDropped"] : {
       type   = "metric"
-      x      = 8 * i
+      x      = 6 * i
       y      = 0
-      width  = 8
+      width  = 6
       height = 6
       properties = {
         title   = metric
         region  = local.region
         view    = "timeSeries"
-        stat    = metric == "MicroBatchDurationMs" ? "p90" : (metric == "DeadLetterRate" ? "Average" : "Maximum")
+        stat    = lookup({ MicroBatchDurationMs = "p90", DeadLetterRate = "Average", LateRowsDropped = "Sum" }, metric, "Maximum")
         period  = var.period_seconds
         metrics = [for stream in var.streams : [var.metric_namespace, metric, "Environment", var.environment, "Stream", stream]]
       }

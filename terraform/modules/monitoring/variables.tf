@@ -93,6 +93,12 @@ variable "dead_letter_rate_threshold_percent" {
   default     = 5
 }
 
+variable "late_rows_threshold" {
+  description = "LateRowsDropped (rows dropped as later than the watermark, summed over the period) that raises the alarm; 0 alarms on any."
+  type        = number
+  default     = 0
+}
+
 variable "cpu_threshold_percent" {
   description = "Average CPUUtilization that raises a CPU alarm."
   type        = number
