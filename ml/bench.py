@@ -108,7 +108,7 @@ def run_scoring_bench(settings: Settings, *, rows: int = 200_000, repeats: int =
             cost = {m: figures[m]["jvm_us_per_record"] - base for m in ("mllib", "compiled")}
             figures["scoring_us_per_record"] = {m: round(v, 2) for m, v in cost.items()}
             figures["mllib_over_compiled"] = round(cost["mllib"] / cost["compiled"], 2) if cost["compiled"] > 0 else None
-            figures["compiled"]["used"] = scorers["compiled"]._compiled is not None and scorers["compiled"]._compiled[1] is not None
+            figures["compiled"]["used"] = scorers["compiled"].path == "compiled"
             result[algorithm] = figures
         result["machine"] = (f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
                              f"Spark {spark.version}")

@@ -247,6 +247,9 @@ def compile_probability(spark: Any, model: PipelineModel) -> Callable[[DataFrame
     except NotCompilable as exc:
         log.info("scoring with PipelineModel.transform: the model is not compilable to SQL (%s)", exc)
         return None
+    except Exception:  # noqa: BLE001 - a defect here must not stop scoring: MLlib scores instead
+        log.warning("scoring with PipelineModel.transform: translating the model to SQL failed", exc_info=True)
+        return None
 
 
 def _compile(spark: Any, model: PipelineModel) -> Callable[[DataFrame], DataFrame]:

@@ -58,6 +58,15 @@ class ProductionScorer:
         self._compiled: tuple[int, Callable[[DataFrame], DataFrame] | None] | None = None
         self.last_version: int | None = None
 
+    @property
+    def path(self) -> str | None:
+        """How the model in memory scores: ``"compiled"`` (Spark SQL, :mod:`ml.compiled`),
+        ``"mllib"`` (``PipelineModel.transform``), or ``None`` with no model loaded."""
+        if self._loaded is None:
+            return None
+        compiled = self._compiled is not None and self._compiled[0] == self._loaded[0] and self._compiled[1] is not None
+        return "compiled" if compiled else "mllib"
+
     def current(self) -> tuple[int, PipelineModel, dict[str, Any]] | None:
         """``(version, model, metadata)`` of the production version, or ``None`` if there is none.
 
@@ -86,8 +95,8 @@ class ProductionScorer:
                 previous = self._loaded[0] if self._loaded else None
                 self._loaded = (version, model, metadata)
                 self._compiled = (version, compile_probability(self.spark, model) if self.compile else None)
-                log.info("scoring with %s v%d (threshold %.4f, was %s)", self.model_name, version,
-                         float(metadata["threshold"]), f"v{previous}" if previous else "none")
+                log.info("scoring with %s v%d (threshold %.4f, was %s; %s)", self.model_name, version,
+                         float(metadata["threshold"]), f"v{previous}" if previous else "none", self.path)
             return self._loaded
 
     def score(self, df: DataFrame) -> DataFrame | None:

@@ -12,7 +12,8 @@ What the CloudWatch alarms and dashboard of ``terraform/modules/monitoring`` wat
     LateRowsDropped       Count         rows of a micro-batch that Spark's stateful operator dropped
                                         because their event time was behind the watermark: in the
                                         silver query, events that are in bronze but not in silver;
-                                        in a gold query, silver rows no window counted
+                                        in a gold query, window rows (a silver row behind the
+                                        watermark counts once per window it falls in)
 
 The first two and the last come from each query's progress report (a :class:`ProgressListener`
 registered on the session, which also logs a warning for every batch that dropped late rows, with

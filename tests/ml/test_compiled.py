@@ -128,6 +128,22 @@ def test_a_stage_it_does_not_know_is_scored_by_mllib(spark, rows):
     assert compile_probability(spark, model) is None
 
 
+def test_a_failing_translation_is_scored_by_mllib(spark, trained, monkeypatch, caplog):
+    """A defect in the translator is logged with its traceback and MLlib scores: it never stops a stream."""
+    import logging
+
+    from ml import compiled
+
+    def broken(_spark, _model):
+        raise KeyError("a parameter the translator did not expect")
+
+    monkeypatch.setattr(compiled, "_compile", broken)
+    with caplog.at_level(logging.WARNING, logger="ml.compiled"):
+        assert compile_probability(spark, trained["logistic_regression"][0]) is None
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "translating the model to SQL failed" in record.getMessage() and record.exc_info[0] is KeyError
+
+
 def test_scorer_uses_the_setting(spark, rows, trained, tmp_path):
     """settings.ml.scoring: compiled (default) and mllib give the same scores through the scorer."""
     from ml import PRODUCTION_ALIAS
@@ -149,7 +165,7 @@ def test_scorer_uses_the_setting(spark, rows, trained, tmp_path):
         scorer = ProductionScorer(spark, settings.model_copy(update={"ml": settings.ml.model_copy(update={"scoring": mode})}),
                                   contract)
         scorer.current()
-        assert (scorer._compiled[1] is not None) == (mode == "compiled")
+        assert scorer.path == mode
         scores[mode] = scorer.score(batch).select("event_id", "probability", "prediction").toPandas().set_index("event_id").sort_index()
     assert len(scores["compiled"]) == batch.count()
     assert (scores["compiled"]["probability"] - scores["mllib"]["probability"]).abs().max() < TOLERANCE
