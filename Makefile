@@ -22,6 +22,7 @@ test: setup setup-infra check-java jvm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 jvm: setup
+	@test -n "$$(ls streaming_jobs/jvm/build/spark-classes-*.jsa 2>/dev/null)" || echo "building the JVM jar and the class-data archive of local Spark drivers (about 2 minutes, once)"
 	@$(BIN)/python -m streaming_jobs.jvm >/dev/null
 
 # At the issue's latency target rate; unthrottled, the producer now outruns the job and the

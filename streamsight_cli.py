@@ -268,6 +268,22 @@ def bench_scoring(
     print(json.dumps(run_scoring_bench(_settings(ctx), rows=rows, repeats=repeats, output=output)))
 
 
+@app.command("bench-startup")
+def bench_startup(
+    ctx: typer.Context,
+    runs: Annotated[int, typer.Option(help="Runs per variant (median reported).", min=1)] = 5,
+    output: Annotated[Optional[Path], typer.Option(help="Where to write the JSON figures.")] = None,
+) -> None:
+    """Measure a CLI command's start-up with and without the class-data archive (streaming_jobs/jvm/classdata.py)."""
+    from streaming_jobs.jvm.classdata import bench
+
+    try:
+        print(json.dumps(bench(_settings(ctx), runs=runs, output=output)))
+    except RuntimeError as exc:
+        typer.echo(f"streamsight: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """The whole flow on the embedded broker: produce, stream, train, score, report; prints SUMMARY."""

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,45 @@ def _workload() -> None:
                 run_sql(spark, settings, f"SELECT count(*) AS n FROM {contract.name}_silver", as_json=True)
             finally:
                 spark.stop()
+
+
+def bench(settings: Any, *, runs: int = 5, output: Path | None = None) -> dict[str, Any]:
+    """``streamsight bench-startup``: the wall time of a real CLI command (``streamsight sql --json
+    "SELECT 1"``, a new process and Spark driver each time) with and without the archive,
+    alternating; medians, their ratio, and every run. Written to ``output`` as JSON."""
+    import json
+    import platform
+    import statistics
+    import time
+
+    archive = archive_path()
+    if archive is None or not archive.is_file():
+        raise RuntimeError("no class-data archive to compare with: build it with `python -m streaming_jobs.jvm`")
+    times: dict[str, list[float]] = {"with_archive": [], "without_archive": []}
+    with tempfile.TemporaryDirectory(prefix="streamsight-bench-startup-") as tmp:
+        for _ in range(runs):
+            for variant, sharing in (("with_archive", "true"), ("without_archive", "false")):
+                env = {**os.environ, "STREAMSIGHT_LAKE_DIR": str(Path(tmp) / "lake"),
+                       "STREAMSIGHT_SPARK__CLASS_DATA_SHARING": sharing, "STREAMSIGHT_LOG_LEVEL": "WARNING"}
+                began = time.monotonic()
+                done = subprocess.run([sys.executable, "-m", "streamsight_cli", "sql", "--json", "SELECT 1 AS one"],
+                                      env=env, capture_output=True, text=True, timeout=300)
+                elapsed = time.monotonic() - began
+                if done.returncode != 0 or json.loads(done.stdout.splitlines()[-1]) != {"one": 1}:
+                    raise RuntimeError(f"streamsight sql failed ({variant}):\n{done.stderr[-2000:]}")
+                times[variant].append(round(elapsed, 2))
+    medians = {k: round(statistics.median(v), 2) for k, v in times.items()}
+    result = {
+        "bench": "startup", "command": 'streamsight sql --json "SELECT 1 AS one"', "runs": runs,
+        "median_seconds": medians, "without_over_with": round(medians["without_archive"] / medians["with_archive"], 2),
+        "seconds": times, "archive": str(archive), "archive_bytes": archive.stat().st_size,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+    }
+    path = output or Path(settings.reports_dir) / "bench-startup.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    result["output"] = str(path)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
