@@ -27,6 +27,13 @@ sys.path.insert(0, str(ROOT))
 DEPLOY_TESTS = "tests/deploy/"
 
 
+def background_command(args: list[str]) -> list[str]:
+    """``args`` at the lowest CPU priority (``nice -n 19``): the deployment tests' slow work runs
+    beside the Spark tests and should take only the CPU they leave idle."""
+    nice = shutil.which("nice")
+    return [nice, "-n", "19", *args] if nice else list(args)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The deployment tests run last (in their usual order). Their slow work (Terraform against moto,
     Ansible runs, linters) is mostly waiting and runs in other processes: it starts as the session

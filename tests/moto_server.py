@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -26,15 +27,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_moto(log: Path) -> tuple[subprocess.Popen, str]:
-    """Start ``moto_server`` on a free loopback port; ``(process, endpoint URL)`` once it listens."""
+def start_moto(log: Path, *, low_priority: bool = False) -> tuple[subprocess.Popen, str]:
+    """Start ``moto_server`` on a free loopback port (at nice 19 with ``low_priority``);
+    ``(process, endpoint URL)`` once it listens."""
     binary = INFRA_BIN / "moto_server"
     if not binary.exists():
         raise MotoError(f"{binary} is missing: run `make setup-infra` (make test does it)")
     port = free_port()
     env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}  # AmazonSSMManagedInstanceCore
     with open(log, "w") as fh:
-        proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)],
+        args = [str(binary), "-H", "127.0.0.1", "-p", str(port)]
+        if low_priority and shutil.which("nice"):
+            args = [shutil.which("nice"), "-n", "19", *args]
+        proc = subprocess.Popen(args,
                                 stdout=fh, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + T_MOTO_START
     while True:

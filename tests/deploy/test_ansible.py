@@ -35,6 +35,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import background_command
+
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = ROOT / "ansible"
 INFRA_BIN = ROOT / ".venv-infra" / "bin"
@@ -211,7 +213,7 @@ class LintJob:
     def __init__(self) -> None:
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by close()
         self.err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by close()
-        args = [tool("ansible-lint"), "--profile", "production", "--offline", "--nocolor"]
+        args = background_command([tool("ansible-lint"), "--profile", "production", "--offline", "--nocolor"])
         self.proc = subprocess.Popen(args, cwd=ANSIBLE_DIR, env=tool_env(), stdout=self.log, stderr=self.err,
                                      text=True)
 
@@ -361,6 +363,7 @@ def _deploy(base: Path) -> Deployment:
     (base / "extra-vars.yml").write_text(yaml.safe_dump(EXTRA_VARS), encoding="utf-8")
     command = [tool("ansible-playbook"), "-i", str(inventory), "--limit", NODE, "-e", f"@{base / 'extra-vars.yml'}",
                "site.yml"]
+    command = background_command(command)
     first = run(command, env=vault_env)
     # Check mode on a fresh host, beside the second run. Only the pipeline play (the one whose later steps
     # depend on earlier ones: archives copied, then unpacked), to keep the module quick; the whole

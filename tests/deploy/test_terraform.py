@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import background_command
 from tests.moto_server import INFRA_BIN, start_moto, stop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,14 +209,14 @@ def moto_round_trip(workdir: Path, result: RoundTrip) -> None:
     def timed(name: str, args: list[str], cwd: Path, timeout: float) -> str:
         t0 = time.monotonic()
         try:
-            return sh(args, cwd, timeout)
+            return sh(background_command(args), cwd, timeout)
         finally:
             result.timings[name] = round(time.monotonic() - t0, 1)
 
     moto = None
     try:
         dev = copy_tree(workdir / "terraform") / "envs" / "dev"
-        moto, endpoint = start_moto(workdir / "moto.log")
+        moto, endpoint = start_moto(workdir / "moto.log", low_priority=True)
         (dev / "moto_override.tf").write_text(moto_override(endpoint))
         timed("init", init_cmd(), dev, T_INIT)
         try:
@@ -268,8 +269,8 @@ def start_background(selected: set[str], tmp_path_factory: pytest.TempPathFactor
         bg.checkov_log = tmp_path_factory.mktemp("checkov") / "checkov.log"
         with open(bg.checkov_log, "w") as fh:
             bg.checkov = subprocess.Popen(
-                [str(INFRA_BIN / "checkov"), "-d", "terraform", "--framework", "terraform", "--quiet", "--compact",
-                 "--skip-download"],  # --skip-download: no calls to the vendor's API (offline)
+                background_command([str(INFRA_BIN / "checkov"), "-d", "terraform", "--framework", "terraform",
+                                    "--quiet", "--compact", "--skip-download"]),  # --skip-download: offline
                 cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "LOG_LEVEL": "ERROR"},
             )
     _started.append(bg)
