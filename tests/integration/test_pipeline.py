@@ -200,20 +200,20 @@ def test_events_behind_the_watermark_are_counted_and_stay_in_bronze(spark, kafka
     settings, contract, _ = telemetry
     # Several micro-batches in one run: the watermark moves between them (a restarted query starts
     # from the watermark of its last batch, so a single batch would never drop anything).
-    settings = settings.model_copy(update={"spark": settings.spark.model_copy(update={"max_offsets_per_trigger": 100})})
-    produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=300), progress=False)  # one a minute
+    settings = settings.model_copy(update={"spark": settings.spark.model_copy(update={"max_offsets_per_trigger": 60})})
+    produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=150), progress=False)  # one a minute
     # Then a new event (UDI 401) timed 200 minutes before the first one, hours behind the newest.
     late_start = sources.AI4I_START - timedelta(minutes=600)
     produce(settings, contract, sources.ai4i_source(AI4I_CSV, start=late_start, skip=400, limit=1), progress=False)
     with caplog.at_level(logging.WARNING, logger="streaming_jobs.pipeline"):
         summary = run(spark, settings, "machine_telemetry", until_idle=True)
-    assert summary["input_rows"]["silver"] == 301 and summary["late_rows_dropped"]["silver"] == 1
+    assert summary["input_rows"]["silver"] == 151 and summary["late_rows_dropped"]["silver"] == 1
     assert any("later than the watermark" in r.getMessage() for r in caplog.records)
     job = StreamJob(spark, settings, contract, kafka_broker.bootstrap_servers)
     silver_ids = {r[0] for r in spark.read.parquet(job.uri("silver")).select("event_id").collect()}
-    assert len(silver_ids) == 300 and "ai4i-401" not in silver_ids
+    assert len(silver_ids) == 150 and "ai4i-401" not in silver_ids
     bronze = T.parse(spark.read.parquet(job.uri("bronze")), contract)
-    assert bronze.count() == 301 and bronze.where("p__event_id = 'ai4i-401'").count() == 1
+    assert bronze.count() == 151 and bronze.where("p__event_id = 'ai4i-401'").count() == 1
 
 
 def test_local_reference_data_travels_with_the_plan(spark, kafka_broker, telemetry):
