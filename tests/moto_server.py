@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -37,8 +36,10 @@ def start_moto(log: Path, *, low_priority: bool = False) -> tuple[subprocess.Pop
     env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}  # AmazonSSMManagedInstanceCore
     with open(log, "w") as fh:
         args = [str(binary), "-H", "127.0.0.1", "-p", str(port)]
-        if low_priority and shutil.which("nice"):
-            args = [shutil.which("nice"), "-n", "19", *args]
+        if low_priority:
+            from tests.conftest import background_command
+
+            args = background_command(args)
         proc = subprocess.Popen(args,
                                 stdout=fh, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + T_MOTO_START

@@ -52,6 +52,13 @@ def _sources() -> list[Path]:
     return sorted(SOURCES.rglob("*.java"))
 
 
+def java_tool(name: str) -> str | None:
+    """The path of JDK tool ``name`` (``java``, ``javac``): from ``$JAVA_HOME/bin`` when it is there,
+    else from ``PATH``; ``None`` if neither has it."""
+    found = shutil.which(name, path=os.path.join(os.environ["JAVA_HOME"], "bin")) if os.environ.get("JAVA_HOME") else None
+    return found or shutil.which(name)
+
+
 def up_to_date() -> bool:
     return JAR.exists() and all(src.stat().st_mtime <= JAR.stat().st_mtime for src in _sources())
 
@@ -60,8 +67,7 @@ def build(force: bool = False) -> Path:
     """Compile the sources into :data:`JAR` (unless it is newer than every source); its path."""
     if not force and up_to_date():
         return JAR
-    javac = shutil.which("javac", path=os.path.join(os.environ["JAVA_HOME"], "bin")) if os.environ.get("JAVA_HOME") else None
-    javac = javac or shutil.which("javac")
+    javac = java_tool("javac")
     jar_tool = shutil.which("jar", path=str(Path(javac).parent)) if javac else None
     if not javac or not jar_tool:
         raise JvmBuildError("javac/jar not found: building the JVM screen needs a JDK 17+ "

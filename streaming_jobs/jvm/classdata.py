@@ -5,7 +5,7 @@ classes from the PySpark wheel's jars. The JVM can keep those classes, already p
 *class-data sharing* (CDS) archive and map it at start-up instead: JDK 17's dynamic archive
 (``-XX:ArchiveClassesAtExit``), written when a JVM that ran typical work exits.
 
-``python -m streaming_jobs.jvm`` (``make test``, ``make demo``, ``make bench``) builds the archive once:
+``python -m streaming_jobs.jvm`` (``make test``, ``make bench``; not the demo) builds the archive once:
 a throw-away JVM runs a small version of what the project does (the in-memory development broker, a
 stream through every table, a model fit and save, a query) and writes the archive on exit.
 :func:`streaming_jobs.session.build_session` then passes ``-XX:SharedArchiveFile`` to local
@@ -39,23 +39,15 @@ QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 BUILD_TIMEOUT_S = 600
 
 
-def _java_home() -> Path | None:
-    import shutil
-
-    if os.environ.get("JAVA_HOME"):
-        return Path(os.environ["JAVA_HOME"]).resolve()
-    java = shutil.which("java")
-    return Path(java).resolve().parent.parent if java else None
-
-
 def key() -> str | None:
     """What the archive depends on, hashed: the Java runtime (its ``release`` file and ``lib/modules``
     size) and the name and size of every jar on the driver's class path. ``None`` without Java."""
     from streaming_jobs import jvm
 
-    home = _java_home()
-    if home is None:
+    java = jvm.java_tool("java")
+    if java is None:
         return None
+    home = Path(java).resolve().parent.parent
     h = hashlib.sha256()
     release = home / "release"
     h.update(release.read_bytes() if release.exists() else str(home).encode())
@@ -204,15 +196,8 @@ def bench(settings: Any, *, runs: int = 5, output: Path | None = None) -> dict[s
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
-    if "--workload" in args:
-        logging.basicConfig(level=logging.WARNING)
-        _workload()
-        return 0
-    print(build(force="--force" in args))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `build` runs this module with --workload; `python -m streaming_jobs.jvm` builds
+    if sys.argv[1:] != ["--workload"]:
+        sys.exit("usage: python -m streaming_jobs.jvm (builds the jar and this archive)")
+    logging.basicConfig(level=logging.WARNING)
+    _workload()
