@@ -26,9 +26,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_moto(log: Path, *, low_priority: bool = False) -> tuple[subprocess.Popen, str]:
+def start_moto(log: Path, *, low_priority: bool = False, timeout: float = T_MOTO_START
+               ) -> tuple[subprocess.Popen, str]:
     """Start ``moto_server`` on a free loopback port (at nice 19 with ``low_priority``);
-    ``(process, endpoint URL)`` once it listens."""
+    ``(process, endpoint URL)`` once it listens, within ``timeout`` seconds."""
     binary = INFRA_BIN / "moto_server"
     if not binary.exists():
         raise MotoError(f"{binary} is missing: run `make setup-infra` (make test does it)")
@@ -42,7 +43,7 @@ def start_moto(log: Path, *, low_priority: bool = False) -> tuple[subprocess.Pop
             args = background_command(args)
         proc = subprocess.Popen(args,
                                 stdout=fh, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + T_MOTO_START
+    deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
             raise MotoError(f"moto_server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
@@ -52,7 +53,7 @@ def start_moto(log: Path, *, low_priority: bool = False) -> tuple[subprocess.Pop
         except OSError:
             if time.monotonic() > deadline:
                 stop(proc)
-                raise MotoError(f"moto_server did not listen on 127.0.0.1:{port} within {T_MOTO_START}s") from None
+                raise MotoError(f"moto_server did not listen on 127.0.0.1:{port} within {timeout:.0f}s") from None
             time.sleep(0.1)  # poll interval; the loop is bounded by the deadline
 
 

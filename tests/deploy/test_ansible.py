@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import background_command
+from tests.conftest import BACKGROUND_ALLOWANCE, background_command
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = ROOT / "ansible"
@@ -364,7 +364,9 @@ def _deploy(base: Path) -> Deployment:
     command = [tool("ansible-playbook"), "-i", str(inventory), "--limit", NODE, "-e", f"@{base / 'extra-vars.yml'}",
                "site.yml"]
     command = background_command(command)
-    first = run(command, env=vault_env)
+    # At nice 19 beside the Spark tests: the deadline is a hang guard (conftest.BACKGROUND_ALLOWANCE).
+    deadline = 600 + BACKGROUND_ALLOWANCE
+    first = run(command, env=vault_env, timeout=deadline)
     # Check mode on a fresh host, beside the second run. Only the pipeline play (the one whose later steps
     # depend on earlier ones: archives copied, then unpacked), to keep the module quick; the whole
     # site.yml passes too (`--check` without --tags).
@@ -375,8 +377,8 @@ def _deploy(base: Path) -> Deployment:
             cwd=ANSIBLE_DIR,
             env=tool_env({**vault_env, "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(base / "facts-check")}),
             stdout=out, stderr=subprocess.STDOUT, text=True)
-        second = run(command, env=vault_env) if first.returncode == 0 else first
-        check_rc = check_job.wait(timeout=600)
+        second = run(command, env=vault_env, timeout=deadline) if first.returncode == 0 else first
+        check_rc = check_job.wait(timeout=deadline)
         out.seek(0)
         check = subprocess.CompletedProcess(check_job.args, check_rc, out.read(), "")
     assert not check_root.exists(), "--check wrote files"
