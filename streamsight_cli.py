@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -105,6 +106,12 @@ def produce(
     faults: Annotated[Optional[str], typer.Option(help="Synthetic faults, e.g. malformed=0.01,schema=0.02,duplicates=0.02,late=0.01")] = None,
     machines: Annotated[int, typer.Option(help="Synthetic: number of machines.")] = 200,
     seed: Annotated[int, typer.Option(help="Synthetic: random seed.")] = 7,
+    start: Annotated[Optional[datetime], typer.Option(
+        formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"],
+        help="Synthetic: event time of the first round (UTC unless an offset is given; default: now). "
+             "Event time then advances 1 s per round of --machines events.")] = None,
+    realtime: Annotated[bool, typer.Option(
+        help="Synthetic: event time is the wall clock when each round is made, as a live source's is.")] = False,
     skip: Annotated[int, typer.Option(help="ai4i: skip this many rows first.")] = 0,
     skip_validation: Annotated[bool, typer.Option(help="Send records unchecked (tests the stream-side dead-letter path).")] = False,
     progress: Annotated[Optional[bool], typer.Option(help="Progress bar (default: when stderr is a terminal).")] = None,
@@ -123,7 +130,12 @@ def produce(
     elif source == "synthetic":
         if count is None and duration is None:
             raise StreamsightError("--source synthetic is endless: give --count or --duration")
-        events = sources.synthetic_source(contract, machines=machines, seed=seed, faults=sources.FaultSpec.parse(faults))
+        if start is not None and realtime:
+            raise StreamsightError("--start and --realtime exclude each other: --realtime follows the wall clock")
+        if start is not None and start.tzinfo is None:
+            start = start.replace(tzinfo=timezone.utc)
+        events = sources.synthetic_source(contract, machines=machines, seed=seed, faults=sources.FaultSpec.parse(faults),
+                                          start=start, realtime=realtime)
     elif source == "file":
         if path is None:
             raise StreamsightError("--source file needs --path PATH (or --source file:PATH)")

@@ -8,6 +8,7 @@ validator; every rejected record must be on the dead-letter topic with its reaso
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import confluent_kafka
 import pytest
@@ -17,7 +18,7 @@ from ingestion.producer import produce
 from streamsight.contracts import RecordInvalid, load_contracts
 from streamsight.settings import load_settings
 from tests.conftest import AI4I_CSV
-from tests.integration.helpers import cli_env, isolated_contract
+from tests.integration.helpers import cli, cli_env, isolated_contract
 
 
 @pytest.fixture
@@ -121,3 +122,32 @@ def test_row_sources_go_through_the_exact_validator(stream, kafka_broker, tmp_pa
     raw = read_topic(kafka_broker.bootstrap_servers, contract.raw_topic, 3)
     assert len(raw) == 2_501
     assert sum(1 for m in raw if json.loads(m.value())["event_id"] == "f-1") == 1
+
+
+def _event_times(servers: str, topic: str) -> list[datetime]:
+    return [datetime.fromisoformat(json.loads(m.value())["event_time"].replace("Z", "+00:00"))
+            for m in read_topic(servers, topic, 3)]
+
+
+def test_cli_synthetic_event_time_from_start_or_wall_clock(tmp_path, kafka_broker):
+    """``--start`` fixes the first round's event time (1 s per round of --machines events after it);
+    ``--realtime`` stamps each round with the wall clock, as a live source would."""
+    contracts_dir = isolated_contract(tmp_path, kafka_broker, partitions=3)
+    env = cli_env(tmp_path, kafka_broker, contracts_dir)
+    topic = load_contracts(contracts_dir)["machine_telemetry"].raw_topic
+    base = ["produce", "--stream", "machine_telemetry", "--source", "synthetic", "--machines", "100",
+            "--count", "500", "--no-progress"]
+    cli(env, *base, "--start", "2024-05-01T06:00:00")
+    times = _event_times(kafka_broker.bootstrap_servers, topic)
+    start = datetime(2024, 5, 1, 6, tzinfo=timezone.utc)
+    assert len(times) == 500
+    assert min(times) == start and max(times) == start + timedelta(seconds=4)  # 5 rounds of 100
+
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    cli(env, *base, "--seed", "8", "--realtime")
+    after = datetime.now(timezone.utc)
+    live = [t for t in _event_times(kafka_broker.bootstrap_servers, topic) if t.year != 2024]
+    assert len(live) == 500 and all(before <= t <= after for t in live)
+
+    refused = cli(env, *base, "--start", "2024-05-01T06:00:00", "--realtime", check=False)
+    assert refused.returncode != 0 and "--realtime" in refused.stderr
