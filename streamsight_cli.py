@@ -259,11 +259,14 @@ def bench(
                                                        "development broker that soon outruns its retention).")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Where to write the JSON figures.")] = None,
     partitions: Annotated[int, typer.Option(help="Partitions of the benchmark's raw topic.", min=1)] = 16,
+    warmup_seconds: Annotated[float, typer.Option(
+        help="Produce at the rate this long first; figures cover only what follows (reported apart).", min=0)] = 0.0,
 ) -> None:
     """Measure end-to-end throughput and latency (producer, broker and Spark on this machine)."""
     from streaming_jobs.bench import run_bench
 
-    result = run_bench(_settings(ctx), seconds=seconds, rate=rate, output=output, partitions=partitions)
+    result = run_bench(_settings(ctx), seconds=seconds, rate=rate, output=output, partitions=partitions,
+                       warmup_seconds=warmup_seconds)
     print(json.dumps(result))
 
 

@@ -17,6 +17,12 @@ Figures (one JSON object, printed and written to ``--output``):
   to the last commit;
 * ``latency_*_s``: produce time (Kafka timestamp) to the commit of the row's micro-batch, for silver
   and for predictions: p50, p95, p99 over every row.
+
+* ``job_rows_per_s`` / ``behind_at_end``: see :func:`keeping_up`, whether the job sustains the rate.
+
+With ``--warmup-seconds W`` the producer runs W + ``--seconds`` at the rate and the figures above
+cover only the events produced after the first W seconds (the warm-up's own are under ``warmup``):
+the job's steady state, after the JVM has compiled its hot code, instead of its first minute.
 """
 
 from __future__ import annotations
@@ -65,9 +71,11 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 def _producer(settings: Settings, env: dict[str, str], *, count: int | None, seconds: float | None,
-              rate: float | None, seed: int) -> subprocess.Popen[str]:
+              rate: float | None, seed: int, realtime: bool = False) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "streamsight_cli", "produce", "--stream", BENCH_STREAM, "--source", "synthetic",
            "--machines", "1000", "--seed", str(seed), "--no-progress"]
+    if realtime:
+        cmd.append("--realtime")
     if count:
         cmd += ["--count", str(count)]
     if seconds:
@@ -105,7 +113,7 @@ def _summary(proc: subprocess.Popen[str]) -> dict[str, Any]:
 
 
 def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None = None,
-              output: Path | None = None, partitions: int = 16) -> dict[str, Any]:
+              output: Path | None = None, partitions: int = 16, warmup_seconds: float = 0.0) -> dict[str, Any]:
     from ml.train import train_model
     from streaming_jobs.demo import start_broker, stop_broker
     from streaming_jobs.pipeline import StreamJob, batch_stats
@@ -155,12 +163,19 @@ def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None =
             for q in queries:
                 check(q)
             time.sleep(0.2)  # polling query status, bounded by ready_by
+        # One producer run of warm-up + measured seconds; only events produced after the warm-up count.
+        # Event time follows the wall clock (--realtime), as a live source's does: with the default
+        # synthetic clock (1 s per round of 1,000 machines) it would run 20x ahead at 20,000/s, and after a
+        # warm-up the watermark would drop the measured events as late.
         started = time.time()
-        producer = _producer(settings, env, count=None, seconds=seconds, rate=rate, seed=2)
+        measured_from = started + warmup_seconds
+        producer = _producer(settings, env, count=None, seconds=warmup_seconds + seconds, rate=rate, seed=2,
+                             realtime=True)
         produced = _summary(producer)
+        produce_ended = time.time()
         target = warm_silver + produced["sent"]
         stats = lambda: batch_stats(spark, settings, contract)  # noqa: E731
-        deadline = time.monotonic() + max(120.0, seconds * 4)
+        deadline = time.monotonic() + max(120.0, (warmup_seconds + seconds) * 4)
         caught_up = False
         while time.monotonic() < deadline:
             for q in queries:
@@ -174,9 +189,15 @@ def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None =
             q.stop()
         progress = {q.name: _progress_medians(q.recentProgress) for q in queries}
 
-        result = measure(spark, job, stats(), started=started)
+        batches = stats()
+        result = measure(spark, job, batches, started=measured_from)
+        if warmup_seconds:
+            result["warmup"] = measure(spark, job, batches, started=started, until=measured_from)
+        commits = [(r["committed_at"].timestamp(), r["silver"]) for r in batches.collect()]
+        result.update(keeping_up(commits, since=measured_from, until=produce_ended,
+                                 produced=produced["sent"], before=warm_silver))
         result.update({
-            "seconds": seconds, "target_rate": rate, "caught_up": caught_up,
+            "seconds": seconds, "warmup_seconds": warmup_seconds, "target_rate": rate, "caught_up": caught_up,
             "produced": produced["sent"], "produced_per_s": round(produced["sent"] / produced["seconds"], 1),
             "partitions": partitions, "kafka_source": settings.spark.kafka_source,
             "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -197,13 +218,35 @@ def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None =
     return result
 
 
-def measure(spark: Any, job: Any, stats: Any, *, started: float) -> dict[str, Any]:
-    """Throughput and latency of the measured (post-warm-up) rows, from the lake's own records."""
+def keeping_up(commits: list[tuple[float, int]], *, since: float, until: float, produced: int,
+               before: int) -> dict[str, Any]:
+    """Whether the job kept up while the producer ran (from ``since`` to ``until``, epoch seconds).
+
+    ``job_rows_per_s``: silver rows per second between the first and the last micro-batch committed
+    in that span (the rows of every commit after the first, over the time between them; None with
+    fewer than two commits). ``behind_at_end``: events produced but not in silver when the producer
+    stopped (``before`` is the silver rows of earlier runs); a job that keeps up is behind by about a
+    micro-batch, one that does not by more with every second it runs, and then latency depends on
+    how long the benchmark runs.
+    """
+    inside = sorted((t, n) for t, n in commits if since <= t <= until)
+    rate = None
+    if len(inside) >= 2 and inside[-1][0] > inside[0][0]:
+        rate = round(sum(n for _, n in inside[1:]) / (inside[-1][0] - inside[0][0]), 1)
+    done = sum(n for t, n in commits if t <= until) - before
+    return {"job_rows_per_s": rate, "behind_at_end": max(0, produced - done)}
+
+
+def measure(spark: Any, job: Any, stats: Any, *, started: float, until: float | None = None) -> dict[str, Any]:
+    """Throughput and latency of the rows produced from ``started`` (to ``until``), from the lake's own records."""
     from pyspark.sql import functions as F
 
     commits = {r["batch_id"]: r["committed_at"].timestamp() for r in stats.collect()}
     silver = spark.read.parquet(job.uri("silver"))
-    rows = (silver.where(F.col("_kafka_timestamp") >= F.lit(started).cast("timestamp"))
+    produced = F.col("_kafka_timestamp") >= F.lit(started).cast("timestamp")
+    if until is not None:
+        produced &= F.col("_kafka_timestamp") < F.lit(until).cast("timestamp")
+    rows = (silver.where(produced)
             .select(F.col("_kafka_timestamp").cast("double").alias("ts"), "_batch_id").collect())
     predicted = {r["_batch_id"] for r in spark.read.parquet(job.uri("predictions")).select("_batch_id").distinct().collect()}
     silver_lat = [commits[r["_batch_id"]] - r["ts"] for r in rows if r["_batch_id"] in commits]

@@ -1,0 +1,83 @@
+"""The benchmark's arithmetic (streaming_jobs.bench.measure) on a small real lake.
+
+The end-to-end ``streamsight bench`` run is a benchmark, not a test (it takes minutes); what it reports
+is computed here from Parquet silver / predictions tables and batch records written by real Spark.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from streaming_jobs.bench import _percentiles, keeping_up, measure
+
+T0 = 1_800_000_000.0  # produce times are offsets from this (epoch seconds)
+# (batch id, commit offset) and the produce offsets of each batch's silver rows.
+BATCHES = {0: (2.0, [0.5, 1.0]), 1: (5.0, [3.0, 4.0, 4.5]), 2: (9.0, [8.0])}
+PREDICTED = {0, 1}  # batch 2's rows have no prediction yet
+EARLY = -1.0  # a row produced before the measured window, in batch 0
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench-lake")
+    ts = lambda offset: datetime.fromtimestamp(T0 + offset, tz=timezone.utc)  # noqa: E731
+    silver = [(f"e{b}-{i}", ts(off), b) for b, (_, offs) in BATCHES.items() for i, off in enumerate(offs)]
+    silver.append(("early", ts(EARLY), 0))
+    spark.createDataFrame(silver, "event_id string, _kafka_timestamp timestamp, _batch_id long") \
+        .write.parquet(str(root / "silver"))
+    spark.createDataFrame([(e, b) for e, _, b in silver if b in PREDICTED], "event_id string, _batch_id long") \
+        .write.parquet(str(root / "predictions"))
+    stats = spark.createDataFrame([(b, ts(commit)) for b, (commit, _) in BATCHES.items()],
+                                  "batch_id long, committed_at timestamp")
+    return SimpleNamespace(uri=lambda table: str(root / table)), stats
+
+
+def expected(first: float, last: float, batches: dict[int, tuple[float, list[float]]]) -> dict:
+    rows = [(b, commit, off) for b, (commit, offs) in batches.items() for off in offs if first <= off < last]
+    silver = sorted(commit - off for _, commit, off in rows)
+    predicted = sorted(commit - off for b, commit, off in rows if b in PREDICTED)
+    span = max(commit for _, commit, _ in rows) - min(off for _, _, off in rows)
+    return {"silver_rows": len(silver), "prediction_rows": len(predicted), "silver": silver,
+            "predicted": predicted, "span": span, "batches": len({b for b, _, _ in rows})}
+
+
+def test_measures_rows_produced_in_the_window(spark, lake):
+    job, stats = lake
+    got = measure(spark, job, stats, started=T0)
+    want = expected(0.0, float("inf"), BATCHES)
+    assert (got["silver_rows"], got["prediction_rows"], got["micro_batches"]) == (
+        want["silver_rows"], want["prediction_rows"], want["batches"])  # the early row is left out
+    assert got["silver_per_s"] == pytest.approx(want["silver_rows"] / want["span"], abs=0.1)
+    assert got["predictions_per_s"] == pytest.approx(want["prediction_rows"] / want["span"], abs=0.1)
+    assert got["latency_silver_s"] == _percentiles(want["silver"])
+    assert got["latency_predictions_s"] == _percentiles(want["predicted"])
+    assert got["latency_silver_s"]["p99"] == max(want["silver"])
+
+
+def test_warmup_window_ends_where_the_measured_one_starts(spark, lake):
+    job, stats = lake
+    split = T0 + 3.0
+    warm, measured = measure(spark, job, stats, started=T0, until=split), measure(spark, job, stats, started=split)
+    assert warm["silver_rows"] + measured["silver_rows"] == expected(0.0, float("inf"), BATCHES)["silver_rows"]
+    assert warm["latency_silver_s"] == _percentiles(expected(0.0, 3.0, BATCHES)["silver"])
+    assert measured["latency_predictions_s"] == _percentiles(expected(3.0, float("inf"), BATCHES)["predicted"])
+
+
+def test_percentiles_pick_nearest_rank():
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert _percentiles(values) == {"p50": 51.0, "p95": 96.0, "p99": 100.0}
+    assert all(math.isnan(v) for v in _percentiles([]).values())  # no rows, no figure
+
+
+def test_keeping_up_compares_commits_with_what_was_produced():
+    # Commits (time, silver rows): one before the window (earlier runs), three inside, one after.
+    commits = [(5.0, 100), (12.0, 400), (15.0, 600), (21.0, 900), (40.0, 800)]
+    got = keeping_up(commits, since=10.0, until=30.0, produced=2_700, before=100)
+    assert got["job_rows_per_s"] == pytest.approx((600 + 900) / (21.0 - 12.0), abs=0.1)
+    assert got["behind_at_end"] == 2_700 - (400 + 600 + 900)  # the 800 came after the producer stopped
+    assert keeping_up(commits, since=30.0, until=35.0, produced=0, before=0)["job_rows_per_s"] is None
+    assert keeping_up(commits, since=0.0, until=50.0, produced=2_700, before=100)["behind_at_end"] == 0
