@@ -113,11 +113,11 @@ class StreamJob:
         return checkpoint_uri(self.settings.lake_uri, self.contract, query)
 
     # -- sources ---------------------------------------------------------------------------
-    def _kafka(self, *topics: str) -> DataFrame:
+    def _kafka(self, *topics: str, max_offsets: int | None) -> DataFrame:
         prefer = {"auto": None, "native": True, "python": False}[self.settings.spark.kafka_source]
         options = {"startingOffsets": "earliest", "failOnDataLoss": "true"}
-        if self.settings.spark.max_offsets_per_trigger:
-            options["maxOffsetsPerTrigger"] = str(self.settings.spark.max_offsets_per_trigger)
+        if max_offsets:
+            options["maxOffsetsPerTrigger"] = str(max_offsets)
         options["maxPartitions"] = str(self.settings.spark.kafka_read_tasks or self.spark.sparkContext.defaultParallelism)
         options.update(spark_options(self.settings, self.servers))
         servers = options.pop("kafka.bootstrap.servers")
@@ -171,13 +171,15 @@ class StreamJob:
         return w.trigger(processingTime=interval)
 
     def bronze_query(self, available_now: bool) -> StreamingQuery:
-        df = T.to_bronze(self._kafka(self.contract.raw_topic))
+        df = T.to_bronze(self._kafka(self.contract.raw_topic,
+                                     max_offsets=self.settings.spark.bronze_max_offsets_per_trigger))
         return (self._writer(df, "bronze", available_now).format("parquet")
                 .partitionBy("ingest_date").start(self.uri("bronze")))
 
     def silver_query(self, available_now: bool) -> StreamingQuery:
         c = self.contract
-        records = T.to_bronze(self._kafka(c.raw_topic, c.dead_letter_topic))
+        records = T.to_bronze(self._kafka(c.raw_topic, c.dead_letter_topic,
+                                          max_offsets=self.settings.spark.max_offsets_per_trigger))
         keyed = T.dedup_keyed(T.screen(records, c), c)
         deduped = keyed.withWatermark(T.DEDUP_TIME, c.watermark).dropDuplicatesWithinWatermark(T.dedup_columns(c))
         writer = SilverBatchWriter(self)

@@ -87,7 +87,12 @@ class SparkSettings(BaseModel):
         description="auto: Spark's own kafka source when its connector is on the classpath, "
         "otherwise Streamsight's Python Data Source reader.",
     )
-    max_offsets_per_trigger: int | None = Field(default=200_000, ge=1)
+    max_offsets_per_trigger: int | None = Field(
+        default=200_000, ge=1, description="Most Kafka records in one micro-batch of the silver query.")
+    bronze_max_offsets_per_trigger: int | None = Field(
+        default=1_000_000, ge=1,
+        description="Most Kafka records in one micro-batch of the bronze query, which takes few, large ones "
+        "(bronze_trigger_interval): 30 s at 20,000 events/s is 600,000.")
     kafka_read_tasks: int | None = Field(
         default=None, ge=1,
         description="Python Kafka source only: at most this many read tasks per micro-batch (topic-partitions "
@@ -95,9 +100,10 @@ class SparkSettings(BaseModel):
     )
     trigger_interval: str = Field(default="0 seconds", description="Micro-batch trigger interval.")
     bronze_trigger_interval: str = Field(
-        default="5 seconds",
+        default="30 seconds",
         description="Trigger interval of the bronze query (the raw archive is not on the way to silver and "
-        "predictions, so it takes fewer, larger micro-batches and leaves the CPU to them).",
+        "predictions, so it takes fewer, larger micro-batches and leaves the CPU to them: a micro-batch "
+        "costs seconds before its first record, see docs/benchmarks.md).",
     )
     conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
     class_data_sharing: bool = Field(

@@ -228,3 +228,21 @@ def test_local_reference_data_travels_with_the_plan(spark, kafka_broker, telemet
     table = StreamJob(spark, settings, contract, kafka_broker.bootstrap_servers).reference_table()
     assert table.inputFiles() == [] and "LocalTableScan" in table._jdf.queryExecution().executedPlan().toString()
     assert table.count() == table.select("__ref_key").distinct().count() == expected.select("type").distinct().count()
+
+
+def test_bronze_and_silver_have_their_own_micro_batch_bounds(spark, kafka_broker, telemetry):
+    """Bronze, the raw archive, takes few large micro-batches (``bronze_max_offsets_per_trigger``);
+    silver, on the way to predictions, is bounded by ``max_offsets_per_trigger``."""
+    settings, contract, _ = telemetry
+    settings = settings.model_copy(update={"spark": settings.spark.model_copy(update={
+        "max_offsets_per_trigger": 80, "bronze_max_offsets_per_trigger": 200})})
+    produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=150), progress=False)
+    job = StreamJob(spark, settings, contract, kafka_broker.bootstrap_servers)
+    batches = {}
+    for name in ("bronze", "silver"):
+        query = getattr(job, f"{name}_query")(True)
+        query.awaitTermination()
+        batches[name] = [p["numInputRows"] for p in query.recentProgress if p["numInputRows"]]
+    assert sum(batches["bronze"]) == sum(batches["silver"]) == 150
+    assert batches["bronze"] == [150], batches
+    assert max(batches["silver"]) <= 80 and len(batches["silver"]) == 2, batches
