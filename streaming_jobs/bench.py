@@ -16,8 +16,7 @@ Figures (one JSON object, printed and written to ``--output``):
 * ``silver_per_s`` / ``predictions_per_s``: rows committed per second from the first produced event
   to the last commit;
 * ``latency_*_s``: produce time (Kafka timestamp) to the commit of the row's micro-batch, for silver
-  and for predictions: p50, p95, p99 over every row.
-
+  and for predictions: p50, p95, p99 over every row;
 * ``job_rows_per_s`` / ``behind_at_end``: see :func:`keeping_up`, whether the job sustains the rate.
 
 With ``--warmup-seconds W`` the producer runs W + ``--seconds`` at the rate and the figures above
