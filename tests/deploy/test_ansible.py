@@ -201,6 +201,9 @@ def inventory_script(*args: str, stdin: str | None = None) -> subprocess.Complet
 
 
 # -- fixtures ----------------------------------------------------------------------------------------
+# A playbook run at nice 19 beside the Spark tests: a hang guard (conftest.BACKGROUND_ALLOWANCE), in seconds.
+T_PLAYBOOK = 600 + BACKGROUND_ALLOWANCE
+
 @pytest.fixture(scope="module")
 def tools() -> None:
     for name in TOOLS:
@@ -364,9 +367,7 @@ def _deploy(base: Path) -> Deployment:
     command = [tool("ansible-playbook"), "-i", str(inventory), "--limit", NODE, "-e", f"@{base / 'extra-vars.yml'}",
                "site.yml"]
     command = background_command(command)
-    # At nice 19 beside the Spark tests: the deadline is a hang guard (conftest.BACKGROUND_ALLOWANCE).
-    deadline = 600 + BACKGROUND_ALLOWANCE
-    first = run(command, env=vault_env, timeout=deadline)
+    first = run(command, env=vault_env, timeout=T_PLAYBOOK)
     # Check mode on a fresh host, beside the second run. Only the pipeline play (the one whose later steps
     # depend on earlier ones: archives copied, then unpacked), to keep the module quick; the whole
     # site.yml passes too (`--check` without --tags).
@@ -377,8 +378,8 @@ def _deploy(base: Path) -> Deployment:
             cwd=ANSIBLE_DIR,
             env=tool_env({**vault_env, "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(base / "facts-check")}),
             stdout=out, stderr=subprocess.STDOUT, text=True)
-        second = run(command, env=vault_env, timeout=deadline) if first.returncode == 0 else first
-        check_rc = check_job.wait(timeout=deadline)
+        second = run(command, env=vault_env, timeout=T_PLAYBOOK) if first.returncode == 0 else first
+        check_rc = check_job.wait(timeout=T_PLAYBOOK)
         out.seek(0)
         check = subprocess.CompletedProcess(check_job.args, check_rc, out.read(), "")
     assert not check_root.exists(), "--check wrote files"
