@@ -258,15 +258,20 @@ def bench(
     rate: Annotated[Optional[float], typer.Option(help="Target events/s (default: as fast as possible; on the "
                                                        "development broker that soon outruns its retention).")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Where to write the JSON figures.")] = None,
-    partitions: Annotated[int, typer.Option(help="Partitions of the benchmark's raw topic.", min=1)] = 16,
+    partitions: Annotated[int, typer.Option(help="Partitions of the benchmark's raw topic.", min=1)] = 64,
     warmup_seconds: Annotated[float, typer.Option(
         help="Produce at the rate this long first; figures cover only what follows (reported apart).", min=0)] = 0.0,
+    job: Annotated[str, typer.Option(
+        help="What consumes the stream: 'pipeline' (the streaming job), or the floor under any job: 'read' "
+             "(Kafka source, nothing written) or 'bronze' (Kafka source, one Parquet table).")] = "pipeline",
 ) -> None:
     """Measure end-to-end throughput and latency (producer, broker and Spark on this machine)."""
-    from streaming_jobs.bench import run_bench
+    from streaming_jobs.bench import JOBS, run_bench
 
+    if job not in JOBS:
+        raise typer.BadParameter(f"expected one of {', '.join(JOBS)}", param_hint="--job")
     result = run_bench(_settings(ctx), seconds=seconds, rate=rate, output=output, partitions=partitions,
-                       warmup_seconds=warmup_seconds)
+                       warmup_seconds=warmup_seconds, job=job)
     print(json.dumps(result))
 
 

@@ -22,6 +22,15 @@ Figures (one JSON object, printed and written to ``--output``):
 With ``--warmup-seconds W`` the producer runs W + ``--seconds`` at the rate and the figures above
 cover only the events produced after the first W seconds (the warm-up's own are under ``warmup``):
 the job's steady state, after the JVM has compiled its hot code, instead of its first minute.
+
+``--job`` chooses what consumes the stream. ``pipeline`` (the default) is the streaming job above.
+The two others measure the floor under it, what any job on this machine pays before its own work:
+``read`` reads the raw topic through the same Kafka source and writes nothing (Spark's ``noop``
+sink), ``bronze`` also appends each micro-batch to one Parquet table (bronze's columns). Both run
+as fast as they can (no trigger interval), without the warm-up model, and time each micro-batch in
+``foreachBatch`` (:class:`FloorBatches`): its commit time and a sketch of its rows' produce times
+(:data:`FLOOR_QUANTILES`), so their latency figures are accurate to a hundredth of a micro-batch's
+rows. Their ``silver_*`` / ``predictions_*`` figures are the rows the floor job committed.
 """
 
 from __future__ import annotations
@@ -58,13 +67,21 @@ def _bench_contracts(settings: Settings, directory: Path, partitions: int) -> Pa
     return directory
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
+def _percentiles(values: list[tuple[float, float]]) -> dict[str, float]:
+    """p50 / p95 / p99 of weighted values ``(value, weight)``: the smallest value whose cumulative
+    weight exceeds the share (with weights 1, the element at index ``int(q * n)`` when sorted)."""
     if not values:
         return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
     ordered = sorted(values)
+    total = sum(w for _, w in ordered)
 
     def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+        cum = 0.0
+        for value, weight in ordered:
+            cum += weight
+            if cum > q * total:
+                return round(value, 3)
+        return round(ordered[-1][0], 3)
 
     return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99)}
 
@@ -111,8 +128,16 @@ def _summary(proc: subprocess.Popen[str]) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])["produce"]
 
 
+JOBS = ("pipeline", "read", "bronze")
+# the produce-time quantiles each floor micro-batch records: 1% of its rows each
+FLOOR_QUANTILES = [round((i + 0.5) / 100, 3) for i in range(100)]
+
+
 def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None = None,
-              output: Path | None = None, partitions: int = 16, warmup_seconds: float = 0.0) -> dict[str, Any]:
+              output: Path | None = None, partitions: int = 64, warmup_seconds: float = 0.0,
+              job: str = "pipeline") -> dict[str, Any]:
+    if job not in JOBS:
+        raise StreamsightError(f"bench --job {job!r}: expected one of {', '.join(JOBS)}")
     from ml.train import train_model
     from streaming_jobs.demo import start_broker, stop_broker
     from streaming_jobs.pipeline import StreamJob, batch_stats
@@ -134,14 +159,22 @@ def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None =
     spark = None
     try:
         spark = build_session(settings, "streamsight-bench")
-        job = StreamJob(spark, settings, contract, servers)
-        # Warm-up: enough labelled history to train the model the benchmark scores with.
-        _summary(_producer(settings, env, count=20_000, seconds=None, rate=None, seed=1))
-        job.run_until_idle()
-        train_model(spark, settings, contract, promote=True)
-        warm_silver = spark.read.parquet(job.uri("silver")).count()
-
-        queries = [job.bronze_query(False), job.silver_query(False)]
+        stream_job = StreamJob(spark, settings, contract, servers)
+        floor: FloorBatches | None = None
+        warm_silver = 0
+        if job == "pipeline":
+            # Warm-up: enough labelled history to train the model the benchmark scores with.
+            _summary(_producer(settings, env, count=20_000, seconds=None, rate=None, seed=1))
+            stream_job.run_until_idle()
+            train_model(spark, settings, contract, promote=True)
+            warm_silver = spark.read.parquet(stream_job.uri("silver")).count()
+            queries = [stream_job.bronze_query(False), stream_job.silver_query(False)]
+            silver_batches = work / "lake" / "_ops" / BENCH_STREAM / "silver_batches"
+            committed = lambda: _silver_committed(silver_batches)  # noqa: E731
+        else:
+            floor = FloorBatches(stream_job.uri("bronze") if job == "bronze" else None)
+            queries = [floor_query(stream_job, floor)]
+            committed = floor.rows
 
         def check(q: Any) -> None:
             exc = q.exception()
@@ -173,30 +206,35 @@ def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None =
         produced = _summary(producer)
         produce_ended = time.time()
         target = warm_silver + produced["sent"]
-        stats = lambda: batch_stats(spark, settings, contract)  # noqa: E731
         deadline = time.monotonic() + max(120.0, (warmup_seconds + seconds) * 4)
         caught_up = False
         while time.monotonic() < deadline:
             for q in queries:
                 check(q)
-            done = _silver_committed(Path(work / "lake" / "_ops" / BENCH_STREAM / "silver_batches"))
-            if done >= target:
+            if committed() >= target:
                 caught_up = True
                 break
-            time.sleep(0.5)  # polling the lake for catch-up, bounded by the deadline
+            time.sleep(0.5)  # polling for catch-up, bounded by the deadline
         for q in queries:
             q.stop()
         progress = {q.name: _progress_medians(q.recentProgress) for q in queries}
 
-        batches = stats()
-        result = measure(spark, job, batches, started=measured_from)
+        if floor is None:
+            batches = batch_stats(spark, settings, contract).collect()
+            commit_times = {r["batch_id"]: r["committed_at"].timestamp() for r in batches}
+            rows = _silver_rows(spark, stream_job)
+            predicted = _predicted_batches(spark, stream_job)
+            commits = [(r["committed_at"].timestamp(), r["silver"]) for r in batches]
+        else:
+            commit_times, rows, predicted, commits = floor.measured()
+        result = measure(commit_times, rows, predicted, started=measured_from)
         if warmup_seconds:
-            result["warmup"] = measure(spark, job, batches, started=started, until=measured_from)
-        commits = [(r["committed_at"].timestamp(), r["silver"]) for r in batches.collect()]
+            result["warmup"] = measure(commit_times, rows, predicted, started=started, until=measured_from)
         result.update(keeping_up(commits, since=measured_from, until=produce_ended,
                                  produced=produced["sent"], before=warm_silver))
         result.update({
-            "seconds": seconds, "warmup_seconds": warmup_seconds, "target_rate": rate, "caught_up": caught_up,
+            "job": job, "seconds": seconds, "warmup_seconds": warmup_seconds, "target_rate": rate,
+            "caught_up": caught_up,
             "produced": produced["sent"], "produced_per_s": round(produced["sent"] / produced["seconds"], 1),
             "partitions": partitions, "kafka_source": settings.spark.kafka_source,
             "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -215,6 +253,66 @@ def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None =
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     result["output"] = str(path)
     return result
+
+
+class FloorBatches:
+    """``foreachBatch`` function of the floor jobs (``--job read`` / ``bronze``).
+
+    Writes each micro-batch nowhere (``noop``) or appends it to the Parquet table at ``path``, and
+    observes on the way its row count and the :data:`FLOOR_QUANTILES` of its rows' produce times
+    (Kafka timestamps), so no second Spark job runs. Keeps per batch: commit time (when the write
+    returned), rows, quantiles. The sketch costs the floor job a little CPU per row (the quantile
+    summary), so the floor it measures is slightly high.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.batches: list[tuple[int, float, int, list[float]]] = []
+
+    def __call__(self, batch: Any, batch_id: int) -> None:
+        from pyspark.sql import Observation
+        from pyspark.sql import functions as F
+
+        seen = Observation(f"floor_batch_{batch_id}")
+        observed = batch.observe(seen, F.count(F.lit(1)).alias("rows"), F.percentile_approx(
+            F.col("kafka_timestamp").cast("double"), FLOOR_QUANTILES, 10_000).alias("quantiles"))
+        if self.path is None:
+            observed.write.format("noop").mode("overwrite").save()
+        else:
+            observed.write.mode("append").partitionBy("ingest_date").parquet(self.path)
+        got = seen.get
+        self.batches.append((batch_id, time.time(), int(got["rows"]), list(got["quantiles"] or [])))
+
+    def rows(self) -> int:
+        return sum(n for _, _, n, _ in self.batches)
+
+    def measured(self) -> tuple[dict[int, float], list[tuple[float, int, float]], set[int], list[tuple[float, int]]]:
+        """The inputs of :func:`measure` and :func:`keeping_up`: each quantile stands for 1% of its batch."""
+        commit_times = {b: t for b, t, _, _ in self.batches}
+        rows = [(q, b, n / len(qs)) for b, _, n, qs in self.batches if n for q in qs]
+        return commit_times, rows, set(commit_times), [(t, n) for _, t, n, _ in self.batches]
+
+
+def floor_query(job: Any, batches: FloorBatches) -> Any:
+    """The floor job: the raw topic through the stream's Kafka source, as bronze has it, into ``batches``."""
+    from streaming_jobs import transforms as T
+
+    df = T.to_bronze(job._kafka(job.contract.raw_topic, max_offsets=job.settings.spark.max_offsets_per_trigger))
+    return (df.writeStream.queryName(f"{job.contract.name}.floor").option("checkpointLocation", job.checkpoint("floor"))
+            .trigger(processingTime="0 seconds").foreachBatch(batches).start())
+
+
+def _silver_rows(spark: Any, job: Any) -> list[tuple[float, int, float]]:
+    """(produce time, batch id, weight 1) of every silver row."""
+    from pyspark.sql import functions as F
+
+    silver = spark.read.parquet(job.uri("silver"))
+    return [(r["ts"], r["_batch_id"], 1.0)
+            for r in silver.select(F.col("_kafka_timestamp").cast("double").alias("ts"), "_batch_id").collect()]
+
+
+def _predicted_batches(spark: Any, job: Any) -> set[int]:
+    return {r["_batch_id"] for r in spark.read.parquet(job.uri("predictions")).select("_batch_id").distinct().collect()}
 
 
 def keeping_up(commits: list[tuple[float, int]], *, since: float, until: float, produced: int,
@@ -236,30 +334,28 @@ def keeping_up(commits: list[tuple[float, int]], *, since: float, until: float, 
     return {"job_rows_per_s": rate, "behind_at_end": max(0, produced - done)}
 
 
-def measure(spark: Any, job: Any, stats: Any, *, started: float, until: float | None = None) -> dict[str, Any]:
-    """Throughput and latency of the rows produced from ``started`` (to ``until``), from the lake's own records."""
-    from pyspark.sql import functions as F
+def measure(commits: dict[int, float], rows: list[tuple[float, int, float]], predicted: set[int], *,
+            started: float, until: float | None = None) -> dict[str, Any]:
+    """Throughput and latency of the rows produced from ``started`` (to ``until``, epoch seconds).
 
-    commits = {r["batch_id"]: r["committed_at"].timestamp() for r in stats.collect()}
-    silver = spark.read.parquet(job.uri("silver"))
-    produced = F.col("_kafka_timestamp") >= F.lit(started).cast("timestamp")
-    if until is not None:
-        produced &= F.col("_kafka_timestamp") < F.lit(until).cast("timestamp")
-    rows = (silver.where(produced)
-            .select(F.col("_kafka_timestamp").cast("double").alias("ts"), "_batch_id").collect())
-    predicted = {r["_batch_id"] for r in spark.read.parquet(job.uri("predictions")).select("_batch_id").distinct().collect()}
-    silver_lat = [commits[r["_batch_id"]] - r["ts"] for r in rows if r["_batch_id"] in commits]
-    pred_lat = [commits[r["_batch_id"]] - r["ts"] for r in rows if r["_batch_id"] in predicted]
-    first = min((r["ts"] for r in rows), default=started)
-    last = max((commits[r["_batch_id"]] for r in rows if r["_batch_id"] in commits), default=first)
+    ``commits``: commit time of each micro-batch; ``rows``: (produce time, micro-batch, weight) of
+    the rows the job committed (weight 1 for a row, a share of a batch for a floor job's quantile);
+    ``predicted``: the micro-batches that wrote predictions.
+    """
+    inside = [r for r in rows if r[0] >= started and (until is None or r[0] < until)]
+    silver = [(commits[b] - ts, w) for ts, b, w in inside if b in commits]
+    scored = [(commits[b] - ts, w) for ts, b, w in inside if b in commits and b in predicted]
+    first = min((ts for ts, _, _ in inside), default=started)
+    last = max((commits[b] for _, b, _ in inside if b in commits), default=first)
     span = max(last - first, 1e-9)
-    n_pred = sum(1 for r in rows if r["_batch_id"] in predicted)
+    n_silver = round(sum(w for _, w in silver))
+    n_pred = round(sum(w for _, w in scored))
     return {
-        "silver_rows": len(rows),
+        "silver_rows": n_silver,
         "prediction_rows": n_pred,
-        "silver_per_s": round(len(rows) / span, 1),
+        "silver_per_s": round(n_silver / span, 1),
         "predictions_per_s": round(n_pred / span, 1),
-        "latency_silver_s": _percentiles(silver_lat),
-        "latency_predictions_s": _percentiles(pred_lat),
-        "micro_batches": len({r["_batch_id"] for r in rows}),
+        "latency_silver_s": _percentiles(silver),
+        "latency_predictions_s": _percentiles(scored),
+        "micro_batches": len({b for _, b, _ in inside}),
     }

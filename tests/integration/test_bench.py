@@ -1,4 +1,5 @@
-"""The benchmark's arithmetic (streaming_jobs.bench.measure) on a small real lake.
+"""The benchmark's arithmetic (streaming_jobs.bench.measure) on a small real lake, and the floor
+jobs' per-batch sketch (FloorBatches) on real Spark.
 
 The end-to-end ``streamsight bench`` run is a benchmark, not a test (it takes minutes); what it reports
 is computed here from Parquet silver / predictions tables and batch records written by real Spark.
@@ -7,12 +8,13 @@ is computed here from Parquet silver / predictions tables and batch records writ
 from __future__ import annotations
 
 import math
+import time
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import pytest
 
-from streaming_jobs.bench import _percentiles, keeping_up, measure
+from streaming_jobs.bench import FloorBatches, _percentiles, _predicted_batches, _silver_rows, keeping_up, measure
 
 T0 = 1_800_000_000.0  # produce times are offsets from this (epoch seconds)
 # (batch id, commit offset) and the produce offsets of each batch's silver rows.
@@ -33,7 +35,9 @@ def lake(spark, tmp_path_factory):
         .write.parquet(str(root / "predictions"))
     stats = spark.createDataFrame([(b, ts(commit)) for b, (commit, _) in BATCHES.items()],
                                   "batch_id long, committed_at timestamp")
-    return SimpleNamespace(uri=lambda table: str(root / table)), stats
+    job = SimpleNamespace(uri=lambda table: str(root / table))
+    commits = {r["batch_id"]: r["committed_at"].timestamp() for r in stats.collect()}
+    return commits, _silver_rows(spark, job), _predicted_batches(spark, job)
 
 
 def expected(first: float, last: float, batches: dict[int, tuple[float, list[float]]]) -> dict:
@@ -45,32 +49,68 @@ def expected(first: float, last: float, batches: dict[int, tuple[float, list[flo
             "predicted": predicted, "span": span, "batches": len({b for b, _, _ in rows})}
 
 
-def test_measures_rows_produced_in_the_window(spark, lake):
-    job, stats = lake
-    got = measure(spark, job, stats, started=T0)
+def ones(values: list[float]) -> list[tuple[float, float]]:
+    return [(v, 1.0) for v in values]
+
+
+def test_measures_rows_produced_in_the_window(lake):
+    got = measure(*lake, started=T0)
     want = expected(0.0, float("inf"), BATCHES)
     assert (got["silver_rows"], got["prediction_rows"], got["micro_batches"]) == (
         want["silver_rows"], want["prediction_rows"], want["batches"])  # the early row is left out
     assert got["silver_per_s"] == pytest.approx(want["silver_rows"] / want["span"], abs=0.1)
     assert got["predictions_per_s"] == pytest.approx(want["prediction_rows"] / want["span"], abs=0.1)
-    assert got["latency_silver_s"] == _percentiles(want["silver"])
-    assert got["latency_predictions_s"] == _percentiles(want["predicted"])
+    assert got["latency_silver_s"] == _percentiles(ones(want["silver"]))
+    assert got["latency_predictions_s"] == _percentiles(ones(want["predicted"]))
     assert got["latency_silver_s"]["p99"] == max(want["silver"])
 
 
-def test_warmup_window_ends_where_the_measured_one_starts(spark, lake):
-    job, stats = lake
+def test_warmup_window_ends_where_the_measured_one_starts(lake):
     split = T0 + 3.0
-    warm, measured = measure(spark, job, stats, started=T0, until=split), measure(spark, job, stats, started=split)
+    warm, measured = measure(*lake, started=T0, until=split), measure(*lake, started=split)
     assert warm["silver_rows"] + measured["silver_rows"] == expected(0.0, float("inf"), BATCHES)["silver_rows"]
-    assert warm["latency_silver_s"] == _percentiles(expected(0.0, 3.0, BATCHES)["silver"])
-    assert measured["latency_predictions_s"] == _percentiles(expected(3.0, float("inf"), BATCHES)["predicted"])
+    assert warm["latency_silver_s"] == _percentiles(ones(expected(0.0, 3.0, BATCHES)["silver"]))
+    assert measured["latency_predictions_s"] == _percentiles(ones(expected(3.0, float("inf"), BATCHES)["predicted"]))
 
 
 def test_percentiles_pick_nearest_rank():
-    values = [float(v) for v in range(1, 101)]  # 1..100
+    values = ones([float(v) for v in range(1, 101)])  # 1..100
     assert _percentiles(values) == {"p50": 51.0, "p95": 96.0, "p99": 100.0}
     assert all(math.isnan(v) for v in _percentiles([]).values())  # no rows, no figure
+    # weights: 10 at 1.0 and 90 at 2.0 weigh as 100 rows; a share of 0.1 each is one row in ten
+    assert _percentiles([(1.0, 10.0), (2.0, 90.0)]) == _percentiles(ones([1.0] * 10 + [2.0] * 90))
+    assert _percentiles([(1.0, 0.1)] * 94 + [(5.0, 0.1)] * 6)["p95"] == 5.0
+
+
+@pytest.mark.parametrize("write", [False, True], ids=["read", "bronze"])
+def test_floor_batches_sketch_each_micro_batch(spark, tmp_path, write):
+    """A floor job's batch function on a real DataFrame: one write job, and a sketch from which
+    measure() gets the rows and their latency within a hundredth of the batch."""
+    from pyspark.sql import functions as F
+
+    n, start = 5_000, time.time() - 100.0  # produce times spread evenly over [start, start + 10)
+    batch = spark.range(n).select(
+        F.col("id").cast("string").cast("binary").alias("value"),
+        F.timestamp_micros((F.lit(start) * 1e6 + F.col("id") * (10e6 / n)).cast("long")).alias("kafka_timestamp"),
+        F.current_date().alias("ingest_date"))
+    path = tmp_path / "bronze"
+    floor = FloorBatches(str(path) if write else None)
+    floor(batch, 0)
+    floor(batch.limit(0), 1)  # an empty micro-batch is recorded with no rows
+    assert floor.rows() == n
+    commits, rows, predicted, commit_list = floor.measured()
+    assert set(commits) == {0, 1} and [m for _, m in commit_list] == [n, 0]
+    got = measure(commits, rows, predicted, started=start)
+    assert got["silver_rows"] == n and got["micro_batches"] == 1
+    lat = got["latency_silver_s"]
+    for q, share in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):  # the earliest rows waited longest
+        assert lat[q] == pytest.approx(commits[0] - (start + 10.0 * (1 - share)), abs=0.15)
+    half = measure(commits, rows, predicted, started=start + 5.0)  # the later half of the rows
+    assert half["silver_rows"] == pytest.approx(n / 2, rel=0.02)
+    if write:
+        assert spark.read.parquet(str(path)).count() == n
+    else:
+        assert not path.exists()
 
 
 def test_keeping_up_compares_commits_with_what_was_produced():
