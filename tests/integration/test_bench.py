@@ -121,3 +121,16 @@ def test_keeping_up_compares_commits_with_what_was_produced():
     assert got["behind_at_end"] == 2_700 - (400 + 600 + 900)  # the 800 came after the producer stopped
     assert keeping_up(commits, since=30.0, until=35.0, produced=0, before=0)["job_rows_per_s"] is None
     assert keeping_up(commits, since=0.0, until=50.0, produced=2_700, before=100)["behind_at_end"] == 0
+
+
+def test_cli_rejects_an_unknown_job_before_starting_anything():
+    import os
+    import subprocess
+    import sys
+
+    from tests.integration.helpers import ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "streamsight_cli", "bench", "--job", "everything"], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "--job" in proc.stderr and "pipeline, read, bronze" in proc.stderr
