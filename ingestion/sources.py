@@ -264,6 +264,9 @@ def synthetic_source(contract: Contract, *, machines: int = 200, seed: int = 7,
     ``late`` (event time ``late_by`` in the past).  Event ids carry the seed
     (``<machine>-<seed>-<n>``), so runs with different seeds never collide in de-duplication.
     """
+    if realtime and start is not None:
+        raise ValueError("synthetic_source: start and realtime exclude each other (realtime stamps events "
+                         "with the wall clock)")
     rng = np.random.default_rng(seed)
     row_rng = random.Random(seed)  # for the per-record faults
     faults = faults or FaultSpec()
