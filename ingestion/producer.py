@@ -70,16 +70,21 @@ class ConfluentPublisher:
     def __init__(self, settings: Settings, servers: str) -> None:
         from confluent_kafka import Producer
 
-        self._producer = Producer({
+        self._producer = Producer(self.config(settings, servers))
+
+    @staticmethod
+    def config(settings: Settings, servers: str) -> dict[str, Any]:
+        """The librdkafka configuration of the producer."""
+        return {
             **confluent_config(settings, servers),
             "enable.idempotence": True,
             "acks": "all",
             "compression.type": settings.kafka.compression,
-            "linger.ms": 20,
+            "linger.ms": settings.kafka.linger_ms,
             "batch.size": 1_000_000,
             "queue.buffering.max.messages": 500_000,
             "message.timeout.ms": int(max(30.0, settings.kafka.connect_timeout_s * 3) * 1000),
-        })
+        }
 
     def send_batch(self, topic: str, keys: list[bytes | None], values: list[bytes], on_done: DeliveryCallback) -> None:
         from confluent_kafka import KafkaError
@@ -123,7 +128,7 @@ class KafkaPythonPublisher:
         kwargs: dict[str, Any] = {
             **kafka_python_config(settings, servers),
             "acks": "all",
-            "linger_ms": 20,
+            "linger_ms": settings.kafka.linger_ms,
             "batch_size": 256 * 1024,
             "compression_type": "gzip" if settings.kafka.compression != "none" else None,
             "request_timeout_ms": int(max(30.0, settings.kafka.connect_timeout_s * 3) * 1000),

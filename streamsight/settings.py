@@ -56,6 +56,11 @@ class KafkaSettings(BaseModel):
     client: Literal["confluent", "kafka-python"] = "confluent"
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     connect_timeout_s: float = Field(default=10.0, gt=0, description="Fail fast after this long.")
+    linger_ms: int = Field(
+        default=100, ge=0, le=10_000,
+        description="How long producers wait to fill a batch per partition (latency for fewer, larger "
+        "record batches). Env: STREAMSIGHT_KAFKA__LINGER_MS.",
+    )
     default_partitions: int = Field(default=4, ge=1, description="For topics the embedded broker creates.")
     kafka_python_api_version: str | None = Field(
         default=None, pattern=r"^\d+\.\d+\.\d+$",

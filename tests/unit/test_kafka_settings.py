@@ -35,3 +35,18 @@ def test_plaintext_sends_no_sasl_keys(monkeypatch):
 def test_secrets_are_redacted_in_settings_output(monkeypatch):
     settings = _secured(monkeypatch)
     assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.redacted())
+
+
+def test_producer_linger_is_a_setting_checked_at_start(monkeypatch):
+    import pytest
+
+    from ingestion.producer import ConfluentPublisher
+    from streamsight.errors import ConfigError
+
+    assert ConfluentPublisher.config(load_settings(), "127.0.0.1:9092")["linger.ms"] == 100  # the default
+    monkeypatch.setenv("STREAMSIGHT_KAFKA__LINGER_MS", "150")
+    conf = ConfluentPublisher.config(load_settings(), "127.0.0.1:9092")
+    assert conf["linger.ms"] == 150 and conf["bootstrap.servers"] == "127.0.0.1:9092"
+    monkeypatch.setenv("STREAMSIGHT_KAFKA__LINGER_MS", "-1")
+    with pytest.raises(ConfigError, match="STREAMSIGHT_KAFKA__LINGER_MS"):
+        load_settings()
