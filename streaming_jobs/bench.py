@@ -220,11 +220,8 @@ def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None =
         progress = {q.name: _progress_medians(q.recentProgress) for q in queries}
 
         if floor is None:
-            batches = batch_stats(spark, settings, contract).collect()
-            commit_times = {r["batch_id"]: r["committed_at"].timestamp() for r in batches}
-            rows = _silver_rows(spark, stream_job)
-            predicted = _predicted_batches(spark, stream_job)
-            commits = [(r["committed_at"].timestamp(), r["silver"]) for r in batches]
+            commit_times, rows, predicted, commits = _pipeline_measured(
+                spark, stream_job, batch_stats(spark, settings, contract))
         else:
             commit_times, rows, predicted, commits = floor.measured()
         result = measure(commit_times, rows, predicted, started=measured_from)
@@ -300,6 +297,16 @@ def floor_query(job: Any, batches: FloorBatches) -> Any:
     df = T.to_bronze(job._kafka(job.contract.raw_topic, max_offsets=job.settings.spark.max_offsets_per_trigger))
     return (df.writeStream.queryName(f"{job.contract.name}.floor").option("checkpointLocation", job.checkpoint("floor"))
             .trigger(processingTime="0 seconds").foreachBatch(batches).start())
+
+
+def _pipeline_measured(spark: Any, job: Any, stats: Any) -> tuple[
+        dict[int, float], list[tuple[float, int, float]], set[int], list[tuple[float, int]]]:
+    """The inputs of :func:`measure` and :func:`keeping_up` from the pipeline's lake: ``stats`` is
+    its silver batch log (:func:`streaming_jobs.pipeline.batch_stats`), read once."""
+    batches = stats.collect()
+    commit_times = {r["batch_id"]: r["committed_at"].timestamp() for r in batches}
+    commits = [(r["committed_at"].timestamp(), r["silver"]) for r in batches]
+    return commit_times, _silver_rows(spark, job), _predicted_batches(spark, job), commits
 
 
 def _silver_rows(spark: Any, job: Any) -> list[tuple[float, int, float]]:

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from streaming_jobs.bench import FloorBatches, _percentiles, _predicted_batches, _silver_rows, keeping_up, measure
+from streaming_jobs.bench import FloorBatches, _percentiles, _pipeline_measured, keeping_up, measure
 
 T0 = 1_800_000_000.0  # produce times are offsets from this (epoch seconds)
 # (batch id, commit offset) and the produce offsets of each batch's silver rows.
@@ -33,11 +33,10 @@ def lake(spark, tmp_path_factory):
         .write.parquet(str(root / "silver"))
     spark.createDataFrame([(e, b) for e, _, b in silver if b in PREDICTED], "event_id string, _batch_id long") \
         .write.parquet(str(root / "predictions"))
-    stats = spark.createDataFrame([(b, ts(commit)) for b, (commit, _) in BATCHES.items()],
-                                  "batch_id long, committed_at timestamp")
-    job = SimpleNamespace(uri=lambda table: str(root / table))
-    commits = {r["batch_id"]: r["committed_at"].timestamp() for r in stats.collect()}
-    return commits, _silver_rows(spark, job), _predicted_batches(spark, job)
+    stats = spark.createDataFrame([(b, ts(commit), len(offs)) for b, (commit, offs) in BATCHES.items()],
+                                  "batch_id long, committed_at timestamp, silver long")
+    commits, rows, predicted, _ = _pipeline_measured(spark, SimpleNamespace(uri=lambda table: str(root / table)), stats)
+    return commits, rows, predicted
 
 
 def expected(first: float, last: float, batches: dict[int, tuple[float, list[float]]]) -> dict:
