@@ -8,9 +8,9 @@ STAMP  := $(VENV)/.installed
 INFRA       := .venv-infra
 INFRA_STAMP := $(INFRA)/.installed
 
-.PHONY: demo test setup setup-infra check-java jvm bench clean
+.PHONY: demo test setup setup-infra check-java jars jvm bench clean
 
-demo: setup check-java
+demo: setup check-java jars
 	@$(BIN)/python -m streaming_jobs.jvm --no-classdata >/dev/null || echo "(the demo runs without the JVM screen: slower, same results)"
 	$(BIN)/streamsight demo
 
@@ -18,17 +18,15 @@ demo: setup check-java
 # `jvm` also writes the class-data archive local Spark drivers start from (streaming_jobs/jvm/classdata.py:
 # about 2 minutes once, then every local session starts faster); the demo skips it, it would not repay
 # its cost in one run.
-test: setup setup-infra check-java jvm
+test: setup setup-infra check-java jars jvm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 jvm: setup
 	@test -n "$$(ls streaming_jobs/jvm/build/spark-classes-*.jsa 2>/dev/null)" || echo "building the JVM jar and the class-data archive of local Spark drivers (about 2 minutes, once)"
 	@$(BIN)/python -m streaming_jobs.jvm >/dev/null
 
-# At the issue's latency target rate, after a minute at that rate (the figures are the last 30 s);
-# unthrottled, the producer outruns the job and the in-memory development broker's retention (the
-# bench says so and stops).
-bench: setup check-java jvm
+# At the issue's latency target rate, after a minute at that rate (the figures are the last 30 s).
+bench: setup check-java jars jvm
 	$(BIN)/streamsight bench --seconds 30 --rate 20000 --warmup-seconds 60 --partitions 64
 
 setup: $(STAMP)
@@ -39,6 +37,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
+
+# The JVM jars of pom.xml (Apache Kafka; Spark's Kafka connector) into .jvm/: Maven fetches them
+# once per machine (~/.m2), later runs are offline. streamsight/jars.py says what it does.
+jars: setup
+	@$(BIN)/python -m streamsight.jars >/dev/null
 
 setup-infra: $(INFRA_STAMP)
 

@@ -133,8 +133,6 @@ class KafkaPythonPublisher:
             "compression_type": "gzip" if settings.kafka.compression != "none" else None,
             "request_timeout_ms": int(max(30.0, settings.kafka.connect_timeout_s * 3) * 1000),
         }
-        if settings.kafka.kafka_python_api_version:
-            kwargs["api_version"] = tuple(int(p) for p in settings.kafka.kafka_python_api_version.split("."))
         self._producer = KafkaProducer(**kwargs)
 
     def send_batch(self, topic: str, keys: list[bytes | None], values: list[bytes], on_done: DeliveryCallback) -> None:

@@ -3,7 +3,7 @@
 Usage on a cluster (Spark's own Kafka connector)::
 
     spark-submit --master spark://spark-master:7077 \\
-        --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.3.0 \\
+        --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 \\
         --py-files streamsight.zip \\
         --jars streaming_jobs/jvm/build/streamsight-jvm.jar \\
         streaming_jobs/pipeline.py --stream machine_telemetry
@@ -56,7 +56,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from streaming_jobs import transforms as T
-from streaming_jobs.kafka_source import kafka_stream
 from streaming_jobs.lake_sink import BatchRecordLog, LakeTable
 from streaming_jobs.metrics import (
     DEAD_LETTER_RATE,
@@ -113,16 +112,13 @@ class StreamJob:
         return checkpoint_uri(self.settings.lake_uri, self.contract, query)
 
     # -- sources ---------------------------------------------------------------------------
-    def _kafka(self, *topics: str, max_offsets: int | None) -> DataFrame:
-        prefer = {"auto": None, "native": True, "python": False}[self.settings.spark.kafka_source]
-        options = {"startingOffsets": "earliest", "failOnDataLoss": "true"}
+    def kafka_stream(self, *topics: str, max_offsets: int | None) -> DataFrame:
+        """Spark's ``kafka`` source over ``topics``, from the earliest offsets, failing on data loss."""
+        options = {"subscribe": ",".join(topics), "startingOffsets": "earliest", "failOnDataLoss": "true",
+                   **spark_options(self.settings, self.servers)}
         if max_offsets:
             options["maxOffsetsPerTrigger"] = str(max_offsets)
-        options["maxPartitions"] = str(self.settings.spark.kafka_read_tasks or self.spark.sparkContext.defaultParallelism)
-        options.update(spark_options(self.settings, self.servers))
-        servers = options.pop("kafka.bootstrap.servers")
-        return kafka_stream(self.spark, bootstrap_servers=servers, topics=list(topics), options=options,
-                            prefer_native=prefer)
+        return self.spark.readStream.format("kafka").options(**options).load()
 
     def _file_stream(self, table: str, columns: list[tuple[str, str]]) -> DataFrame:
         _ensure_dir(self.spark, self.uri(table))
@@ -171,14 +167,14 @@ class StreamJob:
         return w.trigger(processingTime=interval)
 
     def bronze_query(self, available_now: bool) -> StreamingQuery:
-        df = T.to_bronze(self._kafka(self.contract.raw_topic,
+        df = T.to_bronze(self.kafka_stream(self.contract.raw_topic,
                                      max_offsets=self.settings.spark.bronze_max_offsets_per_trigger))
         return (self._writer(df, "bronze", available_now).format("parquet")
                 .partitionBy("ingest_date").start(self.uri("bronze")))
 
     def silver_query(self, available_now: bool) -> StreamingQuery:
         c = self.contract
-        records = T.to_bronze(self._kafka(c.raw_topic, c.dead_letter_topic,
+        records = T.to_bronze(self.kafka_stream(c.raw_topic, c.dead_letter_topic,
                                           max_offsets=self.settings.spark.max_offsets_per_trigger))
         keyed = T.dedup_keyed(T.screen(records, c), c)
         deduped = keyed.withWatermark(T.DEDUP_TIME, c.watermark).dropDuplicatesWithinWatermark(T.dedup_columns(c))

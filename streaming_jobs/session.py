@@ -9,6 +9,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
+from streamsight import jars
 from streamsight.errors import ConfigError
 from streamsight.settings import Settings
 
@@ -27,6 +28,11 @@ SESSION_SQL_CONF = {
 }
 
 
+def add_jars(conf: dict[str, str], paths: list[str]) -> None:
+    """Append ``paths`` to ``spark.jars`` in ``conf``."""
+    conf["spark.jars"] = ",".join(p for p in (conf.get("spark.jars", ""), *paths) if p)
+
+
 def check_java() -> None:
     """Fail with a clear message when no Java 17+ runtime is available (local mode needs one)."""
     java = shutil.which("java", path=os.path.join(os.environ["JAVA_HOME"], "bin")) if os.environ.get("JAVA_HOME") else shutil.which("java")
@@ -41,7 +47,6 @@ def build_session(settings: Settings, app_name: str) -> SparkSession:
     if active is not None:
         for key, value in SESSION_SQL_CONF.items():
             active.conf.set(key, value)
-        _register_sources(active)
         return active
     if settings.spark.master.startswith("local"):
         check_java()
@@ -65,13 +70,16 @@ def build_session(settings: Settings, app_name: str) -> SparkSession:
     if settings.spark.master.startswith("local"):
         builder = builder.config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
     conf = dict(settings.spark.conf)
+    # Spark's Kafka connector (pom.xml, profile spark): shipped to executors from the driver. Under
+    # spark-submit the cluster's --packages / --jars provide it instead (the active session above).
+    add_jars(conf, [str(p) for p in jars.classpath("spark")])
     if settings.spark.master.startswith("local"):
         # the JVM screen (streaming_jobs/jvm); on a cluster spark-submit --jars ships it
         from streaming_jobs import jvm
 
         jar = jvm.ensure_built()
         if jar is not None:
-            conf["spark.jars"] = ",".join(p for p in (conf.get("spark.jars", ""), str(jar)) if p)
+            add_jars(conf, [str(jar)])
         if settings.spark.class_data_sharing:
             from streaming_jobs.jvm import classdata
 
@@ -83,11 +91,4 @@ def build_session(settings: Settings, app_name: str) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
-    _register_sources(spark)
     return spark
-
-
-def _register_sources(spark: SparkSession) -> None:
-    from streaming_jobs.kafka_source import register
-
-    register(spark)

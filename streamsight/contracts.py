@@ -64,6 +64,7 @@ class _Model(BaseModel):
 class Topics(_Model):
     raw: str | None = None
     dead_letter: str | None = None
+    predictions: str | None = None
     partitions: int = Field(default=4, ge=1, le=1024)
 
 
@@ -230,6 +231,10 @@ class Contract(_Model):
     @property
     def dead_letter_topic(self) -> str:
         return self.topics.dead_letter or f"{self.name}.dead-letter"
+
+    @property
+    def predictions_topic(self) -> str:
+        return self.topics.predictions or f"{self.name}.predictions"
 
     def table_names(self) -> dict[str, str]:
         """SQL view names of every lake table of this stream."""

@@ -4,8 +4,8 @@ Precedence, highest first: explicit overrides (CLI flags) > ``STREAMSIGHT_*`` en
 the selected profile in the YAML file > the YAML ``defaults`` block > field defaults.
 
 * YAML file: ``conf/streamsight.yaml`` in the project, or the file named by ``STREAMSIGHT_CONFIG``.
-* Profile: ``STREAMSIGHT_PROFILE`` (or ``--profile``): ``local`` (embedded broker, lake in a local
-  directory, Spark ``local[*]``), ``docker`` or ``aws``.
+* Profile: ``STREAMSIGHT_PROFILE`` (or ``--profile``): ``local`` (``streamsight broker``, lake in a
+  local directory, Spark ``local[*]``), ``docker`` or ``aws``.
 * Nested settings use ``__`` in environment variables: ``STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS``,
   ``STREAMSIGHT_SPARK__MASTER``, ``STREAMSIGHT_KAFKA__SASL_PASSWORD``.
 * Relative paths in the YAML file are relative to the project root; relative paths given in the
@@ -35,7 +35,7 @@ PROFILES = ("local", "docker", "aws")
 
 # Fields holding filesystem locations that are resolved against the project root when they come
 # from the YAML file. ``lake_dir`` may also be a URI (s3a://, hdfs://), which is left alone.
-_PATH_FIELDS = ("lake_dir", "contracts_dir", "run_dir", "reports_dir")
+_PATH_FIELDS = ("lake_dir", "contracts_dir", "run_dir", "data_dir", "reports_dir")
 
 
 class KafkaSettings(BaseModel):
@@ -45,8 +45,8 @@ class KafkaSettings(BaseModel):
 
     bootstrap_servers: str | None = Field(
         default=None,
-        description="host:port list. Empty means: use the embedded broker's address file "
-        "(written by `streamsight broker`). Env: STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS.",
+        description="host:port list. Empty means: the local broker's (`streamsight broker` writes its "
+        "addresses to <run_dir>/broker.json). Env: STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS.",
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -61,12 +61,6 @@ class KafkaSettings(BaseModel):
         description="How long producers wait to fill a batch per partition (latency for fewer, larger "
         "record batches). Env: STREAMSIGHT_KAFKA__LINGER_MS.",
     )
-    default_partitions: int = Field(default=4, ge=1, description="For topics the embedded broker creates.")
-    kafka_python_api_version: str | None = Field(
-        default=None, pattern=r"^\d+\.\d+\.\d+$",
-        description="Pin kafka-python's protocol version, e.g. 2.1.0 (needed for the embedded broker).",
-    )
-
     @field_validator("bootstrap_servers")
     @classmethod
     def _check_servers(cls, value: str | None) -> str | None:
@@ -87,22 +81,12 @@ class SparkSettings(BaseModel):
     master: str = "local[*]"
     shuffle_partitions: int = Field(default=4, ge=1)
     driver_memory: str = "2g"
-    kafka_source: Literal["auto", "native", "python"] = Field(
-        default="auto",
-        description="auto: Spark's own kafka source when its connector is on the classpath, "
-        "otherwise Streamsight's Python Data Source reader.",
-    )
     max_offsets_per_trigger: int | None = Field(
         default=200_000, ge=1, description="Most Kafka records in one micro-batch of the silver query.")
     bronze_max_offsets_per_trigger: int | None = Field(
         default=1_000_000, ge=1,
         description="Most Kafka records in one micro-batch of the bronze query, which takes few, large ones "
         "(bronze_trigger_interval): 30 s at 20,000 events/s is 600,000.")
-    kafka_read_tasks: int | None = Field(
-        default=None, ge=1,
-        description="Python Kafka source only: at most this many read tasks per micro-batch (topic-partitions "
-        "are packed into them); default Spark's default parallelism (the cores of local mode).",
-    )
     trigger_interval: str = Field(default="0 seconds", description="Micro-batch trigger interval.")
     bronze_trigger_interval: str = Field(
         default="30 seconds",
@@ -164,7 +148,8 @@ class Settings(BaseSettings):
     profile: Literal["local", "docker", "aws"] = "local"
     lake_dir: str = Field(default="var/lake", description="Lake root: a directory, hdfs:// or s3a:// URI.")
     contracts_dir: Path = Field(default=Path("conf/contracts"), description="Directory of stream contracts.")
-    run_dir: Path = Field(default=Path("var/run"), description="Where the embedded broker writes its address.")
+    run_dir: Path = Field(default=Path("var/run"), description="Where local servers write their addresses.")
+    data_dir: Path = Field(default=Path("var/data"), description="Local servers' data (`streamsight broker`: data_dir/kafka).")
     reports_dir: Path = Field(default=Path("var/reports"), description="Where reports are written.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -196,7 +181,7 @@ class Settings(BaseSettings):
     # -- derived locations -------------------------------------------------------------------
     @property
     def broker_address_file(self) -> Path:
-        return self.run_dir / "broker.address"
+        return self.run_dir / "broker.json"
 
     @property
     def lake_uri(self) -> str:

@@ -1,20 +1,20 @@
-"""Shared fixtures: one local SparkSession, one Kafka-protocol broker, an isolated lake per test.
+"""Shared fixtures: one local SparkSession, one Apache Kafka for the whole run, an isolated lake per test.
 
-Broker choice, in order: ``KAFKA_BOOTSTRAP_SERVERS`` if set (a real Kafka you run); Apache Kafka in
-a container through testcontainers if a Docker engine answers; otherwise Streamsight's in-memory
-development broker (librdkafka's mock cluster, real Kafka protocol over TCP — not Apache Kafka).
+Kafka: ``KAFKA_BOOTSTRAP_SERVERS`` if set (a Kafka you run; its plaintext listener), otherwise one
+local Apache Kafka (:class:`streamsight_cli.local_kafka.LocalKafka`, KRaft, free ports) started for
+the session; tests create their own topics on it.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -63,25 +63,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @dataclass
 class TestBroker:
-    kind: str  # "external", "testcontainers" or "embedded"
+    kind: str  # "external" or "local"
     bootstrap_servers: str
-    _create: Callable[[str, int], None]
+    local: Any = None  # the LocalKafka, when the session started one
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
-        self._create(name, partitions)
-
-    def new_topic(self, prefix: str, partitions: int = 1) -> str:
-        """A fresh topic per test (name + uuid), so tests never see each other's data."""
-        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        self.create_topic(name, partitions)
-        return name
-
-
-def _admin_create(servers: str) -> Callable[[str, int], None]:
-    def create(name: str, partitions: int) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient({"bootstrap.servers": servers})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
         futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
         for future in futures.values():
             try:
@@ -90,43 +79,26 @@ def _admin_create(servers: str) -> Callable[[str, int], None]:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise
 
-    return create
-
-
-def _docker_answers() -> bool:
-    if not shutil.which("docker"):
-        return False
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    def new_topic(self, prefix: str, partitions: int = 1) -> str:
+        """A fresh topic per test (name + uuid), so tests never see each other's data."""
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.create_topic(name, partitions)
+        return name
 
 
 @pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[TestBroker]:
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBroker]:
     servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if servers:
-        yield TestBroker("external", servers, _admin_create(servers))
+        yield TestBroker("external", servers)
         return
-    if _docker_answers():
-        try:
-            from testcontainers.kafka import KafkaContainer
-        except ImportError:
-            pass
-        else:
-            # testcontainers' KafkaContainer drives Confluent's image of Apache Kafka (KRaft mode).
-            with KafkaContainer("confluentinc/cp-kafka:7.7.1").with_kraft() as container:
-                servers = container.get_bootstrap_server()
-                yield TestBroker("testcontainers", servers, _admin_create(servers))
-            return
-    from ingestion.embedded_broker import EmbeddedBroker
+    from streamsight_cli.local_kafka import LocalKafka
 
-    broker = EmbeddedBroker()
-    broker.start()
+    kafka = LocalKafka(tmp_path_factory.mktemp("kafka"), port=0).start()
     try:
-        yield TestBroker("embedded", broker.bootstrap_servers, broker.create_topic)
+        yield TestBroker("local", kafka.bootstrap_servers, kafka)
     finally:
-        broker.stop()
+        kafka.stop()
 
 
 @pytest.fixture(scope="session")
@@ -135,11 +107,13 @@ def spark():
 
     from streaming_jobs import jvm
     from streaming_jobs.session import SESSION_SQL_CONF
+    from streamsight import jars
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master("local[2]")
-        .config("spark.jars", str(jvm.build()))  # the JVM screen; needs a JDK (javac), as make setup does
+        # Spark's Kafka connector (pom.xml) and the JVM screen (needs a JDK's javac, as make test does)
+        .config("spark.jars", ",".join([*map(str, jars.classpath("spark")), str(jvm.build())]))
         .appName("streamsight-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")

@@ -2,7 +2,7 @@
 # Build the two artifacts the pipeline role deploys, from the project root, into dist/:
 #
 #   dist/streamsight.zip         the project's packages (streamsight, ingestion, streaming_jobs with the
-#                                JVM screen's jar, ml, analytics, streamsight_cli.py) and conf/ (settings profiles, contracts,
+#                                JVM screen's jar, ml, analytics, streamsight_cli/) and conf/ (settings profiles, contracts,
 #                                reference data): spark-submit --py-files, and unpacked on the pipeline
 #                                host for the entry-point scripts (streaming_jobs/pipeline.py, ml/train.py)
 #                                and the settings (STREAMSIGHT_CONFIG=/opt/streamsight/app/conf/...).
@@ -30,7 +30,7 @@ mkdir -p "$dist"
 # The JVM screen jar goes into the zip (streaming_jobs/jvm/build/): spark-submit --jars; needs a JDK here.
 (cd "$root" && "$build/env/bin/python" -m streaming_jobs.jvm)
 (cd "$root" && rm -f "$dist/streamsight.zip" && \
-  zip -qr "$dist/streamsight.zip" streamsight ingestion streaming_jobs ml analytics streamsight_cli.py conf \
+  zip -qr "$dist/streamsight.zip" streamsight ingestion streaming_jobs ml analytics streamsight_cli conf \
     -x '*/__pycache__/*' '*.pyc')
 rm -f "$dist/streamsight-env.tar.gz"
 "$build/env/bin/venv-pack" --quiet -p "$build/env" -o "$dist/streamsight-env.tar.gz"

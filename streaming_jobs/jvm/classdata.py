@@ -108,7 +108,7 @@ def _workload() -> None:
 
     from analytics.sql import run_sql
     from ingestion import sources
-    from ingestion.embedded_broker import EmbeddedBroker
+    from streamsight_cli.local_kafka import running_kafka
     from ingestion.producer import produce
     from ml.registry import ModelRegistry
     from streaming_jobs.pipeline import StreamJob
@@ -127,9 +127,7 @@ def _workload() -> None:
             metrics={**base.metrics.model_dump(), "sink": "none"},
         )
         contract = get_contract(settings.contracts_dir, "machine_telemetry")
-        with EmbeddedBroker(topics={contract.raw_topic: 2, contract.dead_letter_topic: 1}) as broker:
-            settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(
-                update={"bootstrap_servers": broker.bootstrap_servers})})
+        with running_kafka(settings, [contract], Path(tmp) / "kafka") as (broker, settings):
             faults = sources.FaultSpec(malformed=0.05, schema=0.05, duplicates=0.05)
             produce(settings, contract, sources.synthetic_source(contract, machines=20, faults=faults,
                                                                  start=sources.AI4I_START), count=500, progress=False)

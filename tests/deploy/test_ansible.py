@@ -289,10 +289,9 @@ def _artifacts(dist: Path) -> None:
     """A real code archive of the project and a tiny stand-in for the packed environment."""
     dist.mkdir()
     with zipfile.ZipFile(dist / "streamsight.zip", "w", zipfile.ZIP_DEFLATED) as zf:
-        for package in ("streamsight", "ingestion", "streaming_jobs", "ml", "analytics"):
+        for package in ("streamsight", "streamsight_cli", "ingestion", "streaming_jobs", "ml", "analytics"):
             for file in sorted((ROOT / package).rglob("*.py")):
                 zf.write(file, file.relative_to(ROOT).as_posix())
-        zf.write(ROOT / "streamsight_cli.py", "streamsight_cli.py")
         from streaming_jobs import jvm
 
         zf.write(jvm.build(), jvm.JAR.relative_to(ROOT).as_posix())
@@ -794,7 +793,7 @@ def test_pipeline_install_and_units(deployment: Deployment) -> None:
     stream = unit(units / "streamsight-stream@.service")
     (exec_start,) = stream["ExecStart"]
     assert exec_start.startswith("/opt/spark/current/bin/spark-submit --master spark://spark-master.internal:7077 ")
-    assert "--packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.3.0" in exec_start
+    assert "--packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0" in exec_start
     assert "--py-files /opt/streamsight/lib/streamsight.zip" in exec_start
     assert "--jars /opt/streamsight/app/streaming_jobs/jvm/build/streamsight-jvm.jar" in exec_start
     assert (root / "opt/streamsight/app/streaming_jobs/jvm/build/streamsight-jvm.jar").is_file()

@@ -477,7 +477,6 @@ def test_spark_submit_jobs_match_the_repo():
             assert option in given, f"{name}: {script.name} requires {option}"
         if "--stream" in app_args:
             assert app_args[app_args.index("--stream") + 1] in contracts(), f"{name}: unknown contract"
-        assert settings.spark.kafka_source in {"native", "auto"}, "docker profile should use Spark's kafka source"
 
 
 def test_pyspark_submit_args_of_cli_jobs():

@@ -1,4 +1,4 @@
-"""The benchmark's arithmetic (streaming_jobs.bench.measure) on a small real lake, and the floor
+"""The benchmark's arithmetic (streamsight_cli.bench.measure) on a small real lake, and the floor
 jobs' per-batch sketch (FloorBatches) on real Spark.
 
 The end-to-end ``streamsight bench`` run is a benchmark, not a test (it takes minutes); what it reports
@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from streaming_jobs.bench import FloorBatches, _percentiles, _pipeline_measured, keeping_up, measure
+from streamsight_cli.bench import FloorBatches, _percentiles, _pipeline_measured, keeping_up, measure
 
 T0 = 1_800_000_000.0  # produce times are offsets from this (epoch seconds)
 # (batch id, commit offset) and the produce offsets of each batch's silver rows.

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from ingestion import sources
 from ingestion.producer import produce
 from streaming_jobs import transforms as T
-from streaming_jobs.demo import reconcile
+from streamsight_cli.demo import reconcile
 from streaming_jobs.pipeline import StreamJob, batch_stats
 from streamsight.contracts import load_contracts
 from streamsight.settings import load_settings

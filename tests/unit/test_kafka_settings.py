@@ -23,7 +23,20 @@ def test_each_client_gets_the_same_security_under_its_own_names(monkeypatch):
     assert kp["bootstrap_servers"] == settings.kafka.bootstrap_servers.split(",")
     assert (kp["sasl_plain_username"], kp["sasl_plain_password"], kp["ssl_cafile"]) == (
         "svc", "s3cret", "/etc/streamsight/kafka-ca.pem")
-    assert spark_options(settings)["kafka.sasl.password"] == "s3cret"
+    spark = spark_options(settings)
+    assert spark["kafka.security.protocol"] == "SASL_SSL" and spark["kafka.sasl.mechanism"] == "SCRAM-SHA-512"
+    assert spark["kafka.sasl.jaas.config"] == (
+        'org.apache.kafka.common.security.scram.ScramLoginModule required username="svc" password="s3cret";')
+    assert (spark["kafka.ssl.truststore.type"], spark["kafka.ssl.truststore.location"]) == (
+        "PEM", "/etc/streamsight/kafka-ca.pem")
+
+
+def test_jaas_quotes_what_a_password_may_hold(monkeypatch):
+    monkeypatch.setenv("STREAMSIGHT_PROFILE", "aws")
+    monkeypatch.setenv("STREAMSIGHT_KAFKA__SASL_USERNAME", "svc")
+    monkeypatch.setenv("STREAMSIGHT_KAFKA__SASL_PASSWORD", 'a"b\\c;')
+    jaas = spark_options(load_settings())["kafka.sasl.jaas.config"]
+    assert jaas.endswith(' password="a\\"b\\\\c;";'), jaas
 
 
 def test_plaintext_sends_no_sasl_keys(monkeypatch):

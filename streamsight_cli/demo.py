@@ -1,6 +1,6 @@
 """``streamsight demo``: the whole product on this machine, then a reconciliation of every count.
 
-1. start the in-memory development broker (a subprocess, stopped at the end);
+1. start Apache Kafka (``streamsight_cli.local_kafka``: a fresh one on free ports, stopped at the end);
 2. replay the first 6,000 AI4I rows; stream until caught up; train model v1 on that early silver
    data and promote it;
 3. replay the remaining AI4I rows, a synthetic stream with injected faults (malformed JSON, schema
@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -34,10 +32,11 @@ from ingestion.producer import ProduceSummary, produce
 from streamsight.contracts import get_contract
 from streamsight.errors import StreamsightError
 from streamsight.settings import Settings
+from streamsight_cli.local_kafka import running_kafka
 
 STREAM = "machine_telemetry"
 MARKER = ".streamsight-demo"
-AI4I_CSV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"
+AI4I_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"
 
 
 def _say(message: str) -> None:
@@ -57,43 +56,23 @@ def _prepare_lake(settings: Settings) -> None:
     (lake / MARKER).write_text("created by `streamsight demo`; the next demo run deletes this directory\n")
 
 
-def start_broker(settings: Settings, topics: dict[str, int], timeout: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``python -m ingestion.embedded_broker`` and wait (bounded) for its address file."""
-    address_file = settings.broker_address_file
-    address_file.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "ingestion.embedded_broker", "--address-file", str(address_file)]
-    for name, parts in topics.items():
-        cmd += ["--topic", f"{name}:{parts}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            cwd=Path(__file__).resolve().parent.parent)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if address_file.exists() and address_file.read_text().strip():
-            return proc, address_file.read_text().strip()
-        if proc.poll() is not None:
-            raise StreamsightError(f"the embedded broker exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        time.sleep(0.05)  # polling for the address file, bounded by the deadline
-    proc.kill()
-    raise StreamsightError(f"the embedded broker wrote no address within {timeout:g}s")
-
-
-def stop_broker(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def run_demo(settings: Settings) -> dict[str, Any]:
     started = time.monotonic()
     _prepare_lake(settings)
     contract = get_contract(settings.contracts_dir, STREAM)
-    topics = {contract.raw_topic: contract.topics.partitions, contract.dead_letter_topic: 1}
-    proc, servers = start_broker(settings, topics)
-    _say(f"embedded broker (in-memory, development only) at {servers}")
-    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": servers})})
+    with running_kafka(settings, [contract], settings.data_dir / "demo-kafka") as (kafka, settings):
+        _say(f"Apache Kafka {kafka.version} at {kafka.bootstrap_servers} (data in {kafka.data_dir})")
+        summary = _run(settings, contract, f"Apache Kafka {kafka.version}")
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    for name, check in summary["checks"].items():
+        _say(f"{'ok  ' if check['ok'] else 'FAIL'} {name}: {check['detail']}")
+    _say("counts reconcile" if summary["reconciled"] else "counts DO NOT reconcile")
+    print("SUMMARY " + json.dumps(summary), flush=True)
+    return summary
+
+
+def _run(settings: Settings, contract: Any, broker: str) -> dict[str, Any]:
+    servers = settings.kafka.bootstrap_servers
     spark = None
     try:
         from ml.train import train_model
@@ -128,19 +107,13 @@ def run_demo(settings: Settings) -> dict[str, Any]:
         from streamsight.contracts import load_contracts
 
         report = build_report(spark, settings, load_contracts(settings.contracts_dir), stream=STREAM)
-        summary = reconcile(spark, job, runs)
+        summary = {"broker": broker, **reconcile(spark, job, runs)}
         summary["report"] = str(report)
         summary["model"] = {"version": meta["version"], "auc_pr": round(meta["metrics"]["auc_pr"], 4),
                             "baseline_auc_pr": round(meta["baseline_metrics"]["auc_pr"], 4)}
     finally:
         if spark is not None:
             spark.stop()
-        stop_broker(proc)
-    summary["seconds"] = round(time.monotonic() - started, 1)
-    for name, check in summary["checks"].items():
-        _say(f"{'ok  ' if check['ok'] else 'FAIL'} {name}: {check['detail']}")
-    _say("counts reconcile" if summary["reconciled"] else "counts DO NOT reconcile")
-    print("SUMMARY " + json.dumps(summary), flush=True)
     return summary
 
 

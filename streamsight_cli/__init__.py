@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -75,22 +76,81 @@ def _contract(settings: Any, stream: str) -> Any:
 @app.command()
 def broker(
     ctx: typer.Context,
-    num_brokers: Annotated[int, typer.Option(help="Brokers in the in-memory cluster.")] = 1,
+    port: Annotated[Optional[int], typer.Option(
+        help="Plaintext port (controller: +1, SASL_SSL: +2); 0 picks free ports. Default: the last start's, "
+             "else 9092.", min=0, max=65533)] = None,
+    reset: Annotated[bool, typer.Option(help="Delete the broker's data (topics, credentials, certificates) first.")] = False,
 ) -> None:
-    """Run the in-memory development broker (librdkafka mock cluster; NOT Apache Kafka) until SIGTERM.
+    """Run Apache Kafka (KRaft: one broker and controller) on loopback until SIGTERM or Ctrl-C.
 
-    Creates every contract's raw and dead-letter topics, prints the bootstrap address and writes it
-    to <run_dir>/broker.address, where the other commands find it.
+    Data lives in <data_dir>/kafka and survives restarts. Creates every contract's topics and the
+    ACLs of the pipeline's and producers' principals, prints the bootstrap address and writes the
+    addresses to <run_dir>/broker.json, where the other commands find them.
     """
-    from ingestion.embedded_broker import serve
+    import signal
+
     from streamsight.contracts import load_contracts
+    from streamsight.kafka import ensure_topics, grant_stream_acls, stream_topics
+    from streamsight_cli.local_kafka import LocalKafka
 
     settings = _settings(ctx)
-    topics: dict[str, int] = {}
-    for c in load_contracts(settings.contracts_dir).values():
-        topics[c.raw_topic] = c.topics.partitions
-        topics[c.dead_letter_topic] = 1
-    serve(topics=topics, address_file=settings.broker_address_file, num_brokers=num_brokers)
+    contracts = load_contracts(settings.contracts_dir)  # a bad contract fails before Kafka starts
+    kafka = LocalKafka(settings.data_dir / "kafka", port=port)
+    if reset:
+        kafka.reset()
+    stop: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: stop.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    address_file = settings.broker_address_file
+    try:
+        kafka.start()
+        admin = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={
+            "bootstrap_servers": kafka.bootstrap_servers, "security_protocol": "PLAINTEXT"})})
+        topics: dict[str, int] = {}
+        for c in contracts.values():
+            topics.update(stream_topics(c))
+        ensure_topics(admin, topics)
+        grant_stream_acls(admin, contracts.values())
+        address_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = address_file.with_suffix(".partial")
+        partial.write_text(json.dumps(kafka.describe(), indent=2) + "\n", encoding="utf-8")
+        partial.replace(address_file)
+        print(kafka.bootstrap_servers, flush=True)
+        typer.echo(f"streamsight broker: Apache Kafka {kafka.version} (KRaft), data in {kafka.data_dir}\n"
+                   f"  PLAINTEXT {kafka.bootstrap_servers}  loopback, no authentication\n"
+                   f"  SASL_SSL  {kafka.sasl_ssl_bootstrap_servers}  SCRAM-SHA-512, CA {kafka.ca_file}, "
+                   f"passwords in {kafka.data_dir / 'credentials.json'}\n"
+                   f"  topics: {', '.join(sorted(topics)) or 'none'}\n"
+                   f"  addresses in {address_file}; stop with Ctrl-C or SIGTERM", err=True)
+        while not stop and kafka.running:
+            time.sleep(0.5)  # waiting for a signal or for Kafka to exit
+        if not kafka.running:
+            raise StreamsightError(f"Apache Kafka exited unexpectedly; see {kafka.log_file}")
+    finally:
+        address_file.unlink(missing_ok=True)
+        kafka.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@app.command()
+def topics(
+    ctx: typer.Context,
+    acls: Annotated[bool, typer.Option(help="Also create the ACLs of the pipeline's and producers' principals.")] = True,
+) -> None:
+    """Create every contract's topics (and ACLs) on the configured Kafka, through its Admin API."""
+    from streamsight.contracts import load_contracts
+    from streamsight.kafka import check_broker, ensure_topics, grant_stream_acls, stream_topics
+
+    settings = _settings(ctx)
+    contracts = load_contracts(settings.contracts_dir)
+    check_broker(settings)
+    wanted: dict[str, int] = {}
+    for c in contracts.values():
+        wanted.update(stream_topics(c))
+    created = ensure_topics(settings, wanted)
+    granted = grant_stream_acls(settings, contracts.values()) if acls else 0
+    print(json.dumps({"topics": sorted(wanted), "created": sorted(created), "acl_bindings": granted}))
 
 
 @app.command()
@@ -266,7 +326,7 @@ def bench(
              "(Kafka source, nothing written) or 'bronze' (Kafka source, one Parquet table).")] = "pipeline",
 ) -> None:
     """Measure end-to-end throughput and latency (producer, broker and Spark on this machine)."""
-    from streaming_jobs.bench import JOBS, run_bench
+    from streamsight_cli.bench import JOBS, run_bench
 
     if job not in JOBS:
         raise typer.BadParameter(f"expected one of {', '.join(JOBS)}", param_hint="--job")
@@ -307,7 +367,7 @@ def bench_startup(
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """The whole flow on the embedded broker: produce, stream, train, score, report; prints SUMMARY."""
-    from streaming_jobs.demo import run_demo
+    from streamsight_cli.demo import run_demo
 
     summary = run_demo(_settings(ctx))
     if not summary.get("reconciled"):

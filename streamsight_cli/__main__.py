@@ -1,0 +1,5 @@
+"""``python -m streamsight_cli``: the ``streamsight`` command."""
+
+from streamsight_cli import main
+
+main()
