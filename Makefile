@@ -11,18 +11,14 @@ INFRA_STAMP := $(INFRA)/.installed
 .PHONY: demo test setup setup-infra check-java jars jvm bench clean
 
 demo: setup check-java jars
-	@$(BIN)/python -m streaming_jobs.jvm --no-classdata >/dev/null || echo "(the demo runs without the JVM screen: slower, same results)"
+	@$(BIN)/python -m streaming_jobs.jvm >/dev/null || echo "(the demo runs without the JVM functions: same results)"
 	$(BIN)/streamsight demo
 
-# The tests need the JVM screen's jar (streaming_jobs/jvm; a JDK's javac builds it in a few seconds).
-# `jvm` also writes the class-data archive local Spark drivers start from (streaming_jobs/jvm/classdata.py:
-# about 2 minutes once, then every local session starts faster); the demo skips it, it would not repay
-# its cost in one run.
+# The tests need the project's JVM functions (streaming_jobs/jvm; a JDK's javac builds them in seconds).
 test: setup setup-infra check-java jars jvm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 jvm: setup
-	@test -n "$$(ls streaming_jobs/jvm/build/spark-classes-*.jsa 2>/dev/null)" || echo "building the JVM jar and the class-data archive of local Spark drivers (about 2 minutes, once)"
 	@$(BIN)/python -m streaming_jobs.jvm >/dev/null
 
 # At the issue's latency target rate, after a minute at that rate (the figures are the last 30 s).

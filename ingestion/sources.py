@@ -1,9 +1,9 @@
 """Producer sources: each yields :class:`Event` objects (one record each) or, where records come
 many at a time, :class:`~ingestion.columnar.EventBatch` objects, for one stream contract.
 
-* :func:`file_source` — JSON Lines, CloudTrail-style ``{"Records": [...]}`` JSON, or CSV (values
-  coerced to the contract's field types). A line that is not JSON is passed on as raw bytes, so the
-  producer can dead-letter it with a reason instead of losing it.
+* :func:`file_source` — JSON Lines (each line's bytes, as they are: the producer's validator
+  decides), CloudTrail-style ``{"Records": [...]}`` JSON, or CSV (values coerced to the contract's
+  field types).
 * :func:`ai4i_source` — replays the AI4I 2020 predictive-maintenance CSV as machine telemetry.
 * :func:`synthetic_source` — realistic telemetry for many machines (the AI4I failure physics), or,
   for any other contract, schema-driven random records; optional injected faults; in batches.
@@ -34,11 +34,13 @@ AI4I_START = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 @dataclass
 class Event:
-    """One message to send. ``payload`` for a record, ``raw`` for bytes that are not one."""
+    """One record to send: ``payload`` (an object) or ``raw`` (its bytes, e.g. a line of a file, which
+    the producer's validator parses); ``rejection`` when the source already knows it is not one."""
 
     payload: dict[str, Any] | None = None
     raw: bytes | None = None
     fault: str | None = None  # which injected fault this is, for the producer's summary
+    rejection: Any = None  # a streamsight.validation.Rejection
 
 
 @dataclass
@@ -81,57 +83,101 @@ def _iso(ts: datetime) -> str:
 
 
 def _coerce(contract: Contract, row: dict[str, str]) -> dict[str, Any]:
+    """A CSV row as a record: empty cells are absent, cells of number, integer and boolean fields
+    become those types where they read as such (else they stay text, and the validator says so)."""
     types = {f.name: f.json_type for f in contract.fields}
     out: dict[str, Any] = {}
     for name, value in row.items():
         if value is None or value == "":
             continue
         kind = types.get(name)
-        try:
-            if kind == "integer":
-                out[name] = int(float(value)) if float(value).is_integer() else value
-            elif kind == "number":
-                out[name] = float(value)
-            elif kind == "boolean":
-                out[name] = value.strip().lower() in ("1", "true", "yes")
-            else:
-                out[name] = value
-        except ValueError:
-            out[name] = value  # left as text: the validator reports TYPE_MISMATCH
+        if kind == "integer":
+            try:
+                out[name] = int(value)
+                continue
+            except ValueError:
+                pass
+        if kind in ("integer", "number"):
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number):
+                out[name] = int(number) if kind == "integer" and number.is_integer() else number
+                continue
+        if kind == "boolean" and value.strip().lower() in ("true", "false"):
+            out[name] = value.strip().lower() == "true"
+            continue
+        out[name] = value
     return out
 
 
+CLOUDTRAIL_PROBE = 4096  # bytes read to tell a CloudTrail delivery file ({"Records": [...]}) from JSON Lines
+
+
+def _lines(fh: Any) -> Iterator[bytes]:
+    """A binary file's lines without their line ends (a UTF-8 byte order mark at the start dropped)."""
+    first = True
+    for line in fh:
+        if first and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]
+        first = False
+        yield line.rstrip(b"\r\n")
+
+
+def _csv_rows(contract: Contract, path: Path) -> Iterator[Event]:
+    """A CSV file's rows; a row with more or fewer cells than the header is rejected
+    (``MALFORMED_RECORD``), text that is not UTF-8 is kept as it was for the validator to reject."""
+    from streamsight.validation import Rejection
+
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return
+        for row in reader:
+            if not row:
+                yield Event(raw=b"")  # a blank line: counted, not sent
+            elif len(row) != len(header):
+                raw = ",".join(row).encode("utf-8", "surrogateescape")
+                yield Event(raw=raw, rejection=Rejection(
+                    "MALFORMED_RECORD", f"CSV row {reader.line_num} has {len(row)} cells, the header {len(header)}"))
+            else:
+                yield Event(payload=_coerce(contract, dict(zip(header, row))))
+
+
 def file_source(contract: Contract, path: Path) -> Iterator[Event]:
+    """Every record of a file (or of every file of a directory, by name): JSON Lines (each line's
+    bytes, checked by the producer), CSV, or a CloudTrail delivery file (``{"Records": [...]}``)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"--source file: {path} does not exist")
     paths = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     for p in paths:
         if p.suffix.lower() == ".csv":
-            with p.open(encoding="utf-8-sig", newline="") as fh:
-                for row in csv.DictReader(fh):
-                    yield Event(payload=_coerce(contract, row))
+            yield from _csv_rows(contract, p)
             continue
-        text = p.read_text(encoding="utf-8-sig")
-        stripped = text.lstrip()
-        if stripped.startswith("{") and '"Records"' in stripped[:200]:
-            try:
-                records = json.loads(text)["Records"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                records = None
-            if isinstance(records, list):
+        with p.open("rb") as fh:
+            head = fh.read(CLOUDTRAIL_PROBE).lstrip(b"\xef\xbb\xbf \t\r\n")
+        if head.startswith(b"{") and b'"Records"' in head:
+            records = _cloudtrail_records(p)
+            if records is not None:
                 for rec in records:
                     yield Event(payload=rec) if isinstance(rec, dict) else Event(raw=json.dumps(rec).encode())
                 continue
-        for line in text.splitlines():
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                yield Event(raw=line.encode())
-                continue
-            yield Event(payload=obj) if isinstance(obj, dict) else Event(raw=line.encode())
+        with p.open("rb") as fh:
+            for line in _lines(fh):
+                yield Event(raw=line)
+
+
+def _cloudtrail_records(path: Path) -> list[Any] | None:
+    """The ``Records`` of a CloudTrail delivery file, or None if it is not one (read as lines then)."""
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (ValueError, RecursionError):  # not one JSON document, or not UTF-8
+        return None
+    records = doc.get("Records") if isinstance(doc, dict) else None
+    return records if isinstance(records, list) else None
 
 
 def ai4i_source(path: Path, *, start: datetime = AI4I_START, step_seconds: float = 60.0,

@@ -13,25 +13,24 @@ Locally: ``streamsight stream --stream machine_telemetry [--until-idle]``.
 Queries (each with its own checkpoint under ``_checkpoints/<stream>/<query>``)::
 
     bronze       Kafka raw topic ──▶ bronze                                      (Spark file sink)
-    silver       Kafka raw + dead-letter topics ─screen─▶ watermark ─▶ drop duplicates
-                 within watermark ─foreachBatch─▶ rejects (exact path: code, reason)
-                                                  + producer dead letters ─▶ dead_letter
-                                              └─▶ filter, enrich ─▶ silver ─score─▶ predictions
-                                                                      (each table idempotent by batch id)
+    silver       Kafka raw topic ─validate─▶ watermark ─▶ drop duplicates within watermark
+                 ─foreachBatch─▶ rejected records ─▶ dead_letter table + dead-letter topic
+                              └─▶ filter, enrich ─▶ silver ─score─▶ predictions
+                                                  (each table idempotent by batch id)
     gold_<agg>   silver ─watermark─▶ event-time window aggregate ──▶ gold         (Spark file sink, append)
 
 ``bronze`` and ``silver`` both read Kafka, so an event reaches silver and predictions in one
-micro-batch of one query.  The stream screens every value with the JVM screen
-(:func:`streaming_jobs.transforms.screen`, :mod:`streaming_jobs.jvm`; the SQL fast path without its
-jar); the exact path, which names the broken rule, runs in
-``foreachBatch`` on the few records the screen did not accept.  In ``silver`` only valid records of the
-raw topic take part in de-duplication: rejected records and producer dead letters are keyed by
-their Kafka coordinates and carry no event time, so they are never dropped, never count as
-duplicates and never move the watermark.
+micro-batch of one query. The stream validates every value (:func:`streaming_jobs.transforms.validated`:
+the stream's own verdict, or the one its producer attached in the message headers). Only valid
+records take part in de-duplication: a rejected record is keyed by its Kafka coordinates and
+carries no event time, so it is never dropped, never counts as a duplicate and never moves the
+watermark.
 
 Exactly-once: the Spark file sinks keep ``_spark_metadata``; the foreachBatch tables are written with
 :class:`streaming_jobs.lake_sink.LakeTable`, which writes the same log keyed by batch id, so a batch
-re-run after a crash is skipped for every table it already committed. Downstream queries read
+re-run after a crash is skipped for every table it already committed. The dead-letter topic gets a
+batch's messages before its dead_letter table commit: a crash between the two publishes them again
+(at least once; each message's key is its record's Kafka coordinates). Downstream queries read
 silver as a file stream through that log, so they never see partial files.
 
 ``--until-idle`` runs the queries in dependency order with ``Trigger.AvailableNow`` and stops when
@@ -115,7 +114,7 @@ class StreamJob:
     def kafka_stream(self, *topics: str, max_offsets: int | None) -> DataFrame:
         """Spark's ``kafka`` source over ``topics``, from the earliest offsets, failing on data loss."""
         options = {"subscribe": ",".join(topics), "startingOffsets": "earliest", "failOnDataLoss": "true",
-                   **spark_options(self.settings, self.servers)}
+                   "includeHeaders": "true", **spark_options(self.settings, self.servers)}
         if max_offsets:
             options["maxOffsetsPerTrigger"] = str(max_offsets)
         return self.spark.readStream.format("kafka").options(**options).load()
@@ -174,9 +173,8 @@ class StreamJob:
 
     def silver_query(self, available_now: bool) -> StreamingQuery:
         c = self.contract
-        records = T.to_bronze(self.kafka_stream(c.raw_topic, c.dead_letter_topic,
-                                          max_offsets=self.settings.spark.max_offsets_per_trigger))
-        keyed = T.dedup_keyed(T.screen(records, c), c)
+        records = T.to_bronze(self.kafka_stream(c.raw_topic, max_offsets=self.settings.spark.max_offsets_per_trigger))
+        keyed = T.dedup_keyed(T.validated(records, c), c)
         deduped = keyed.withWatermark(T.DEDUP_TIME, c.watermark).dropDuplicatesWithinWatermark(T.dedup_columns(c))
         writer = SilverBatchWriter(self)
         # No "no-data" micro-batches for this query: they would only expire de-duplication state
@@ -279,7 +277,7 @@ class StreamJob:
 class SilverBatchWriter:
     """foreachBatch function of the ``silver`` query.
 
-    Writes rejected records and producer dead letters to dead_letter; filters, enriches and writes
+    Writes rejected records to dead_letter (and the dead-letter topic); filters, enriches and writes
     the valid de-duplicated records to silver; scores them into predictions; records the batch's
     counts in ``_ops/<stream>/silver_batches``.  Each table write is idempotent by batch id, so a
     batch replayed after a crash adds nothing twice.
@@ -312,7 +310,7 @@ class SilverBatchWriter:
         from pyspark.sql import functions as F
 
         c = self.job.contract
-        valid = T.valid_rows(batch.where(F.col("topic") == c.raw_topic), c)
+        valid = T.valid_rows(batch, c)
         return T.to_silver_shape(T.join_reference(T.apply_filter(valid, c), c, self.job.reference_table()), c, batch_id)
 
     def _score(self, silver: DataFrame, batch_id: int) -> tuple[int, int | None]:
@@ -337,6 +335,11 @@ class SilverBatchWriter:
 
         return self._pool.submit(inheritable_thread_target(timed))
 
+    def _publish_dead_letters(self, dead: DataFrame) -> None:
+        """The batch's rejected records to the stream's dead-letter topic (Spark's Kafka sink)."""
+        options = spark_options(self.job.settings, self.job.servers)
+        T.dead_letter_messages(dead, self.job.contract).write.format("kafka").options(**options).save()
+
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         from pyspark.sql import Observation
         from pyspark.sql import functions as F
@@ -360,11 +363,9 @@ class SilverBatchWriter:
             # (building the model's plan, committing) overlaps the other's tasks; it reads the same
             # cached batch through the same silver rows (whose observed counts are the same in both
             # jobs; the first to finish reports them).
-            kind = (F.when(F.col("topic") != c.raw_topic, "producer")
-                    .when(~F.col("_accepted"), "stream").otherwise("valid"))
             seen = Observation(f"silver_batch_{batch_id}")
-            counted = batch.observe(seen, F.count_if(kind == "valid").alias("valid"),
-                                    F.count_if(kind != "valid").alias("dead"))
+            counted = batch.observe(seen, F.count_if(F.col("_accepted")).alias("valid"),
+                                    F.count_if(~F.col("_accepted")).alias("dead"))
             silver_df = self._silver_rows(counted, batch_id)
             if self._scorer is not None:
                 scoring = self._in_background(lambda: self._score(silver_df, batch_id))
@@ -375,8 +376,9 @@ class SilverBatchWriter:
             rows_in, dead_rows = int(seen.get["valid"]), int(seen.get["dead"])
             lap = time.monotonic()
             if dead_rows:
-                dead = T.rejected_rows(batch.where(F.col("topic") == c.raw_topic), c).unionByName(
-                    T.producer_dead_letters(batch.where(F.col("topic") != c.raw_topic)))
+                dead = T.invalid_rows(batch)
+                if not self.dead_letter.is_committed(spark, batch_id):
+                    self._publish_dead_letters(dead)
                 self._write(self.dead_letter, dead, batch_id)
             else:
                 self.dead_letter.commit_empty(spark, batch_id)

@@ -80,13 +80,6 @@ def build_session(settings: Settings, app_name: str) -> SparkSession:
         jar = jvm.ensure_built()
         if jar is not None:
             add_jars(conf, [str(jar)])
-        if settings.spark.class_data_sharing:
-            from streaming_jobs.jvm import classdata
-
-            options = classdata.java_options()
-            if options is not None:  # the user's options come last, so theirs win (e.g. -Xshare:off)
-                key = "spark.driver.extraJavaOptions"
-                conf[key] = " ".join(o for o in (options, conf.get(key, "")) if o)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -13,3 +13,7 @@ class ConfigError(StreamsightError):
 
 class BrokerUnavailableError(StreamsightError):
     """The Kafka bootstrap servers did not answer within the configured time."""
+
+
+class BrokerAccessError(StreamsightError):
+    """Kafka refused the principal: a failed login, or an operation its ACLs do not allow."""

@@ -19,7 +19,8 @@ from __future__ import annotations
 from streamsight.contracts import Contract
 
 BRONZE_COLUMNS = [
-    ("key", "binary"), ("value", "binary"), ("topic", "string"), ("partition", "int"),
+    ("key", "binary"), ("value", "binary"), ("headers", "array<struct<key:string,value:binary>>"),
+    ("topic", "string"), ("partition", "int"),
     ("offset", "bigint"), ("kafka_timestamp", "timestamp"), ("ingest_time", "timestamp"),
     ("ingest_date", "date"),
 ]

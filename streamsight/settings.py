@@ -95,11 +95,6 @@ class SparkSettings(BaseModel):
         "costs seconds before its first record, see docs/benchmarks.md).",
     )
     conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
-    class_data_sharing: bool = Field(
-        default=True,
-        description="Local mode only: start the driver JVM from the class-data archive that "
-        "`python -m streaming_jobs.jvm` builds (streaming_jobs/jvm/classdata.py), when there is one.",
-    )
 
 
 class AwsSettings(BaseModel):

@@ -176,7 +176,7 @@ def produce(
     skip_validation: Annotated[bool, typer.Option(help="Send records unchecked (tests the stream-side dead-letter path).")] = False,
     progress: Annotated[Optional[bool], typer.Option(help="Progress bar (default: when stderr is a terminal).")] = None,
 ) -> None:
-    """Publish events from a source to a stream's raw topic; invalid ones go to its dead-letter topic."""
+    """Publish a source's records to a stream's raw topic; rejected ones carry their reason code in headers."""
     from ingestion import sources
     from ingestion.producer import produce as run_produce
 
@@ -346,22 +346,6 @@ def bench_scoring(
     from ml.bench import run_scoring_bench
 
     print(json.dumps(run_scoring_bench(_settings(ctx), rows=rows, repeats=repeats, output=output)))
-
-
-@app.command("bench-startup")
-def bench_startup(
-    ctx: typer.Context,
-    runs: Annotated[int, typer.Option(help="Runs per variant (median reported).", min=1)] = 5,
-    output: Annotated[Optional[Path], typer.Option(help="Where to write the JSON figures.")] = None,
-) -> None:
-    """Measure a CLI command's start-up with and without the class-data archive (streaming_jobs/jvm/classdata.py)."""
-    from streaming_jobs.jvm.classdata import bench
-
-    try:
-        print(json.dumps(bench(_settings(ctx), runs=runs, output=output)))
-    except RuntimeError as exc:
-        typer.echo(f"streamsight: {exc}", err=True)
-        raise typer.Exit(1) from exc
 
 
 @app.command()

@@ -125,10 +125,6 @@ def spark():
     )
     for key, value in SESSION_SQL_CONF.items():
         builder = builder.config(key, value)
-    from streaming_jobs.jvm import classdata
-
-    if (options := classdata.java_options()) is not None:  # as local sessions start (session.build_session)
-        builder = builder.config("spark.driver.extraJavaOptions", options)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     yield session

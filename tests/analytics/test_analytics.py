@@ -90,6 +90,8 @@ def _arrow_type(spark_type: str):
 
     if spark_type == "timestamp":
         return pa.timestamp("us", tz="UTC")
+    if spark_type == "array<struct<key:string,value:binary>>":  # Kafka headers
+        return pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))
     return getattr(pa, _ARROW_TYPES[spark_type])()
 
 
@@ -99,6 +101,8 @@ def _write(lake_uri: str, contract: Contract, table: str, frame: pd.DataFrame) -
     import pyarrow.parquet as pq
 
     columns, partitions = table_columns(contract, table)
+    if "headers" in dict(columns) and "headers" not in frame:
+        frame = frame.assign(headers=None)
     schema = pa.schema([(name, _arrow_type(kind)) for name, kind in columns])
     data = pa.Table.from_pandas(frame[[c for c, _ in columns]], schema=schema, preserve_index=False)
     path = url2pathname(urlparse(table_uri(lake_uri, contract, table)).path)

@@ -790,7 +790,7 @@ def test_ci_workflow_pins_actions_and_matches_the_lock():
 
 
 def test_stream_job_gets_the_jvm_screen_built_in_the_image():
-    """The image builds the JVM screen (streaming_jobs/jvm) in the builder stage and puts the jar
+    """The image builds the JVM functions (streaming_jobs/jvm) in the builder stage and puts the jar
     where the stream's spark-submit --jars names it; without it the job would silently take the
     slower SQL screen."""
     from streaming_jobs import jvm

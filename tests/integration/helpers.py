@@ -79,3 +79,24 @@ def committed_batches(table_dir: Path) -> int:
     if not log.is_dir():
         return 0
     return len([p for p in log.iterdir() if not p.name.startswith(".") and not p.name.endswith(".tmp")])
+
+
+def read_topic(servers: str, topic: str) -> list[Any]:
+    """Every message of ``topic`` (confluent_kafka.Message), read up to its high watermarks."""
+    import confluent_kafka
+
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": servers, "group.id": f"read-{uuid.uuid4().hex[:6]}",
+                                         "enable.auto.commit": False})
+    try:
+        parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        ends = {p: consumer.get_watermark_offsets(confluent_kafka.TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        consumer.assign([confluent_kafka.TopicPartition(topic, p, 0) for p in parts if ends[p]])
+        out: list[Any] = []
+        total = sum(ends.values())
+        while len(out) < total:  # consume() returns once it has num_messages, or after the timeout
+            batch = consumer.consume(num_messages=total - len(out), timeout=10)
+            assert batch, f"read {len(out)} of {total} messages of {topic}"
+            out += [m for m in batch if m.error() is None]
+        return out
+    finally:
+        consumer.close()

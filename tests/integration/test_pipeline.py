@@ -22,10 +22,10 @@ from ingestion.producer import produce
 from streaming_jobs import transforms as T
 from streamsight_cli.demo import reconcile
 from streaming_jobs.pipeline import StreamJob, batch_stats
-from streamsight.contracts import load_contracts
+from streamsight.contracts import REJECTION_HEADERS, load_contracts
 from streamsight.settings import load_settings
 from tests.conftest import AI4I_CSV, ai4i_silver
-from tests.integration.helpers import ROOT, cli_env, committed_batches, isolated_contract, wait_for
+from tests.integration.helpers import ROOT, cli_env, committed_batches, isolated_contract, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -87,12 +87,14 @@ def test_poison_messages_go_to_dead_letter_and_stream_continues(spark, kafka_bro
     settings, contract, _ = telemetry
     good = next(sources.ai4i_source(AI4I_CSV, limit=1)).payload
     poison = {
-        b"\x00\xff\xfe not json": "MALFORMED_JSON",
+        b"\x00\xff\xfe not json": "NOT_UTF8",
+        b"{} trailing": "MALFORMED_JSON",
         b"": "MALFORMED_JSON",
         b'"just a string"': "NOT_AN_OBJECT",
         json.dumps({**good, "event_id": "p1", "torque_nm": "lots"}).encode(): "TYPE_MISMATCH",
         json.dumps({**good, "event_id": "p2", "type": "Z"}).encode(): "NOT_IN_ENUM",
-        json.dumps({**good, "event_id": "p3", "event_time": "31/12/2020"}).encode(): "BAD_EVENT_TIME",
+        json.dumps({**good, "event_id": "p3", "event_time": "31/12/2020"}).encode(): "BAD_FORMAT",
+        json.dumps({**good, "event_id": "p5", "event_time": "2020-02-30T00:00:00Z"}).encode(): "BAD_EVENT_TIME",
         json.dumps({k: v for k, v in good.items() if k != "machine_id"} | {"event_id": "p4"}).encode(): "MISSING_FIELD",
     }
     p = Producer({"bootstrap.servers": kafka_broker.bootstrap_servers})
@@ -106,6 +108,10 @@ def test_poison_messages_go_to_dead_letter_and_stream_continues(spark, kafka_bro
             for r in spark.read.parquet(job.uri("dead_letter")).collect()}
     assert {k: v[0] for k, v in dead.items()} == poison
     assert all(reason for _, reason in dead.values())
+    # The same dead letters on the dead-letter topic, the verdict in their headers.
+    published = {m.value() or b"": dict(m.headers())[REJECTION_HEADERS["code"]].decode()
+                 for m in read_topic(kafka_broker.bootstrap_servers, contract.dead_letter_topic)}
+    assert published == poison
     assert [r["event_id"] for r in spark.read.parquet(job.uri("silver")).collect()] == [good["event_id"]]
 
 
@@ -214,7 +220,7 @@ def test_events_behind_the_watermark_are_counted_and_stay_in_bronze(spark, kafka
     job = StreamJob(spark, settings, contract, kafka_broker.bootstrap_servers)
     silver_ids = {r[0] for r in spark.read.parquet(job.uri("silver")).select("event_id").collect()}
     assert len(silver_ids) == 150 and "ai4i-401" not in silver_ids
-    bronze = T.parse(spark.read.parquet(job.uri("bronze")), contract)
+    bronze = T.validated(spark.read.parquet(job.uri("bronze")), contract)
     assert bronze.count() == 151 and bronze.where("p__event_id = 'ai4i-401'").count() == 1
     commits = {q: sum(f.name.isdigit() for f in (Path(job.checkpoint(q).removeprefix("file:")) / "commits").iterdir())
                for q in ("bronze", "silver")}  # micro-batches committed (not the .crc files beside them)

@@ -1,8 +1,8 @@
-"""The producer against a real Kafka-protocol broker: what reaches each topic, and the summary.
+"""The producer on Apache Kafka: what reaches the raw topic, and the summary.
 
 Both producer paths run here: the columnar one (synthetic batches) and the row one (AI4I replay,
-file source), with both clients.  Every message on the raw topic must pass the contract's exact
-validator; every rejected record must be on the dead-letter topic with its reason.
+file source), with both clients. Every record is on the raw topic: an unflagged one passes the
+producer's validator, a rejected one carries its reason code in its headers.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ import pytest
 
 from ingestion import sources
 from ingestion.producer import produce
-from streamsight.contracts import RecordInvalid, load_contracts
+from streamsight.contracts import REJECTION_HEADERS, load_contracts
 from streamsight.settings import load_settings
+from streamsight.validation import RecordValidator
 from tests.conftest import AI4I_CSV
 from tests.integration.helpers import cli, cli_env, isolated_contract
+from tests.integration.helpers import read_topic as _read_topic
 
 
 @pytest.fixture
@@ -31,97 +33,85 @@ def stream(tmp_path, kafka_broker, monkeypatch):
 
 
 def read_topic(servers: str, topic: str, partitions: int) -> list[confluent_kafka.Message]:
-    """Every message of ``topic`` (read up to the high watermarks)."""
-    consumer = confluent_kafka.Consumer({"bootstrap.servers": servers, "group.id": "test-producer",
-                                         "enable.auto.commit": False})
-    try:
-        ends = {p: consumer.get_watermark_offsets(confluent_kafka.TopicPartition(topic, p), timeout=10)[1]
-                for p in range(partitions)}
-        consumer.assign([confluent_kafka.TopicPartition(topic, p, 0) for p in range(partitions) if ends[p]])
-        out: list[confluent_kafka.Message] = []
-        total = sum(ends.values())
-        while len(out) < total:  # consume() returns once it has num_messages, or after the timeout
-            batch = consumer.consume(num_messages=total - len(out), timeout=10)
-            assert batch, f"read {len(out)} of {total} messages of {topic}"
-            out += [m for m in batch if m.error() is None]
-        return out
-    finally:
-        consumer.close()
+    messages = _read_topic(servers, topic)
+    assert {m.partition() for m in messages} <= set(range(partitions))
+    return messages
+
+
+def _flag(m: confluent_kafka.Message) -> str | None:
+    headers = dict(m.headers() or [])
+    code = headers.get(REJECTION_HEADERS["code"])
+    return code.decode() if code is not None else None
 
 
 @pytest.mark.parametrize("client", ["confluent", "kafka-python"])
-def test_synthetic_batches_reach_the_right_topics(stream, kafka_broker, client):
+def test_synthetic_batches_reach_the_raw_topic_flagged_or_not(stream, kafka_broker, client):
     settings, contract = stream
     faults = sources.FaultSpec(malformed=0.02, schema=0.03, duplicates=0.05, late=0.02)
     summary = produce(settings, contract, sources.synthetic_source(contract, machines=300, faults=faults),
                       count=12_000, client=client, progress=False)
     assert summary.ok and summary.failed == 0
-    assert summary.sent + summary.invalid == 12_000
+    assert summary.records == summary.sent + summary.invalid == 12_000
     assert summary.invalid == summary.faults["malformed"] + summary.faults["schema"] > 0
     assert sum(summary.invalid_by_code.values()) == summary.invalid
 
-    raw = read_topic(kafka_broker.bootstrap_servers, contract.raw_topic, 3)
-    assert len(raw) == summary.sent == summary.delivered
-    exact = contract.validator()
-    ids = []
-    for m in raw:
-        record = json.loads(m.value())
-        exact(record)
-        assert m.key() == record["machine_id"].encode()
-        ids.append(record["event_id"])
-    assert len(ids) - len(set(ids)) == summary.faults["duplicate"]
+    messages = read_topic(kafka_broker.bootstrap_servers, contract.raw_topic, 3)
+    assert len(messages) == summary.delivered + summary.invalid_delivered == 12_000
+    validator = RecordValidator(contract)
+    ids, codes = [], {}
+    for m in messages:
+        flag = _flag(m)
+        record, rejection = validator.check_bytes(m.value())
+        assert (rejection.code if rejection else None) == flag  # a flag is the producer's verdict
+        if flag is None:
+            assert m.key() == record["machine_id"].encode()
+            ids.append(record["event_id"])
+        else:
+            codes[flag] = codes.get(flag, 0) + 1
+            assert dict(m.headers())[REJECTION_HEADERS["reason"]]
+    assert len(ids) == summary.sent and len(ids) - len(set(ids)) == summary.faults["duplicate"]
+    assert codes == summary.invalid_by_code and codes["MALFORMED_JSON"] == summary.faults["malformed"]
     # All readings of a machine on one partition.
     partitions: dict[bytes, set[int]] = {}
-    for m in raw:
-        partitions.setdefault(m.key(), set()).add(m.partition())
+    for m in messages:
+        if m.key() is not None:
+            partitions.setdefault(m.key(), set()).add(m.partition())
     assert all(len(p) == 1 for p in partitions.values())
 
-    dead = [json.loads(m.value()) for m in read_topic(kafka_broker.bootstrap_servers, contract.dead_letter_topic, 1)]
-    assert len(dead) == summary.invalid == summary.invalid_delivered
-    codes: dict[str, int] = {}
-    for envelope in dead:
-        assert envelope["source"] == "producer" and envelope["reason"] and envelope["stream"] == contract.name
-        codes[envelope["error_code"]] = codes.get(envelope["error_code"], 0) + 1
-    assert codes == summary.invalid_by_code and codes["MALFORMED_JSON"] == summary.faults["malformed"]
 
-
-def test_unvalidated_batches_send_everything_raw(stream, kafka_broker):
+def test_unvalidated_batches_send_everything_unflagged(stream, kafka_broker):
     settings, contract = stream
     summary = produce(settings, contract, sources.synthetic_source(
         contract, machines=10, seed=4, faults=sources.FaultSpec(malformed=0.3, schema=0.3)),
         count=2_000, validate=False, progress=False)
     assert summary.ok and summary.sent == 2_000 and summary.invalid == 0
-    raw = read_topic(kafka_broker.bootstrap_servers, contract.raw_topic, 3)
-    assert len(raw) == 2_000
-    exact = contract.validator()
-    broken = 0
-    for m in raw:
-        try:
-            exact(json.loads(m.value()))
-        except (ValueError, RecordInvalid):
-            broken += 1
+    messages = read_topic(kafka_broker.bootstrap_servers, contract.raw_topic, 3)
+    assert len(messages) == 2_000 and not any(_flag(m) for m in messages)
+    validator = RecordValidator(contract)
+    broken = sum(validator.check_bytes(m.value())[1] is not None for m in messages)
     assert broken == summary.faults["malformed"] + summary.faults["schema"] > 0
 
 
-def test_row_sources_go_through_the_exact_validator(stream, kafka_broker, tmp_path):
+def test_row_sources_go_through_the_validator(stream, kafka_broker, tmp_path):
     settings, contract = stream
     summary = produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=2_500), progress=False)
     assert summary.ok and summary.sent == 2_500 and summary.invalid == 0
-    lines = [json.dumps({"event_id": "f-1", "machine_id": "M1", "event_time": "2026-01-01T00:00:00Z", "type": "L",
-                         "air_temperature_k": 300, "process_temperature_k": 310, "rotational_speed_rpm": 1500,
-                         "torque_nm": 40, "tool_wear_min": 5}),
-             '{"event_id": "f-2", "broken": ',
-             json.dumps({"event_id": "f-3", "machine_id": "M1", "event_time": "2026-01-01T00:00:00Z", "type": "Q",
-                         "air_temperature_k": 300, "process_temperature_k": 310, "rotational_speed_rpm": 1500,
-                         "torque_nm": 40, "tool_wear_min": 5})]
+    good = {"event_id": "f-1", "machine_id": "M1", "event_time": "2026-01-01T00:00:00Z", "type": "L",
+            "air_temperature_k": 300, "process_temperature_k": 310, "rotational_speed_rpm": 1500,
+            "torque_nm": 40, "tool_wear_min": 5}
+    lines = [json.dumps(good).encode(), b'{"event_id": "f-2", "broken": ', b"",
+             json.dumps({**good, "event_id": "f-3", "type": "Q"}).encode(), b"\xff\xfe not text",
+             json.dumps({**good, "event_id": "f-4", "machine_id": "\ud800"}).encode(), b"   "]
     path = tmp_path / "events.jsonl"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_bytes(b"\n".join(lines) + b"\n")
     summary = produce(settings, contract, sources.file_source(contract, path), progress=False)
-    assert (summary.sent, summary.invalid) == (1, 2)
-    assert summary.invalid_by_code == {"MALFORMED_JSON": 1, "NOT_IN_ENUM": 1}
-    raw = read_topic(kafka_broker.bootstrap_servers, contract.raw_topic, 3)
-    assert len(raw) == 2_501
-    assert sum(1 for m in raw if json.loads(m.value())["event_id"] == "f-1") == 1
+    assert (summary.records, summary.blank, summary.sent, summary.invalid) == (5, 2, 1, 4)
+    assert summary.invalid_by_code == {"MALFORMED_JSON": 2, "NOT_IN_ENUM": 1, "NOT_UTF8": 1}
+    messages = read_topic(kafka_broker.bootstrap_servers, contract.raw_topic, 3)
+    assert len(messages) == 2_505
+    by_value = {m.value(): _flag(m) for m in messages if m.value() in lines}
+    assert by_value == {lines[0]: None, lines[1]: "MALFORMED_JSON", lines[3]: "NOT_IN_ENUM",
+                        lines[4]: "NOT_UTF8", lines[5]: "MALFORMED_JSON"}  # sent as read, byte for byte
 
 
 def _event_times(servers: str, topic: str) -> list[datetime]:

@@ -1,0 +1,239 @@
+"""Records both validators are held to: the producer's (streamsight/validation.py) and the stream's
+(streaming_jobs/validation.py). Each case is a message value, as bytes, and the reason code it must
+get (None: valid).
+
+* :func:`telemetry_cases`: for ``conf/contracts/machine_telemetry.yaml``: 100 real AI4I readings,
+  tricky valid records, and about 50 kinds of bad ones;
+* :func:`shapes_cases`: for :data:`SHAPES`, a contract that uses what the telemetry one does not
+  (pattern, date format, exclusive bounds, booleans, objects and arrays, epoch millis).
+
+``single_line`` cases can also travel as lines of a JSON Lines file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+AI4I_CSV = ROOT.parent / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    raw: bytes
+    code: str | None  # the reason code both validators must give; None: valid
+
+    @property
+    def single_line(self) -> bool:
+        return b"\n" not in self.raw and b"\r" not in self.raw and self.raw.strip() != b""
+
+
+def _dumps(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+def ai4i_records(n: int = 100) -> list[dict[str, Any]]:
+    """The first ``n`` AI4I 2020 rows as machine_telemetry records."""
+    out = []
+    with AI4I_CSV.open(encoding="utf-8-sig", newline="") as fh:
+        for i, row in enumerate(csv.DictReader(fh)):
+            if i >= n:
+                break
+            udi = int(row["UDI"])
+            out.append({
+                "event_id": f"ai4i-{udi}", "machine_id": row["Product ID"],
+                "event_time": f"2020-01-{1 + udi // 1440:02d}T{udi // 60 % 24:02d}:{udi % 60:02d}:00Z",
+                "type": row["Type"], "air_temperature_k": float(row["Air temperature [K]"]),
+                "process_temperature_k": float(row["Process temperature [K]"]),
+                "rotational_speed_rpm": float(row["Rotational speed [rpm]"]), "torque_nm": float(row["Torque [Nm]"]),
+                "tool_wear_min": int(row["Tool wear [min]"]), "machine_failure": int(row["Machine failure"]),
+            })
+    return out
+
+
+def telemetry_cases() -> list[Case]:
+    good = ai4i_records(100)
+    base = {**good[0], "event_id": "t-base"}
+    n = [0]
+
+    def rec(code: str | None, name: str, drop: tuple[str, ...] = (), **changes: Any) -> Case:
+        n[0] += 1
+        record = {k: v for k, v in {**base, "event_id": f"t-{n[0]}", **changes}.items() if k not in drop}
+        return Case(name, _dumps(record), code)
+
+    def raw(code: str | None, name: str, value: bytes) -> Case:
+        return Case(name, value, code)
+
+    body = _dumps(base)
+    cases = [Case(f"ai4i-{i + 1}", _dumps(r), None) for i, r in enumerate(good)]
+    cases += [
+        # valid, though tricky
+        rec(None, "integer written 12.0", tool_wear_min=12.0),
+        rec(None, "integer written 1e2", tool_wear_min=1e2),
+        raw(None, "integer as an exponent literal", body.replace(b'"tool_wear_min":0', b'"tool_wear_min":1E2')),
+        rec(None, "number given as an integer", torque_nm=40),
+        rec(None, "optional field absent", drop=("machine_failure",)),
+        rec(None, "optional field null (null counts as absent)", machine_failure=None),
+        rec(None, "unknown extra fields", extra={"nested": [1, {"x": None}]}, note="ok"),
+        rec(None, "unicode text", machine_id="M-ü€😀"),
+        raw(None, "escaped surrogate pair", body.replace(b'"machine_id":"', b'"machine_id":"\\ud83d\\ude00')),
+        raw(None, "escaped NUL in a string", body.replace(b'"machine_id":"', b'"machine_id":"\\u0000')),
+        rec(None, "event time with an offset", event_time="2020-01-01T05:30:00+05:30"),
+        rec(None, "event time with nanoseconds", event_time="2020-01-01T00:00:00.123456789Z"),
+        rec(None, "leap day", event_time="2020-02-29T00:00:00Z"),
+        raw(None, "whitespace around and inside", b" \t" + body.replace(b",", b", ") + b"\n"),
+        raw(None, "duplicate key, the last one valid", body.replace(b'{"event_id"', b'{"torque_nm":-5,"event_id"', 1)),
+        rec(None, "a string of exactly maxLength", event_id="e" * 64),
+        rec(None, "bounds are inclusive", torque_nm=200.0, air_temperature_k=250),
+        raw(None, "nested 999 levels (in an extra field)",
+            body[:-1] + b',"deep":' + b"[" * 998 + b"]" * 998 + b"}"),
+        # bytes, syntax and shape
+        raw("NOT_UTF8", "invalid UTF-8 bytes", b"\xff\xfe" + body),
+        raw("NOT_UTF8", "invalid byte inside a string", body.replace(b'"machine_id":"', b'"machine_id":"\xc3\x28')),
+        raw("NOT_UTF8", "overlong UTF-8 encoding", body.replace(b'"machine_id":"', b'"machine_id":"\xc0\xaf')),
+        raw("NOT_UTF8", "UTF-8 encoded surrogate", body.replace(b'"machine_id":"', b'"machine_id":"\xed\xa0\x80')),
+        raw("NOT_UTF8", "Latin-1 text", body.replace(b'"machine_id":"', b'"machine_id":"caf\xe9')),
+        raw("MALFORMED_JSON", "escaped lone surrogate", body.replace(b'"machine_id":"', b'"machine_id":"\\ud800')),
+        raw("MALFORMED_JSON", "escaped low surrogate first", body.replace(b'"machine_id":"', b'"machine_id":"\\ude00\\ud83d')),
+        raw("MALFORMED_JSON", "empty value", b""),
+        raw("MALFORMED_JSON", "whitespace only", b"   "),
+        raw("MALFORMED_JSON", "truncated", body[:40]),
+        raw("MALFORMED_JSON", "trailing garbage", body + b" xyz"),
+        raw("MALFORMED_JSON", "two objects on one line", body + body),
+        raw("MALFORMED_JSON", "two objects with a comma", body + b"," + body),
+        raw("MALFORMED_JSON", "an extra closing brace", body + b"}"),
+        raw("MALFORMED_JSON", "closing the sentinel wrapper early", body + b'],[{}'),
+        raw("MALFORMED_JSON", "nested 100,000 levels", b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+        raw("MALFORMED_JSON", "nested 1,000 levels (in an extra field)",
+            body[:-1] + b',"deep":' + b"[" * 999 + b"]" * 999 + b"}"),
+        raw("MALFORMED_JSON", "NaN", body.replace(b'"torque_nm":' + json.dumps(base["torque_nm"]).encode(), b'"torque_nm":NaN')),
+        raw("MALFORMED_JSON", "Infinity", body.replace(b'"torque_nm":' + json.dumps(base["torque_nm"]).encode(), b'"torque_nm":-Infinity')),
+        raw("MALFORMED_JSON", "single quotes", body.replace(b'"', b"'")),
+        raw("MALFORMED_JSON", "trailing comma", body[:-1] + b",}"),
+        raw("MALFORMED_JSON", "a comment", b"/* c */" + body),
+        raw("MALFORMED_JSON", "unquoted keys", body.replace(b'"event_id"', b"event_id")),
+        raw("MALFORMED_JSON", "byte order mark", b"\xef\xbb\xbf" + body),
+        raw("MALFORMED_JSON", "raw control character in a string", body.replace(b'"machine_id":"', b'"machine_id":"\x01')),
+        raw("MALFORMED_JSON", "leading zeros", body.replace(b'"tool_wear_min":0', b'"tool_wear_min":007')),
+        raw("MALFORMED_JSON", "hexadecimal number", body.replace(b'"tool_wear_min":0', b'"tool_wear_min":0x1F')),
+        raw("MALFORMED_JSON", "number with a bare dot", body.replace(b'"tool_wear_min":0', b'"tool_wear_min":.5')),
+        raw("NOT_AN_OBJECT", "an array", b"[" + body + b"]"),
+        raw("NOT_AN_OBJECT", "a string", b'"machine"'),
+        raw("NOT_AN_OBJECT", "a number", b"42"),
+        raw("NOT_AN_OBJECT", "null", b"null"),
+        # the schema, field by field
+        rec("MISSING_FIELD", "a required field absent", drop=("torque_nm",)),
+        rec("MISSING_FIELD", "a required field null", torque_nm=None),
+        raw("MISSING_FIELD", "an empty object", b"{}"),
+        rec("MISSING_FIELD", "missing beats a later type error", drop=("machine_id",), torque_nm="x"),
+        rec("TYPE_MISMATCH", "number as a string", torque_nm="42.8"),
+        rec("TYPE_MISMATCH", "number as a boolean", torque_nm=True),
+        rec("TYPE_MISMATCH", "integer with a fraction", tool_wear_min=1.5),
+        rec("TYPE_MISMATCH", "integer as a string", tool_wear_min="12"),
+        rec("TYPE_MISMATCH", "string as a number", machine_id=123),
+        rec("TYPE_MISMATCH", "string as an object", machine_id={"id": "M1"}),
+        rec("TYPE_MISMATCH", "string as an array", machine_id=["M1"]),
+        rec("TYPE_MISMATCH", "enum value of the wrong type", type=1),
+        rec("TYPE_MISMATCH", "the first field's error wins", machine_id=5, torque_nm=-1),
+        rec("OUT_OF_RANGE", "integer beyond 64 bits (its bound is checked first)", tool_wear_min=2**63),
+        raw("TYPE_MISMATCH", "integer field given a 400-digit integer",
+            body.replace(b'"tool_wear_min":0', b'"tool_wear_min":1' + b"0" * 400)),
+        raw("TYPE_MISMATCH", "integer field given 1e400",
+            body.replace(b'"tool_wear_min":0', b'"tool_wear_min":1e400')),
+        rec("OUT_OF_RANGE", "below the minimum", torque_nm=-0.1),
+        rec("OUT_OF_RANGE", "above the maximum", rotational_speed_rpm=99999),
+        rec("OUT_OF_RANGE", "an integer above the maximum", tool_wear_min=1001),
+        raw("OUT_OF_RANGE", "number field given 1e400",
+            body.replace(b'"torque_nm":' + json.dumps(base["torque_nm"]).encode(), b'"torque_nm":1e400')),
+        rec("BAD_LENGTH", "an earlier field's length error beats a range error", torque_nm=500, machine_id=""),
+        rec("NOT_IN_ENUM", "string not in the enum", type="X"),
+        rec("NOT_IN_ENUM", "integer not in the enum", machine_failure=2),
+        rec("NOT_IN_ENUM", "enum is case-sensitive", type="l"),
+        rec("BAD_LENGTH", "empty string", event_id=""),
+        rec("BAD_LENGTH", "too long", machine_id="M" * 33),
+        rec("BAD_FORMAT", "event time in words", event_time="yesterday"),
+        rec("BAD_FORMAT", "event time without a time zone", event_time="2020-01-01T00:00:00"),
+        rec("BAD_FORMAT", "event time with a space", event_time="2020-01-01 00:00:00Z"),
+        rec("BAD_FORMAT", "event time in lower case", event_time="2020-01-01t00:00:00z"),
+        rec("BAD_FORMAT", "event time offset beyond 18 hours", event_time="2020-01-01T00:00:00+19:00"),
+        rec("BAD_FORMAT", "event time with ten fraction digits", event_time="2020-01-01T00:00:00.1234567891Z"),
+        rec("BAD_FORMAT", "event time a leap second", event_time="2020-12-31T23:59:60Z"),
+        rec("BAD_FORMAT", "event time year 0", event_time="0000-01-01T00:00:00Z"),
+        rec("BAD_FORMAT", "event time with a trailing newline", event_time="2020-01-01T00:00:00Z\n"),
+        rec("BAD_EVENT_TIME", "no such day", event_time="2020-02-30T00:00:00Z"),
+        rec("BAD_EVENT_TIME", "no such day in a non-leap year", event_time="2021-02-29T00:00:00Z"),
+        raw("NOT_IN_ENUM", "duplicate key, the last one wins",
+            body.replace(f'"type":"{base["type"]}"'.encode(), f'"type":"{base["type"]}","type":"Q"'.encode(), 1)),
+        raw("RECORD_TOO_LARGE", "more than max_record_bytes", body[:-1] + b',"pad":"' + b"x" * 2_000_000 + b'"}'),
+    ]
+    return cases
+
+
+SHAPES: dict[str, Any] = {
+    "name": "shapes",
+    "key": "id",
+    "event_time": {"field": "ts", "format": "epoch_millis"},
+    "dedup_key": ["id"],
+    "max_record_bytes": 4096,
+    "schema": {
+        "type": "object",
+        "required": ["id", "ts", "ok"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^s-[0-9]+$"},
+            "ts": {"type": "integer"},
+            "ok": {"type": "boolean"},
+            "day": {"type": "string", "format": "date"},
+            "ratio": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            "level": {"type": "number", "enum": [1.5, 2]},
+            "free": {"type": "number"},
+            "tags": {"type": "array"},
+            "meta": {"type": "object"},
+        },
+    },
+    "partition_by": [],
+}
+
+
+def shapes_cases() -> list[Case]:
+    base = {"id": "s-1", "ts": 1_600_000_000_000, "ok": True, "day": "2020-02-29", "ratio": 0.5, "level": 2,
+            "free": -1.25, "tags": ["a", 1], "meta": {"k": [None]}}
+
+    def rec(code: str | None, name: str, drop: tuple[str, ...] = (), **changes: Any) -> Case:
+        record = {k: v for k, v in {**base, **changes}.items() if k not in drop}
+        return Case(name, _dumps(record), code)
+
+    body = _dumps(base)
+    return [
+        rec(None, "everything set"),
+        rec(None, "only the required fields", drop=("day", "ratio", "level", "free", "tags", "meta")),
+        rec(None, "number enum written as an integer", level=2.0),
+        rec(None, "epoch millis at the last millisecond of year 9999", ts=253_402_300_799_999),
+        rec(None, "a large integer in an unbounded number", free=12345678901234567890123),
+        rec("PATTERN_MISMATCH", "id not matching the pattern", id="x-1"),
+        rec("TYPE_MISMATCH", "boolean as an integer", ok=1),
+        rec("TYPE_MISMATCH", "boolean as a string", ok="true"),
+        rec("TYPE_MISMATCH", "array given an object", tags={"a": 1}),
+        rec("TYPE_MISMATCH", "object given an array", meta=[1]),
+        raw_case("TYPE_MISMATCH", "unbounded number overflowing a double",
+                 body.replace(b'"free":-1.25', b'"free":1' + b"0" * 400)),
+        raw_case("TYPE_MISMATCH", "unbounded number 1e400", body.replace(b'"free":-1.25', b'"free":1e400')),
+        rec("OUT_OF_RANGE", "exclusive minimum", ratio=0),
+        rec("OUT_OF_RANGE", "exclusive maximum", ratio=1.0),
+        rec("NOT_IN_ENUM", "number not in the enum", level=3),
+        rec("BAD_FORMAT", "date that is a date-time", day="2020-01-01T00:00:00Z"),
+        rec("BAD_FORMAT", "date with a one-digit month", day="2020-1-01"),
+        rec("BAD_EVENT_TIME", "epoch millis after year 9999", ts=253_402_300_800_000),
+        rec("BAD_EVENT_TIME", "epoch millis before year 1", ts=-62_135_596_800_001),
+        rec("TYPE_MISMATCH", "epoch millis beyond 64 bits", ts=2**64),
+        rec("MISSING_FIELD", "a required boolean absent", drop=("ok",)),
+        raw_case("RECORD_TOO_LARGE", "over 4096 bytes", body[:-1] + b',"pad":"' + b"y" * 5000 + b'"}'),
+    ]
+
+
+def raw_case(code: str | None, name: str, value: bytes) -> Case:
+    return Case(name, value, code)

@@ -1,0 +1,66 @@
+"""The producer's and the stream's validators give every record of the shared corpus (tests/corpus.py)
+the same verdict and the same reason code, and the stream types what it accepts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from streaming_jobs.validation import validate
+from streamsight.contracts import Contract, load_contract
+from streamsight.validation import RecordValidator
+from tests.conftest import ROOT
+from tests.corpus import SHAPES, Case, shapes_cases, telemetry_cases
+
+TELEMETRY = load_contract(ROOT / "conf" / "contracts" / "machine_telemetry.yaml")
+SHAPES_CONTRACT = Contract.model_validate(SHAPES)
+CORPORA = {"machine_telemetry": (TELEMETRY, telemetry_cases()), "shapes": (SHAPES_CONTRACT, shapes_cases())}
+
+
+def _stream_codes(spark, contract: Contract, cases: list[Case]) -> list[tuple[str | None, str | None]]:
+    ts = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    df = spark.createDataFrame([(i, c.raw, ts) for i, c in enumerate(cases)], "i int, value binary, kafka_timestamp timestamp")
+    rows = validate(df, contract).select("i", "_error_code", "_reason").collect()
+    by_index = {r["i"]: (r["_error_code"], r["_reason"]) for r in rows}
+    return [by_index[i] for i in range(len(cases))]
+
+
+@pytest.mark.parametrize("corpus", sorted(CORPORA))
+def test_the_producer_gives_each_case_its_code(corpus):
+    contract, cases = CORPORA[corpus]
+    validator = RecordValidator(contract)
+    got = {c.name: (validator.check_bytes(c.raw)[1] or None) for c in cases}
+    wrong = {name: (r.code if r else None, r.reason if r else None, c.code)
+             for c in cases for name, r in [(c.name, got[c.name])] if (r.code if r else None) != c.code}
+    assert not wrong, wrong
+    assert all(r.reason for r in got.values() if r is not None)
+
+
+@pytest.mark.parametrize("corpus", sorted(CORPORA))
+def test_the_stream_gives_each_case_the_producers_code(spark, corpus):
+    contract, cases = CORPORA[corpus]
+    validator = RecordValidator(contract)
+    stream = _stream_codes(spark, contract, cases)
+    producer = [(r.code if r else None) for r in (validator.check_bytes(c.raw)[1] for c in cases)]
+    disagree = {c.name: {"stream": s, "producer": p, "expected": c.code}
+                for c, (s, _), p in zip(cases, stream, producer) if s != p or s != c.code}
+    assert not disagree, disagree
+    assert all(reason for code, reason in stream if code is not None)
+    assert all(reason is None for code, reason in stream if code is None)
+    kinds = {c.code for c in cases if c.code}
+    assert len([c for c in cases if c.code]) >= (40 if corpus == "machine_telemetry" else 15), kinds
+
+
+def test_the_stream_types_accepted_records(spark):
+    contract, cases = CORPORA["machine_telemetry"]
+    picked = {c.name: c for c in cases}
+    chosen = [picked["ai4i-1"], picked["integer written 12.0"], picked["event time with an offset"]]
+    ts = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    df = spark.createDataFrame([(i, c.raw, ts) for i, c in enumerate(chosen)], "i int, value binary, kafka_timestamp timestamp")
+    rows = {r["i"]: r for r in validate(df, contract).collect()}
+    assert all(r["_accepted"] for r in rows.values())
+    assert rows[0]["p__event_id"] == "ai4i-1"
+    assert rows[0]["p__torque_nm"] == 42.8 and isinstance(rows[0]["p__tool_wear_min"], int)
+    assert rows[1]["p__tool_wear_min"] == 12
+    assert rows[2]["p__event_ts"] == datetime(2020, 1, 1, 0, 0)  # 05:30+05:30 is midnight UTC (session time zone)
