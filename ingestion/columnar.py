@@ -73,7 +73,10 @@ class EventBatch:
 
 def rows_as_dicts(table: pa.Table) -> list[dict[str, Any]]:
     """Table rows as records (a null field is absent from its record, as in the JSON)."""
-    return [{k: v for k, v in row.items() if v is not None} for row in table.to_pylist()]
+    rows = table.to_pylist()
+    if not any(col.null_count for col in table.columns):
+        return rows
+    return [{k: v for k, v in row.items() if v is not None} for row in rows]
 
 
 def plain_table(table: pa.Table) -> bool:

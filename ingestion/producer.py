@@ -81,6 +81,7 @@ class Publisher(Protocol):
     def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers, on_done: DeliveryCallback) -> None: ...
     def poll(self) -> None: ...
     def flush(self, timeout: float) -> int: ...
+    reports_success: bool  # whether delivered messages get a report too (else only failed ones)
 
 
 class ConfluentPublisher:
@@ -105,6 +106,8 @@ class ConfluentPublisher:
             "message.max.bytes": 1_048_576,
             "queue.buffering.max.messages": 500_000,
             "message.timeout.ms": int(max(30.0, settings.kafka.connect_timeout_s * 3) * 1000),
+            # a report per failed message only: flush() waits for every one, so the rest were delivered
+            "delivery.report.only.error": True,
         }
 
     def send_batch(self, topic: str, keys: list[bytes | None], values: list[bytes], on_done: DeliveryCallback) -> None:
@@ -147,6 +150,8 @@ class ConfluentPublisher:
     def flush(self, timeout: float) -> int:
         return self._producer.flush(timeout)
 
+    reports_success = False  # delivery.report.only.error
+
 
 class KafkaPythonPublisher:
     """kafka-python producer (the pure-Python alternative client)."""
@@ -179,6 +184,8 @@ class KafkaPythonPublisher:
     def flush(self, timeout: float) -> int:
         self._producer.flush(timeout=timeout)
         return 0
+
+    reports_success = True
 
 
 def make_publisher(settings: Settings, servers: str, client: str) -> Publisher:
@@ -229,6 +236,8 @@ class _Outbox:
         self.keys: list[bytes | None] = []
         self.values: list[bytes] = []
         self.refused: str | None = None  # the first access error a delivery report gave
+        self.failed_valid = 0
+        self.failed_invalid = 0
 
     def _failed(self, err: Any) -> None:
         self.summary.failed += 1
@@ -242,12 +251,14 @@ class _Outbox:
         if err is None:
             self.summary.delivered += 1
         else:
+            self.failed_valid += 1
             self._failed(err)
 
     def invalid_done(self, err: Any, _msg: Any) -> None:
         if err is None:
             self.summary.invalid_delivered += 1
         else:
+            self.failed_invalid += 1
             self._failed(err)
 
     def add(self, key: bytes | None, value: bytes) -> None:
@@ -384,14 +395,17 @@ def produce(settings: Settings, contract: Contract, events: Iterable[Event | Eve
     def send_batch(batch: EventBatch) -> None:
         for fault, n in batch.fault_counts().items():  # of its rows and of its extra events
             summary.faults[fault] = summary.faults.get(fault, 0) + n
-        table = batch.table
-        rows = rows_as_dicts(table)
-        if plain_table(table) and (not validate or all(validator.check_record(r) is None for r in rows)):
-            summary.records += table.num_rows  # every row valid and plainly written: one Arrow join
-            outbox.add_many(key_values(table, key_field), json_values(table))
-        else:
-            for record in rows:
-                send_event(Event(payload=record))
+        table, rest = batch.table, None
+        if not plain_table(table):
+            rest, table = table, table.slice(0, 0)
+        elif validate:
+            ok = validator.accepted_rows(table)
+            if not ok.all():  # the rejected rows one by one, for their reason codes
+                rest, table = table.filter(pa.array(~ok)), table.filter(pa.array(ok))
+        summary.records += table.num_rows  # valid and plainly written: one Arrow join
+        outbox.add_many(key_values(table, key_field), json_values(table))
+        for record in rows_as_dicts(rest) if rest is not None else ():
+            send_event(Event(payload=record))
         for event in batch.extra:
             send_event(event, counted=True)
 
@@ -440,6 +454,9 @@ def produce(settings: Settings, contract: Contract, events: Iterable[Event | Eve
     if remaining:
         summary.failed += remaining
         log.error("%d messages were still undelivered after flushing", remaining)
+    if not publisher.reports_success:  # every message without a failure report was delivered
+        summary.delivered = max(0, summary.sent - outbox.failed_valid - remaining)
+        summary.invalid_delivered = summary.invalid - outbox.failed_invalid
     return summary
 
 

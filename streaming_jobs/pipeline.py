@@ -208,12 +208,13 @@ class StreamJob:
                 self.metrics.close()
                 self.metrics = None
 
-    def run_until_idle(self) -> dict[str, int]:
-        """Run every query with AvailableNow in dependency order; returns input rows per query."""
+    def run_until_idle(self, progress: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, int]:
+        """Run every query with AvailableNow in dependency order; returns input rows per query
+        (and puts each query's progress reports into ``progress`` when given)."""
         with self._publishing_metrics():
-            return self._run_stages()
+            return self._run_stages(progress)
 
-    def _run_stages(self) -> dict[str, int]:
+    def _run_stages(self, progress: dict[str, list[dict[str, Any]]] | None) -> dict[str, int]:
         stages = [
             ["bronze", "silver"],
             [f"gold_{a.name}" for a in self.contract.aggregates],
@@ -227,6 +228,8 @@ class StreamJob:
                     raise q.exception()  # type: ignore[misc]
                 name = q.name.split(".", 1)[1]
                 totals[name] = sum(p["numInputRows"] for p in q.recentProgress)
+                if progress is not None:
+                    progress[name] = list(q.recentProgress)
                 late = [n for n in map(late_rows, q.recentProgress) if n is not None]
                 if late:
                     self.late_rows[name] = self.late_rows.get(name, 0) + sum(late)
@@ -246,9 +249,20 @@ class StreamJob:
         with self._publishing_metrics():
             self._run_all()
 
-    def _run_all(self) -> None:
+    def start_queries(self) -> list[StreamingQuery]:
+        """Every query of the stream, running with its trigger interval."""
         names = ["bronze", "silver", *[f"gold_{a.name}" for a in self.contract.aggregates]]
-        queries = [self._start(n, available_now=False) for n in names]
+        return [self._start(n, available_now=False) for n in names]
+
+    @staticmethod
+    def check(queries: list[StreamingQuery]) -> None:
+        """Raise the exception of the first query that failed."""
+        for q in queries:
+            if q.exception() is not None:
+                raise q.exception()  # type: ignore[misc]
+
+    def _run_all(self) -> None:
+        queries = self.start_queries()
         stop_requested: list[int] = []
 
         def request_stop(signum: int, _frame: Any) -> None:
@@ -259,9 +273,7 @@ class StreamJob:
         try:
             while not stop_requested:
                 self.spark.streams.awaitAnyTermination(1)  # seconds; then look at the flag
-                failed = [q for q in queries if q.exception() is not None]
-                if failed:
-                    raise failed[0].exception()  # type: ignore[misc]
+                self.check(queries)
                 if not any(q.isActive for q in queries):
                     return
                 self.spark.streams.resetTerminated()

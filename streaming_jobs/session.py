@@ -21,10 +21,14 @@ log = logging.getLogger(__name__)
 #   Spark's ``from_json``; otherwise ``parse_json`` rejects the record and the two validation paths
 #   of ``streaming_jobs.transforms.parse`` would disagree;
 # * no constraint propagation: over the ~100 aliased expressions of validation it grows without
-#   bound when a filter and a join follow (the driver ran out of heap in the unit tests).
+#   bound when a filter and a join follow (the driver ran out of heap in the unit tests);
 SESSION_SQL_CONF = {
     "spark.sql.variant.allowDuplicateKeys": "true",
     "spark.sql.constraintPropagation.enabled": "false",
+    # A stage whose generated method is beyond what the JIT compiles (8,000 bytes of bytecode) runs
+    # without whole-stage code generation: validation's rules made such a method, interpreted at
+    # about half the speed (docs/benchmarks.md).
+    "spark.sql.codegen.hugeMethodLimit": "8000",
 }
 
 

@@ -29,9 +29,17 @@ from streamsight.contracts import Contract, FieldSpec
 from streamsight.validation import DATE_TIME, EPOCH_MILLIS_RANGE, FORMATS
 
 SENTINEL = "streamsight-end-" + secrets.token_hex(12)
-_INTEGRAL = "^(TINYINT|SMALLINT|INT|BIGINT|DECIMAL[(][0-9]+,0[)])$"
-_NUMERIC = "^(TINYINT|SMALLINT|INT|BIGINT|FLOAT|DOUBLE|DECIMAL[(][0-9]+,[0-9]+[)])$"
+_INTEGERS = "('TINYINT', 'SMALLINT', 'INT', 'BIGINT')"
 _INF = "double('infinity')"
+
+
+def _integral(kind: str) -> str:
+    """SQL: the variant type name ``kind`` is an integer type (a decimal without scale included)."""
+    return f"({kind} IN {_INTEGERS} OR ({kind} LIKE 'DECIMAL(%' AND {kind} LIKE '%,0)'))"
+
+
+def _numeric(kind: str) -> str:
+    return f"({kind} IN {_INTEGERS} OR {kind} IN ('FLOAT', 'DOUBLE') OR {kind} LIKE 'DECIMAL(%')"
 
 
 def _q(value: object) -> str:
@@ -60,9 +68,9 @@ def _matches_type(f: FieldSpec, kind: str, number: str) -> str:
     if f.json_type == "boolean":
         return f"{kind} = 'BOOLEAN'"
     if f.json_type == "number":
-        return f"{kind} RLIKE '{_NUMERIC}'"
+        return _numeric(kind)
     if f.json_type == "integer":
-        return (f"({kind} RLIKE '{_INTEGRAL}' OR ({kind} IN ('DOUBLE', 'FLOAT') AND {number} = floor({number}) "
+        return (f"({_integral(kind)} OR ({kind} IN ('DOUBLE', 'FLOAT') AND {number} = floor({number}) "
                 f"AND abs({number}) < {_INF}))")
     return f"{kind} LIKE '{'OBJECT' if f.json_type == 'object' else 'ARRAY'}%'"
 
@@ -147,24 +155,34 @@ def validate(bronze: DataFrame, contract: Contract) -> DataFrame:
     wrapped = f"try_parse_json(concat('[', {text}, ',\"{SENTINEL}\"]'))"
     s2 = s1.select(*keep, "_len", "_utf8", F.expr(
         f"CASE WHEN value IS NOT NULL AND _len <= {contract.max_record_bytes} AND _utf8 THEN {wrapped} END").alias("_v"))
+    raw_struct = "struct<" + ", ".join(f"`{f.name}`: variant" for f in fields) + ">"
+    scalars = [f for f in fields if f.json_type not in ("object", "array")]
+    typed_schema = ", ".join(f"`{f.name}` {f.spark_type}" for f in scalars) or "`_none` string"
     s3 = s2.select(
         *keep, "_len", "_utf8",
         F.expr(f"coalesce(try_variant_get(_v, '$[1]', 'string') = '{SENTINEL}', false) "
                "AND variant_get(_v, '$[2]') IS NULL").alias("_one"),
         F.expr(f"regexp_like({text}, '^[ \\\\t\\\\n\\\\r]*[{{]')").alias("_obj"),
-        *[F.expr(f"variant_get(_v, {_q(_path(f.name))})").alias(f"_r{i}") for i, f in enumerate(fields)])
+        # each field's value as a variant (for its JSON type), and in its lake type as Spark's JSON
+        # reader gives it (a value it does not convert, such as 12.0 for a bigint, from the variant)
+        F.expr(f"try_variant_get(_v, '$[0]', '{raw_struct}')").alias("_o"),
+        F.from_json(F.expr(text), typed_schema).alias("_t"))
     extracted: list[Column] = []
     for i, f in enumerate(fields):
-        raw = f"_r{i}"
-        extracted.append(F.expr(f"CASE WHEN {raw} IS NOT NULL AND NOT is_variant_null({raw}) "
-                                f"THEN schema_of_variant({raw}) END").alias(f"_k{i}"))
+        raw = f"_o.`{f.name}`"
+        kind = (f"CASE WHEN {raw} IS NOT NULL AND NOT is_variant_null({raw}) THEN schema_of_variant({raw}) END")
+        extracted.append(F.expr(kind).alias(f"_k{i}"))
         if f.json_type in ("object", "array"):
             extracted.append(F.expr(f"to_json({raw})").alias(f"_x{i}"))
         else:
-            extracted.append(F.expr(f"try_variant_get({raw}, '$', '{f.spark_type}')").alias(f"_x{i}"))
-        if f.json_type in ("number", "integer"):
+            extracted.append(F.expr(f"coalesce(_t.`{f.name}`, try_variant_get({raw}, '$', '{f.spark_type}'))")
+                             .alias(f"_x{i}"))
+        if f.json_type == "integer":  # a double as well: is an integer written 12.0 or 12.5?
             extracted.append(F.expr(f"try_variant_get({raw}, '$', 'double')").alias(f"_n{i}"))
-    s4 = s3.select(*keep, "_len", "_utf8", "_one", "_obj", *extracted)
+    s3b = s3.select(*keep, "_len", "_utf8", "_one", "_obj", *extracted)
+    numbers = [F.col(f"_x{i}").alias(f"_n{i}") for i, f in enumerate(fields) if f.json_type == "number"]
+    s3 = s3b.select("*", *numbers)
+    s4 = s3
     ts_sql, bad_ts = _event_time(contract, et)
     s5 = s4.select("*", F.expr(ts_sql).alias("_ts"))
 

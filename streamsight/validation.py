@@ -126,9 +126,80 @@ class RecordValidator:
         self._schema: Callable[[Any], Any] = fastjsonschema.compile(
             schema, formats={name: f"(?:{expr})\\Z" for name, expr in FORMATS.items()})  # fastjsonschema uses re.match
         self._schema_error = fastjsonschema.JsonSchemaValueException
-        self._integers = [f.name for f in contract.fields if f.json_type == "integer"]
+        self._integers = {f.name for f in contract.fields if f.json_type == "integer"}
         self._numbers = [f.name for f in contract.fields if f.json_type in ("integer", "number")]
         self._event_time = _event_time_check(contract)
+        self._formats = {name: f"(?:{expr})\\Z" for name, expr in FORMATS.items()}
+        self._properties: dict[str, Callable[[Any], Any]] = {}
+
+    def _value_ok(self, name: str, value: Any) -> bool:
+        """Whether a record holding ``value`` in field ``name`` passes every rule of that field: its
+        schema (fastjsonschema, the property on its own), the lake's types and, for the event-time
+        field, the event time. Valid for any record because every rule a contract may declare is
+        about one field."""
+        import fastjsonschema
+
+        check = self._properties.get(name)
+        if check is None:
+            spec = self.contract.payload_schema["properties"][name]
+            check = fastjsonschema.compile({"$schema": "http://json-schema.org/draft-07/schema#", **spec},
+                                           formats=self._formats)
+            self._properties[name] = check
+        try:
+            check(value)
+        except self._schema_error:
+            return False
+        if name in self._integers and type(value) is int and not INT64[0] <= value <= INT64[1]:
+            return False
+        if type(value) is float and not math.isfinite(value):
+            return False
+        return not (name == self.contract.event_time.field and self._event_time({name: value}) is not None)
+
+    def accepted_rows(self, table: Any) -> Any:
+        """Which rows of an Arrow table (no nulls, scalar columns: ``ingestion.columnar.plain_table``)
+        are valid, as a numpy bool array. Each column is decided with the rules of its field
+        (:meth:`_value_ok`), by its extremes where those rules are an interval (a number's bounds
+        in a numeric column, a string's lengths), else one distinct value at a time. Gives the
+        verdict of :meth:`check_record`, not the code: a rejected row's first broken rule is for
+        :meth:`check_record` to say."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = table.num_rows
+        ok = np.ones(n, dtype=bool)
+        present = set(table.column_names)
+        if any(name not in present for name in self.contract.payload_schema.get("required", [])):
+            return np.zeros(n, dtype=bool)
+        for name in table.column_names:
+            spec = self.contract.payload_schema["properties"].get(name)
+            if spec is None or n == 0:
+                continue  # other fields are allowed, whatever they hold
+            col = table.column(name)
+            extremes = self._extremes(name, spec, col)
+            if extremes is not None and all(self._value_ok(name, v) for v in extremes):
+                continue
+            good = [v for v in pc.unique(col).to_pylist() if self._value_ok(name, v)]
+            ok &= pc.is_in(col, value_set=pa.array(good, type=col.type)).to_numpy(zero_copy_only=False)
+        return ok
+
+    def _extremes(self, name: str, spec: dict[str, Any], col: Any) -> list[Any] | None:
+        """The values that decide a whole column when its field's rules are an interval: the
+        smallest and largest number, or the shortest and longest string; else None."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        rules = set(spec) - {"type", "description", "title", "examples"}
+        kind = spec.get("type")
+        if kind in ("number", "integer") and rules <= {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}:
+            if pa.types.is_integer(col.type) or (kind == "number" and pa.types.is_floating(col.type)):
+                bounds = pc.min_max(col)
+                return [bounds["min"].as_py(), bounds["max"].as_py()]
+        if kind == "string" and rules <= {"minLength", "maxLength"} and pa.types.is_string(col.type):
+            lengths = pc.utf8_length(col)
+            return [col.take(pa.array([pc.index(lengths, pc.min(lengths)).as_py(),
+                                       pc.index(lengths, pc.max(lengths)).as_py()])).to_pylist()[i] for i in (0, 1)]
+        return None
 
     def check_bytes(self, raw: bytes) -> tuple[Any, Rejection | None]:
         """``(record, None)`` for a valid record's bytes, else ``(parsed value or None, rejection)``."""
@@ -151,23 +222,23 @@ class RecordValidator:
         """Steps 2-4 of the module's list for a parsed object."""
         if None in record.values():
             record = {k: v for k, v in record.items() if v is not None}
-        for name in self._numbers:  # the stream reads numbers as doubles: one beyond them is infinite
-            value = record.get(name)
-            if type(value) is int and value.bit_length() > 1000 and _overflows(value):
-                record = {**record, name: math.inf if value > 0 else -math.inf}
+        numbers = [(name, record[name]) for name in self._numbers if name in record]
+        huge = [(n, v) for n, v in numbers if type(v) is int and v.bit_length() > 1000 and _overflows(v)]
+        if huge:  # the stream reads numbers as doubles: one beyond them is infinite
+            record = {**record, **{n: math.inf if v > 0 else -math.inf for n, v in huge}}
+            numbers = [(name, record[name]) for name in self._numbers if name in record]
         try:
             self._schema(record)
         except self._schema_error as exc:
             return Rejection(RULE_CODES.get(exc.rule or "", "SCHEMA_VIOLATION"), exc.message)
-        for name in self._numbers:
-            value = record.get(name)
-            if value is None or isinstance(value, bool):
-                continue
-            if name in self._integers and isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
-                return Rejection("TYPE_MISMATCH", f"field {name}: {value} does not fit a 64-bit integer")
-            if isinstance(value, float) and not math.isfinite(value):
-                return Rejection("TYPE_MISMATCH", f"field {name}: not a finite number")
-            if name in self._integers and isinstance(value, float) and not INT64[0] <= value <= INT64[1]:
+        for name, value in numbers:
+            kind = type(value)
+            if kind is float:
+                if not math.isfinite(value):
+                    return Rejection("TYPE_MISMATCH", f"field {name}: not a finite number")
+                if name in self._integers and not INT64[0] <= value <= INT64[1]:
+                    return Rejection("TYPE_MISMATCH", f"field {name}: {value} does not fit a 64-bit integer")
+            elif kind is int and name in self._integers and not INT64[0] <= value <= INT64[1]:
                 return Rejection("TYPE_MISMATCH", f"field {name}: {value} does not fit a 64-bit integer")
         return self._event_time(record)
 
@@ -199,22 +270,34 @@ def _event_time_check(contract: Contract) -> Callable[[Mapping[str, Any]], Rejec
     def bad(value: Any) -> Rejection:
         return Rejection("BAD_EVENT_TIME", f"field {field}: cannot read {value!r} as {fmt}")
 
+    seen: dict[str, bool] = {}  # recent iso8601 strings and whether they are times (records share them)
+
     def check(record: Mapping[str, Any]) -> Rejection | None:
         value = record.get(field)
         if value is None:
             return None  # absent: required or not, the schema decided
+        if fmt == "iso8601" and type(value) is str and value in seen:
+            return None if seen[value] else bad(value)
         if fmt == "iso8601":
-            m = _DATE_TIME_RE.fullmatch(value) if isinstance(value, str) else None
-            if m is None:
-                return bad(value)
-            try:
-                datetime(int(m["y"]), int(m["m"]), int(m["d"]), tzinfo=timezone.utc)
-            except ValueError:
-                return bad(value)
-            return None
+            verdict = iso8601(value)
+            if type(value) is str:
+                if len(seen) >= 4096:
+                    seen.clear()
+                seen[value] = verdict is None
+            return verdict
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return bad(value)
         millis = value if fmt == "epoch_millis" else value * 1000
         return None if EPOCH_MILLIS_RANGE[0] <= millis <= EPOCH_MILLIS_RANGE[1] else bad(value)
+
+    def iso8601(value: Any) -> Rejection | None:
+        m = _DATE_TIME_RE.fullmatch(value) if isinstance(value, str) else None
+        if m is None:
+            return bad(value)
+        try:
+            datetime(int(m["y"]), int(m["m"]), int(m["d"]), tzinfo=timezone.utc)
+        except ValueError:
+            return bad(value)
+        return None
 
     return check

@@ -311,28 +311,53 @@ def config(ctx: typer.Context) -> None:
     print(json.dumps(_settings(ctx).redacted(), indent=2, default=str))
 
 
-@app.command()
-def bench(
-    ctx: typer.Context,
-    seconds: Annotated[float, typer.Option(help="How long to produce.")] = 30.0,
-    rate: Annotated[Optional[float], typer.Option(help="Target events/s (default: as fast as possible; on the "
-                                                       "development broker that soon outruns its retention).")] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Where to write the JSON figures.")] = None,
-    partitions: Annotated[int, typer.Option(help="Partitions of the benchmark's raw topic.", min=1)] = 64,
-    warmup_seconds: Annotated[float, typer.Option(
-        help="Produce at the rate this long first; figures cover only what follows (reported apart).", min=0)] = 0.0,
-    job: Annotated[str, typer.Option(
-        help="What consumes the stream: 'pipeline' (the streaming job), or the floor under any job: 'read' "
-             "(Kafka source, nothing written) or 'bronze' (Kafka source, one Parquet table).")] = "pipeline",
-) -> None:
-    """Measure end-to-end throughput and latency (producer, broker and Spark on this machine)."""
-    from streamsight_cli.bench import JOBS, run_bench
+bench_app = typer.Typer(help="Benchmarks of the pipeline on this machine (streamsight_cli/bench.py); each prints "
+                             "one JSON object and writes it to --output.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+_PARTITIONS = typer.Option(help="Partitions of the benchmark's raw topic.", min=1)
+_OUTPUT = typer.Option(help="Where to write the JSON figures (default: <reports_dir>/bench-<name>.json).")
 
-    if job not in JOBS:
-        raise typer.BadParameter(f"expected one of {', '.join(JOBS)}", param_hint="--job")
-    result = run_bench(_settings(ctx), seconds=seconds, rate=rate, output=output, partitions=partitions,
-                       warmup_seconds=warmup_seconds, job=job)
-    print(json.dumps(result))
+
+@bench_app.command("capacity")
+def bench_capacity(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(help="Events in the raw topic before the job starts.", min=1000)] = 2_000_000,
+    partitions: Annotated[int, _PARTITIONS] = 8,
+    output: Annotated[Optional[Path], _OUTPUT] = None,
+) -> None:
+    """How fast the job drains a pre-filled raw topic (bronze, silver, dead letter, predictions, gold)."""
+    from streamsight_cli.bench import run_capacity
+
+    print(json.dumps(run_capacity(_settings(ctx), events=events, partitions=partitions, output=output)))
+
+
+@bench_app.command("sustained")
+def bench_sustained(
+    ctx: typer.Context,
+    rate: Annotated[float, typer.Option(help="Events per second the producer sends.", min=1)] = 20_000,
+    seconds: Annotated[float, typer.Option(help="Measured seconds (after the warm-up).", min=1)] = 30,
+    warmup_seconds: Annotated[float, typer.Option(help="Seconds at the rate before the measured ones.", min=0)] = 60,
+    partitions: Annotated[int, _PARTITIONS] = 8,
+    output: Annotated[Optional[Path], _OUTPUT] = None,
+) -> None:
+    """Latency and whether the job keeps up with a producer at a steady rate."""
+    from streamsight_cli.bench import run_sustained
+
+    print(json.dumps(run_sustained(_settings(ctx), rate=rate, seconds=seconds, warmup_seconds=warmup_seconds,
+                                   partitions=partitions, output=output)))
+
+
+@bench_app.command("producer")
+def bench_producer(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(help="Events to publish.", min=1000)] = 2_000_000,
+    partitions: Annotated[int, _PARTITIONS] = 8,
+    output: Annotated[Optional[Path], _OUTPUT] = None,
+) -> None:
+    """How fast one producer process publishes validated events (acks=all, idempotent)."""
+    from streamsight_cli.bench import run_producer
+
+    print(json.dumps(run_producer(_settings(ctx), events=events, partitions=partitions, output=output)))
 
 
 @app.command("bench-scoring")
@@ -350,7 +375,7 @@ def bench_scoring(
 
 @app.command()
 def demo(ctx: typer.Context) -> None:
-    """The whole flow on the embedded broker: produce, stream, train, score, report; prints SUMMARY."""
+    """The whole flow on a fresh local Apache Kafka: produce, stream, train, score, report; prints SUMMARY."""
     from streamsight_cli.demo import run_demo
 
     summary = run_demo(_settings(ctx))

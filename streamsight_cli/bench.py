@@ -1,36 +1,26 @@
-"""``streamsight bench``: sustained end-to-end throughput and latency on this machine.
+"""``streamsight bench capacity | sustained | producer``: the pipeline's figures on this machine.
 
-What runs (all on one machine, as in the demo): the in-memory development broker (a subprocess, or
-the configured Kafka when ``STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS`` is set), a producer process
-(``streamsight produce --source synthetic``, confluent-kafka, validating every record), and the
-streaming job in this process (bronze -> silver -> predictions, local Spark).
+Everything runs on the one machine: Apache Kafka (a fresh local one, or the configured one when
+``STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS`` is set), producer processes (``streamsight produce
+--source synthetic``, 1,000 machines, every record validated) and the streaming job in this
+process (local Spark), on the stream ``bench_telemetry``: a copy of ``machine_telemetry`` with
+``--partitions`` partitions. Before a pipeline bench, 20,000 events are streamed and a model is
+trained and promoted on them, so every measured event is scored.
 
-The benchmark uses its own stream, ``bench_telemetry``: a copy of the ``machine_telemetry`` contract
-with more partitions (so the development broker's ~5 MB per-partition retention is not the limit)
-and without gold aggregates. A warm-up run trains and promotes a model first, so predictions are
-real MLlib scores.
+* ``capacity --events N``: the raw topic is filled with N events first (faults: 0.1 % malformed,
+  0.2 % schema violations, 1 % duplicates), then the job (bronze, silver, dead letter,
+  predictions, gold) drains it with ``Trigger.AvailableNow``: ``events_per_s`` = N / the drain's
+  wall time.
+* ``sustained --rate R --seconds S --warmup-seconds W``: one producer at R events/s for W + S
+  seconds (event time = wall clock), the job running as in production; figures cover the events
+  produced after W. ``p50_s`` / ``p95_s`` / ``p99_s``: produce time (Kafka timestamp) to the
+  commit of the micro-batch that wrote the event's prediction. ``kept_up``: when the producer
+  stopped, the job was at most :data:`KEPT_UP_SECONDS` seconds of events behind.
+* ``producer --events N``: one producer process publishes N events (acks=all, idempotent);
+  ``events_per_s`` from its own summary.
 
-Figures (one JSON object, printed and written to ``--output``):
-
-* ``produced_per_s``: what the producer process achieved;
-* ``silver_per_s`` / ``predictions_per_s``: rows committed per second from the first produced event
-  to the last commit;
-* ``latency_*_s``: produce time (Kafka timestamp) to the commit of the row's micro-batch, for silver
-  and for predictions: p50, p95, p99 over every row;
-* ``job_rows_per_s`` / ``behind_at_end``: see :func:`keeping_up`, whether the job sustains the rate.
-
-With ``--warmup-seconds W`` the producer runs W + ``--seconds`` at the rate and the figures above
-cover only the events produced after the first W seconds (the warm-up's own are under ``warmup``):
-the job's steady state, after the JVM has compiled its hot code, instead of its first minute.
-
-``--job`` chooses what consumes the stream. ``pipeline`` (the default) is the streaming job above.
-The two others measure the floor under it, what any job on this machine pays before its own work:
-``read`` reads the raw topic through the same Kafka source and writes nothing (Spark's ``noop``
-sink), ``bronze`` also appends each micro-batch to one Parquet table (bronze's columns). Both run
-as fast as they can (no trigger interval), without the warm-up model, and time each micro-batch in
-``foreachBatch`` (:class:`FloorBatches`): its commit time and a sketch of its rows' produce times
-(:data:`FLOOR_QUANTILES`), so their latency figures are accurate to a hundredth of a micro-batch's
-rows. Their ``silver_*`` / ``predictions_*`` figures are the rows the floor job committed.
+Each prints one JSON object as its last line and writes it to ``--output``. ``cpu_seconds`` splits
+the CPU time of the measured span by process (Linux ``/proc``).
 """
 
 from __future__ import annotations
@@ -43,23 +33,27 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from streamsight.contracts import load_contract
-from streamsight.errors import StreamsightError
+from streamsight.contracts import Contract, load_contract
 from streamsight.settings import Settings
 
 BENCH_STREAM = "bench_telemetry"
+KEPT_UP_SECONDS = 5.0
+WARMUP_EVENTS = 20_000
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _bench_contracts(settings: Settings, directory: Path, partitions: int) -> Path:
     source = Path(settings.contracts_dir) / "machine_telemetry.yaml"
     doc = yaml.safe_load(source.read_text(encoding="utf-8"))
-    doc.update(name=BENCH_STREAM, aggregates=[],
-               topics={"raw": f"{BENCH_STREAM}.raw", "dead_letter": f"{BENCH_STREAM}.dead-letter", "partitions": partitions})
+    doc.update(name=BENCH_STREAM, topics={"partitions": partitions})
     ref = Path(doc["reference"]["path"])
     doc["reference"]["path"] = str(ref if ref.is_absolute() else (source.parent / ref).resolve())
     directory.mkdir(parents=True, exist_ok=True)
@@ -86,8 +80,53 @@ def _percentiles(values: list[tuple[float, float]]) -> dict[str, float]:
     return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99)}
 
 
-def _producer(settings: Settings, env: dict[str, str], *, count: int | None, seconds: float | None,
-              rate: float | None, seed: int, realtime: bool = False) -> subprocess.Popen[str]:
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process so far (``/proc``), None if it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_cpu_seconds() -> float | None:
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    busy = sum(int(v) for i, v in enumerate(fields) if i not in (3, 4))  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class _CpuWatch:
+    """CPU seconds per named process over a span (:meth:`start` to :meth:`stop`)."""
+
+    pids: dict[str, int | None]
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._before = {n: _cpu_seconds(p) for n, p in self.pids.items()}
+        self._machine = _machine_cpu_seconds()
+        self._children = os.times().children_user + os.times().children_system
+
+    def stop(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, pid in self.pids.items():
+            now, before = _cpu_seconds(pid), self._before.get(name)
+            out[name] = None if now is None or before is None else round(now - before, 1)
+        children = os.times().children_user + os.times().children_system
+        out["finished_child_processes"] = round(children - self._children, 1)
+        machine = _machine_cpu_seconds()
+        out["machine"] = None if machine is None or self._machine is None else round(machine - self._machine, 1)
+        out["wall"] = round(time.monotonic() - self._t0, 1)
+        return out
+
+
+def _producer(env: dict[str, str], *, count: int | None, seconds: float | None = None, rate: float | None = None,
+              seed: int, realtime: bool = False, faults: str | None = None) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "streamsight_cli", "produce", "--stream", BENCH_STREAM, "--source", "synthetic",
            "--machines", "1000", "--seed", str(seed), "--no-progress"]
     if realtime:
@@ -98,12 +137,17 @@ def _producer(settings: Settings, env: dict[str, str], *, count: int | None, sec
         cmd += ["--duration", str(seconds)]
     if rate:
         cmd += ["--rate", str(rate)]
+    if faults:
+        cmd += ["--faults", faults]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _silver_committed(directory: Path) -> int:
-    """Silver rows committed so far, from the batch records (plain files: no Spark job while measuring)."""
-    return sum(json.loads(p.read_text(encoding="utf-8"))["silver"] for p in directory.glob("batch-*.json"))
+def _summary(proc: subprocess.Popen[str], timeout: float = 1800) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench producer failed ({proc.returncode}): {err[-2000:]}")
+    summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1])["produce"]
+    return summary
 
 
 def _progress_medians(progress: list[dict[str, Any]]) -> dict[str, Any]:
@@ -121,178 +165,184 @@ def _progress_medians(progress: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _summary(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    out, err = proc.communicate(timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench producer failed ({proc.returncode}): {err[-2000:]}")
-    return json.loads(out.strip().splitlines()[-1])["produce"]
+def _machine(spark: Any) -> str:
+    return (f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, Spark {spark.version}, "
+            f"Java {spark._jvm.java.lang.System.getProperty('java.version')}")
 
 
-JOBS = ("pipeline", "read", "bronze")
-# the produce-time quantiles each floor micro-batch records: 1% of its rows each
-FLOOR_QUANTILES = [round((i + 0.5) / 100, 3) for i in range(100)]
+@dataclass
+class _Bench:
+    settings: Settings
+    contract: Contract
+    env: dict[str, str]
+    broker: str
+    kafka_pid: int | None
+    work: Path
 
 
-def run_bench(settings: Settings, *, seconds: float = 30.0, rate: float | None = None,
-              output: Path | None = None, partitions: int = 64, warmup_seconds: float = 0.0,
-              job: str = "pipeline") -> dict[str, Any]:
-    if job not in JOBS:
-        raise StreamsightError(f"bench --job {job!r}: expected one of {', '.join(JOBS)}")
-    from ml.train import train_model
+@contextmanager
+def _bench(settings: Settings, partitions: int) -> Iterator[_Bench]:
+    """A work folder with the bench contract, a lake and (unless one is configured) a fresh Kafka."""
     from streamsight.kafka import ensure_topics, stream_topics
     from streamsight_cli.local_kafka import LocalKafka
-    from streaming_jobs.pipeline import StreamJob, batch_stats
-    from streaming_jobs.session import build_session
 
     work = Path(tempfile.mkdtemp(prefix="streamsight-bench-"))
-    contracts_dir = _bench_contracts(settings, work / "contracts", partitions)
-    contract = load_contract(contracts_dir / f"{BENCH_STREAM}.yaml")
-    settings = settings.model_copy(update={
-        "lake_dir": str(work / "lake"), "contracts_dir": contracts_dir, "run_dir": work / "run"})
-    proc = None
-    servers = settings.kafka.bootstrap_servers
-    if not servers:
-        proc = LocalKafka(work / "kafka", port=0).start()
-        servers = proc.bootstrap_servers
-    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": servers})})
-    ensure_topics(settings, stream_topics(contract))
-    env = {**os.environ, "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": servers,
-           "STREAMSIGHT_CONTRACTS_DIR": str(contracts_dir), "STREAMSIGHT_LOG_LEVEL": "WARNING",
-           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    spark = None
+    kafka = None
     try:
-        spark = build_session(settings, "streamsight-bench")
-        stream_job = StreamJob(spark, settings, contract, servers)
-        floor: FloorBatches | None = None
-        warm_silver = 0
-        if job == "pipeline":
-            # Warm-up: enough labelled history to train the model the benchmark scores with.
-            _summary(_producer(settings, env, count=20_000, seconds=None, rate=None, seed=1))
-            stream_job.run_until_idle()
-            train_model(spark, settings, contract, promote=True)
-            warm_silver = spark.read.parquet(stream_job.uri("silver")).count()
-            queries = [stream_job.bronze_query(False), stream_job.silver_query(False)]
-            silver_batches = work / "lake" / "_ops" / BENCH_STREAM / "silver_batches"
-            committed = lambda: _silver_committed(silver_batches)  # noqa: E731
-        else:
-            floor = FloorBatches(stream_job.uri("bronze") if job == "bronze" else None)
-            queries = [floor_query(stream_job, floor)]
-            committed = floor.rows
-
-        def check(q: Any) -> None:
-            exc = q.exception()
-            if exc is None:
-                return
-            raise exc
-
-        # Measure the running job, not its start-up: wait for each query's first (empty) micro-batch.
-        ready_by = time.monotonic() + 120
-        while any(q.lastProgress is None for q in queries) and time.monotonic() < ready_by:
-            for q in queries:
-                check(q)
-            time.sleep(0.2)  # polling query status, bounded by ready_by
-        # One producer run of warm-up + measured seconds; only events produced after the warm-up count.
-        # Event time follows the wall clock (--realtime), as a live source's does: with the default
-        # synthetic clock (1 s per round of 1,000 machines) it would run 20x ahead at 20,000/s, and after a
-        # warm-up the watermark would drop the measured events as late.
-        started = time.time()
-        measured_from = started + warmup_seconds
-        producer = _producer(settings, env, count=None, seconds=warmup_seconds + seconds, rate=rate, seed=2,
-                             realtime=True)
-        produced = _summary(producer)
-        produce_ended = time.time()
-        target = warm_silver + produced["sent"]
-        deadline = time.monotonic() + max(120.0, (warmup_seconds + seconds) * 4)
-        caught_up = False
-        while time.monotonic() < deadline:
-            for q in queries:
-                check(q)
-            if committed() >= target:
-                caught_up = True
-                break
-            time.sleep(0.5)  # polling for catch-up, bounded by the deadline
-        for q in queries:
-            q.stop()
-        progress = {q.name: _progress_medians(q.recentProgress) for q in queries}
-
-        if floor is None:
-            commit_times, rows, predicted, commits = _pipeline_measured(
-                spark, stream_job, batch_stats(spark, settings, contract))
-        else:
-            commit_times, rows, predicted, commits = floor.measured()
-        result = measure(commit_times, rows, predicted, started=measured_from)
-        if warmup_seconds:
-            result["warmup"] = measure(commit_times, rows, predicted, started=started, until=measured_from)
-        result.update(keeping_up(commits, since=measured_from, until=produce_ended,
-                                 produced=produced["sent"], before=warm_silver))
-        result.update({
-            "job": job, "seconds": seconds, "warmup_seconds": warmup_seconds, "target_rate": rate,
-            "caught_up": caught_up,
-            "produced": produced["sent"], "produced_per_s": round(produced["sent"] / produced["seconds"], 1),
-            "partitions": partitions,
-            "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
-                       f"Spark {spark.version}",
-            "broker": f"Apache Kafka {proc.version} (local)" if proc else servers,
-            "micro_batch_medians": progress,
-        })
+        contracts_dir = _bench_contracts(settings, work / "contracts", partitions)
+        contract = load_contract(contracts_dir / f"{BENCH_STREAM}.yaml")
+        settings = settings.model_copy(update={
+            "lake_dir": str(work / "lake"), "contracts_dir": contracts_dir, "run_dir": work / "run"})
+        servers = settings.kafka.bootstrap_servers
+        broker = servers or ""
+        if not servers:
+            kafka = LocalKafka(work / "kafka", port=0, heap_mb=1024).start()
+            servers, broker = kafka.bootstrap_servers, f"Apache Kafka {kafka.version} (local)"
+        settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": servers})})
+        ensure_topics(settings, stream_topics(contract))
+        env = {**os.environ, "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": servers, "STREAMSIGHT_CONTRACTS_DIR": str(contracts_dir),
+               "STREAMSIGHT_LOG_LEVEL": "WARNING", "PYTHONPATH": str(PROJECT_ROOT)}
+        yield _Bench(settings, contract, env, broker, kafka.pid if kafka else None, work)
     finally:
-        if spark is not None:
-            spark.stop()
-        if proc is not None:
-            proc.stop()
+        if kafka is not None:
+            kafka.stop()
         shutil.rmtree(work, ignore_errors=True)
-    path = output or Path(settings.reports_dir if isinstance(settings.reports_dir, Path) else Path("var/reports")) / "bench.json"
+
+
+def _write(result: dict[str, Any], output: Path | None, settings: Settings, name: str) -> dict[str, Any]:
+    path = output or Path(settings.reports_dir) / f"bench-{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    result["output"] = str(path)
-    return result
+    return {**result, "output": str(path)}
 
 
-class FloorBatches:
-    """``foreachBatch`` function of the floor jobs (``--job read`` / ``bronze``).
+def _warm_job(b: _Bench) -> tuple[Any, Any]:
+    """A session and a StreamJob on the bench stream, with a promoted model trained on
+    :data:`WARMUP_EVENTS` streamed events."""
+    from ml.train import train_model
+    from streaming_jobs.pipeline import StreamJob
+    from streaming_jobs.session import build_session
 
-    Writes each micro-batch nowhere (``noop``) or appends it to the Parquet table at ``path``, and
-    observes on the way its row count and the :data:`FLOOR_QUANTILES` of its rows' produce times
-    (Kafka timestamps), so no second Spark job runs. Keeps per batch: commit time (when the write
-    returned), rows, quantiles. The sketch costs the floor job a little CPU per row (the quantile
-    summary), so the floor it measures is slightly high.
-    """
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self.batches: list[tuple[int, float, int, list[float]]] = []
-
-    def __call__(self, batch: Any, batch_id: int) -> None:
-        from pyspark.sql import Observation
-        from pyspark.sql import functions as F
-
-        seen = Observation(f"floor_batch_{batch_id}")
-        observed = batch.observe(seen, F.count(F.lit(1)).alias("rows"), F.percentile_approx(
-            F.col("kafka_timestamp").cast("double"), FLOOR_QUANTILES, 10_000).alias("quantiles"))
-        if self.path is None:
-            observed.write.format("noop").mode("overwrite").save()
-        else:
-            observed.write.mode("append").partitionBy("ingest_date").parquet(self.path)
-        got = seen.get
-        self.batches.append((batch_id, time.time(), int(got["rows"]), list(got["quantiles"] or [])))
-
-    def rows(self) -> int:
-        return sum(n for _, _, n, _ in self.batches)
-
-    def measured(self) -> tuple[dict[int, float], list[tuple[float, int, float]], set[int], list[tuple[float, int]]]:
-        """The inputs of :func:`measure` and :func:`keeping_up`: each quantile stands for 1% of its batch."""
-        commit_times = {b: t for b, t, _, _ in self.batches}
-        rows = [(q, b, n / len(qs)) for b, _, n, qs in self.batches if n for q in qs]
-        return commit_times, rows, set(commit_times), [(t, n) for _, t, n, _ in self.batches]
+    _summary(_producer(b.env, count=WARMUP_EVENTS, seed=1))
+    spark = build_session(b.settings, "streamsight-bench")
+    job = StreamJob(spark, b.settings, b.contract, b.settings.kafka.bootstrap_servers)
+    job.run_until_idle()
+    train_model(spark, b.settings, b.contract, promote=True)
+    return spark, job
 
 
-def floor_query(job: Any, batches: FloorBatches) -> Any:
-    """The floor job: the raw topic through the stream's Kafka source, as bronze has it, into ``batches``."""
-    from streaming_jobs import transforms as T
+def run_capacity(settings: Settings, *, events: int, partitions: int = 8, output: Path | None = None) -> dict[str, Any]:
+    """Fill the raw topic with ``events``, then time the job draining it (module docstring)."""
+    with _bench(settings, partitions) as b:
+        spark, job = _warm_job(b)
+        try:
+            filled = _summary(_producer(b.env, count=events, seed=2, faults="malformed=0.001,schema=0.002,duplicates=0.01"))
+            silver_before = spark.read.parquet(job.uri("silver")).count()
+            watch = _CpuWatch({"spark_jvm": spark._jvm.java.lang.ProcessHandle.current().pid(),
+                               "driver_python": os.getpid(), "kafka": b.kafka_pid})
+            watch.start()
+            began = time.monotonic()
+            progress: dict[str, list[dict[str, Any]]] = {}
+            totals = job.run_until_idle(progress=progress)
+            seconds = time.monotonic() - began
+            cpu = watch.stop()
+            silver = spark.read.parquet(job.uri("silver")).count() - silver_before
+            result = {
+                "bench": "capacity", "events": events, "seconds": round(seconds, 1),
+                "events_per_s": round(events / seconds, 1),
+                "input_rows": totals, "silver_rows": silver, "producer": filled,
+                "partitions": partitions, "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
+                "scoring": settings.ml.scoring, "cpu_seconds": cpu,
+                "micro_batch_medians": {q: _progress_medians(p) for q, p in progress.items()},
+                "machine": _machine(spark), "broker": b.broker,
+            }
+        finally:
+            spark.stop()
+        return _write(result, output, settings, "capacity")
 
-    df = T.to_bronze(job.kafka_stream(job.contract.raw_topic, max_offsets=job.settings.spark.max_offsets_per_trigger))
-    return (df.writeStream.queryName(f"{job.contract.name}.floor").option("checkpointLocation", job.checkpoint("floor"))
-            .trigger(processingTime="0 seconds").foreachBatch(batches).start())
+
+def run_sustained(settings: Settings, *, rate: float, seconds: float, warmup_seconds: float = 60.0,
+                  partitions: int = 8, output: Path | None = None) -> dict[str, Any]:
+    """One producer at ``rate`` while the job runs as in production (module docstring)."""
+    from streaming_jobs.pipeline import batch_stats
+
+    with _bench(settings, partitions) as b:
+        spark, job = _warm_job(b)
+        try:
+            warm_silver = spark.read.parquet(job.uri("silver")).count()
+            queries = job.start_queries()
+            ready_by = time.monotonic() + 120
+            while any(q.lastProgress is None for q in queries) and time.monotonic() < ready_by:
+                job.check(queries)
+                time.sleep(0.2)  # polling the queries' first progress, bounded by ready_by
+            watch = _CpuWatch({"spark_jvm": spark._jvm.java.lang.ProcessHandle.current().pid(),
+                               "driver_python": os.getpid(), "kafka": b.kafka_pid})
+            started = time.time()
+            measured_from = started + warmup_seconds
+            producer = _producer(b.env, count=None, seconds=warmup_seconds + seconds, rate=rate, seed=2, realtime=True)
+            watch.start()
+            produced = _summary(producer, timeout=warmup_seconds + seconds + 600)
+            produce_ended = time.time()
+            cpu = watch.stop()
+            target = warm_silver + produced["sent"]
+            deadline = time.monotonic() + max(120.0, (warmup_seconds + seconds) * 4)
+            while time.monotonic() < deadline:
+                job.check(queries)
+                if _silver_committed(job) >= target:
+                    break
+                time.sleep(0.5)  # polling for catch-up, bounded by the deadline
+            for q in queries:
+                q.stop()
+            progress = {q.name: _progress_medians(q.recentProgress) for q in queries}
+            commit_times, rows, predicted, commits = _pipeline_measured(spark, job, batch_stats(spark, job.settings, job.contract))
+            measured = measure(commit_times, rows, predicted, started=measured_from)
+            warm = measure(commit_times, rows, predicted, started=started, until=measured_from)
+            behind = keeping_up(commits, since=measured_from, until=produce_ended, produced=produced["sent"],
+                                before=warm_silver)
+            latency = measured["latency_predictions_s"]
+            result = {
+                "bench": "sustained", "rate": rate, "seconds": seconds, "warmup_seconds": warmup_seconds,
+                "produced": produced["sent"], "produced_per_s": round(produced["sent"] / produced["seconds"], 1),
+                "kept_up": behind["behind_at_end"] <= KEPT_UP_SECONDS * rate,
+                "p50_s": latency["p50"], "p95_s": latency["p95"], "p99_s": latency["p99"],
+                **behind, **measured, "warmup": warm, "partitions": partitions, "cpu_seconds": cpu,
+                "micro_batch_medians": progress, "machine": _machine(spark), "broker": b.broker,
+            }
+        finally:
+            spark.stop()
+        return _write(result, output, settings, "sustained")
+
+
+def run_producer(settings: Settings, *, events: int, partitions: int = 8, output: Path | None = None) -> dict[str, Any]:
+    """One producer process publishing ``events`` validated synthetic events."""
+    from ingestion.producer import ConfluentPublisher
+
+    with _bench(settings, partitions) as b:
+        before = os.times()
+        summary = _summary(_producer(b.env, count=events, seed=3))
+        after = os.times()
+        producer_cpu = (after.children_user + after.children_system) - (before.children_user + before.children_system)
+        config = ConfluentPublisher.config(b.settings, b.settings.kafka.bootstrap_servers or "")
+        result = {
+            "bench": "producer", "events": summary["records"], "seconds": summary["seconds"],
+            "events_per_s": round(summary["records"] / summary["seconds"], 1), "summary": summary,
+            "producer_cpu_seconds": round(producer_cpu, 1),
+            "client": {k: config[k] for k in ("acks", "enable.idempotence", "compression.type", "linger.ms", "batch.size")},
+            "partitions": partitions, "broker": b.broker,
+            "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        }
+        return _write(result, output, settings, "producer")
+
+
+def _silver_committed(job: Any) -> int:
+    """Silver rows committed so far, from the batch records (plain files: no Spark job while measuring)."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    from streaming_jobs.pipeline import ops_uri
+
+    directory = Path(url2pathname(urlparse(ops_uri(job.settings, job.contract, "silver_batches")).path))
+    return sum(json.loads(p.read_text(encoding="utf-8"))["silver"] for p in directory.glob("batch-*.json"))
 
 
 def _pipeline_measured(spark: Any, job: Any, stats: Any) -> tuple[
@@ -305,13 +355,19 @@ def _pipeline_measured(spark: Any, job: Any, stats: Any) -> tuple[
     return commit_times, _silver_rows(spark, job), _predicted_batches(spark, job), commits
 
 
+LATENCY_RESOLUTION_S = 0.01
+
+
 def _silver_rows(spark: Any, job: Any) -> list[tuple[float, int, float]]:
-    """(produce time, batch id, weight 1) of every silver row."""
+    """(produce time, batch id, rows) of silver, the produce times in steps of
+    :data:`LATENCY_RESOLUTION_S` (counted by Spark: a few thousand groups, not every row)."""
     from pyspark.sql import functions as F
 
+    step = 1 / LATENCY_RESOLUTION_S
     silver = spark.read.parquet(job.uri("silver"))
-    return [(r["ts"], r["_batch_id"], 1.0)
-            for r in silver.select(F.col("_kafka_timestamp").cast("double").alias("ts"), "_batch_id").collect()]
+    grouped = (silver.groupBy(F.floor(F.col("_kafka_timestamp").cast("double") * step).alias("t"), "_batch_id")
+               .count().collect())
+    return [(r["t"] / step, r["_batch_id"], float(r["count"])) for r in grouped]
 
 
 def _predicted_batches(spark: Any, job: Any) -> set[int]:
@@ -325,9 +381,7 @@ def keeping_up(commits: list[tuple[float, int]], *, since: float, until: float, 
     ``job_rows_per_s``: silver rows per second between the first and the last micro-batch committed
     in that span (the rows of every commit after the first, over the time between them; None with
     fewer than two commits). ``behind_at_end``: events produced but not in silver when the producer
-    stopped (``before`` is the silver rows of earlier runs); a job that keeps up is behind by about a
-    micro-batch, one that does not by more with every second it runs, and then latency depends on
-    how long the benchmark runs.
+    stopped (``before`` is the silver rows of earlier runs).
     """
     inside = sorted((t, n) for t, n in commits if since <= t <= until)
     rate = None
@@ -342,8 +396,7 @@ def measure(commits: dict[int, float], rows: list[tuple[float, int, float]], pre
     """Throughput and latency of the rows produced from ``started`` (to ``until``, epoch seconds).
 
     ``commits``: commit time of each micro-batch; ``rows``: (produce time, micro-batch, weight) of
-    the rows the job committed (weight 1 for a row, a share of a batch for a floor job's quantile);
-    ``predicted``: the micro-batches that wrote predictions.
+    the rows the job committed; ``predicted``: the micro-batches that wrote predictions.
     """
     inside = [r for r in rows if r[0] >= started and (until is None or r[0] < until)]
     silver = [(commits[b] - ts, w) for ts, b, w in inside if b in commits]

@@ -1,20 +1,18 @@
-"""The benchmark's arithmetic (streamsight_cli.bench.measure) on a small real lake, and the floor
-jobs' per-batch sketch (FloorBatches) on real Spark.
+"""The benchmark's arithmetic (streamsight_cli.bench.measure, keeping_up) on a small real lake.
 
-The end-to-end ``streamsight bench`` run is a benchmark, not a test (it takes minutes); what it reports
-is computed here from Parquet silver / predictions tables and batch records written by real Spark.
+The ``streamsight bench`` runs are benchmarks, not tests (they take minutes); what they report is
+computed here from Parquet silver / predictions tables and batch records written by real Spark.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import pytest
 
-from streamsight_cli.bench import FloorBatches, _percentiles, _pipeline_measured, keeping_up, measure
+from streamsight_cli.bench import _percentiles, _pipeline_measured, keeping_up, measure
 
 T0 = 1_800_000_000.0  # produce times are offsets from this (epoch seconds)
 # (batch id, commit offset) and the produce offsets of each batch's silver rows.
@@ -81,37 +79,6 @@ def test_percentiles_pick_nearest_rank():
     assert _percentiles([(1.0, 0.1)] * 94 + [(5.0, 0.1)] * 6)["p95"] == 5.0
 
 
-@pytest.mark.parametrize("write", [False, True], ids=["read", "bronze"])
-def test_floor_batches_sketch_each_micro_batch(spark, tmp_path, write):
-    """A floor job's batch function on a real DataFrame: one write job, and a sketch from which
-    measure() gets the rows and their latency within a hundredth of the batch."""
-    from pyspark.sql import functions as F
-
-    n, start = 5_000, time.time() - 100.0  # produce times spread evenly over [start, start + 10)
-    batch = spark.range(n).select(
-        F.col("id").cast("string").cast("binary").alias("value"),
-        F.timestamp_micros((F.lit(start) * 1e6 + F.col("id") * (10e6 / n)).cast("long")).alias("kafka_timestamp"),
-        F.current_date().alias("ingest_date"))
-    path = tmp_path / "bronze"
-    floor = FloorBatches(str(path) if write else None)
-    floor(batch, 0)
-    floor(batch.limit(0), 1)  # an empty micro-batch is recorded with no rows
-    assert floor.rows() == n
-    commits, rows, predicted, commit_list = floor.measured()
-    assert set(commits) == {0, 1} and [m for _, m in commit_list] == [n, 0]
-    got = measure(commits, rows, predicted, started=start)
-    assert got["silver_rows"] == n and got["micro_batches"] == 1
-    lat = got["latency_silver_s"]
-    for q, share in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):  # the earliest rows waited longest
-        assert lat[q] == pytest.approx(commits[0] - (start + 10.0 * (1 - share)), abs=0.15)
-    half = measure(commits, rows, predicted, started=start + 5.0)  # the later half of the rows
-    assert half["silver_rows"] == pytest.approx(n / 2, rel=0.02)
-    if write:
-        assert spark.read.parquet(str(path)).count() == n
-    else:
-        assert not path.exists()
-
-
 def test_keeping_up_compares_commits_with_what_was_produced():
     # Commits (time, silver rows): one before the window (earlier runs), three inside, one after.
     commits = [(5.0, 100), (12.0, 400), (15.0, 600), (21.0, 900), (40.0, 800)]
@@ -122,14 +89,15 @@ def test_keeping_up_compares_commits_with_what_was_produced():
     assert keeping_up(commits, since=0.0, until=50.0, produced=2_700, before=100)["behind_at_end"] == 0
 
 
-def test_cli_rejects_an_unknown_job_before_starting_anything():
+def test_cli_rejects_bad_arguments_before_starting_anything():
     import os
     import subprocess
     import sys
 
     from tests.integration.helpers import ROOT
 
-    proc = subprocess.run([sys.executable, "-m", "streamsight_cli", "bench", "--job", "everything"], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    assert "--job" in proc.stderr and "pipeline, read, bronze" in proc.stderr
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for args, wanted in ((["capacity", "--events", "10"], "--events"), (["everything"], "No such command")):
+        proc = subprocess.run([sys.executable, "-m", "streamsight_cli", "bench", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and wanted in proc.stderr, proc.stderr

@@ -64,3 +64,53 @@ def test_the_stream_types_accepted_records(spark):
     assert rows[0]["p__torque_nm"] == 42.8 and isinstance(rows[0]["p__tool_wear_min"], int)
     assert rows[1]["p__tool_wear_min"] == 12
     assert rows[2]["p__event_ts"] == datetime(2020, 1, 1, 0, 0)  # 05:30+05:30 is midnight UTC (session time zone)
+
+
+@pytest.mark.parametrize("corpus", sorted(CORPORA))
+def test_the_columnar_check_gives_each_row_the_record_verdict(corpus):
+    """RecordValidator.accepted_rows (each distinct value of a column decided once) says valid of
+    exactly the rows check_record finds valid: corpus records one per table, and one table of many."""
+    import pyarrow as pa
+
+    from ingestion.columnar import plain_table
+    from streamsight.validation import parse_json
+
+    contract, cases = CORPORA[corpus]
+    validator = RecordValidator(contract)
+    compared = 0
+    for case in cases:
+        try:
+            record = parse_json(case.raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            continue
+        if not isinstance(record, dict):
+            continue
+        record = {k: v for k, v in record.items() if not isinstance(v, (list, dict))}  # not table cells here
+        try:
+            table = pa.Table.from_pylist([record])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            continue
+        if table.num_rows != 1 or not plain_table(table):
+            continue
+        assert bool(validator.accepted_rows(table)[0]) == (validator.check_record(record) is None), case.name
+        compared += 1
+    assert compared >= (60 if corpus == "machine_telemetry" else 10)
+
+
+def test_the_columnar_check_on_a_table_of_many_rows():
+    import pyarrow as pa
+
+    from ingestion import sources
+    from ingestion.columnar import rows_as_dicts
+
+    validator = RecordValidator(TELEMETRY)
+    table = next(sources.synthetic_source(TELEMETRY, machines=500, seed=11)).table
+    bad = {3: ("torque_nm", 250.0), 7: ("type", "Q"), 11: ("event_time", "2020-02-30T00:00:00Z"),
+           13: ("tool_wear_min", 1001), 17: ("event_id", ""), 19: ("machine_id", "M" * 40)}
+    rows = rows_as_dicts(table)
+    for i, (name, value) in bad.items():
+        rows[i] = {**rows[i], name: value}
+    broken = pa.Table.from_pylist(rows, schema=table.schema)
+    got = validator.accepted_rows(broken)
+    assert [i for i, ok in enumerate(got) if not ok] == sorted(bad)
+    assert list(got) == [validator.check_record(r) is None for r in rows]
