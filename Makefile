@@ -8,21 +8,19 @@ STAMP  := $(VENV)/.installed
 INFRA       := .venv-infra
 INFRA_STAMP := $(INFRA)/.installed
 
-.PHONY: demo test setup setup-infra check-java jars jvm bench clean
+.PHONY: demo test setup setup-infra check-java jars bench clean
 
 demo: setup check-java jars
-	@$(BIN)/python -m streaming_jobs.jvm >/dev/null || echo "(the demo runs without the JVM functions: same results)"
 	$(BIN)/streamsight demo
 
-# The tests need the project's JVM functions (streaming_jobs/jvm; a JDK's javac builds them in seconds).
-test: setup setup-infra check-java jars jvm
+# Lint and types first (ruff, mypy: pinned in requirements.lock), then the suite.
+test: setup setup-infra check-java jars
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-jvm: setup
-	@$(BIN)/python -m streaming_jobs.jvm >/dev/null
-
 # The three benchmarks of docs/benchmarks.md, one after the other (about 15 minutes).
-bench: setup check-java jars jvm
+bench: setup check-java jars
 	$(BIN)/streamsight bench producer --events 2000000
 	$(BIN)/streamsight bench capacity --events 2000000
 	$(BIN)/streamsight bench sustained --rate 20000 --seconds 30 --warmup-seconds 60

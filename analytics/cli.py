@@ -1,6 +1,6 @@
 """Functions behind ``streamsight sql`` and ``streamsight report`` (the root CLI wires them up).
 
-Both build their Spark session with ``streaming_jobs.session.build_session(settings, app_name)``
+Both build their Spark session with ``streamsight.spark.build_session(settings, app_name)``
 (imported when called). Pass ``spark=`` to reuse an existing session instead (tests, notebooks).
 
 Exit codes of :func:`sql_command`: 0 success, 1 the query failed (one-line message on stderr), 2 a
@@ -28,7 +28,7 @@ EXIT_CONFIG = 2
 def _session(settings: Settings, app_name: str, spark: SparkSession | None) -> SparkSession:
     if spark is not None:
         return spark
-    from streaming_jobs.session import build_session
+    from streamsight.spark import build_session
 
     return build_session(settings, app_name)
 
@@ -49,10 +49,9 @@ def sql_command(
     result had more than ``limit`` rows, JSON mode writes a warning to stderr (stdout stays valid
     JSON Lines).
     """
-    from streamsight.contracts import load_contracts
-
     from analytics.sql import SqlError, clean_query, execute, format_json_lines, format_table
     from analytics.views import register_views
+    from streamsight.contracts import load_contracts
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -83,9 +82,8 @@ def report_command(settings: Settings, stream: str | None, *, spark: SparkSessio
 
     Raises :class:`~streamsight.errors.ConfigError` for an unknown stream or a bad contracts dir.
     """
-    from streamsight.contracts import load_contracts
-
     from analytics.report import build_report
+    from streamsight.contracts import load_contracts
 
     contracts = load_contracts(settings.contracts_dir)
     if stream is not None and stream not in contracts:

@@ -39,13 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from streamsight.contracts import Contract
-from streamsight.errors import ConfigError
-from streamsight.lake import table_uri
-
 from analytics.catalog import NamedQuery, QuerySkipped, load_named_queries
 from analytics.sql import NUMERIC_TYPE, SqlError, SqlResult, cell_text, execute
 from analytics.views import EMPTY, REGISTRY_VIEW, register_views
+from streamsight.contracts import Contract
+from streamsight.errors import ConfigError
+from streamsight.lake import table_uri
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -117,7 +116,7 @@ def build_report(
 def _tz_name(spark: SparkSession) -> str:
     try:
         return spark.conf.get("spark.sql.session.timeZone") or "local time"
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "local time"
 
 
@@ -245,7 +244,7 @@ def _panel(
         fig = renderer(_frame(panel.result), contract, title, _ChartContext(panel.result, threshold))
         fig.savefig(png, dpi=DPI, format="png")
         panel.png = png
-    except Exception as exc:  # noqa: BLE001 - a chart bug must not lose the whole report
+    except Exception as exc:
         log.exception("%s/%s: chart failed", contract.name, query.name)
         panel.status, panel.note = "table", f"Chart could not be drawn: {exc}"
         _remove(png)
@@ -278,8 +277,9 @@ def _write_csv(result: SqlResult, path: Path) -> None:
 
 def _frame(result: SqlResult) -> pd.DataFrame:
     """Result as pandas; timestamps as naive datetimes in the session time zone, decimals as floats."""
-    import pandas as pd
     from decimal import Decimal
+
+    import pandas as pd
 
     rows = []
     for row in result.rows:
@@ -308,7 +308,7 @@ class _ChartContext:
 
 
 def _figure(height: float = 4.8) -> Figure:
-    from matplotlib.figure import Figure  # noqa: F811 - runtime import (TYPE_CHECKING above)
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(FIG_WIDTH_IN, height), layout="constrained")
     return fig
@@ -410,7 +410,7 @@ def _plot_probability(df: pd.DataFrame, contract: Contract, title: str, ctx: _Ch
         counts = dict(zip(np.round(group["bucket_start"].astype(float), 2), group["predictions"].astype(int)))
         y = [counts.get(s, 0) for s in starts]
         total = int(sum(y))
-        ax.step(np.append(starts, 1.0), y + [y[-1]], where="post", linewidth=1.8,
+        ax.step(np.append(starts, 1.0), [*y, y[-1]], where="post", linewidth=1.8,
                 label=f"{category} = {name} (n={total:,})")
     ax.set_yscale("symlog", linthresh=1)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
@@ -604,7 +604,7 @@ def _panel_html(stream: str, panel: Panel) -> str:
 
 
 def _render_html(reports: list[StreamReport], settings: Settings, tz: str) -> str:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     names = [r.contract.name for r in reports]
     nav = " · ".join(f"<a href='#stream-{_esc(n)}'>{_esc(n)}</a>" for n in names)
     sections = []

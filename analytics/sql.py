@@ -33,9 +33,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from streamsight.errors import StreamsightError
-
 from analytics.views import one_line, register_views
+from streamsight.errors import StreamsightError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -99,7 +98,7 @@ def _session_tz(spark: SparkSession) -> dt.tzinfo | None:
 
         name = spark.conf.get("spark.sql.session.timeZone")
         return ZoneInfo(name) if name else None
-    except Exception:  # noqa: BLE001 - offsets like "+02:00" or unknown names: fall back to local
+    except Exception:
         return None
 
 
@@ -113,8 +112,8 @@ def collect(frame: DataFrame, limit: int | None = DEFAULT_LIMIT) -> tuple[list[t
 
 def execute(spark: SparkSession, query: str, *, limit: int | None = DEFAULT_LIMIT) -> SqlResult:
     """Run one statement over the views already registered. Raises :class:`SqlError`."""
-    from pyspark.errors import PySparkException
     from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
 
     text = clean_query(query)
     with _quiet_query_context_logs():
@@ -124,7 +123,7 @@ def execute(spark: SparkSession, query: str, *, limit: int | None = DEFAULT_LIMI
         except PySparkException as exc:
             raise SqlError(error_message(exc)) from None
         except Py4JJavaError as exc:
-            raise SqlError(error_message(exc.java_exception.toString())) from None  # type: ignore[arg-type]
+            raise SqlError(error_message(exc.java_exception.toString())) from None
     return SqlResult(
         columns=list(frame.columns),
         types=[f.dataType.simpleString() for f in frame.schema.fields],

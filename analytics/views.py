@@ -20,10 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 from streamsight.contracts import Contract
 from streamsight.lake import models_uri, table_columns, table_uri
@@ -78,70 +75,36 @@ def one_line(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-# -- Hadoop FileSystem access ----------------------------------------------------------------------
+# -- files, through the Hadoop FileSystem API (streamsight.hadoop) ----------------------------------
 
-def _local_path(uri: str) -> Path | None:
-    if "://" not in uri:
-        return Path(uri)
-    parsed = urlparse(uri)
-    return Path(url2pathname(parsed.path)) if parsed.scheme == "file" else None
+def _fs(spark: SparkSession, uri: str) -> Any:
+    from streamsight.hadoop import HadoopFS
 
-
-def _hadoop_path(spark: SparkSession, uri: str) -> tuple[Any, Any] | None:
-    """(FileSystem, Path) for ``uri``, or None when the session has no JVM (Spark Connect)."""
-    jvm = getattr(spark, "_jvm", None)
-    jsc = getattr(spark.sparkContext, "_jsc", None) if jvm is not None else None
-    if jvm is None or jsc is None:
-        return None
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    return path.getFileSystem(jsc.hadoopConfiguration()), path
+    return HadoopFS(spark, uri)
 
 
 def path_exists(spark: SparkSession, uri: str) -> bool:
-    handle = _hadoop_path(spark, uri)
-    if handle is not None:
-        fs, path = handle
-        return bool(fs.exists(path))
-    local = _local_path(uri)
-    return local.exists() if local is not None else True  # unknown: let the reader decide
+    fs = _fs(spark, uri)
+    return fs.exists(fs.root)
 
 
 def read_text(spark: SparkSession, uri: str) -> str | None:
     """Content of a small file (UTF-8), or None if it does not exist."""
-    handle = _hadoop_path(spark, uri)
-    if handle is None:
-        local = _local_path(uri)
-        return local.read_text(encoding="utf-8") if local is not None and local.is_file() else None
-    fs, path = handle
-    if not fs.exists(path):
-        return None
-    stream = fs.open(path)
-    try:
-        data = stream.readAllBytes()
-    finally:
-        stream.close()
-    return bytes(data).decode("utf-8")
+    fs = _fs(spark, uri)
+    return fs.read_text_or_none(fs.root)
 
 
 def list_dirs(spark: SparkSession, uri: str) -> list[str]:
     """Names of the sub-directories of ``uri`` ([] if it does not exist)."""
-    handle = _hadoop_path(spark, uri)
-    if handle is None:
-        local = _local_path(uri)
-        if local is None or not local.is_dir():
-            return []
-        return sorted(p.name for p in local.iterdir() if p.is_dir())
-    fs, path = handle
-    if not fs.exists(path):
-        return []
-    return sorted(str(s.getPath().getName()) for s in fs.listStatus(path) if s.isDirectory())
+    fs = _fs(spark, uri)
+    return sorted(str(s.getPath().getName()) for s in fs.list_status(fs.root) if s.isDirectory())
 
 
 def read_json(spark: SparkSession, uri: str) -> Any | None:
     """Parsed JSON file, or None if it is absent or not valid JSON (logged)."""
     try:
         text = read_text(spark, uri)
-    except Exception as exc:  # noqa: BLE001 - py4j errors for unreadable files
+    except Exception as exc:
         log.warning("cannot read %s: %s", uri, one_line(exc))
         return None
     if text is None:
@@ -185,8 +148,8 @@ def registry_rows(spark: SparkSession, lake_uri: str, model_names: Iterable[str]
                 continue
             version = _int(meta.get("version"))
             version = int(name[1:]) if version is None else version
-            metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
-            baseline = meta.get("baseline") if isinstance(meta.get("baseline"), dict) else {}
+            metrics: dict[str, Any] = meta["metrics"] if isinstance(meta.get("metrics"), dict) else {}
+            baseline: dict[str, Any] = meta["baseline"] if isinstance(meta.get("baseline"), dict) else {}
             if isinstance(baseline.get("metrics"), dict):  # {"name": ..., "metrics": {...}} also accepted
                 baseline = baseline["metrics"]
             my_aliases = sorted(a for a, v in aliases.items() if _int(v) == version)
@@ -233,7 +196,7 @@ def _read_table(spark: SparkSession, uri: str, columns: list[tuple[str, str]]) -
             return None, EMPTY
         log.warning("cannot read lake table %s: %s", uri, one_line(exc))
         return None, f"(unreadable: {one_line(exc)})"
-    except Exception as exc:  # noqa: BLE001 - py4j errors (permissions, credentials)
+    except Exception as exc:
         log.warning("cannot read lake table %s: %s", uri, one_line(exc))
         return None, f"(unreadable: {one_line(exc)})"
     present = {c.lower() for c in frame.columns}

@@ -16,7 +16,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-
 __all__ = ["EventBatch", "json_values", "key_values", "plain_table", "rows_as_dicts"]
 
 

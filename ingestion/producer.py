@@ -18,6 +18,7 @@ queued.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -73,7 +74,7 @@ class ProduceSummary:
 
 
 DeliveryCallback = Callable[[Any, Any], None]  # (error or None, message or None), as confluent-kafka calls it
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 class Publisher(Protocol):
@@ -124,7 +125,7 @@ class ConfluentPublisher:
                 return
             retry = []
             for m in pending:
-                err = m.get("_error")
+                err: Any = m.get("_error")
                 if err is None:
                     continue
                 if err.code() == KafkaError._QUEUE_FULL:
@@ -203,10 +204,8 @@ class _StopFlag:
 
     def __enter__(self) -> _StopFlag:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not in the main thread: the caller handles stopping
                 self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not in the main thread: the caller handles stopping
-                pass
         return self
 
     def _handle(self, signum: int, _frame: Any) -> None:
@@ -270,7 +269,7 @@ class _Outbox:
         self.values.extend(values)
 
     def add_rejected(self, key: bytes | None, value: bytes, rejection: Rejection) -> None:
-        headers = [(REJECTION_HEADERS["code"], rejection.code.encode()),
+        headers: Headers = [(REJECTION_HEADERS["code"], rejection.code.encode()),
                    (REJECTION_HEADERS["reason"], rejection.reason.encode("utf-8", "backslashreplace")[:2000]),
                    (REJECTION_HEADERS["source"], b"producer")]
         if len(value) > OVERSIZE_KEPT_BYTES and rejection.code == "RECORD_TOO_LARGE":

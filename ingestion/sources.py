@@ -17,7 +17,7 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from ingestion.columnar import EventBatch, rows_as_dicts
 from streamsight.contracts import Contract, interval_seconds
 from streamsight.errors import ConfigError
 
-AI4I_START = datetime(2020, 1, 1, tzinfo=timezone.utc)
+AI4I_START = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -185,7 +185,7 @@ def ai4i_source(path: Path, *, start: datetime = AI4I_START, step_seconds: float
     """AI4I 2020 rows as telemetry: event time = ``start + (UDI - 1) * step``; label and modes kept."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"--source ai4i: dataset {path} not found (STREAMSIGHT_AI4I_CSV)")
+        raise ConfigError(f"--source ai4i: dataset {path} not found (give its path with --path)")
     with path.open(encoding="utf-8-sig", newline="") as fh:
         for i, row in enumerate(csv.DictReader(fh)):
             if i < skip:
@@ -321,7 +321,7 @@ def synthetic_source(contract: Contract, *, machines: int = 200, seed: int = 7,
     fleet = _Fleet(machines, rng) if telemetry else None
     per_round = machines
     rounds_per_batch = max(1, BATCH_EVENTS // per_round)
-    clock = start or datetime.now(timezone.utc).replace(microsecond=0)
+    clock = start or datetime.now(UTC).replace(microsecond=0)
     late_by = timedelta(seconds=interval_seconds(faults.late_by))
     dup_rate = faults.duplicates / (1 - faults.duplicates) if faults.duplicates < 1 else 0.0
     recent: pa.Table | None = None  # the last records of earlier rounds, for duplicates
@@ -332,7 +332,7 @@ def synthetic_source(contract: Contract, *, machines: int = 200, seed: int = 7,
         fault_cols: list[list[str | None]] = []
         extra: list[Event] = []
         for _ in range(rounds_per_batch):
-            ts = datetime.now(timezone.utc) if realtime else clock + timedelta(milliseconds=interval_ms * n_round)
+            ts = datetime.now(UTC) if realtime else clock + timedelta(milliseconds=interval_ms * n_round)
             n_round += 1
             seq_ids = pa.array(np.arange(seq + 1, seq + per_round + 1)).cast(pa.string())
             seq_ids = pc.binary_join_element_wise(str(seed), seq_ids, "-")
@@ -384,5 +384,5 @@ def _break(contract: Contract, record: dict[str, Any], rng: random.Random) -> di
     elif f.enum:
         broken[f.name] = "??" if f.json_type == "string" else 99
     else:
-        broken[f.name] = (f.maximum + 1000) if f.maximum is not None else (f.minimum - 1000)
+        broken[f.name] = (f.maximum + 1000) if f.maximum is not None else (f.minimum or 0) - 1000
     return broken

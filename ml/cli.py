@@ -1,7 +1,7 @@
 """The ``train``, ``models`` and ``promote`` commands; the root CLI wires them as Typer commands.
 
 Each function takes the settings object the root CLI built (profile, flags, environment) and
-starts its own Spark session with ``streaming_jobs.session.build_session`` -- even ``models``,
+starts its own Spark session with ``streamsight.spark.build_session`` -- even ``models``,
 because the registry lives in the lake (possibly ``s3a://``) and is read through Spark's Hadoop
 filesystem.
 
@@ -40,7 +40,7 @@ class ModelNotFoundError(StreamsightError):
 def _session(settings: Settings, app_name: str, session_factory: SessionFactory | None) -> SparkSession:
     if session_factory is not None:
         return session_factory(settings, app_name)
-    from streaming_jobs.session import build_session  # owned by the streaming jobs
+    from streamsight.spark import build_session
 
     return build_session(settings, app_name)
 

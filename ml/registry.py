@@ -51,7 +51,6 @@ _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 # Schemes whose rename is a copy (not atomic) but whose single-object PUT is atomic.
-_OBJECT_STORES = {"s3", "s3a", "s3n", "gs", "oss", "wasb", "wasbs", "cos", "obs"}
 
 
 class RegistryError(Exception):
@@ -62,21 +61,11 @@ class ModelRegistry:
     """Versioned MLlib models and their aliases under ``root_uri`` (a directory or URI)."""
 
     def __init__(self, spark: SparkSession, root_uri: str) -> None:
+        from streamsight.hadoop import HadoopFS
+
         self.spark = spark
         self.root_uri = root_uri.rstrip("/")
-        self._jvm = spark._jvm
-        self._conf = spark._jsc.hadoopConfiguration()
-        root = self._path(self.root_uri)
-        fs = root.getFileSystem(self._conf)
-        self._scheme = (fs.getScheme() or "").lower()
-        if self._scheme == "file":
-            # The local filesystem writes .crc side files and renames them separately from the data
-            # file, so a concurrent reader could see a checksum mismatch; the raw one does not.
-            try:
-                fs = fs.getRawFileSystem()
-            except Exception:  # pragma: no cover - not a ChecksumFileSystem
-                pass
-        self._fs = fs
+        self._hfs = HadoopFS(spark, self.root_uri, raw_local=True)
 
     # -- public API ---------------------------------------------------------------------------
     def register(self, name: str, model: PipelineModel, metadata: dict[str, Any]) -> int:
@@ -97,10 +86,7 @@ class ModelRegistry:
 
     def models(self) -> list[str]:
         """Names of the models that have at least one directory in the registry."""
-        root = self._path(self.root_uri)
-        if not self._fs.exists(root):
-            return []
-        return sorted(st.getPath().getName() for st in self._fs.listStatus(root)
+        return sorted(st.getPath().getName() for st in self._hfs.list_status(self._path(self.root_uri))
                       if st.isDirectory() and _NAME.match(st.getPath().getName()))
 
     def versions(self, name: str) -> list[dict[str, Any]]:
@@ -160,7 +146,7 @@ class ModelRegistry:
 
         _check_name(name)
         uri = f"{self._version_uri(name, int(version))}/{MODEL_DIR}"
-        if not self._fs.exists(self._path(uri)):
+        if not self._hfs.exists(self._path(uri)):
             raise RegistryError(f"model {name!r} has no version {version} in {self.root_uri}")
         return PipelineModel.load(uri)
 
@@ -175,16 +161,13 @@ class ModelRegistry:
         return f"{self.root_uri}/{name}/v{int(version)}"
 
     def _path(self, uri: str) -> Any:
-        return self._jvm.org.apache.hadoop.fs.Path(uri)
+        return self._hfs.path(uri)
 
     # -- versions -------------------------------------------------------------------------------
     def _version_numbers(self, name: str) -> list[int]:
         """Every ``v<N>`` directory, complete or not, ascending."""
-        mdir = self._path(self._model_uri(name))
-        if not self._fs.exists(mdir):
-            return []
         numbers = []
-        for st in self._fs.listStatus(mdir):
+        for st in self._hfs.list_status(self._path(self._model_uri(name))):
             m = _VERSION_DIR.match(st.getPath().getName())
             if m and st.isDirectory():
                 numbers.append(int(m.group(1)))
@@ -195,16 +178,14 @@ class ModelRegistry:
         version = (existing[-1] if existing else 0) + 1
         for _ in range(100):
             claim = self._path(f"{self._version_uri(name, version)}/{CLAIM_FILE}")
-            try:
-                out = self._fs.create(claim, False)  # overwrite=false: fails if already claimed
+            try:  # overwrite=False: fails if already claimed
+                self._hfs.write_bytes(claim, json.dumps({"claimed_by": uuid.uuid4().hex}).encode(), overwrite=False)
             except Exception as exc:  # py4j wraps FileAlreadyExistsException
-                if "FileAlreadyExists" in str(exc) or self._fs.exists(claim):
+                if "FileAlreadyExists" in str(exc) or self._hfs.exists(claim):
                     version += 1
                     continue
                 raise RegistryError(f"cannot create {claim.toString()}: {exc}") from exc
-            out.write(bytearray(json.dumps({"claimed_by": uuid.uuid4().hex}).encode()))
-            out.close()
-            if self._fs.exists(self._path(f"{self._version_uri(name, version)}/{MODEL_DIR}")):
+            if self._hfs.exists(self._path(f"{self._version_uri(name, version)}/{MODEL_DIR}")):
                 version += 1  # a directory left without a claim file: never write into it
                 continue
             return version
@@ -213,56 +194,21 @@ class ModelRegistry:
     # -- JSON files -----------------------------------------------------------------------------
     def _read_json(self, uri: str) -> Any:
         """Parsed content of a JSON file, or ``None`` if it does not exist."""
-        path = self._path(uri)
         try:
-            stream = self._fs.open(path)
+            text = self._hfs.read_text_or_none(self._path(uri))
         except Exception as exc:
-            if "FileNotFoundException" in str(exc) or not self._fs.exists(path):
-                return None
             raise RegistryError(f"cannot read {uri}: {exc}") from exc
+        if text is None:
+            return None
         try:
-            data = bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
-        finally:
-            stream.close()
-        try:
-            return json.loads(data.decode("utf-8"))
+            return json.loads(text)
         except ValueError as exc:
             raise RegistryError(f"{uri} is not valid JSON: {exc}") from exc
 
     def _write_json(self, uri: str, doc: Any) -> None:
         """Atomically create or replace a JSON file."""
-        data = bytearray((json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
-        target = self._path(uri)
-        if self._scheme in _OBJECT_STORES:
-            self._write_bytes(target, data)
-            return
-        tmp = self._path(f"{uri.rsplit('/', 1)[0]}/.{uri.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp")
-        self._write_bytes(tmp, data)
-        try:
-            if self._fs.rename(tmp, target):  # local: rename(2), atomic replace
-                return
-            # HDFS-style rename refuses to replace an existing file: use the atomic OVERWRITE form.
-            rename_opt = getattr(self._jvm.org.apache.hadoop.fs, "Options$Rename")
-            opts = self.spark.sparkContext._gateway.new_array(rename_opt, 1)
-            opts[0] = rename_opt.OVERWRITE
-            try:
-                self._fs.rename(tmp, target, opts)
-                return
-            except Exception as exc:  # filesystem without an atomic overwrite: replace it
-                log.debug("rename with OVERWRITE failed (%s); replacing %s by delete + rename", exc, uri)
-            self._fs.delete(target, False)
-            if not self._fs.rename(tmp, target):
-                raise RegistryError(f"cannot rename {tmp.toString()} to {uri}")
-        finally:
-            if self._fs.exists(tmp):
-                self._fs.delete(tmp, False)
-
-    def _write_bytes(self, path: Any, data: bytearray) -> None:
-        out = self._fs.create(path, True)
-        try:
-            out.write(data)
-        finally:
-            out.close()
+        data = (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
+        self._hfs.replace(self._path(uri), data)
 
 
 def _check_name(name: str) -> None:

@@ -5,25 +5,16 @@ The streaming job keeps one :class:`ProductionScorer` for the life of the query 
 ``aliases.json`` (one small file read) and reloads the model only when the ``production`` alias
 points at a different version than the one in memory, so a model promoted with
 ``streamsight promote`` (or by a better training run) is used from the next micro-batch on, without
-restarting the query.
-
-By default (``settings.ml.scoring = compiled``) a loaded model is translated to Spark SQL
-expressions (:mod:`ml.compiled`: the same arithmetic without a vector per row, a GBT's trees in a JVM
-function; per record 2.2x cheaper for GBT and 5x for logistic regression, measured with
-``streamsight bench-scoring``). A model with a stage the translator does not know, or a GBT
-without the jar, is scored with ``PipelineModel.transform``, as is every model with ``scoring = mllib``.
+restarting the query. Scoring is the model's own ``PipelineModel.transform``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ml import PRODUCTION_ALIAS
-from ml.compiled import PROBABILITY as COMPILED_PROBABILITY
-from ml.compiled import compile_probability
 from streamsight.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,18 +45,7 @@ class ProductionScorer:
         self.columns = prediction_columns(contract)
         self._lock = threading.Lock()
         self._loaded: tuple[int, PipelineModel, dict[str, Any]] | None = None
-        self.compile = settings.ml.scoring == "compiled"
-        self._compiled: tuple[int, Callable[[DataFrame], DataFrame] | None] | None = None
         self.last_version: int | None = None
-
-    @property
-    def path(self) -> str | None:
-        """How the model in memory scores: ``"compiled"`` (Spark SQL, :mod:`ml.compiled`),
-        ``"mllib"`` (``PipelineModel.transform``), or ``None`` with no model loaded."""
-        if self._loaded is None:
-            return None
-        compiled = self._compiled is not None and self._compiled[0] == self._loaded[0] and self._compiled[1] is not None
-        return "compiled" if compiled else "mllib"
 
     def current(self) -> tuple[int, PipelineModel, dict[str, Any]] | None:
         """``(version, model, metadata)`` of the production version, or ``None`` if there is none.
@@ -94,9 +74,8 @@ class ProductionScorer:
                 model = self.registry.load(self.model_name, version)
                 previous = self._loaded[0] if self._loaded else None
                 self._loaded = (version, model, metadata)
-                self._compiled = (version, compile_probability(self.spark, model) if self.compile else None)
-                log.info("scoring with %s v%d (threshold %.4f, was %s; %s)", self.model_name, version,
-                         float(metadata["threshold"]), f"v{previous}" if previous else "none", self.path)
+                log.info("scoring with %s v%d (threshold %.4f, was %s)", self.model_name, version,
+                         float(metadata["threshold"]), f"v{previous}" if previous else "none")
             return self._loaded
 
     def score(self, df: DataFrame) -> DataFrame | None:
@@ -118,36 +97,16 @@ class ProductionScorer:
         missing = [c for c, _ in self.columns if c not in df.columns and c not in _ADDED]
         if missing:
             raise ValueError(f"cannot score {self.contract.name!r}: input lacks column(s) {missing}")
-        compiled = self._compiled[1] if self._compiled and self._compiled[0] == version else None
-        if compiled is not None:  # the same arithmetic as one SQL expression (ml.compiled)
-            scored, probability = compiled(df), F.col(COMPILED_PROBABILITY)
-        else:
-            scored = model.transform(df)
-            probability = vector_to_array(F.col(_PROBABILITY)).getItem(1)
+        scored = model.transform(df)
+        probability = vector_to_array(F.col(_PROBABILITY)).getItem(1)
         scored = (scored
                   .withColumn("probability", probability.cast("double"))
                   .withColumn("prediction", (F.col("probability") >= F.lit(float(metadata["threshold"])))
                               .cast("int"))
                   .withColumn("model_name", F.lit(self.model_name))
                   .withColumn("model_version", F.lit(int(version)).cast("int"))
-                  .withColumn("scored_at", _now(df.sparkSession, self.contract)))
+                  .withColumn("scored_at", F.current_timestamp()))
         return scored.select(*[F.col(f"`{c}`").cast(t).alias(c) for c, t in self.columns])
-
-
-def _now(spark: SparkSession, contract: Contract) -> Any:
-    """The time of this call, for every row: as a ``streaming_jobs.jvm`` constant function where
-    its jar is on the classpath (``current_timestamp()`` is a literal in the generated code, which
-    each micro-batch would compile anew), else ``current_timestamp()``."""
-    import time
-
-    from pyspark.sql import functions as F
-
-    from streaming_jobs import jvm
-
-    if not jvm.available(spark):
-        return F.current_timestamp()
-    name = "streamsight_scored_at_" + "".join(ch if ch.isalnum() else "_" for ch in contract.name)
-    return F.timestamp_micros(jvm.constant(spark, name, time.time_ns() // 1000))
 
 
 _ADDED = {"probability", "prediction", "model_name", "model_version", "scored_at"}

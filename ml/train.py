@@ -48,7 +48,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from itertools import combinations
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if __package__ in (None, ""):  # run as a script by spark-submit: make the project importable
     from pathlib import Path as _Path
@@ -157,7 +157,7 @@ def train_model(
         F.count(F.lit(1)).alias("total"),
         F.sum(F.col(spec.label).isNull().cast("long")).alias("null_label"),
         F.sum((F.col(spec.label).isNotNull() & F.col(time_col).isNull()).cast("long")).alias("null_time"),
-    ).first()
+    ).collect()[0]
     total, null_label, null_time = int(counts["total"]), int(counts["null_label"] or 0), int(counts["null_time"] or 0)
     if null_label:
         log.warning("excluding %d of %d rows with a null label %r", null_label, total, spec.label)
@@ -347,8 +347,8 @@ def _train_on_split(
         "split": "time",
         "order_by": order_cols,
         **extra,
-        "min_event_time": _iso(min((s.get("min_us") for s in slices.values() if s.get("min_us") is not None), default=None)),
-        "max_event_time": _iso(max((s.get("max_us") for s in slices.values() if s.get("max_us") is not None), default=None)),
+        "min_event_time": _iso(min((int(s["min_us"]) for s in slices.values() if s.get("min_us") is not None), default=None)),
+        "max_event_time": _iso(max((int(s["max_us"]) for s in slices.values() if s.get("max_us") is not None), default=None)),
         **{f"rows_{k}": int(s["rows"]) for k, s in slices.items()},
         **{f"positives_{k}": int(s["positives"] or 0) for k, s in slices.items()},
         **{f"{k}_min_event_time": _iso(s.get("min_us")) for k, s in slices.items()},
@@ -408,7 +408,12 @@ def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: 
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import GBTClassifier, LogisticRegression
     from pyspark.ml.feature import (
-        Imputer, OneHotEncoder, SQLTransformer, StandardScaler, StringIndexer, VectorAssembler,
+        Imputer,
+        OneHotEncoder,
+        SQLTransformer,
+        StandardScaler,
+        StringIndexer,
+        VectorAssembler,
     )
 
     stages: list[Any] = []
@@ -433,8 +438,9 @@ def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: 
         assembled += ohe
     stages.append(VectorAssembler(inputCols=assembled, outputCol="_ss_assembled", handleInvalid="keep"))
     stages.append(StandardScaler(inputCol="_ss_assembled", outputCol=FEATURES, withMean=True, withStd=True))
-    common = dict(featuresCol=FEATURES, labelCol=LABEL, weightCol=WEIGHT, predictionCol=PREDICTION)
+    common: dict[str, Any] = {"featuresCol": FEATURES, "labelCol": LABEL, "weightCol": WEIGHT, "predictionCol": PREDICTION}
     hyper = {**DEFAULT_PARAMS.get(algorithm, {}), **((params or {}).get(algorithm) or {})}
+    classifier: LogisticRegression | GBTClassifier
     if algorithm == "logistic_regression":
         classifier = LogisticRegression(**common, **hyper)
     elif algorithm == "gbt":
@@ -462,7 +468,7 @@ def _with_p1(df: DataFrame) -> DataFrame:
     return df.withColumn(_PROB1, vector_to_array(F.col(PROBABILITY)).getItem(1))
 
 
-def _auc(scored: DataFrame, metric: str) -> float | None:
+def _auc(scored: DataFrame, metric: Literal["areaUnderROC", "areaUnderPR"]) -> float | None:
     from pyspark.ml.evaluation import BinaryClassificationEvaluator
 
     value = BinaryClassificationEvaluator(rawPredictionCol=_PROB1, labelCol=LABEL, metricName=metric,
@@ -514,7 +520,7 @@ def _evaluate(scored: DataFrame, threshold: float, beta: float) -> dict[str, Any
     c = scored.agg(
         F.sum((pred & pos).cast("long")).alias("tp"), F.sum((pred & ~pos).cast("long")).alias("fp"),
         F.sum((~pred & ~pos).cast("long")).alias("tn"), F.sum((~pred & pos).cast("long")).alias("fn"),
-    ).first()
+    ).collect()[0]
     tp, fp, tn, fn = (int(c[k] or 0) for k in ("tp", "fp", "tn", "fn"))
     rows, positives = tp + fp + tn + fn, tp + fn
     has_both = 0 < positives < rows

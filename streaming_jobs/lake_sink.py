@@ -65,8 +65,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from streamsight.hadoop import HadoopFS, PathExistsError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -90,7 +93,7 @@ class LakeSinkError(RuntimeError):
     """The table's files or log are not in the state a write or read needs."""
 
 
-class ConcurrentCommitError(LakeSinkError):
+class ConcurrentCommitError(LakeSinkError, PathExistsError):
     """Another writer committed the same batch id of the same table first."""
 
 
@@ -132,7 +135,7 @@ class SinkFileStatus:
         )
 
     @classmethod
-    def from_json(cls, line: str) -> "SinkFileStatus":
+    def from_json(cls, line: str) -> SinkFileStatus:
         d = json.loads(line)
         return cls(
             path=d["path"],
@@ -241,7 +244,7 @@ def _observed_rows(observation: Any) -> int | None:
         if not observation._jo.future().isCompleted():
             return None
         return int(observation.get["rows"])
-    except Exception:  # noqa: BLE001 - private API of pyspark: fall back to counting
+    except Exception:
         return None
 
 
@@ -255,175 +258,33 @@ def _is_hidden(name: str) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _java_class_name(exc: BaseException) -> str:
-    java_exc = getattr(exc, "java_exception", None)
-    if java_exc is None:
-        return ""
-    try:
-        return str(java_exc.getClass().getName())
-    except Exception:  # noqa: BLE001 - best effort only
-        return ""
+class _TableFS(HadoopFS):
+    """A table's file system, with its log and staging directories."""
+
+    def __init__(self, spark: SparkSession, path: str) -> None:
+        super().__init__(spark, path)
+        self.meta = self.child(self.root, METADATA_DIR)
+        self.staging = self.child(self.root, STAGING_DIR)
 
 
-class _Hadoop:
-    """The table's directories on its Hadoop FileSystem (local, HDFS, S3A, ...)."""
-
-    def __init__(self, spark: "SparkSession", path: str) -> None:
-        jvm = getattr(spark, "_jvm", None)
-        jsession = getattr(spark, "_jsparkSession", None)
-        if jvm is None or jsession is None:
-            raise LakeSinkError(
-                "LakeTable needs a classic (JVM-backed) SparkSession; Spark Connect sessions "
-                "have no access to the Hadoop FileSystem API"
-            )
-        self.spark = spark
-        self.jvm = jvm
-        try:  # the session's Hadoop conf includes spark.hadoop.* set on the session
-            self.conf = jsession.sessionState().newHadoopConf()
-        except Exception:  # noqa: BLE001
-            self.conf = spark._jsc.hadoopConfiguration()
-        self._Path = jvm.org.apache.hadoop.fs.Path
-        raw = self._Path(path)
-        self.fs = raw.getFileSystem(self.conf)
-        self.root = self.fs.makeQualified(raw)
-        self.meta = self._Path(self.root, METADATA_DIR)
-        self.staging = self._Path(self.root, STAGING_DIR)
-        self._fc: Any = None
-        self._fc_checked = False
-
-    # -- paths ----------------------------------------------------------------------------
-    def child(self, parent: Any, *names: str) -> Any:
-        p = parent
-        for name in names:
-            p = self._Path(p, name)
-        return p
-
-    @staticmethod
-    def uri(p: Any) -> str:
-        return str(p.toUri().toString())
-
-    def path_from_uri(self, uri_string: str) -> Any:
-        return self._Path(self.jvm.java.net.URI(uri_string))
-
-    # -- metadata operations --------------------------------------------------------------
-    def exists(self, p: Any) -> bool:
-        return bool(self.fs.exists(p))
-
-    def list_status(self, directory: Any) -> list[Any]:
-        """Children of ``directory`` (empty if it does not exist)."""
-        try:
-            return list(self.fs.listStatus(directory))
-        except Exception as exc:  # noqa: BLE001
-            if "FileNotFoundException" in _java_class_name(exc):
-                return []
-            raise
-
-    def list_files(self, directory: Any) -> Iterator[Any]:
-        """Every file below ``directory``, recursively (nothing if it does not exist)."""
-        try:
-            it = self.fs.listFiles(directory, True)
-            while it.hasNext():
-                yield it.next()
-        except Exception as exc:  # noqa: BLE001
-            if "FileNotFoundException" in _java_class_name(exc):
-                return
-            raise
-
-    def file_status(self, p: Any) -> Any | None:
-        try:
-            return self.fs.getFileStatus(p)
-        except Exception as exc:  # noqa: BLE001
-            if "FileNotFoundException" in _java_class_name(exc):
-                return None
-            raise
-
-    def mkdirs(self, p: Any) -> None:
-        if not self.fs.mkdirs(p) and not self.exists(p):
-            raise LakeSinkError(f"could not create directory {self.uri(p)}")
-
-    def delete(self, p: Any, recursive: bool = False) -> None:
-        self.fs.delete(p, recursive)
-
-    def rename(self, src: Any, dst: Any) -> None:
-        if not self.fs.rename(src, dst):
-            raise LakeSinkError(f"rename {self.uri(src)} -> {self.uri(dst)} failed")
-
-    # -- file contents --------------------------------------------------------------------
-    def read_text(self, p: Any) -> str:
-        stream = self.fs.open(p)
-        try:
-            return bytes(stream.readAllBytes()).decode("utf-8")
-        finally:
-            stream.close()
-
-    def write_bytes(self, p: Any, data: bytes, *, overwrite: bool) -> None:
-        out = self.fs.create(p, overwrite)
-        try:
-            if data:
-                out.write(bytearray(data))
-        finally:
-            out.close()
-
-    def _file_context(self) -> Any:
-        if not self._fc_checked:
-            self._fc_checked = True
-            try:
-                self._fc = self.jvm.org.apache.hadoop.fs.FileContext.getFileContext(
-                    self.root.toUri(), self.conf
-                )
-            except Exception:  # noqa: BLE001 - no AbstractFileSystem for this scheme
-                self._fc = None
-        return self._fc
-
-    def write_atomic(self, target: Any, data: bytes) -> None:
-        """Write ``target`` all-or-nothing; ConcurrentCommitError if it exists already.
-
-        Like Spark's CheckpointFileManager: write a hidden temporary file next to it, then rename
-        without overwriting (FileContext rename with ``Options.Rename.NONE``, which is atomic on
-        HDFS; file systems without a FileContext binding check existence first, then rename).
-        """
-        tmp = self._Path(target.getParent(), f".{target.getName()}.{uuid.uuid4()}.tmp")
-        self.write_bytes(tmp, data, overwrite=False)
-        try:
-            fc = self._file_context()
-            if fc is not None:
-                rename_opt = self.jvm.org.apache.hadoop.fs.Options.Rename
-                opts = self.spark.sparkContext._gateway.new_array(rename_opt, 1)
-                opts[0] = rename_opt.NONE
-                fc.rename(tmp, target, opts)
-            else:
-                if self.exists(target):
-                    raise ConcurrentCommitError(f"{self.uri(target)} already exists")
-                self.rename(tmp, target)
-        except Exception as exc:
-            self._delete_quietly(tmp)
-            if isinstance(exc, ConcurrentCommitError):
-                raise
-            if "FileAlreadyExistsException" in _java_class_name(exc):
-                raise ConcurrentCommitError(f"{self.uri(target)} already exists") from exc
-            raise
-
-    def _delete_quietly(self, p: Any) -> None:
-        try:
-            self.fs.delete(p, False)
-        except Exception:  # noqa: BLE001
-            log.warning("could not delete temporary file %s", self.uri(p))
+def _table_fs(spark: SparkSession, path: str) -> _TableFS:
+    return _TableFS(spark, path)
 
 
 class _HadoopHandle:
-    """A table's :class:`_Hadoop`, made once per SparkContext: building one copies the session's
+    """A table's :class:`~streamsight.hadoop.HadoopFS`, made once per SparkContext: building one copies the session's
     Hadoop configuration and, for atomic renames, creates a FileContext (tens of milliseconds each,
     several times per micro-batch otherwise)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._cached: tuple[Any, _Hadoop] | None = None
+        self._cached: tuple[Any, _TableFS] | None = None
 
-    def get(self, spark: "SparkSession") -> _Hadoop:
+    def get(self, spark: SparkSession) -> _TableFS:
         context = spark.sparkContext
         cached = self._cached
         if cached is None or cached[0] is not context:
-            cached = self._cached = (context, _Hadoop(spark, self.path))
+            cached = self._cached = (context, _table_fs(spark, self.path))
         return cached[1]
 
 
@@ -457,24 +318,24 @@ class BatchRecordLog:
         self.path = path
         self._hadoop = _HadoopHandle(path)
 
-    def _file(self, hdfs: _Hadoop, batch_id: int) -> Any:
+    def _file(self, hdfs: _TableFS, batch_id: int) -> Any:
         return hdfs.child(hdfs.root, f"batch-{int(batch_id):020d}.json")
 
-    def is_committed(self, spark: "SparkSession", batch_id: int) -> bool:
+    def is_committed(self, spark: SparkSession, batch_id: int) -> bool:
         hdfs = self._hadoop.get(spark)
         return hdfs.exists(self._file(hdfs, batch_id))
 
-    def write(self, spark: "SparkSession", batch_id: int, record: dict[str, Any]) -> bool:
+    def write(self, spark: SparkSession, batch_id: int, record: dict[str, Any]) -> bool:
         """Write the record of ``batch_id``; False if it was already there."""
         hdfs = self._hadoop.get(spark)
         hdfs.mkdirs(hdfs.root)
         try:
             hdfs.write_atomic(self._file(hdfs, batch_id), (json.dumps(record, default=str) + "\n").encode("utf-8"))
-        except ConcurrentCommitError:
+        except PathExistsError:
             return False
         return True
 
-    def read(self, spark: "SparkSession", schema: str) -> "DataFrame":
+    def read(self, spark: SparkSession, schema: str) -> DataFrame:
         """Every record as a DataFrame with ``schema`` (DDL); empty if none was written yet."""
         hdfs = self._hadoop.get(spark)
         if not hdfs.exists(hdfs.root):
@@ -518,7 +379,7 @@ class LakeTable:
                 f"compact_interval={self.compact_interval})")
 
     # -- public API -----------------------------------------------------------------------
-    def write_batch(self, df: "DataFrame", batch_id: int) -> int:
+    def write_batch(self, df: DataFrame, batch_id: int) -> int:
         """Write ``df`` as micro-batch ``batch_id``; the number of rows written.
 
         Returns 0 without writing anything when the batch is already committed (a re-executed
@@ -551,17 +412,17 @@ class LakeTable:
             raise
         try:
             self._commit(hdfs, batch_id, entries, interval)
-        except ConcurrentCommitError:
+        except PathExistsError as exc:
             # Our files are referenced by nobody: take them back before reporting the race.
             for e in entries:
                 hdfs.delete(hdfs.path_from_uri(e.path))
             hdfs.delete(staging, True)
-            raise
+            raise ConcurrentCommitError(str(exc)) from exc
         self._remove_committed_staging(hdfs, batch_id)
         log.info("%s: committed batch %d (%d rows, %d files)", self.path, batch_id, rows, len(entries))
         return rows
 
-    def commit_empty(self, spark: "SparkSession", batch_id: int) -> None:
+    def commit_empty(self, spark: SparkSession, batch_id: int) -> None:
         """Commit ``batch_id`` with no rows, without running a Spark job (a no-op if committed)."""
         batch_id = int(batch_id)
         if batch_id < 0:
@@ -576,20 +437,20 @@ class LakeTable:
             self._commit(hdfs, missing, [], interval)
         self._remove_committed_staging(hdfs, batch_id)
 
-    def is_committed(self, spark: "SparkSession", batch_id: int) -> bool:
+    def is_committed(self, spark: SparkSession, batch_id: int) -> bool:
         """True if ``batch_id`` is committed (every id up to the latest committed one is)."""
         return 0 <= int(batch_id) <= self._log_state(self._hadoop.get(spark)).latest
 
-    def committed_batches(self, spark: "SparkSession") -> list[int]:
+    def committed_batches(self, spark: SparkSession) -> list[int]:
         """Batch ids that have a log file, ascending (0..latest: the log is kept contiguous)."""
         return sorted(self._log_state(self._hadoop.get(spark)).files)
 
-    def commit_time(self, spark: "SparkSession", batch_id: int) -> float | None:
+    def commit_time(self, spark: SparkSession, batch_id: int) -> float | None:
         """Epoch seconds at which ``batch_id`` was committed (its log file's modification time)."""
         status = self._log_state(self._hadoop.get(spark)).files.get(int(batch_id))
         return None if status is None else status.getModificationTime() / 1000.0
 
-    def read(self, spark: "SparkSession", schema: "StructType | None" = None) -> "DataFrame":
+    def read(self, spark: SparkSession, schema: StructType | None = None) -> DataFrame:
         """The committed rows: ``spark.read.parquet(path)``, which reads through the log.
 
         If the table has no committed data file yet (never written, or only empty batches):
@@ -613,13 +474,13 @@ class LakeTable:
             raise
 
     # -- steps of write_batch -------------------------------------------------------------
-    def _new_staging_dir(self, hdfs: _Hadoop, batch_id: int) -> tuple[Any, str]:
+    def _new_staging_dir(self, hdfs: _TableFS, batch_id: int) -> tuple[Any, str]:
         attempt = uuid.uuid4().hex
         staging = hdfs.child(hdfs.staging, f"{_staging_prefix(batch_id)}{attempt}")
         hdfs.mkdirs(staging)
         return staging, attempt
 
-    def _write_staging(self, df: "DataFrame", hdfs: _Hadoop, staging: Any) -> int:
+    def _write_staging(self, df: DataFrame, hdfs: _TableFS, staging: Any) -> int:
         """Step 3: Spark writes ``df`` into ``<staging>/data``; the number of rows written."""
         from pyspark.sql import Observation
         from pyspark.sql import functions as F
@@ -627,11 +488,12 @@ class LakeTable:
         data_dir = hdfs.uri(hdfs.child(staging, "data"))
         # The row count comes from an observed metric of the write itself (no second job, no
         # second evaluation of ``df``).
-        observation: Observation | None = Observation()
+        observation: Observation | None = None
         try:
-            observed = df.observe(observation, F.count(F.lit(1)).alias("rows"))
-        except Exception:  # noqa: BLE001 - observe() unsupported here: count the output instead
-            observation, observed = None, df
+            counted = Observation()
+            observed, observation = df.observe(counted, F.count(F.lit(1)).alias("rows")), counted
+        except Exception:
+            observed = df
         writer = observed.write.format(FILE_FORMAT).mode("errorifexists")
         if self.partition_by:
             writer = writer.partitionBy(*self.partition_by)
@@ -643,7 +505,7 @@ class LakeTable:
             return 0
         return df.sparkSession.read.format(FILE_FORMAT).load(data_dir).count()
 
-    def _publish(self, hdfs: _Hadoop, staging: Any, batch_id: int, attempt: str) -> list[SinkFileStatus]:
+    def _publish(self, hdfs: _TableFS, staging: Any, batch_id: int, attempt: str) -> list[SinkFileStatus]:
         """Step 4: move the staged data files to their final names; their log entries."""
         data_root = hdfs.child(staging, "data")
         root_depth = int(data_root.depth())
@@ -692,7 +554,7 @@ class LakeTable:
             ))
         return entries
 
-    def _commit(self, hdfs: _Hadoop, batch_id: int, entries: list[SinkFileStatus], interval: int) -> None:
+    def _commit(self, hdfs: _TableFS, batch_id: int, entries: list[SinkFileStatus], interval: int) -> None:
         """Step 5: write the batch's log file (the compaction of all live entries if it is one)."""
         if is_compaction_batch(batch_id, interval):
             merged: list[SinkFileStatus] = []
@@ -704,7 +566,7 @@ class LakeTable:
         hdfs.mkdirs(hdfs.meta)
         hdfs.write_atomic(hdfs.child(hdfs.meta, log_file_name(batch_id, interval)), serialize_log(entries))
 
-    def _cleanup_failed_attempts(self, hdfs: _Hadoop, batch_id: int) -> None:
+    def _cleanup_failed_attempts(self, hdfs: _TableFS, batch_id: int) -> None:
         """Step 2: remove everything a failed (uncommitted) attempt of ``batch_id`` left.
 
         Every attempt creates its staging directory before any file reaches a final location and
@@ -734,7 +596,7 @@ class LakeTable:
         for staging in leftovers:
             hdfs.delete(staging, True)
 
-    def _abort_attempt(self, hdfs: _Hadoop, staging: Any) -> None:
+    def _abort_attempt(self, hdfs: _TableFS, staging: Any) -> None:
         """Best effort: remove an uncommitted attempt's published files and staging directory.
 
         Failures are only logged; the retry of the batch cleans up whatever is left.
@@ -743,19 +605,19 @@ class LakeTable:
             for uri in self._manifest_uris(hdfs, staging):
                 hdfs.delete(hdfs.path_from_uri(uri))
             hdfs.delete(staging, True)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.warning("%s: could not clean up failed attempt %s; the batch's retry will",
                         self.path, hdfs.uri(staging), exc_info=True)
 
     @staticmethod
-    def _manifest_uris(hdfs: _Hadoop, staging: Any) -> list[str]:
+    def _manifest_uris(hdfs: _TableFS, staging: Any) -> list[str]:
         """Final locations an attempt's manifest lists (nothing if it never got that far)."""
         manifest = hdfs.child(staging, MANIFEST_FILE)
         if not hdfs.exists(manifest):
             return []
         return [line.strip() for line in hdfs.read_text(manifest).splitlines() if line.strip()]
 
-    def _remove_committed_staging(self, hdfs: _Hadoop, up_to_batch_id: int) -> None:
+    def _remove_committed_staging(self, hdfs: _TableFS, up_to_batch_id: int) -> None:
         """Step 6: delete staging directories of committed batches (<= ``up_to_batch_id``)."""
         for s in hdfs.list_status(hdfs.staging):
             b = _parse_staging_name(str(s.getPath().getName()))
@@ -763,7 +625,7 @@ class LakeTable:
                 hdfs.delete(s.getPath(), True)
 
     # -- log helpers ----------------------------------------------------------------------
-    def _log_state(self, hdfs: _Hadoop) -> _LogState:
+    def _log_state(self, hdfs: _TableFS) -> _LogState:
         files: dict[int, Any] = {}
         compact: list[int] = []
         for status in hdfs.list_status(hdfs.meta):
@@ -776,13 +638,13 @@ class LakeTable:
                 compact.append(b)
         return _LogState(files=files, compact_ids=tuple(sorted(compact)))
 
-    def _writer_interval(self, hdfs: _Hadoop, state: _LogState) -> int:
+    def _writer_interval(self, hdfs: _TableFS, state: _LogState) -> int:
         """The compaction interval to write with; checks readers with the session's settings can follow.
 
         An existing log keeps the interval its ``.compact`` files imply (as Spark's sink does).
         """
         interval = effective_compact_interval(state.compact_ids, self.compact_interval)
-        reader_default = int(hdfs.spark.conf.get(COMPACT_INTERVAL_CONF, str(SPARK_DEFAULT_COMPACT_INTERVAL)))
+        reader_default = int(hdfs.spark.conf.get(COMPACT_INTERVAL_CONF) or SPARK_DEFAULT_COMPACT_INTERVAL)
         reader_interval = effective_compact_interval(state.compact_ids, reader_default)
         if interval > reader_default or (state.compact_ids and reader_interval != interval):
             raise LakeSinkError(
@@ -791,13 +653,13 @@ class LakeTable:
             )
         return interval
 
-    def _read_batch_log(self, hdfs: _Hadoop, batch_id: int, interval: int) -> list[SinkFileStatus]:
+    def _read_batch_log(self, hdfs: _TableFS, batch_id: int, interval: int) -> list[SinkFileStatus]:
         p = hdfs.child(hdfs.meta, log_file_name(batch_id, interval))
         if not hdfs.exists(p):
             raise LakeSinkError(f"{hdfs.uri(p)} is missing (needed to compact, interval {interval})")
         return parse_log(hdfs.read_text(p), source=hdfs.uri(p))
 
-    def _empty_or_raise(self, spark: "SparkSession", schema: "StructType | None", why: str) -> "DataFrame":
+    def _empty_or_raise(self, spark: SparkSession, schema: StructType | None, why: str) -> DataFrame:
         if schema is not None:
             return spark.createDataFrame([], schema)
         raise LakeTableNotFoundError(f"lake table {self.path} {why}; pass schema= to get an empty DataFrame")

@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from streamsight.settings import Settings
@@ -99,7 +99,7 @@ class CloudWatchMetrics:
 
     def publish(self, stream: str, values: Mapping[str, float]) -> None:
         try:
-            self._queue.put_nowait((stream, dict(values), datetime.now(timezone.utc)))
+            self._queue.put_nowait((stream, dict(values), datetime.now(UTC)))
         except queue.Full:
             self._warn("metrics queue full (CloudWatch too slow or unreachable); dropping a data point")
 
@@ -127,7 +127,7 @@ class CloudWatchMetrics:
             try:
                 self._client.put_metric_data(Namespace=self.namespace, MetricData=data)
                 self.sent += len(data)
-            except Exception as exc:  # noqa: BLE001 - metrics must never stop a stream
+            except Exception as exc:
                 self.failed += len(data)
                 self._warn(f"CloudWatch PutMetricData to namespace {self.namespace} failed: {exc}")
 
@@ -215,7 +215,7 @@ class ProgressListener(_listener_base()):  # type: ignore[misc]
     def onQueryProgress(self, event: Any) -> None:
         try:
             self.handle(json.loads(event.progress.json))
-        except Exception:  # noqa: BLE001 - a listener must not disturb the query
+        except Exception:
             log.warning("could not publish the metrics of a micro-batch", exc_info=True)
 
     def handle(self, progress: Mapping[str, Any]) -> None:

@@ -5,7 +5,6 @@ Usage on a cluster (Spark's own Kafka connector)::
     spark-submit --master spark://spark-master:7077 \\
         --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 \\
         --py-files streamsight.zip \\
-        --jars streaming_jobs/jvm/build/streamsight-jvm.jar \\
         streaming_jobs/pipeline.py --stream machine_telemetry
 
 Locally: ``streamsight stream --stream machine_telemetry [--until-idle]``.
@@ -48,7 +47,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -204,7 +203,7 @@ class StreamJob:
             yield
         finally:
             self.spark.streams.removeListener(listener)
-            if owned:
+            if owned and self.metrics is not None:
                 self.metrics.close()
                 self.metrics = None
 
@@ -319,7 +318,6 @@ class SilverBatchWriter:
 
     def _silver_rows(self, batch: DataFrame, batch_id: int) -> DataFrame:
         """The batch's valid raw records, filtered, enriched and in silver's column order."""
-        from pyspark.sql import functions as F
 
         c = self.job.contract
         valid = T.valid_rows(batch, c)
@@ -406,7 +404,7 @@ class SilverBatchWriter:
             self.stats.write(spark, batch_id, {
                 "batch_id": batch_id, "rows_in": rows_in, "filtered": rows_in - silver_rows, "silver": silver_rows,
                 "predictions": predictions, "model_version": version, "dead_letter": dead_rows,
-                "committed_at": datetime.now(timezone.utc).isoformat(), "seconds": dict(timings),
+                "committed_at": datetime.now(UTC).isoformat(), "seconds": dict(timings),
             })
             if self.job.metrics is not None:
                 self.job.metrics.publish(c.name, {DEAD_LETTER_RATE: dead_letter_rate(dead_rows, rows_in + dead_rows)})
@@ -456,11 +454,10 @@ def _local_table(spark: SparkSession, rows: list[Any], schema: Any) -> DataFrame
 
 
 def _ensure_dir(spark: SparkSession, uri: str) -> None:
-    jvm = spark._jvm  # type: ignore[attr-defined]
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = path.getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
-    if not fs.exists(path):
-        fs.mkdirs(path)
+    from streamsight.hadoop import HadoopFS
+
+    fs = HadoopFS(spark, uri)
+    fs.mkdirs(fs.root)
 
 
 def run(spark: SparkSession, settings: Settings, stream: str, *, until_idle: bool) -> dict[str, Any] | None:
@@ -492,8 +489,8 @@ def main(spark: SparkSession, settings: Settings, argv: list[str] | None = None)
 
 
 if __name__ == "__main__":
-    from streaming_jobs.session import build_session
     from streamsight.settings import load_settings
+    from streamsight.spark import build_session
 
     _settings = load_settings()
     sys.exit(main(build_session(_settings, "streamsight-stream"), _settings))

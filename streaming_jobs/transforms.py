@@ -173,10 +173,7 @@ def enrich(df: DataFrame, contract: Contract, reference: DataFrame | None) -> Da
 
 def to_silver_shape(df: DataFrame, contract: Contract, batch_id: int) -> DataFrame:
     """Final silver column order (see :func:`streamsight.lake.silver_columns`)."""
-    from streaming_jobs import jvm
-
-    name = "streamsight_batch_id_" + "".join(ch if ch.isalnum() else "_" for ch in contract.name)
-    with_batch = df.withColumn("_batch_id", jvm.constant(df.sparkSession, name, batch_id))
+    with_batch = df.withColumn("_batch_id", F.lit(batch_id).cast("bigint"))
     return with_batch.select(*[F.col(c).cast(t).alias(c) for c, t in silver_columns(contract)])
 
 
@@ -185,18 +182,9 @@ def windowed_aggregate(silver: DataFrame, contract: Contract, aggregate_name: st
     agg = next(a for a in contract.aggregates if a.name == aggregate_name)
     et = contract.event_time.field
     window = F.window(et, agg.window, agg.slide) if agg.slide else F.window(et, agg.window)
-    metrics = []
-    for m in agg.metrics:
-        col = F.col(m.column) if m.column else None
-        expr = {
-            "count": lambda: F.count(F.lit(1)),
-            "sum": lambda: F.sum(col),
-            "avg": lambda: F.avg(col),
-            "min": lambda: F.min(col),
-            "max": lambda: F.max(col),
-            "count_distinct": lambda: F.approx_count_distinct(col),
-        }[m.agg]()
-        metrics.append(expr.alias(m.name))
+    functions = {"sum": F.sum, "avg": F.avg, "min": F.min, "max": F.max, "count_distinct": F.approx_count_distinct}
+    metrics = [(F.count(F.lit(1)) if m.agg == "count" else functions[m.agg](F.col(m.column or ""))).alias(m.name)
+               for m in agg.metrics]
     return (
         silver.groupBy(window.alias("window"), *agg.group_by)
         .agg(*metrics)

@@ -138,8 +138,9 @@ def check_broker(settings: Settings, servers: str | None = None) -> str:
         if err.code() == KafkaError._AUTHENTICATION:
             errors.append(err.str())
 
-    admin = AdminClient({**confluent_config(settings, servers), "socket.connection.setup.timeout.ms": int(timeout * 1000),
-                         "error_cb": on_error, "log_level": 2})
+    conf: dict[str, Any] = {**confluent_config(settings, servers), "socket.connection.setup.timeout.ms": int(timeout * 1000),
+                            "error_cb": on_error, "log_level": 2}
+    admin = AdminClient(conf)
     deadline = time.monotonic() + timeout
     while True:  # short metadata requests, so a refused login is reported as soon as it happens
         try:
@@ -196,7 +197,7 @@ def ensure_topics(settings: Settings, topics: dict[str, int], servers: str | Non
         try:
             future.result(timeout=timeout * 3)
             created.append(name)
-        except Exception as exc:  # noqa: BLE001 - KafkaException: created meanwhile is fine
+        except Exception as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise BrokerUnavailableError(f"cannot create topic {name}: {exc}") from None
     return created
@@ -238,7 +239,7 @@ def grant_stream_acls(settings: Settings, contracts: Iterable[Contract], servers
     for binding, future in admin.create_acls(acls, request_timeout=timeout).items():
         try:
             future.result(timeout=timeout * 3)
-        except Exception as exc:  # noqa: BLE001 - KafkaException
+        except Exception as exc:
             raise BrokerUnavailableError(f"cannot create ACL {binding}: {exc} (is an authorizer configured, "
                                          "and are these credentials a super user's?)") from None
     return len(acls)

@@ -118,18 +118,6 @@ class MetricsSettings(BaseModel):
     environment: str = Field(default="local", min_length=1, description="The Environment dimension (dev, prod ...).")
 
 
-class MlSettings(BaseModel):
-    """How the streaming job scores with a contract's model (see ``ml/scoring.py``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    scoring: Literal["compiled", "mllib"] = Field(
-        default="compiled",
-        description="compiled: the production model translated to one Spark SQL expression (ml/compiled.py; "
-        "a model with a stage it does not translate is scored by MLlib); mllib: PipelineModel.transform.",
-    )
-
-
 class Settings(BaseSettings):
     """The Streamsight settings object. Build it with :func:`load_settings`."""
 
@@ -151,14 +139,13 @@ class Settings(BaseSettings):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     aws: AwsSettings = Field(default_factory=AwsSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    ml: MlSettings = Field(default_factory=MlSettings)
 
     @field_validator("lake_dir")
     @classmethod
     def _check_lake(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
-        if "://" in value and not value.split("://", 1)[0] in ("file", "hdfs", "s3a", "s3", "abfss", "gs"):
+        if "://" in value and value.split("://", 1)[0] not in ("file", "hdfs", "s3a", "s3", "abfss", "gs"):
             raise ValueError(f"unsupported scheme in {value!r} (use a path, file://, hdfs:// or s3a://)")
         return value
 

@@ -29,7 +29,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from streamsight.contracts import Contract
@@ -191,10 +191,11 @@ class RecordValidator:
 
         rules = set(spec) - {"type", "description", "title", "examples"}
         kind = spec.get("type")
-        if kind in ("number", "integer") and rules <= {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}:
-            if pa.types.is_integer(col.type) or (kind == "number" and pa.types.is_floating(col.type)):
-                bounds = pc.min_max(col)
-                return [bounds["min"].as_py(), bounds["max"].as_py()]
+        bounded = rules <= {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+        numeric = pa.types.is_integer(col.type) or (kind == "number" and pa.types.is_floating(col.type))
+        if kind in ("number", "integer") and bounded and numeric:
+            bounds = pc.min_max(col)
+            return [bounds["min"].as_py(), bounds["max"].as_py()]
         if kind == "string" and rules <= {"minLength", "maxLength"} and pa.types.is_string(col.type):
             lengths = pc.utf8_length(col)
             return [col.take(pa.array([pc.index(lengths, pc.min(lengths)).as_py(),
@@ -295,7 +296,7 @@ def _event_time_check(contract: Contract) -> Callable[[Mapping[str, Any]], Rejec
         if m is None:
             return bad(value)
         try:
-            datetime(int(m["y"]), int(m["m"]), int(m["d"]), tzinfo=timezone.utc)
+            datetime(int(m["y"]), int(m["m"]), int(m["d"]), tzinfo=UTC)
         except ValueError:
             return bad(value)
         return None

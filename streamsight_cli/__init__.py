@@ -11,7 +11,8 @@ import json
 import logging
 import sys
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -19,6 +20,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from streamsight.errors import StreamsightError
+
+# The AI4I 2020 dataset beside the project (../shared/data, read-only): --source ai4i and the demo.
+AI4I_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"
 
 app = typer.Typer(
     name="streamsight",
@@ -37,11 +41,16 @@ class Client(str, Enum):
 @app.callback()
 def _global(
     ctx: typer.Context,
-    profile: Annotated[Optional[str], typer.Option(help="Settings profile: local, docker or aws.", envvar="STREAMSIGHT_PROFILE")] = None,
-    lake: Annotated[Optional[str], typer.Option(help="Lake root (directory, hdfs:// or s3a://).", envvar="STREAMSIGHT_LAKE_DIR")] = None,
-    contracts: Annotated[Optional[Path], typer.Option(help="Directory of stream contracts.", envvar="STREAMSIGHT_CONTRACTS_DIR")] = None,
-    bootstrap_servers: Annotated[Optional[str], typer.Option(help="Kafka bootstrap servers.", envvar="STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS")] = None,
-    log_level: Annotated[Optional[str], typer.Option(help="DEBUG, INFO, WARNING or ERROR.", envvar="STREAMSIGHT_LOG_LEVEL")] = None,
+    profile: Annotated[Optional[str], typer.Option(
+        help="Settings profile: local, docker or aws.", envvar="STREAMSIGHT_PROFILE")] = None,
+    lake: Annotated[Optional[str], typer.Option(
+        help="Lake root (directory, hdfs:// or s3a://).", envvar="STREAMSIGHT_LAKE_DIR")] = None,
+    contracts: Annotated[Optional[Path], typer.Option(
+        help="Directory of stream contracts.", envvar="STREAMSIGHT_CONTRACTS_DIR")] = None,
+    bootstrap_servers: Annotated[Optional[str], typer.Option(
+        help="Kafka bootstrap servers.", envvar="STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS")] = None,
+    log_level: Annotated[Optional[str], typer.Option(
+        help="DEBUG, INFO, WARNING or ERROR.", envvar="STREAMSIGHT_LOG_LEVEL")] = None,
 ) -> None:
     overrides: dict[str, Any] = {"profile": profile, "lake_dir": lake, "contracts_dir": contracts, "log_level": log_level}
     if bootstrap_servers:
@@ -163,7 +172,8 @@ def produce(
     count: Annotated[Optional[int], typer.Option(help="Stop after this many events.")] = None,
     duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds.")] = None,
     client: Annotated[Optional[Client], typer.Option(help="Kafka client library.")] = None,
-    faults: Annotated[Optional[str], typer.Option(help="Synthetic faults, e.g. malformed=0.01,schema=0.02,duplicates=0.02,late=0.01")] = None,
+    faults: Annotated[Optional[str], typer.Option(
+        help="Synthetic faults, e.g. malformed=0.01,schema=0.02,duplicates=0.02,late=0.01")] = None,
     machines: Annotated[int, typer.Option(help="Synthetic: number of machines.")] = 200,
     seed: Annotated[int, typer.Option(help="Synthetic: random seed.")] = 7,
     start: Annotated[Optional[datetime], typer.Option(
@@ -173,7 +183,8 @@ def produce(
     realtime: Annotated[bool, typer.Option(
         help="Synthetic: event time is the wall clock when each round is made, as a live source's is.")] = False,
     skip: Annotated[int, typer.Option(help="ai4i: skip this many rows first.")] = 0,
-    skip_validation: Annotated[bool, typer.Option(help="Send records unchecked (tests the stream-side dead-letter path).")] = False,
+    skip_validation: Annotated[bool, typer.Option(
+        help="Send records unchecked and unflagged (tests the stream's own validation).")] = False,
     progress: Annotated[Optional[bool], typer.Option(help="Progress bar (default: when stderr is a terminal).")] = None,
 ) -> None:
     """Publish a source's records to a stream's raw topic; rejected ones carry their reason code in headers."""
@@ -184,16 +195,16 @@ def produce(
     contract = _contract(settings, stream)
     if source.startswith("file:"):
         source, path = "file", Path(source[5:])
+    events: Iterator[Any]
     if source == "ai4i":
-        csv = path or Path(__file__).resolve().parent.parent / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"
-        events = sources.ai4i_source(csv, skip=skip)
+        events = sources.ai4i_source(path or AI4I_CSV, skip=skip)
     elif source == "synthetic":
         if count is None and duration is None:
             raise StreamsightError("--source synthetic is endless: give --count or --duration")
         if start is not None and realtime:
             raise StreamsightError("--start and --realtime exclude each other: --realtime follows the wall clock")
         if start is not None and start.tzinfo is None:
-            start = start.replace(tzinfo=timezone.utc)
+            start = start.replace(tzinfo=UTC)
         events = sources.synthetic_source(contract, machines=machines, seed=seed, faults=sources.FaultSpec.parse(faults),
                                           start=start, realtime=realtime)
     elif source == "file":
@@ -217,7 +228,7 @@ def stream(
 ) -> None:
     """Run a stream's Spark Structured Streaming job locally (see streaming_jobs/pipeline.py)."""
     from streaming_jobs.pipeline import run
-    from streaming_jobs.session import build_session
+    from streamsight.spark import build_session
 
     settings = _settings(ctx)
     _contract(settings, stream)  # fail on a bad contract before starting Spark
@@ -358,19 +369,6 @@ def bench_producer(
     from streamsight_cli.bench import run_producer
 
     print(json.dumps(run_producer(_settings(ctx), events=events, partitions=partitions, output=output)))
-
-
-@app.command("bench-scoring")
-def bench_scoring(
-    ctx: typer.Context,
-    rows: Annotated[int, typer.Option(help="Cached silver rows scored per run.", min=1000)] = 200_000,
-    repeats: Annotated[int, typer.Option(help="Runs per variant (median reported).", min=1)] = 5,
-    output: Annotated[Optional[Path], typer.Option(help="Where to write the JSON figures.")] = None,
-) -> None:
-    """Measure scoring's cost per record: MLlib's PipelineModel.transform against the compiled scorer."""
-    from ml.bench import run_scoring_bench
-
-    print(json.dumps(run_scoring_bench(_settings(ctx), rows=rows, repeats=repeats, output=output)))
 
 
 @app.command()

@@ -221,7 +221,7 @@ def _warm_job(b: _Bench) -> tuple[Any, Any]:
     :data:`WARMUP_EVENTS` streamed events."""
     from ml.train import train_model
     from streaming_jobs.pipeline import StreamJob
-    from streaming_jobs.session import build_session
+    from streamsight.spark import build_session
 
     _summary(_producer(b.env, count=WARMUP_EVENTS, seed=1))
     spark = build_session(b.settings, "streamsight-bench")
@@ -252,7 +252,7 @@ def run_capacity(settings: Settings, *, events: int, partitions: int = 8, output
                 "events_per_s": round(events / seconds, 1),
                 "input_rows": totals, "silver_rows": silver, "producer": filled,
                 "partitions": partitions, "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
-                "scoring": settings.ml.scoring, "cpu_seconds": cpu,
+                "cpu_seconds": cpu,
                 "micro_batch_medians": {q: _progress_medians(p) for q, p in progress.items()},
                 "machine": _machine(spark), "broker": b.broker,
             }
@@ -294,7 +294,8 @@ def run_sustained(settings: Settings, *, rate: float, seconds: float, warmup_sec
             for q in queries:
                 q.stop()
             progress = {q.name: _progress_medians(q.recentProgress) for q in queries}
-            commit_times, rows, predicted, commits = _pipeline_measured(spark, job, batch_stats(spark, job.settings, job.contract))
+            stats = batch_stats(spark, job.settings, job.contract)
+            commit_times, rows, predicted, commits = _pipeline_measured(spark, job, stats)
             measured = measure(commit_times, rows, predicted, started=measured_from)
             warm = measure(commit_times, rows, predicted, started=started, until=measured_from)
             behind = keeping_up(commits, since=measured_from, until=produce_ended, produced=produced["sent"],

@@ -33,11 +33,11 @@ from ingestion.producer import ProduceSummary, produce
 from streamsight.contracts import get_contract
 from streamsight.errors import StreamsightError
 from streamsight.settings import Settings
+from streamsight_cli import AI4I_CSV
 from streamsight_cli.local_kafka import running_kafka
 
 STREAM = "machine_telemetry"
 MARKER = ".streamsight-demo"
-AI4I_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"
 
 
 def _say(message: str) -> None:
@@ -78,7 +78,7 @@ def _run(settings: Settings, contract: Any, broker: str) -> dict[str, Any]:
     try:
         from ml.train import train_model
         from streaming_jobs.pipeline import StreamJob
-        from streaming_jobs.session import build_session
+        from streamsight.spark import build_session
 
         runs: list[ProduceSummary] = []
         early = 6000
@@ -142,12 +142,12 @@ def reconcile(spark: Any, job: Any, runs: list[ProduceSummary]) -> dict[str, Any
     n_dead = sum(by_source.values())
     valid = T.valid_rows(T.validated(bronze, contract), contract)
     n_valid = valid.count()
-    filtered = stats.agg(F.sum("filtered")).first()[0] or 0
+    filtered = stats.agg(F.sum("filtered")).collect()[0][0] or 0
     valid_ids = T.apply_filter(valid, contract).select(*contract.dedup_key).distinct()
     silver_ids = silver.select(*contract.dedup_key).distinct()
     missing = valid_ids.join(silver_ids, contract.dedup_key, "left_anti").count()
     distinct_silver = silver_ids.count()
-    scored_batches = stats.where("model_version IS NOT NULL").agg(F.sum("silver")).first()[0] or 0
+    scored_batches = stats.where("model_version IS NOT NULL").agg(F.sum("silver")).collect()[0][0] or 0
     duplicates_dropped = n_valid - filtered - n_silver
 
     def check(ok: bool, detail: str) -> dict[str, Any]:
@@ -156,7 +156,8 @@ def reconcile(spark: Any, job: Any, runs: list[ProduceSummary]) -> dict[str, Any
     checks = {
         "bronze_equals_published": check(n_bronze == published, f"bronze {n_bronze} vs published to the raw topic {published}"),
         "producer_rejects_in_dead_letter": check(by_source.get("producer", 0) == producer_invalid,
-                                                 f"dead-letter(producer) {by_source.get('producer', 0)} vs producer invalid {producer_invalid}"),
+                                                 f"dead-letter(producer) {by_source.get('producer', 0)} "
+                                                 f"vs producer invalid {producer_invalid}"),
         "stream_rejects_in_dead_letter": check(by_source.get("stream", 0) == poison and n_bronze - n_valid == n_dead,
                                                f"dead-letter(stream) {by_source.get('stream', 0)} vs poison sent {poison}"),
         "every_valid_event_in_silver": check(missing == 0, f"{missing} valid event ids (passing the contract's "

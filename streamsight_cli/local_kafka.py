@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +120,7 @@ def make_tls(directory: Path) -> None:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.now(timezone.utc) - timedelta(minutes=5)
+    now = datetime.now(UTC) - timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Streamsight local CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
@@ -319,7 +319,7 @@ class LocalKafka:
             try:
                 if admin.list_topics(timeout=2).brokers:
                     return
-            except Exception:  # noqa: BLE001 - not listening yet; retried until the deadline
+            except Exception:
                 pass
         self.kill()
         raise BrokerUnavailableError(f"Apache Kafka did not serve metadata within {timeout:g}s:\n{self._tail()}")
@@ -334,9 +334,9 @@ class LocalKafka:
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
         info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
-        upserts = [UserScramCredentialUpsertion(user, info, password.encode())
-                   for user, password in self.credentials().items()]
-        for user, future in admin.alter_user_scram_credentials(upserts, request_timeout=timeout).items():
+        upserts: list[Any] = [UserScramCredentialUpsertion(user, info, password.encode())
+                              for user, password in self.credentials().items()]
+        for future in admin.alter_user_scram_credentials(upserts, request_timeout=timeout).values():
             future.result(timeout=timeout)
 
     def _tail(self, lines: int = 30) -> str:

@@ -103,30 +103,12 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBroke
 
 @pytest.fixture(scope="session")
 def spark():
-    from pyspark.sql import SparkSession
+    """The session every job builds (streamsight.spark.build_session), on two local cores."""
+    from streamsight.settings import load_settings
+    from streamsight.spark import build_session
 
-    from streaming_jobs import jvm
-    from streaming_jobs.session import SESSION_SQL_CONF
-    from streamsight import jars
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = (
-        SparkSession.builder.master("local[2]")
-        # Spark's Kafka connector (pom.xml) and the JVM screen (needs a JDK's javac, as make test does)
-        .config("spark.jars", ",".join([*map(str, jars.classpath("spark")), str(jvm.build())]))
-        .appName("streamsight-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.sql.streaming.stateStore.providerClass",
-                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
-    )
-    for key, value in SESSION_SQL_CONF.items():
-        builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
+    settings = load_settings(spark={"master": "local[2]", "shuffle_partitions": 2})
+    session = build_session(settings, "streamsight-tests")
     yield session
     session.stop()
 

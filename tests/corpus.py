@@ -70,6 +70,7 @@ def telemetry_cases() -> list[Case]:
         return Case(name, value, code)
 
     body = _dumps(base)
+    torque = b'"torque_nm":' + json.dumps(base["torque_nm"]).encode()
     cases = [Case(f"ai4i-{i + 1}", _dumps(r), None) for i, r in enumerate(good)]
     cases += [
         # valid, though tricky
@@ -111,8 +112,8 @@ def telemetry_cases() -> list[Case]:
         raw("MALFORMED_JSON", "nested 100,000 levels", b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
         raw("MALFORMED_JSON", "nested 1,000 levels (in an extra field)",
             body[:-1] + b',"deep":' + b"[" * 999 + b"]" * 999 + b"}"),
-        raw("MALFORMED_JSON", "NaN", body.replace(b'"torque_nm":' + json.dumps(base["torque_nm"]).encode(), b'"torque_nm":NaN')),
-        raw("MALFORMED_JSON", "Infinity", body.replace(b'"torque_nm":' + json.dumps(base["torque_nm"]).encode(), b'"torque_nm":-Infinity')),
+        raw("MALFORMED_JSON", "NaN", body.replace(torque, b'"torque_nm":NaN')),
+        raw("MALFORMED_JSON", "Infinity", body.replace(torque, b'"torque_nm":-Infinity')),
         raw("MALFORMED_JSON", "single quotes", body.replace(b'"', b"'")),
         raw("MALFORMED_JSON", "trailing comma", body[:-1] + b",}"),
         raw("MALFORMED_JSON", "a comment", b"/* c */" + body),
@@ -149,7 +150,7 @@ def telemetry_cases() -> list[Case]:
         rec("OUT_OF_RANGE", "above the maximum", rotational_speed_rpm=99999),
         rec("OUT_OF_RANGE", "an integer above the maximum", tool_wear_min=1001),
         raw("OUT_OF_RANGE", "number field given 1e400",
-            body.replace(b'"torque_nm":' + json.dumps(base["torque_nm"]).encode(), b'"torque_nm":1e400')),
+            body.replace(torque, b'"torque_nm":1e400')),
         rec("BAD_LENGTH", "an earlier field's length error beats a range error", torque_nm=500, machine_id=""),
         rec("NOT_IN_ENUM", "string not in the enum", type="X"),
         rec("NOT_IN_ENUM", "integer not in the enum", machine_failure=2),

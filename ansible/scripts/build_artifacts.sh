@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the two artifacts the pipeline role deploys, from the project root, into dist/:
 #
-#   dist/streamsight.zip         the project's packages (streamsight, ingestion, streaming_jobs with the
-#                                JVM functions' jar, ml, analytics, streamsight_cli/) and conf/ (settings profiles, contracts,
+#   dist/streamsight.zip         the project's packages (streamsight, ingestion, streaming_jobs, ml,
+#                                analytics, streamsight_cli/) and conf/ (settings profiles, contracts,
 #                                reference data): spark-submit --py-files, and unpacked on the pipeline
 #                                host for the entry-point scripts (streaming_jobs/pipeline.py, ml/train.py)
 #                                and the settings (STREAMSIGHT_CONFIG=/opt/streamsight/app/conf/...).
@@ -27,8 +27,6 @@ mkdir -p "$dist"
 "$build/env/bin/pip" install --quiet --disable-pip-version-check -r "$root/requirements.lock" venv-pack
 "$build/env/bin/pip" install --quiet --disable-pip-version-check --no-deps "$root"
 
-# The JVM functions' jar goes into the zip (streaming_jobs/jvm/build/): spark-submit --jars; needs a JDK here.
-(cd "$root" && "$build/env/bin/python" -m streaming_jobs.jvm)
 (cd "$root" && rm -f "$dist/streamsight.zip" && \
   zip -qr "$dist/streamsight.zip" streamsight ingestion streaming_jobs ml analytics streamsight_cli conf \
     -x '*/__pycache__/*' '*.pyc')

@@ -31,7 +31,7 @@ from streamsight.settings import PROJECT_ROOT, Settings, load_settings
 pytestmark = pytest.mark.integration
 
 AI4I = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 STREAM = "machine_telemetry"
 OTHER = "sensor_pings"  # a second stream without model, reference or aggregates
 ERROR_CODES = ["OUT_OF_RANGE", "MALFORMED_JSON", "MISSING_FIELD"]
@@ -424,14 +424,14 @@ def test_sql_command_exit_codes_and_streams(spark, lake, views, monkeypatch):
     from analytics.cli import sql_command
 
     built = []
-    fake = types.ModuleType("streaming_jobs.session")
+    fake = types.ModuleType("streamsight.spark")
 
     def build_session(settings, app_name):
         built.append(app_name)
         return spark
 
     fake.build_session = build_session
-    monkeypatch.setitem(sys.modules, "streaming_jobs.session", fake)
+    monkeypatch.setitem(sys.modules, "streamsight.spark", fake)
 
     out, err = io.StringIO(), io.StringIO()
     assert sql_command(lake.settings, f"SELECT count(*) AS n FROM {STREAM}_silver", True, out=out, err=err) == 0

@@ -292,9 +292,6 @@ def _artifacts(dist: Path) -> None:
         for package in ("streamsight", "streamsight_cli", "ingestion", "streaming_jobs", "ml", "analytics"):
             for file in sorted((ROOT / package).rglob("*.py")):
                 zf.write(file, file.relative_to(ROOT).as_posix())
-        from streaming_jobs import jvm
-
-        zf.write(jvm.build(), jvm.JAR.relative_to(ROOT).as_posix())
         for file in sorted((ROOT / "conf").rglob("*")):
             if file.is_file():
                 zf.write(file, file.relative_to(ROOT).as_posix())
@@ -795,8 +792,7 @@ def test_pipeline_install_and_units(deployment: Deployment) -> None:
     assert exec_start.startswith("/opt/spark/current/bin/spark-submit --master spark://spark-master.internal:7077 ")
     assert "--packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0" in exec_start
     assert "--py-files /opt/streamsight/lib/streamsight.zip" in exec_start
-    assert "--jars /opt/streamsight/app/streaming_jobs/jvm/build/streamsight-jvm.jar" in exec_start
-    assert (root / "opt/streamsight/app/streaming_jobs/jvm/build/streamsight-jvm.jar").is_file()
+    assert "--jars" not in exec_start  # --packages brings the connector; the project has no jar of its own
     assert "--archives /opt/streamsight/lib/streamsight-env.tar.gz#environment" in exec_start
     assert "--conf spark.pyspark.python=./environment/bin/python" in exec_start
     assert exec_start.endswith("/opt/streamsight/app/streaming_jobs/pipeline.py --stream %i")

@@ -241,7 +241,7 @@ def moto_round_trip(workdir: Path, result: RoundTrip) -> None:
                 timed("destroy", [TERRAFORM, "destroy", "-auto-approve", "-input=false", "-no-color",
                                   "-parallelism=20", "-refresh=false"], dev)
                 result.left_after_destroy = timed("state list", [TERRAFORM, "state", "list"], dev).split()
-    except BaseException as exc:  # noqa: BLE001 - reported by the test, never lost in the thread
+    except BaseException as exc:
         first = exc.__context__ if isinstance(exc.__context__, CommandFailed) else None
         result.error = f"{type(exc).__name__}: {exc}" + (f"\n(after: {first})" if first else "")
     finally:

@@ -7,7 +7,7 @@ computed here from Parquet silver / predictions tables and batch records written
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -24,7 +24,7 @@ EARLY = -1.0  # a row produced before the measured window, in batch 0
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("bench-lake")
-    ts = lambda offset: datetime.fromtimestamp(T0 + offset, tz=timezone.utc)  # noqa: E731
+    ts = lambda offset: datetime.fromtimestamp(T0 + offset, tz=UTC)  # noqa: E731
     silver = [(f"e{b}-{i}", ts(off), b) for b, (_, offs) in BATCHES.items() for i, off in enumerate(offs)]
     silver.append(("early", ts(EARLY), 0))
     spark.createDataFrame(silver, "event_id string, _kafka_timestamp timestamp, _batch_id long") \

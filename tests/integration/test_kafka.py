@@ -176,3 +176,50 @@ def test_wrong_or_missing_credentials_are_refused_at_once(secured):
         check_broker(as_principal(PRODUCER_PRINCIPAL, password="not-the-password"))
     with pytest.raises(ConfigError, match="STREAMSIGHT_KAFKA__SASL_USERNAME"):
         check_broker(as_principal(None))
+
+
+def test_a_refused_producer_stops_with_a_clear_error_and_writes_nothing(secured, tmp_path, kafka_broker):
+    """`streamsight produce` as a principal without WRITE on the raw topic, and without credentials."""
+    contract, as_principal, kafka = secured
+    creds = kafka.credentials()
+    contracts_dir = as_principal(PRODUCER_PRINCIPAL).contracts_dir
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "STREAMSIGHT_CONTRACTS_DIR": str(contracts_dir),
+           "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": kafka.sasl_ssl_bootstrap_servers,
+           "STREAMSIGHT_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "STREAMSIGHT_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+           "STREAMSIGHT_KAFKA__SSL_CA_LOCATION": str(kafka.ca_file), "STREAMSIGHT_KAFKA__CONNECT_TIMEOUT_S": "5"}
+    args = [sys.executable, "-m", "streamsight_cli", "produce", "--stream", "machine_telemetry", "--source", "ai4i",
+            "--count", "200", "--no-progress"]
+    as_pipeline = {**env, "STREAMSIGHT_KAFKA__SASL_USERNAME": PIPELINE_PRINCIPAL,
+                   "STREAMSIGHT_KAFKA__SASL_PASSWORD": creds[PIPELINE_PRINCIPAL]}
+    refused = subprocess.run(args, env=as_pipeline, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stderr
+    assert "TOPIC_AUTHORIZATION_FAILED" in refused.stderr and PIPELINE_PRINCIPAL in refused.stderr
+    anonymous = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert anonymous.returncode == 2 and "STREAMSIGHT_KAFKA__SASL_USERNAME" in anonymous.stderr, anonymous.stderr
+    assert sum(_high_watermarks(kafka.bootstrap_servers, contract.raw_topic)) == 0
+
+
+def test_end_to_end_over_sasl_ssl(secured, spark, tmp_path, monkeypatch):
+    """A producer's principal publishes, the pipeline's reads with Spark's connector (SCRAM, TLS
+    with the generated CA) and writes the dead-letter topic: each with only its own ACLs."""
+    from ingestion import sources
+    from ingestion.producer import produce
+    from streaming_jobs.pipeline import StreamJob
+    from tests.conftest import AI4I_CSV
+    from tests.integration.helpers import read_topic
+
+    contract, as_principal, kafka = secured
+    monkeypatch.setenv("STREAMSIGHT_LAKE_DIR", str(tmp_path / "lake"))
+    producer = as_principal(PRODUCER_PRINCIPAL)
+    good = produce(producer, contract, sources.ai4i_source(AI4I_CSV, limit=300), progress=False)
+    poison = produce(producer, contract, sources.synthetic_source(
+        contract, machines=5, seed=3, faults=sources.FaultSpec(malformed=0.5)), count=20, validate=False, progress=False)
+    assert good.ok and poison.ok and good.delivered == 300
+    pipeline = as_principal(PIPELINE_PRINCIPAL).model_copy(update={"lake_dir": str(tmp_path / "lake")})
+    job = StreamJob(spark, pipeline, contract)
+    totals = job.run_until_idle()
+    assert totals["silver"] == 320
+    silver = spark.read.parquet(job.uri("silver")).count()
+    dead = spark.read.parquet(job.uri("dead_letter")).count()
+    assert silver == 300 + 20 - poison.faults["malformed"] and dead == poison.faults["malformed"] > 0
+    assert len(read_topic(kafka.bootstrap_servers, contract.dead_letter_topic)) == dead

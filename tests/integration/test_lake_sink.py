@@ -16,7 +16,7 @@ from streaming_jobs.lake_sink import (  # noqa: E402
     LakeSinkError,
     LakeTable,
     LakeTableNotFoundError,
-    _Hadoop,
+    _table_fs,
     data_file_prefix,
 )
 
@@ -125,7 +125,7 @@ def test_recommitting_a_batch_is_a_noop_and_empty_batches_commit(spark, tmp_path
     assert ids(spark.read.parquet(path)) == expected_ids([0, 1, 4, 5])
 
     # A write that fails before the commit leaves nothing behind and commits nothing.
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="no_such_column"):
         LakeTable(path, partition_by=["no_such_column"]).write_batch(batch_df(spark, 9), 9)
     assert not table.is_committed(spark, 9)
     assert not os.listdir(os.path.join(path, "_staging"))
@@ -144,7 +144,7 @@ def test_crashed_attempt_is_invisible_and_cleaned_up_on_retry(spark, tmp_path):
 
     # Attempt of batch 3 that dies after moving its files, before the log commit, twice over
     # (the second one dies right after staging).
-    hdfs = _Hadoop(spark, path)
+    hdfs = _table_fs(spark, path)
     staging, attempt = table._new_staging_dir(hdfs, 3)
     assert table._write_staging(batch_df(spark, 3, n=5), hdfs, staging) == 5
     table._publish(hdfs, staging, 3, attempt)
@@ -167,7 +167,7 @@ def test_crashed_attempt_is_invisible_and_cleaned_up_on_retry(spark, tmp_path):
     # The retry (same batch id, same data) cleans up and commits exactly once.
     assert table.write_batch(batch_df(spark, 3, n=5), 3) == 5
     assert ids(spark.read.parquet(path)) == expected_ids(range(3)) + sorted(300 + i for i in range(5))
-    for f in orphans + [stray]:
+    for f in [*orphans, stray]:
         assert not os.path.exists(f)
     assert len([f for f in data_files(path) if os.path.basename(f).startswith(data_file_prefix(3))]) > 0
     assert not os.listdir(tmp_path / "pred" / "_staging")
@@ -200,7 +200,7 @@ def test_downstream_read_stream_sees_committed_batches_once(spark, tmp_path):
     for b in range(4):
         table.write_batch(batch_df(spark, b), b)
     # An uncommitted attempt of batch 4 lying around must not be picked up.
-    hdfs = _Hadoop(spark, path)
+    hdfs = _table_fs(spark, path)
     staging, attempt = table._new_staging_dir(hdfs, 4)
     table._write_staging(batch_df(spark, 4), hdfs, staging)
     table._publish(hdfs, staging, 4, attempt)

@@ -8,7 +8,7 @@ import json
 import logging
 import socket
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -106,7 +106,7 @@ def test_streaming_job_publishes_the_alarmed_metrics_to_cloudwatch(spark, kafka_
     monkeypatch.setenv("STREAMSIGHT_AWS__ENDPOINT_URL", moto)
     settings = load_settings()
     contract = load_contracts(contracts_dir)["machine_telemetry"]
-    started = datetime.now(timezone.utc) - timedelta(minutes=1)
+    started = datetime.now(UTC) - timedelta(minutes=1)
 
     produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=300), progress=False)
     produce(settings, contract, sources.synthetic_source(
@@ -125,7 +125,7 @@ def test_streaming_job_publishes_the_alarmed_metrics_to_cloudwatch(spark, kafka_
 
     def stat(name: str, statistic: str) -> list[float]:
         points = cw.get_metric_statistics(Namespace="Streamsight", MetricName=name, Dimensions=dims,
-                                          StartTime=started, EndTime=datetime.now(timezone.utc) + timedelta(minutes=1),
+                                          StartTime=started, EndTime=datetime.now(UTC) + timedelta(minutes=1),
                                           Period=3600, Statistics=[statistic])["Datapoints"]
         return [p[statistic] for p in points]
 

@@ -10,7 +10,7 @@ import json
 import random
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
@@ -63,7 +63,7 @@ def test_new_contract_needs_no_code(tmp_path, kafka_broker, spark, monkeypatch):
     kafka_broker.create_topic(spec["topics"]["dead_letter"], 1)
 
     rng = random.Random(5)
-    start = datetime(2024, 3, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 3, 1, tzinfo=UTC)
     records = []
     for i in range(600):
         ts = start + timedelta(seconds=5 * i)
@@ -118,7 +118,7 @@ def test_new_contract_needs_no_code(tmp_path, kafka_broker, spark, monkeypatch):
     closed_end = max(datetime.fromisoformat(g["window_end"].replace("Z", "+00:00")) for g in gold)
     expected_counts = Counter(
         ROOMS[r["room"]][0] for r in kept
-        if datetime.fromtimestamp(r["ts"] / 1000, timezone.utc) < closed_end.replace(tzinfo=timezone.utc))
+        if datetime.fromtimestamp(r["ts"] / 1000, UTC) < closed_end.replace(tzinfo=UTC))
     got = Counter()
     for g in gold:
         got[g["building"]] += g["readings"]

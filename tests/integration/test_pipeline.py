@@ -20,10 +20,10 @@ from pyspark.sql import functions as F
 from ingestion import sources
 from ingestion.producer import produce
 from streaming_jobs import transforms as T
-from streamsight_cli.demo import reconcile
 from streaming_jobs.pipeline import StreamJob, batch_stats
 from streamsight.contracts import REJECTION_HEADERS, load_contracts
 from streamsight.settings import load_settings
+from streamsight_cli.demo import reconcile
 from tests.conftest import AI4I_CSV, ai4i_silver
 from tests.integration.helpers import ROOT, cli_env, committed_batches, isolated_contract, read_topic, wait_for
 
@@ -179,7 +179,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, te
 
     # The restart replays the batch in flight with its logged offsets, then reads the rest at once.
     restarted = _stream_process(env, "--until-idle")
-    out, err = restarted.communicate(timeout=600)
+    _, err = restarted.communicate(timeout=600)
     assert restarted.returncode == 0, _failure(err)
 
     silver = spark.read.parquet(str(silver_dir))
@@ -240,3 +240,52 @@ def test_local_reference_data_travels_with_the_plan(spark, kafka_broker, telemet
     assert table.inputFiles() == [] and "LocalTableScan" in table._jdf.queryExecution().executedPlan().toString()
     assert table.count() == table.select("__ref_key").distinct().count() == expected.select("type").distinct().count()
 
+
+
+def _silver_committed(lake: Path) -> int:
+    """Silver rows the running job has committed (its batch records: plain files, no Spark job)."""
+    log = lake / "_ops" / "machine_telemetry" / "silver_batches"
+    return sum(json.loads(p.read_text())["silver"] for p in log.glob("batch-*.json")) if log.is_dir() else 0
+
+
+def test_broker_sigkill_and_restart_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, telemetry, tmp_path):
+    """Apache Kafka killed with SIGKILL while the job streams, restarted on the same ports and data:
+    the job rides it out, and silver and predictions hold every event exactly once."""
+    from ml.train import train_model
+    from streamsight.kafka import ensure_topics, stream_topics
+    from streamsight_cli.local_kafka import LocalKafka
+
+    settings, contract, env = telemetry
+    kafka = LocalKafka(tmp_path / "own-kafka", port=0).start()
+    try:
+        own = settings.model_copy(update={"kafka": settings.kafka.model_copy(
+            update={"bootstrap_servers": kafka.bootstrap_servers})})
+        ensure_topics(own, stream_topics(contract))
+        history = spark.createDataFrame(ai4i_silver(2000))
+        train_model(spark, own, contract, silver=history, promote=True, algorithms=("logistic_regression",), refit=False)
+        assert produce(own, contract, sources.ai4i_source(AI4I_CSV, limit=1500), progress=False).ok
+        lake = Path(env["STREAMSIGHT_LAKE_DIR"])
+        proc = _stream_process({**env, "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                                "STREAMSIGHT_SPARK__MAX_OFFSETS_PER_TRIGGER": "500"})
+        try:
+            wait_for(lambda: _silver_committed(lake) >= 500 or proc.poll() is not None, timeout=240,
+                     what="the job to commit micro-batches")
+            assert proc.poll() is None, _failure(proc.stderr.read() if proc.stderr else "")
+            kafka.kill()
+            at_kill = _silver_committed(lake)
+            kafka.start()  # same ports, same data
+            assert produce(own, contract, sources.ai4i_source(AI4I_CSV, skip=1500, limit=1500), progress=False).ok
+            wait_for(lambda: _silver_committed(lake) >= 3000 or proc.poll() is not None, timeout=300,
+                     what="the job to stream every event after the broker's restart")
+            assert proc.poll() is None, _failure(proc.stderr.read() if proc.stderr else "")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    finally:
+        kafka.stop()
+    assert at_kill < 1500, at_kill  # the broker died with events still to stream
+    ids = sorted(f"ai4i-{i}" for i in range(1, 3001))
+    silver = spark.read.parquet(str(lake / "silver" / "machine_telemetry"))
+    preds = spark.read.parquet(str(lake / "predictions" / "machine_telemetry"))
+    assert silver.count() == 3000 and sorted(r[0] for r in silver.select("event_id").collect()) == ids
+    assert preds.count() == 3000 and sorted(r[0] for r in preds.select("event_id").collect()) == ids

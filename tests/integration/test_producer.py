@@ -8,7 +8,7 @@ producer's validator, a rejected one carries its reason code in its headers.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import confluent_kafka
 import pytest
@@ -129,13 +129,13 @@ def test_cli_synthetic_event_time_from_start_or_wall_clock(tmp_path, kafka_broke
             "--count", "500", "--no-progress"]
     cli(env, *base, "--start", "2024-05-01T06:00:00")
     times = _event_times(kafka_broker.bootstrap_servers, topic)
-    start = datetime(2024, 5, 1, 6, tzinfo=timezone.utc)
+    start = datetime(2024, 5, 1, 6, tzinfo=UTC)
     assert len(times) == 500
     assert min(times) == start and max(times) == start + timedelta(seconds=4)  # 5 rounds of 100
 
-    before = datetime.now(timezone.utc).replace(microsecond=0)
+    before = datetime.now(UTC).replace(microsecond=0)
     cli(env, *base, "--seed", "8", "--realtime")
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     live = [t for t in _event_times(kafka_broker.bootstrap_servers, topic) if t.year != 2024]
     assert len(live) == 500 and all(before <= t <= after for t in live)
 

@@ -47,9 +47,9 @@ def env(ml_spark, tmp_path_factory):
 @pytest.fixture(scope="module")
 def second(ml_spark, env):
     """A second training run (logistic regression only) on the same rows, 25 labels nulled."""
-    from ml.train import train_model
-
     from pyspark.sql import functions as F
+
+    from ml.train import train_model
 
     nulled = [f"ai4i-{udi}" for udi in range(101, 126)]
     silver = ml_spark.createDataFrame(env["frame"]).withColumn(
@@ -184,7 +184,7 @@ def test_cli_lists_and_promotes(ml_spark, env, second, capsys):
 
     with pytest.raises(ModelNotFoundError):
         promote_command(env["settings"], "machine_failure", 99, session_factory=factory)
-    with pytest.raises(streamsight.ConfigError, match="no contract .* declares model 'nope'"):
+    with pytest.raises(streamsight.ConfigError, match=r"no contract .* declares model 'nope'"):
         promote_command(env["settings"], "nope", 1, session_factory=factory)
     with pytest.raises(streamsight.ConfigError, match="unknown model 'nope'"):
         models_command(env["settings"], "nope", session_factory=factory)

@@ -5,7 +5,7 @@ synthetic batches. The serialiser must write exactly the record's values, as jso
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
@@ -78,7 +78,7 @@ def test_keys_are_the_key_field_as_text():
 
 def test_synthetic_batches_are_valid_deterministic_and_fault_shares_hold(machine_contract):
     faults = FaultSpec(malformed=0.01, schema=0.02, duplicates=0.03, late=0.02, late_by="5 minutes")
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
 
     def take(seed: int, n: int) -> list[EventBatch]:
         out, total = [], 0
@@ -138,11 +138,11 @@ def test_split_keeps_every_event_once(machine_contract):
     assert all(len(p) <= 334 for p in pieces) and sum(len(p) for p in pieces) == len(batch)
     assert [r for p in pieces for r in rows_as_dicts(p.table)] == rows_as_dicts(batch.table)
     assert [e.raw for p in pieces for e in p.extra] == [e.raw for e in batch.extra]
-    assert sum((p.fault_counts().get("duplicate", 0) for p in pieces)) == batch.fault_counts()["duplicate"]
+    assert sum(p.fault_counts().get("duplicate", 0) for p in pieces) == batch.fault_counts()["duplicate"]
 
 
 def test_synthetic_start_and_realtime_exclude_each_other(machine_contract):
-    events = synthetic_source(machine_contract, start=datetime(2024, 5, 1, tzinfo=timezone.utc), realtime=True)
+    events = synthetic_source(machine_contract, start=datetime(2024, 5, 1, tzinfo=UTC), realtime=True)
     with pytest.raises(ValueError, match="start and realtime"):
         next(events)
     first = next(synthetic_source(machine_contract, machines=5, realtime=True))  # either alone is fine

@@ -5,7 +5,7 @@ tests/unit/test_validation.py's, on the shared corpus.)"""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -21,7 +21,7 @@ GOOD = {
 
 
 def _bronze(spark, values: list[bytes | None], headers: list[list[tuple[str, bytes]] | None] | None = None):
-    ts = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    ts = datetime(2024, 1, 1, tzinfo=UTC)
     headers = headers or [None] * len(values)
     rows = [(b"k", v, [{"key": k, "value": hv} for k, hv in h] if h else None, "t.raw", 0, i, ts)
             for i, (v, h) in enumerate(zip(values, headers))]

@@ -3,7 +3,7 @@ the same verdict and the same reason code, and the stream types what it accepts.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -19,7 +19,7 @@ CORPORA = {"machine_telemetry": (TELEMETRY, telemetry_cases()), "shapes": (SHAPE
 
 
 def _stream_codes(spark, contract: Contract, cases: list[Case]) -> list[tuple[str | None, str | None]]:
-    ts = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    ts = datetime(2024, 1, 1, tzinfo=UTC)
     df = spark.createDataFrame([(i, c.raw, ts) for i, c in enumerate(cases)], "i int, value binary, kafka_timestamp timestamp")
     rows = validate(df, contract).select("i", "_error_code", "_reason").collect()
     by_index = {r["i"]: (r["_error_code"], r["_reason"]) for r in rows}
@@ -56,7 +56,7 @@ def test_the_stream_types_accepted_records(spark):
     contract, cases = CORPORA["machine_telemetry"]
     picked = {c.name: c for c in cases}
     chosen = [picked["ai4i-1"], picked["integer written 12.0"], picked["event time with an offset"]]
-    ts = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    ts = datetime(2024, 1, 1, tzinfo=UTC)
     df = spark.createDataFrame([(i, c.raw, ts) for i, c in enumerate(chosen)], "i int, value binary, kafka_timestamp timestamp")
     rows = {r["i"]: r for r in validate(df, contract).collect()}
     assert all(r["_accepted"] for r in rows.values())

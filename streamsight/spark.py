@@ -1,0 +1,95 @@
+"""The SparkSession every Streamsight job, report and training run uses.
+
+* Under ``spark-submit`` (the JVM gateway exists before Python starts) the session is the one the
+  submission configured: its master, jars and packages are left alone; the SQL settings the jobs
+  depend on (:data:`SESSION_SQL_CONF`) are applied.
+* Otherwise a session is built from settings: ``spark.master``, shuffle partitions, RocksDB state,
+  Spark's Kafka connector from ``.jvm/spark`` (:mod:`streamsight.jars`) plus ``extra_jars``, and
+  ``spark.conf``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from streamsight import jars
+from streamsight.errors import ConfigError
+from streamsight.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+# SQL settings the jobs depend on, applied to every session (including one under spark-submit):
+# * duplicate keys in a JSON object: the last one wins, as in the producer's Python ``json``;
+# * no constraint propagation: over the ~100 aliased expressions of validation it grows without
+#   bound when a filter and a join follow (the driver ran out of heap in the unit tests);
+# * a stage whose generated method is beyond what the JIT compiles (8,000 bytes of bytecode) runs
+#   without whole-stage code generation: validation's rules made such a method, interpreted at
+#   about half the speed (docs/benchmarks.md).
+SESSION_SQL_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.variant.allowDuplicateKeys": "true",
+    "spark.sql.constraintPropagation.enabled": "false",
+    "spark.sql.codegen.hugeMethodLimit": "8000",
+}
+
+
+def check_java() -> None:
+    """Fail with a clear message when no Java runtime is found (local mode needs Java 17+)."""
+    home = os.environ.get("JAVA_HOME")
+    java = shutil.which("java", path=os.path.join(home, "bin")) if home else shutil.which("java")
+    if not java:
+        raise ConfigError("JAVA_HOME / PATH: no `java` found. Spark needs a Java 17+ runtime "
+                          "(Debian: `apt-get install openjdk-17-jre-headless`).")
+
+
+def under_spark_submit() -> bool:
+    """Whether this Python process was started by ``spark-submit`` (PySpark connects to its gateway)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def build_session(settings: Settings, app_name: str, extra_jars: Iterable[Path | str] = ()) -> SparkSession:
+    """A SparkSession configured from settings (the active or submitted one, if there is one)."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is None and under_spark_submit():
+        active = SparkSession.builder.appName(app_name).getOrCreate()
+    if active is not None:
+        for key, value in SESSION_SQL_CONF.items():
+            active.conf.set(key, value)
+        return active
+    local = settings.spark.master.startswith("local")
+    if local:
+        check_java()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    conf = {
+        "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
+        "spark.driver.memory": settings.spark.driver_memory,
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.streaming.stateStore.providerClass":
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        # commit state as a changelog of the micro-batch, not a RocksDB snapshot each time
+        "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        **SESSION_SQL_CONF,
+    }
+    if local:
+        conf.update({"spark.ui.enabled": "false", "spark.driver.host": "127.0.0.1"})
+    conf.update(settings.spark.conf)
+    # Spark's Kafka connector (pom.xml, profile spark) and the caller's jars, shipped to executors
+    # by the driver (spark.jars), before any the settings name.
+    paths = [*map(str, jars.classpath("spark")), *map(str, extra_jars)]
+    conf["spark.jars"] = ",".join(p for p in (*paths, conf.get("spark.jars", "")) if p)
+    builder = SparkSession.builder.master(settings.spark.master).appName(app_name)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
