@@ -91,8 +91,7 @@ class SparkSettings(BaseModel):
     bronze_trigger_interval: str = Field(
         default="30 seconds",
         description="Trigger interval of the bronze query (the raw archive is not on the way to silver and "
-        "predictions, so it takes fewer, larger micro-batches and leaves the CPU to them: a micro-batch "
-        "costs seconds before its first record, see docs/benchmarks.md).",
+        "predictions, so it takes fewer, larger micro-batches and leaves the CPU to them).",
     )
     conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
 
