@@ -1,1 +1,1 @@
-"""Ingestion: Kafka producers, generators and the embedded development broker."""
+"""Ingestion: sources (files, AI4I replay, synthetic) and the producer that publishes their records to Kafka."""

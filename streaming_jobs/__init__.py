@@ -1,1 +1,1 @@
-"""Streamsight Spark Structured Streaming jobs and their lake sinks."""
+"""The Spark Structured Streaming job of a stream contract, its transforms, the stream's validator and the lake writer."""
