@@ -3,7 +3,7 @@
 get (None: valid).
 
 * :func:`telemetry_cases`: for ``conf/contracts/machine_telemetry.yaml``: 100 real AI4I readings,
-  tricky valid records, and about 50 kinds of bad ones;
+  tricky valid records, and 71 bad ones;
 * :func:`shapes_cases`: for :data:`SHAPES`, a contract that uses what the telemetry one does not
   (pattern, date format, exclusive bounds, booleans, objects and arrays, epoch millis).
 
