@@ -96,12 +96,10 @@ def _field_rules(f: FieldSpec, i: int) -> list[tuple[str, str, str]]:
         rules.append((f"{kind} IS NOT NULL AND NOT coalesce({typed} IN ({options}), false)", "NOT_IN_ENUM",
                       f"concat({_q(f'field {name}: ')}, {shown}, {_q(f' is not one of [{listed}]')})"))
     if f.json_type == "string":
-        if f.min_length is not None:
-            rules.append((f"char_length({typed}) < {f.min_length}", "BAD_LENGTH",
-                          _q(f"field {name}: shorter than {f.min_length} characters")))
-        if f.max_length is not None:
-            rules.append((f"char_length({typed}) > {f.max_length}", "BAD_LENGTH",
-                          _q(f"field {name}: longer than {f.max_length} characters")))
+        for length, op, word in ((f.min_length, "<", "shorter"), (f.max_length, ">", "longer")):
+            if length is not None:
+                rules.append((f"char_length({typed}) {op} {length}", "BAD_LENGTH",
+                              _q(f"field {name}: {word} than {length} characters")))
         if f.pattern is not None:
             rules.append((f"NOT regexp_like({typed}, {_q(f.pattern)})", "PATTERN_MISMATCH",
                           _q(f"field {name}: does not match pattern {f.pattern}")))

@@ -168,6 +168,24 @@ class HadoopFS:
                 self._fc = None
         return self._fc
 
+    def _temporary_beside(self, target: Any, data: bytes) -> Any:
+        """``data`` in a new hidden file next to ``target``; its path."""
+        tmp = self._Path(target.getParent(), f".{target.getName()}.{uuid.uuid4()}.tmp")
+        self.write_bytes(tmp, data, overwrite=False)
+        return tmp
+
+    def _atomic_rename(self, src: Any, dst: Any, option: str) -> bool:
+        """FileContext rename with ``Options.Rename.<option>`` (``NONE``: fail if ``dst`` exists;
+        ``OVERWRITE``), atomic on HDFS; False, doing nothing, where the scheme has no FileContext."""
+        fc = self._file_context()
+        if fc is None:
+            return False
+        rename_opt = self.jvm.org.apache.hadoop.fs.Options.Rename
+        opts = self._gateway().new_array(rename_opt, 1)
+        opts[0] = getattr(rename_opt, option)
+        fc.rename(src, dst, opts)
+        return True
+
     def write_atomic(self, target: Any, data: bytes) -> None:
         """Write ``target`` all-or-nothing; :class:`PathExistsError` if it exists already.
 
@@ -175,16 +193,9 @@ class HadoopFS:
         without overwriting (FileContext rename with ``Options.Rename.NONE``, which is atomic on
         HDFS; file systems without a FileContext binding check existence first, then rename).
         """
-        tmp = self._Path(target.getParent(), f".{target.getName()}.{uuid.uuid4()}.tmp")
-        self.write_bytes(tmp, data, overwrite=False)
+        tmp = self._temporary_beside(target, data)
         try:
-            fc = self._file_context()
-            if fc is not None:
-                rename_opt = self.jvm.org.apache.hadoop.fs.Options.Rename
-                opts = self._gateway().new_array(rename_opt, 1)
-                opts[0] = rename_opt.NONE
-                fc.rename(tmp, target, opts)
-            else:
+            if not self._atomic_rename(tmp, target, "NONE"):
                 if self.exists(target):
                     raise PathExistsError(f"{self.uri(target)} already exists")
                 self.rename(tmp, target)
@@ -208,16 +219,9 @@ class HadoopFS:
         if (self.root.toUri().getScheme() or "") in OBJECT_STORES:
             self.write_bytes(target, data, overwrite=True)
             return
-        tmp = self._Path(target.getParent(), f".{target.getName()}.{uuid.uuid4()}.tmp")
-        self.write_bytes(tmp, data, overwrite=False)
+        tmp = self._temporary_beside(target, data)
         try:
-            fc = self._file_context()
-            if fc is not None:
-                rename_opt = self.jvm.org.apache.hadoop.fs.Options.Rename
-                opts = self._gateway().new_array(rename_opt, 1)
-                opts[0] = rename_opt.OVERWRITE
-                fc.rename(tmp, target, opts)
-            else:
+            if not self._atomic_rename(tmp, target, "OVERWRITE"):
                 self.delete(target)
                 self.rename(tmp, target)
         finally:

@@ -26,6 +26,16 @@ STAMP = ".resolved"
 RESOLVE_TIMEOUT_S = 900
 
 
+def java_executable(needed_by: str) -> str:
+    """``java`` from ``$JAVA_HOME/bin``, else from ``PATH``; ConfigError naming ``needed_by`` if none."""
+    home = os.environ.get("JAVA_HOME")
+    java = (shutil.which("java", path=os.path.join(home, "bin")) if home else None) or shutil.which("java")
+    if java is None:
+        raise ConfigError(f"JAVA_HOME / PATH: no `java` found; {needed_by} needs a Java 17+ runtime "
+                          "(Debian: `apt-get install openjdk-17-jre-headless`).")
+    return java
+
+
 def jvm_dir() -> Path:
     """Where resolved jars live: ``STREAMSIGHT_JVM_DIR`` or ``<project>/.jvm``."""
     return Path(os.environ.get("STREAMSIGHT_JVM_DIR") or PROJECT_ROOT / ".jvm")

@@ -203,6 +203,19 @@ def ensure_topics(settings: Settings, topics: dict[str, int], servers: str | Non
     return created
 
 
+def set_up_streams(settings: Settings, contracts: Iterable[Contract], *, acls: bool = True,
+                   servers: str | None = None) -> dict[str, Any]:
+    """Every contract's topics (:func:`stream_topics`) and, with ``acls``, the principals' ACLs:
+    ``{"topics": [...], "created": [...], "acl_bindings": n}``."""
+    contracts = list(contracts)
+    topics: dict[str, int] = {}
+    for c in contracts:
+        topics.update(stream_topics(c))
+    created = ensure_topics(settings, topics, servers)
+    granted = grant_stream_acls(settings, contracts, servers) if acls else 0
+    return {"topics": sorted(topics), "created": sorted(created), "acl_bindings": granted}
+
+
 def stream_acls(contracts: Iterable[Contract], pipeline: str = PIPELINE_PRINCIPAL,
                 producer: str = PRODUCER_PRINCIPAL) -> list[Any]:
     """The ACLs of the streams' principals (literal topic names; Spark's consumer groups by prefix):

@@ -175,6 +175,10 @@ class Settings(BaseSettings):
     def lake_is_local(self) -> bool:
         return "://" not in self.lake_dir or self.lake_dir.startswith("file://")
 
+    def with_kafka(self, **changes: Any) -> Settings:
+        """A copy with ``kafka`` fields changed (e.g. the servers of a broker started here)."""
+        return self.model_copy(update={"kafka": self.kafka.model_copy(update=changes)})
+
     def redacted(self) -> dict[str, Any]:
         """A JSON-safe view for logs and ``streamsight config``: secrets show as ``**********``."""
         return self.model_dump(mode="json")

@@ -11,14 +11,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamsight import jars
-from streamsight.errors import ConfigError
 from streamsight.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,15 +37,6 @@ SESSION_SQL_CONF = {
 }
 
 
-def check_java() -> None:
-    """Fail with a clear message when no Java runtime is found (local mode needs Java 17+)."""
-    home = os.environ.get("JAVA_HOME")
-    java = shutil.which("java", path=os.path.join(home, "bin")) if home else shutil.which("java")
-    if not java:
-        raise ConfigError("JAVA_HOME / PATH: no `java` found. Spark needs a Java 17+ runtime "
-                          "(Debian: `apt-get install openjdk-17-jre-headless`).")
-
-
 def under_spark_submit() -> bool:
     """Whether this Python process was started by ``spark-submit`` (PySpark connects to its gateway)."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -66,7 +55,7 @@ def build_session(settings: Settings, app_name: str, extra_jars: Iterable[Path |
         return active
     local = settings.spark.master.startswith("local")
     if local:
-        check_java()
+        jars.java_executable("Spark")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     conf = {

@@ -65,7 +65,7 @@ def _settings(ctx: typer.Context) -> Any:
     kafka = overrides.pop("kafka", None)
     settings = load_settings(**overrides)
     if kafka:  # a CLI flag beats the environment for this nested field
-        settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update=kafka)})
+        settings = settings.with_kafka(**kafka)
         from streamsight.settings import Settings
 
         settings = Settings.model_validate(settings.model_dump())  # re-validate the copy
@@ -99,7 +99,7 @@ def broker(
     import signal
 
     from streamsight.contracts import load_contracts
-    from streamsight.kafka import ensure_topics, grant_stream_acls, stream_topics
+    from streamsight.kafka import set_up_streams
     from streamsight_cli.local_kafka import LocalKafka
 
     settings = _settings(ctx)
@@ -113,13 +113,7 @@ def broker(
     address_file = settings.broker_address_file
     try:
         kafka.start()
-        admin = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={
-            "bootstrap_servers": kafka.bootstrap_servers, "security_protocol": "PLAINTEXT"})})
-        topics: dict[str, int] = {}
-        for c in contracts.values():
-            topics.update(stream_topics(c))
-        ensure_topics(admin, topics)
-        grant_stream_acls(admin, contracts.values())
+        topics = set_up_streams(kafka.admin_settings(settings), contracts.values())["topics"]
         address_file.parent.mkdir(parents=True, exist_ok=True)
         partial = address_file.with_suffix(".partial")
         partial.write_text(json.dumps(kafka.describe(), indent=2) + "\n", encoding="utf-8")
@@ -129,7 +123,7 @@ def broker(
                    f"  PLAINTEXT {kafka.bootstrap_servers}  loopback, no authentication\n"
                    f"  SASL_SSL  {kafka.sasl_ssl_bootstrap_servers}  SCRAM-SHA-512, CA {kafka.ca_file}, "
                    f"passwords in {kafka.data_dir / 'credentials.json'}\n"
-                   f"  topics: {', '.join(sorted(topics)) or 'none'}\n"
+                   f"  topics: {', '.join(topics) or 'none'}\n"
                    f"  addresses in {address_file}; stop with Ctrl-C or SIGTERM", err=True)
         while not stop and kafka.running:
             time.sleep(0.5)  # waiting for a signal or for Kafka to exit
@@ -149,17 +143,12 @@ def topics(
 ) -> None:
     """Create every contract's topics (and ACLs) on the configured Kafka, through its Admin API."""
     from streamsight.contracts import load_contracts
-    from streamsight.kafka import check_broker, ensure_topics, grant_stream_acls, stream_topics
+    from streamsight.kafka import check_broker, set_up_streams
 
     settings = _settings(ctx)
     contracts = load_contracts(settings.contracts_dir)
     check_broker(settings)
-    wanted: dict[str, int] = {}
-    for c in contracts.values():
-        wanted.update(stream_topics(c))
-    created = ensure_topics(settings, wanted)
-    granted = grant_stream_acls(settings, contracts.values()) if acls else 0
-    print(json.dumps({"topics": sorted(wanted), "created": sorted(created), "acl_bindings": granted}))
+    print(json.dumps(set_up_streams(settings, contracts.values(), acls=acls)))
 
 
 @app.command()

@@ -198,7 +198,7 @@ def _bench(settings: Settings, partitions: int) -> Iterator[_Bench]:
         if not servers:
             kafka = LocalKafka(work / "kafka", port=0, heap_mb=1024).start()
             servers, broker = kafka.bootstrap_servers, f"Apache Kafka {kafka.version} (local)"
-        settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": servers})})
+        settings = settings.with_kafka(bootstrap_servers=servers)
         ensure_topics(settings, stream_topics(contract))
         env = {**os.environ, "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": servers, "STREAMSIGHT_CONTRACTS_DIR": str(contracts_dir),
                "STREAMSIGHT_LOG_LEVEL": "WARNING", "PYTHONPATH": str(PROJECT_ROOT)}

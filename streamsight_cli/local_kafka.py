@@ -197,6 +197,10 @@ class LocalKafka:
         creds: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
         return creds
 
+    def admin_settings(self, settings: Settings) -> Settings:
+        """``settings`` pointing at the plaintext listener (a super user: topics, ACLs)."""
+        return settings.with_kafka(bootstrap_servers=self.bootstrap_servers, security_protocol="PLAINTEXT")
+
     def describe(self) -> dict[str, Any]:
         """What clients need to connect (written to the address file by ``streamsight broker``)."""
         return {
@@ -262,10 +266,7 @@ class LocalKafka:
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
     def _java(self, main: str, *args: str, **popen: Any) -> subprocess.Popen[bytes]:
-        java = shutil.which("java", path=os.path.join(os.environ["JAVA_HOME"], "bin")) if os.environ.get("JAVA_HOME") else None
-        java = java or shutil.which("java")
-        if java is None:
-            raise ConfigError("JAVA_HOME / PATH: no `java` found; Apache Kafka needs a Java 17+ runtime")
+        java = jars.java_executable("Apache Kafka")
         cp = os.pathsep.join(str(p) for p in jars.classpath("broker"))
         cmd = [java, f"-Xms{self.heap_mb // 2}m", f"-Xmx{self.heap_mb}m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
@@ -398,20 +399,14 @@ class LocalKafka:
 def running_kafka(settings: Settings, contracts: Iterable[Contract], data_dir: Path) -> Iterator[tuple[LocalKafka, Settings]]:
     """A fresh local Kafka on free ports in ``data_dir`` (wiped first) with the contracts' topics and
     ACLs, and ``settings`` pointing at its plaintext listener; stopped at the end of the block."""
-    from streamsight.kafka import ensure_topics, grant_stream_acls, stream_topics
+    from streamsight.kafka import set_up_streams
 
     kafka = LocalKafka(data_dir, port=0)
     kafka.reset()
     kafka.start()
     try:
-        local = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={
-            "bootstrap_servers": kafka.bootstrap_servers, "security_protocol": "PLAINTEXT"})})
-        contracts = list(contracts)
-        topics: dict[str, int] = {}
-        for c in contracts:
-            topics.update(stream_topics(c))
-        ensure_topics(local, topics)
-        grant_stream_acls(local, contracts)
+        local = kafka.admin_settings(settings)
+        set_up_streams(local, contracts)
         yield kafka, local
     finally:
         kafka.stop()

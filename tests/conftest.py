@@ -68,16 +68,10 @@ class TestBroker:
     local: Any = None  # the LocalKafka, when the session started one
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from streamsight.kafka import ensure_topics
+        from streamsight.settings import load_settings
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
-        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-        for future in futures.values():
-            try:
-                future.result(timeout=30)
-            except Exception as exc:  # already exists is fine
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise
+        ensure_topics(load_settings(kafka={"bootstrap_servers": self.bootstrap_servers}), {name: partitions})
 
     def new_topic(self, prefix: str, partitions: int = 1) -> str:
         """A fresh topic per test (name + uuid), so tests never see each other's data."""

@@ -258,8 +258,7 @@ def test_broker_sigkill_and_restart_mid_stream_loses_and_duplicates_nothing(spar
     settings, contract, env = telemetry
     kafka = LocalKafka(tmp_path / "own-kafka", port=0).start()
     try:
-        own = settings.model_copy(update={"kafka": settings.kafka.model_copy(
-            update={"bootstrap_servers": kafka.bootstrap_servers})})
+        own = settings.with_kafka(bootstrap_servers=kafka.bootstrap_servers)
         ensure_topics(own, stream_topics(contract))
         history = spark.createDataFrame(ai4i_silver(2000))
         train_model(spark, own, contract, silver=history, promote=True, algorithms=("logistic_regression",), refit=False)
