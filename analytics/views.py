@@ -2,12 +2,12 @@
 
 :func:`register_views` creates, for every contract and every table in
 :meth:`~streamsight.contracts.Contract.table_names`, a temporary view named after the table
-(``machine_telemetry_silver``, ``machine_telemetry_gold_by_type_1h``, ...) over
-``spark.read.parquet(table_uri(...))``. Lake tables carry Spark's ``_spark_metadata`` log, so the
-view sees exactly the committed files. A table that does not exist yet (or has no committed files)
-becomes an *empty* view with the declared schema from :func:`streamsight.lake.table_columns`, so
-queries never fail on a fresh lake. Declared columns missing from an existing table (written by an
-older contract version) are added as typed ``NULL`` columns.
+(``machine_telemetry_silver``, ``machine_telemetry_gold_by_type_1h``, ...) over the Delta table at
+``table_uri(...)`` (:func:`streamsight.lake.read_table`), so the view sees exactly the committed
+files. A table that does not exist yet becomes an *empty* view with the declared schema from
+:func:`streamsight.lake.table_columns`, so queries never fail on a fresh lake. Declared columns
+missing from an existing table (written by an older contract version) are added as typed ``NULL``
+columns.
 
 It also creates ``model_registry``: one row per registered model version, read from
 ``<lake>/_models/<model>/v<N>/metadata.json`` and ``<lake>/_models/<model>/aliases.json`` through the
@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from streamsight.contracts import Contract
-from streamsight.lake import models_uri, table_columns, table_uri
+from streamsight.lake import is_table, models_uri, read_table, table_columns, table_uri
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -187,9 +187,9 @@ def _read_table(spark: SparkSession, uri: str, columns: list[tuple[str, str]]) -
     from pyspark.sql import functions as F
 
     try:
-        if not path_exists(spark, uri):
+        if not path_exists(spark, uri) or not is_table(spark, uri):
             return None, EMPTY
-        frame = spark.read.parquet(uri)
+        frame = read_table(spark, uri)
     except PySparkException as exc:
         condition = exc.getCondition() if hasattr(exc, "getCondition") else None
         if condition in ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA"):

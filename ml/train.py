@@ -119,7 +119,7 @@ def train_model(
     from pyspark.sql import functions as F
 
     from ml.registry import ModelRegistry
-    from streamsight.lake import models_uri, table_uri
+    from streamsight.lake import models_uri, read_table, table_uri
 
     started = time.monotonic()
     spec = contract.model
@@ -137,7 +137,7 @@ def train_model(
     if silver is None:
         uri = table_uri(settings.lake_uri, contract, "silver")
         try:
-            silver = spark.read.parquet(uri)
+            silver = read_table(spark, uri)
         except Exception as exc:
             raise TrainingError(f"cannot read the silver table of {contract.name!r} at {uri}: "
                                 f"{str(exc).splitlines()[0]}") from exc

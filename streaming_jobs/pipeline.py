@@ -1,22 +1,25 @@
 """The streaming job of one stream contract: Kafka -> bronze -> silver + dead-letter -> predictions -> gold.
 
-Usage on a cluster (Spark's own Kafka connector)::
+Usage on a cluster (Spark's own Kafka connector and Delta Lake)::
 
     spark-submit --master spark://spark-master:7077 \\
-        --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 \\
+        --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0,io.delta:delta-spark_4.2_2.13:4.4.0 \\
+        --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \\
+        --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \\
         --py-files streamsight.zip \\
         streaming_jobs/pipeline.py --stream machine_telemetry
 
 Locally: ``streamsight stream --stream machine_telemetry [--until-idle]``.
 
-Queries (each with its own checkpoint under ``_checkpoints/<stream>/<query>``)::
+Queries (each with its own checkpoint under ``_checkpoints/<stream>/<query>``); every table is a
+Delta Lake table, created with its declared columns when the job starts::
 
-    bronze       Kafka raw topic ──▶ bronze                                      (Spark file sink)
+    bronze       Kafka raw topic ──▶ bronze                                      (Delta sink)
     silver       Kafka raw topic ─validate─▶ watermark ─▶ drop duplicates within watermark
                  ─foreachBatch─▶ rejected records ─▶ dead_letter table + dead-letter topic
                               └─▶ filter, enrich ─▶ silver ─score─▶ predictions
-                                                  (each table idempotent by batch id)
-    gold_<agg>   silver ─watermark─▶ event-time window aggregate ──▶ gold         (Spark file sink, append)
+                                                  (each table idempotent by query id and batch id)
+    gold_<agg>   silver (Delta source) ─watermark─▶ event-time window aggregate ──▶ gold  (Delta sink, append)
 
 ``bronze`` and ``silver`` both read Kafka, so an event reaches silver and predictions in one
 micro-batch of one query. The stream validates every value (:func:`streaming_jobs.transforms.validated`:
@@ -25,12 +28,13 @@ records take part in de-duplication: a rejected record is keyed by its Kafka coo
 carries no event time, so it is never dropped, never counts as a duplicate and never moves the
 watermark.
 
-Exactly-once: the Spark file sinks keep ``_spark_metadata``; the foreachBatch tables are written with
-:class:`streaming_jobs.lake_sink.LakeTable`, which writes the same log keyed by batch id, so a batch
-re-run after a crash is skipped for every table it already committed. The dead-letter topic gets a
-batch's messages before its dead_letter table commit: a crash between the two publishes them again
-(at least once; each message's key is its record's Kafka coordinates). Downstream queries read
-silver as a file stream through that log, so they never see partial files.
+Exactly-once: Delta's streaming sink records each query's batch ids in the table's log; the
+foreachBatch tables are written with :class:`streaming_jobs.lake_writer.BatchTable` (Delta's
+idempotent writes, keyed by the silver query's id and the batch id), so a batch re-run after a
+crash is skipped for every table it already committed. The dead-letter topic gets a batch's
+messages before its dead_letter table commit: a crash between the two publishes them again (at
+least once; each message's key is its record's Kafka coordinates). Downstream queries read silver
+through its transaction log, so they never see uncommitted files.
 
 ``--until-idle`` runs the queries in dependency order with ``Trigger.AvailableNow`` and stops when
 each has caught up; otherwise all queries run until SIGTERM/SIGINT.
@@ -54,7 +58,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from streaming_jobs import transforms as T
-from streaming_jobs.lake_sink import BatchRecordLog, LakeTable
+from streaming_jobs.lake_writer import BatchRecordLog, BatchTable, create_table, query_id
 from streaming_jobs.metrics import (
     DEAD_LETTER_RATE,
     MetricsSink,
@@ -65,7 +69,7 @@ from streaming_jobs.metrics import (
 )
 from streamsight.contracts import Contract, get_contract
 from streamsight.kafka import check_broker, spark_options
-from streamsight.lake import checkpoint_uri, silver_columns, table_uri
+from streamsight.lake import TABLE_FORMAT, checkpoint_uri, table_columns, table_uri
 from streamsight.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,10 +82,6 @@ def batch_stats(spark: SparkSession, settings: Settings, contract: Contract) -> 
     """The silver query's per-micro-batch record (``_ops/<stream>/silver_batches``): counts, the
     model version used, commit time and where the batch's time went."""
     return BatchRecordLog(ops_uri(settings, contract, "silver_batches")).read(spark, BATCH_STATS_COLUMNS)
-
-
-def _ddl(columns: list[tuple[str, str]]) -> str:
-    return ", ".join(f"`{c}` {t}" for c, t in columns)
 
 
 def ops_uri(settings: Settings, contract: Contract, name: str) -> str:
@@ -118,9 +118,21 @@ class StreamJob:
             options["maxOffsetsPerTrigger"] = str(max_offsets)
         return self.spark.readStream.format("kafka").options(**options).load()
 
-    def _file_stream(self, table: str, columns: list[tuple[str, str]]) -> DataFrame:
-        _ensure_dir(self.spark, self.uri(table))
-        return self.spark.readStream.schema(_ddl(columns)).parquet(self.uri(table))
+    def _table_stream(self, table: str) -> DataFrame:
+        """The rows each commit of a lake table adds, as a stream."""
+        return self.spark.readStream.format(TABLE_FORMAT).load(self.uri(table))
+
+    def tables(self) -> list[str]:
+        """The stream's lake tables (predictions only with a model)."""
+        c = self.contract
+        return ["bronze", "silver", "dead_letter", *(["predictions"] if c.model else []),
+                *[f"gold_{a.name}" for a in c.aggregates]]
+
+    def create_tables(self) -> None:
+        """Every lake table of the stream, empty with its declared columns, unless it exists."""
+        for table in self.tables():
+            columns, partitions = table_columns(self.contract, table)
+            create_table(self.spark, self.uri(table), columns, partitions, {})
 
     def reference(self) -> DataFrame | None:
         """The contract's reference data, read once (None without a ``reference`` block)."""
@@ -167,7 +179,7 @@ class StreamJob:
     def bronze_query(self, available_now: bool) -> StreamingQuery:
         df = T.to_bronze(self.kafka_stream(self.contract.raw_topic,
                                      max_offsets=self.settings.spark.bronze_max_offsets_per_trigger))
-        return (self._writer(df, "bronze", available_now).format("parquet")
+        return (self._writer(df, "bronze", available_now).format(TABLE_FORMAT)
                 .partitionBy("ingest_date").start(self.uri("bronze")))
 
     def silver_query(self, available_now: bool) -> StreamingQuery:
@@ -184,9 +196,9 @@ class StreamJob:
 
     def gold_query(self, aggregate: str, available_now: bool) -> StreamingQuery:
         c = self.contract
-        silver = self._file_stream("silver", silver_columns(c)).withWatermark(c.event_time.field, c.watermark)
+        silver = self._table_stream("silver").withWatermark(c.event_time.field, c.watermark)
         df = T.windowed_aggregate(silver, c, aggregate)
-        return (self._writer(df, f"gold_{aggregate}", available_now).format("parquet")
+        return (self._writer(df, f"gold_{aggregate}", available_now).format(TABLE_FORMAT)
                 .outputMode("append").start(self.uri(f"gold_{aggregate}")))
 
     # -- running ---------------------------------------------------------------------------
@@ -210,6 +222,7 @@ class StreamJob:
     def run_until_idle(self, progress: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, int]:
         """Run every query with AvailableNow in dependency order; returns input rows per query
         (and puts each query's progress reports into ``progress`` when given)."""
+        self.create_tables()
         with self._publishing_metrics():
             return self._run_stages(progress)
 
@@ -250,6 +263,7 @@ class StreamJob:
 
     def start_queries(self) -> list[StreamingQuery]:
         """Every query of the stream, running with its trigger interval."""
+        self.create_tables()
         names = ["bronze", "silver", *[f"gold_{a.name}" for a in self.contract.aggregates]]
         return [self._start(n, available_now=False) for n in names]
 
@@ -290,17 +304,23 @@ class SilverBatchWriter:
 
     Writes rejected records to dead_letter (and the dead-letter topic); filters, enriches and writes
     the valid de-duplicated records to silver; scores them into predictions; records the batch's
-    counts in ``_ops/<stream>/silver_batches``.  Each table write is idempotent by batch id, so a
-    batch replayed after a crash adds nothing twice.
+    counts in ``_ops/<stream>/silver_batches``.  Each table write is idempotent by the query's id
+    and the batch id, so a batch replayed after a crash adds nothing twice.
     """
 
     def __init__(self, job: StreamJob) -> None:
         self.job = job
         c = job.contract
-        self.silver = LakeTable(job.uri("silver"), partition_by=c.partition_by)
-        self.dead_letter = LakeTable(job.uri("dead_letter"), partition_by=["ingest_date"])
-        self.predictions = LakeTable(job.uri("predictions"), partition_by=["event_date"])
+
+        def table(name: str) -> BatchTable:
+            columns, partitions = table_columns(c, name)
+            return BatchTable(job.uri(name), columns, partitions)
+
+        self.silver = table("silver")
+        self.dead_letter = table("dead_letter")
+        self.predictions = table("predictions") if c.model is not None else None
         self.stats = BatchRecordLog(ops_uri(job.settings, c, "silver_batches"))
+        self._app_id: str | None = None
         self._scorer: Any = None
         self._pool: ThreadPoolExecutor | None = None
         if c.model is not None:
@@ -309,12 +329,18 @@ class SilverBatchWriter:
             self._scorer = ProductionScorer(job.spark, job.settings, c)
             self._scorer.current()  # load the production model now, not in the first micro-batch
 
-    @staticmethod
-    def _write(table: LakeTable, df: DataFrame, batch_id: int) -> int:
+    def app_id(self, spark: SparkSession) -> str:
+        """The silver query's id: the transaction id of its writes to every table."""
+        if self._app_id is None:
+            self._app_id = query_id(spark, self.job.checkpoint("silver"))
+        return self._app_id
+
+    def _write(self, table: BatchTable, df: DataFrame, batch_id: int) -> int:
         """Rows written; a table an earlier attempt of this batch committed is counted, not rewritten."""
-        if table.is_committed(df.sparkSession, batch_id):
+        app = self.app_id(df.sparkSession)
+        if table.is_committed(df.sparkSession, batch_id, app):
             return df.count()
-        return table.write_batch(df, batch_id)
+        return table.write_batch(df, batch_id, app)
 
     def _silver_rows(self, batch: DataFrame, batch_id: int) -> DataFrame:
         """The batch's valid raw records, filtered, enriched and in silver's column order."""
@@ -327,7 +353,7 @@ class SilverBatchWriter:
         """Score ``silver`` with the production model into predictions: (rows, model version);
         (0, None) when no model is in production."""
         scored = self._scorer.score(silver)
-        if scored is None:
+        if scored is None or self.predictions is None:
             return 0, None
         return self._write(self.predictions, scored, batch_id), self._scorer.last_version
 
@@ -387,18 +413,14 @@ class SilverBatchWriter:
             lap = time.monotonic()
             if dead_rows:
                 dead = T.invalid_rows(batch)
-                if not self.dead_letter.is_committed(spark, batch_id):
+                if not self.dead_letter.is_committed(spark, batch_id, self.app_id(spark)):
                     self._publish_dead_letters(dead)
                 self._write(self.dead_letter, dead, batch_id)
-            else:
-                self.dead_letter.commit_empty(spark, batch_id)
             timings["dead_letter"] = round(time.monotonic() - lap, 3)
             predictions, version = 0, None
             if scoring is not None:
                 (predictions, version), timings["predictions"] = scoring.result()
                 scoring = None
-            if version is None:  # nothing scored: keep the predictions log contiguous, no Spark job
-                self.predictions.commit_empty(spark, batch_id)
             lap = time.monotonic()
             timings["total"] = round(lap - began, 3)
             self.stats.write(spark, batch_id, {
@@ -451,13 +473,6 @@ def _local_table(spark: SparkSession, rows: list[Any], schema: Any) -> DataFrame
     values = [f"({', '.join(literal(v) for v in row)})" for row in rows] or [f"({', '.join(['NULL'] * len(fields))})"]
     columns = ", ".join(f"CAST(col{i + 1} AS {f.dataType.simpleString()}) AS `{f.name}`" for i, f in enumerate(fields))
     return spark.sql(f"SELECT {columns} FROM VALUES {', '.join(values)}" + ("" if rows else " WHERE false"))
-
-
-def _ensure_dir(spark: SparkSession, uri: str) -> None:
-    from streamsight.hadoop import HadoopFS
-
-    fs = HadoopFS(spark, uri)
-    fs.mkdirs(fs.root)
 
 
 def run(spark: SparkSession, settings: Settings, stream: str, *, until_idle: bool) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ from streamsight.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 POM = PROJECT_ROOT / "pom.xml"
-PROFILES = ("broker", "spark")
+PROFILES = ("broker", "spark", "s3", "hdfs", "s3proxy")
 STAMP = ".resolved"
 RESOLVE_TIMEOUT_S = 900
 
@@ -34,6 +34,22 @@ def java_executable(needed_by: str) -> str:
         raise ConfigError(f"JAVA_HOME / PATH: no `java` found; {needed_by} needs a Java 17+ runtime "
                           "(Debian: `apt-get install openjdk-17-jre-headless`).")
     return java
+
+
+def pom_property(name: str) -> str:
+    """A property of ``pom.xml`` (``delta.version``, ``spark.version`` ...)."""
+    import xml.etree.ElementTree as ET
+
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    found = ET.parse(POM).getroot().find(f"m:properties/m:{name}", ns)
+    if found is None or not (found.text or "").strip():
+        raise KeyError(f"{POM} has no property {name}")
+    return (found.text or "").strip()
+
+
+def delta_package() -> str:
+    """Maven coordinates of the Delta Lake build ``pom.xml`` pins (for ``spark-submit --packages``)."""
+    return f"io.delta:delta-spark_4.2_{pom_property('scala.binary.version')}:{pom_property('delta.version')}"
 
 
 def jvm_dir() -> Path:

@@ -1,4 +1,4 @@
-"""Lake layout: where every table, checkpoint and model lives, and each table's columns.
+"""Lake layout: where every table, checkpoint and model lives, each table's columns, and how to read one.
 
 Layout under the lake root (a directory, ``hdfs://`` or ``s3a://`` URI)::
 
@@ -8,15 +8,23 @@ Layout under the lake root (a directory, ``hdfs://`` or ``s3a://`` URI)::
     predictions/<stream>/            model scores               partitioned per contract
     gold/<stream>__<aggregate>/      windowed aggregates
     _checkpoints/<stream>/<query>/   Spark streaming checkpoints
+    _ops/<stream>/                   the streaming job's per-micro-batch records
     _models/<model>/                 model registry (versions, aliases)
 
-Every table is Parquet with Spark's ``_spark_metadata`` log, so ``spark.read.parquet(path)`` and
-``spark.readStream.parquet(path)`` see exactly the committed files.
+Every table is a Delta Lake table (Parquet files and the ``_delta_log`` transaction log): Spark
+(:func:`read_table`), Athena, Trino and delta-rs all read exactly the committed files.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from streamsight.contracts import Contract
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+TABLE_FORMAT = "delta"
 
 BRONZE_COLUMNS = [
     ("key", "binary"), ("value", "binary"), ("headers", "array<struct<key:string,value:binary>>"),
@@ -128,3 +136,23 @@ def table_columns(contract: Contract, table: str) -> tuple[list[tuple[str, str]]
     if table.startswith("gold_"):
         return gold_columns(contract, table[len("gold_"):]), []
     raise ValueError(f"unknown table {table!r}")
+
+
+def ddl(columns: list[tuple[str, str]]) -> str:
+    """``[("a", "int")]`` -> ``"`a` int"``."""
+    return ", ".join(f"`{name}` {kind}" for name, kind in columns)
+
+
+def is_table(spark: SparkSession, uri: str) -> bool:
+    """Whether ``uri`` holds a lake table (a Delta transaction log)."""
+    from delta.tables import DeltaTable
+
+    return bool(DeltaTable.isDeltaTable(spark, uri))
+
+
+def read_table(spark: SparkSession, uri: str, *, version: int | None = None) -> DataFrame:
+    """The committed rows of the lake table at ``uri`` (at ``version``, when given)."""
+    reader = spark.read.format(TABLE_FORMAT)
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(uri)

@@ -2,10 +2,11 @@
 
 * Under ``spark-submit`` (the JVM gateway exists before Python starts) the session is the one the
   submission configured: its master, jars and packages are left alone; the SQL settings the jobs
-  depend on (:data:`SESSION_SQL_CONF`) are applied.
+  depend on (:data:`SESSION_SQL_CONF`) are applied, and a submission without Delta Lake's session
+  settings (:data:`DELTA_CONF`, which only the submission can set) fails naming them.
 * Otherwise a session is built from settings: ``spark.master``, shuffle partitions, RocksDB state,
-  Spark's Kafka connector from ``.jvm/spark`` (:mod:`streamsight.jars`) plus ``extra_jars``, and
-  ``spark.conf``.
+  Spark's Kafka connector and Delta Lake from ``.jvm/spark`` (:mod:`streamsight.jars`), hadoop-aws
+  from ``.jvm/s3`` when the lake is on S3, plus ``extra_jars``, and ``spark.conf``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamsight import jars
+from streamsight.errors import ConfigError
 from streamsight.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,6 +39,14 @@ SESSION_SQL_CONF = {
 }
 
 
+# Delta Lake's SQL extension and catalog: static settings, fixed when the session starts.
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+S3_SCHEMES = ("s3a://", "s3://")
+
+
 def under_spark_submit() -> bool:
     """Whether this Python process was started by ``spark-submit`` (PySpark connects to its gateway)."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -50,6 +60,7 @@ def build_session(settings: Settings, app_name: str, extra_jars: Iterable[Path |
     if active is None and under_spark_submit():
         active = SparkSession.builder.appName(app_name).getOrCreate()
     if active is not None:
+        _check_delta(active)
         for key, value in SESSION_SQL_CONF.items():
             active.conf.set(key, value)
         return active
@@ -67,14 +78,20 @@ def build_session(settings: Settings, app_name: str, extra_jars: Iterable[Path |
         # commit state as a changelog of the micro-batch, not a RocksDB snapshot each time
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Delta rebuilds a table's state (its files, its writers' batch ids) in this many tasks:
+        # the default, 50, costs seconds per micro-batch on a small machine
+        "spark.databricks.delta.snapshotPartitions": str(settings.spark.shuffle_partitions),
+        **DELTA_CONF,
         **SESSION_SQL_CONF,
     }
     if local:
         conf.update({"spark.ui.enabled": "false", "spark.driver.host": "127.0.0.1"})
     conf.update(settings.spark.conf)
-    # Spark's Kafka connector (pom.xml, profile spark) and the caller's jars, shipped to executors
-    # by the driver (spark.jars), before any the settings name.
-    paths = [*map(str, jars.classpath("spark")), *map(str, extra_jars)]
+    # Spark's Kafka connector and Delta Lake (pom.xml, profile spark), the s3a:// file system for a
+    # lake on S3 (profile s3) and the caller's jars, shipped to executors by the driver
+    # (spark.jars), before any the settings name.
+    profiles = ["spark", *(["s3"] if settings.lake_uri.startswith(S3_SCHEMES) else [])]
+    paths = [*(str(p) for profile in profiles for p in jars.classpath(profile)), *map(str, extra_jars)]
     conf["spark.jars"] = ",".join(p for p in (*paths, conf.get("spark.jars", "")) if p)
     builder = SparkSession.builder.master(settings.spark.master).appName(app_name)
     for key, value in conf.items():
@@ -82,3 +99,12 @@ def build_session(settings: Settings, app_name: str, extra_jars: Iterable[Path |
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def _check_delta(spark: SparkSession) -> None:
+    """ConfigError naming each Delta Lake session setting a submitted session lacks."""
+    conf = spark.sparkContext.getConf()
+    missing = [f"--conf {k}={v}" for k, v in DELTA_CONF.items() if v not in (conf.get(k) or "")]
+    if missing:
+        raise ConfigError(f"the lake's tables are Delta Lake tables; submit with --packages {jars.delta_package()} "
+                          "and " + " ".join(missing))

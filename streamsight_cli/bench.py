@@ -42,6 +42,7 @@ from typing import Any
 import yaml
 
 from streamsight.contracts import Contract, load_contract
+from streamsight.lake import read_table
 from streamsight.settings import Settings
 
 BENCH_STREAM = "bench_telemetry"
@@ -237,7 +238,7 @@ def run_capacity(settings: Settings, *, events: int, partitions: int = 8, output
         spark, job = _warm_job(b)
         try:
             filled = _summary(_producer(b.env, count=events, seed=2, faults="malformed=0.001,schema=0.002,duplicates=0.01"))
-            silver_before = spark.read.parquet(job.uri("silver")).count()
+            silver_before = read_table(spark, job.uri("silver")).count()
             watch = _CpuWatch({"spark_jvm": spark._jvm.java.lang.ProcessHandle.current().pid(),
                                "driver_python": os.getpid(), "kafka": b.kafka_pid})
             watch.start()
@@ -246,7 +247,7 @@ def run_capacity(settings: Settings, *, events: int, partitions: int = 8, output
             totals = job.run_until_idle(progress=progress)
             seconds = time.monotonic() - began
             cpu = watch.stop()
-            silver = spark.read.parquet(job.uri("silver")).count() - silver_before
+            silver = read_table(spark, job.uri("silver")).count() - silver_before
             result = {
                 "bench": "capacity", "events": events, "seconds": round(seconds, 1),
                 "events_per_s": round(events / seconds, 1),
@@ -269,7 +270,7 @@ def run_sustained(settings: Settings, *, rate: float, seconds: float, warmup_sec
     with _bench(settings, partitions) as b:
         spark, job = _warm_job(b)
         try:
-            warm_silver = spark.read.parquet(job.uri("silver")).count()
+            warm_silver = read_table(spark, job.uri("silver")).count()
             queries = job.start_queries()
             ready_by = time.monotonic() + 120
             while any(q.lastProgress is None for q in queries) and time.monotonic() < ready_by:
@@ -336,14 +337,13 @@ def run_producer(settings: Settings, *, events: int, partitions: int = 8, output
 
 
 def _silver_committed(job: Any) -> int:
-    """Silver rows committed so far, from the batch records (plain files: no Spark job while measuring)."""
-    from urllib.parse import urlparse
-    from urllib.request import url2pathname
-
+    """Silver rows committed so far, from the batch records (files read through Hadoop: no Spark job
+    while measuring)."""
+    from streaming_jobs.lake_writer import BatchRecordLog
     from streaming_jobs.pipeline import ops_uri
 
-    directory = Path(url2pathname(urlparse(ops_uri(job.settings, job.contract, "silver_batches")).path))
-    return sum(json.loads(p.read_text(encoding="utf-8"))["silver"] for p in directory.glob("batch-*.json"))
+    records = BatchRecordLog(ops_uri(job.settings, job.contract, "silver_batches")).records(job.spark)
+    return sum(int(r["silver"]) for r in records)
 
 
 def _pipeline_measured(spark: Any, job: Any, stats: Any) -> tuple[
@@ -365,14 +365,14 @@ def _silver_rows(spark: Any, job: Any) -> list[tuple[float, int, float]]:
     from pyspark.sql import functions as F
 
     step = 1 / LATENCY_RESOLUTION_S
-    silver = spark.read.parquet(job.uri("silver"))
+    silver = read_table(spark, job.uri("silver"))
     grouped = (silver.groupBy(F.floor(F.col("_kafka_timestamp").cast("double") * step).alias("t"), "_batch_id")
                .count().collect())
     return [(r["t"] / step, r["_batch_id"], float(r["count"])) for r in grouped]
 
 
 def _predicted_batches(spark: Any, job: Any) -> set[int]:
-    return {r["_batch_id"] for r in spark.read.parquet(job.uri("predictions")).select("_batch_id").distinct().collect()}
+    return {r["_batch_id"] for r in read_table(spark, job.uri("predictions")).select("_batch_id").distinct().collect()}
 
 
 def keeping_up(commits: list[tuple[float, int]], *, since: float, until: float, produced: int,

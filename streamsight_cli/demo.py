@@ -124,9 +124,10 @@ def reconcile(spark: Any, job: Any, runs: list[ProduceSummary]) -> dict[str, Any
 
     from streaming_jobs import transforms as T
     from streaming_jobs.pipeline import batch_stats
+    from streamsight.lake import read_table
 
     contract = job.contract
-    read = lambda t: spark.read.parquet(job.uri(t))  # noqa: E731
+    read = lambda t: read_table(spark, job.uri(t))  # noqa: E731
     bronze = read("bronze")
     silver = read("silver")
     dead = read("dead_letter")

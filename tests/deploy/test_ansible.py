@@ -35,6 +35,8 @@ from typing import Any
 import pytest
 import yaml
 
+from streamsight.jars import delta_package
+from streamsight.spark import DELTA_CONF
 from tests.conftest import BACKGROUND_ALLOWANCE, background_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -790,7 +792,9 @@ def test_pipeline_install_and_units(deployment: Deployment) -> None:
     stream = unit(units / "streamsight-stream@.service")
     (exec_start,) = stream["ExecStart"]
     assert exec_start.startswith("/opt/spark/current/bin/spark-submit --master spark://spark-master.internal:7077 ")
-    assert "--packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0" in exec_start
+    assert f"--packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0,{delta_package()} " in exec_start
+    for key, value in DELTA_CONF.items():
+        assert f"--conf {key}={value} " in exec_start
     assert "--py-files /opt/streamsight/lib/streamsight.zip" in exec_start
     assert "--jars" not in exec_start  # --packages brings the connector; the project has no jar of its own
     assert "--archives /opt/streamsight/lib/streamsight-env.tar.gz#environment" in exec_start

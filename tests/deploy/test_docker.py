@@ -445,6 +445,17 @@ def _check_packages(where: str, packages: str) -> None:
             assert version == hadoop, f"{where}: {coord} does not match the Hadoop {hadoop} bundled with pyspark"
 
 
+def _check_delta(where: str, packages: str, options: dict[str, list[str]]) -> None:
+    """The lake is Delta Lake: the package the session needs (pom.xml's) and its static settings."""
+    from streamsight.jars import delta_package
+    from streamsight.spark import DELTA_CONF
+
+    assert delta_package() in packages.split(","), f"{where}: no Delta Lake package matching pom.xml"
+    confs = dict(c.split("=", 1) for c in options.get("--conf", []))
+    for key, value in DELTA_CONF.items():
+        assert confs.get(key) == value, f"{where}: --conf {key}={value} missing"
+
+
 def _check_driver_host(where: str, options: dict[str, list[str]]) -> None:
     """Executors must reach the driver: the image advertises the container IP (docker/spark/spark-env.sh).
 
@@ -466,6 +477,7 @@ def test_spark_submit_jobs_match_the_repo():
         assert "org.apache.spark:spark-sql-kafka-0-10_2.13:" in packages, f"{name}: no Kafka connector package"
         _check_packages(name, packages)
         _check_driver_host(name, options)
+        _check_delta(name, packages, options)
 
         script = repo_path(app)
         assert script.is_file(), f"{name}: {app} -> {script} does not exist in the repo"

@@ -74,11 +74,11 @@ def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, interva
 
 
 def committed_batches(table_dir: Path) -> int:
-    """How many micro-batches a lake table has committed (entries in its _spark_metadata log)."""
-    log = table_dir / "_spark_metadata"
+    """How many commits a lake table has after the one that created it (files of its Delta log)."""
+    log = table_dir / "_delta_log"
     if not log.is_dir():
         return 0
-    return len([p for p in log.iterdir() if not p.name.startswith(".") and not p.name.endswith(".tmp")])
+    return max(0, len([p for p in log.glob("*.json") if p.stem.isdigit()]) - 1)
 
 
 def read_topic(servers: str, topic: str) -> list[Any]:
@@ -100,3 +100,18 @@ def read_topic(servers: str, topic: str) -> list[Any]:
         return out
     finally:
         consumer.close()
+
+
+def assert_same_rows_outside_spark(table_dir: Path, spark_frame: Any, *, key: str) -> None:
+    """delta-rs (Delta Lake's Rust reader, no JVM) reads the table at ``table_dir`` as Spark read
+    ``spark_frame``: the same ``key`` values, none twice, from whole Parquet files only."""
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+
+    table = DeltaTable(str(table_dir))
+    for uri in table.file_uris():
+        pq.read_metadata(uri.removeprefix("file://"))  # raises on a partial file
+    outside = table.to_pyarrow_table(columns=[key]).column(key).to_pylist()
+    inside = [r[0] for r in spark_frame.select(key).collect()]
+    assert len(outside) == len(set(outside)), "a key twice in the table as delta-rs reads it"
+    assert sorted(outside) == sorted(inside)

@@ -14,6 +14,7 @@ from confluent_kafka import Producer
 from ingestion.producer import OVERSIZE_KEPT_BYTES
 from streaming_jobs.pipeline import StreamJob
 from streamsight.contracts import load_contracts
+from streamsight.lake import read_table
 from streamsight.settings import load_settings
 from streamsight.validation import parse_json
 from tests.corpus import telemetry_cases
@@ -53,7 +54,7 @@ def test_the_corpus_by_file_and_as_raw_bytes_lands_with_its_codes(tmp_path, kafk
 
     job = StreamJob(spark, load_settings(), contract, kafka_broker.bootstrap_servers)
     job.run_until_idle()
-    dead = spark.read.parquet(job.uri("dead_letter")).collect()
+    dead = read_table(spark, job.uri("dead_letter")).collect()
     assert len(dead) == sum(bad.values()) + sum(1 for c in sendable if c.code)
 
     producer_rows = [r for r in dead if r["source"] == "producer"]
@@ -65,8 +66,8 @@ def test_the_corpus_by_file_and_as_raw_bytes_lands_with_its_codes(tmp_path, kafk
         (c.raw, c.code) for c in sendable if c.code)
     assert all(r["reason"] for r in dead)
 
-    silver = {r["event_id"] for r in spark.read.parquet(job.uri("silver")).select("event_id").collect()}
+    silver = {r["event_id"] for r in read_table(spark, job.uri("silver")).select("event_id").collect()}
     valid_ids = {parse_json(c.raw.decode())["event_id"] for c in cases if c.code is None}
     assert silver == valid_ids
-    bronze = spark.read.parquet(job.uri("bronze")).count()
+    bronze = read_table(spark, job.uri("bronze")).count()
     assert bronze == len(by_file) + len(sendable)  # every record a source yielded, valid or not

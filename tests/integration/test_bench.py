@@ -1,7 +1,7 @@
 """The benchmark's arithmetic (streamsight_cli.bench.measure, keeping_up) on a small real lake.
 
 The ``streamsight bench`` runs are benchmarks, not tests (they take minutes); what they report is
-computed here from Parquet silver / predictions tables and batch records written by real Spark.
+computed here from Delta silver / predictions tables and batch records written by real Spark.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ def lake(spark, tmp_path_factory):
     silver = [(f"e{b}-{i}", ts(off), b) for b, (_, offs) in BATCHES.items() for i, off in enumerate(offs)]
     silver.append(("early", ts(EARLY), 0))
     spark.createDataFrame(silver, "event_id string, _kafka_timestamp timestamp, _batch_id long") \
-        .write.parquet(str(root / "silver"))
+        .write.format("delta").save(str(root / "silver"))
     spark.createDataFrame([(e, b) for e, _, b in silver if b in PREDICTED], "event_id string, _batch_id long") \
-        .write.parquet(str(root / "predictions"))
+        .write.format("delta").save(str(root / "predictions"))
     stats = spark.createDataFrame([(b, ts(commit), len(offs)) for b, (commit, offs) in BATCHES.items()],
                                   "batch_id long, committed_at timestamp, silver long")
     commits, rows, predicted, _ = _pipeline_measured(spark, SimpleNamespace(uri=lambda table: str(root / table)), stats)

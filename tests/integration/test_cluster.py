@@ -22,7 +22,9 @@ from ingestion import sources
 from ingestion.producer import produce
 from streamsight import jars
 from streamsight.contracts import load_contracts
+from streamsight.lake import read_table
 from streamsight.settings import load_settings
+from streamsight.spark import DELTA_CONF
 from tests.conftest import AI4I_CSV
 from tests.integration.helpers import ROOT, cli_env, isolated_contract, wait_for
 
@@ -107,6 +109,7 @@ def test_spark_submit_to_a_standalone_cluster_reconciles(standalone, tmp_path, k
               "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.executor.memory=1g",
               "--conf", "spark.sql.shuffle.partitions=2",
               "--jars", ",".join(map(str, jars.classpath("spark"))),
+              *[arg for key, value in DELTA_CONF.items() for arg in ("--conf", f"{key}={value}")],
               "--py-files", str(_code_archive(tmp_path / "streamsight.zip")),
               str(ROOT / "streaming_jobs" / "pipeline.py"), "--stream", "machine_telemetry", "--until-idle"]
     run_env = {**env, "SPARK_HOME": str(SPARK_HOME), "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
@@ -118,9 +121,9 @@ def test_spark_submit_to_a_standalone_cluster_reconciles(standalone, tmp_path, k
     assert [a["name"] for a in apps] == ["streamsight-stream"]  # it ran on the cluster, not in local mode
 
     lake = Path(env["STREAMSIGHT_LAKE_DIR"])
-    silver = spark.read.parquet(str(lake / "silver" / "machine_telemetry"))
-    dead = spark.read.parquet(str(lake / "dead_letter" / "machine_telemetry"))
-    bronze = spark.read.parquet(str(lake / "bronze" / "machine_telemetry"))
+    silver = read_table(spark, str(lake / "silver" / "machine_telemetry"))
+    dead = read_table(spark, str(lake / "dead_letter" / "machine_telemetry"))
+    bronze = read_table(spark, str(lake / "bronze" / "machine_telemetry"))
     assert bronze.count() == good.sent + bad.sent == 1040
     assert dead.count() == rejects and silver.count() == 1040 - rejects
     assert silver.select("event_id").distinct().count() == silver.count()

@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streamsight.contracts import load_contracts
 from streamsight.errors import BrokerUnavailableError, ConfigError
 from streamsight.kafka import PIPELINE_PRINCIPAL, PRODUCER_PRINCIPAL, check_broker, ensure_topics, grant_stream_acls
+from streamsight.lake import read_table
 from streamsight.settings import load_settings
 from tests.integration.helpers import ROOT, isolated_contract, wait_for
 
@@ -219,7 +220,7 @@ def test_end_to_end_over_sasl_ssl(secured, spark, tmp_path, monkeypatch):
     job = StreamJob(spark, pipeline, contract)
     totals = job.run_until_idle()
     assert totals["silver"] == 320
-    silver = spark.read.parquet(job.uri("silver")).count()
-    dead = spark.read.parquet(job.uri("dead_letter")).count()
+    silver = read_table(spark, job.uri("silver")).count()
+    dead = read_table(spark, job.uri("dead_letter")).count()
     assert silver == 300 + 20 - poison.faults["malformed"] and dead == poison.faults["malformed"] > 0
     assert len(read_topic(kafka.bootstrap_servers, contract.dead_letter_topic)) == dead

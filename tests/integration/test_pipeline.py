@@ -22,10 +22,19 @@ from ingestion.producer import produce
 from streaming_jobs import transforms as T
 from streaming_jobs.pipeline import StreamJob, batch_stats
 from streamsight.contracts import REJECTION_HEADERS, load_contracts
+from streamsight.lake import read_table
 from streamsight.settings import load_settings
 from streamsight_cli.demo import reconcile
 from tests.conftest import AI4I_CSV, ai4i_silver
-from tests.integration.helpers import ROOT, cli_env, committed_batches, isolated_contract, read_topic, wait_for
+from tests.integration.helpers import (
+    ROOT,
+    assert_same_rows_outside_spark,
+    cli_env,
+    committed_batches,
+    isolated_contract,
+    read_topic,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -67,13 +76,13 @@ def test_end_to_end_reconciles(spark, kafka_broker, telemetry):
     assert not failed, failed
     assert summary["duplicates_dropped"] > 0 and summary["invalid"] > 0
     # Predictions exist for exactly the rows that arrived after the model was promoted.
-    preds = spark.read.parquet(job.uri("predictions"))
+    preds = read_table(spark, job.uri("predictions"))
     assert preds.where("model_version = 1").count() == summary["predictions"] > 0
     assert preds.agg(F.min("probability"), F.max("probability")).first()[0] >= 0.0
     # Gold: every silver row whose window has closed is counted exactly once per window it falls in.
-    gold = spark.read.parquet(job.uri("gold_by_type_1h"))
+    gold = read_table(spark, job.uri("gold_by_type_1h"))
     assert gold.count() > 0
-    silver = spark.read.parquet(job.uri("silver"))
+    silver = read_table(spark, job.uri("silver"))
     closed = gold.agg(F.max("window_end")).first()[0]
     expected = silver.where(F.col("event_time") < closed).count()
     assert gold.agg(F.sum("readings")).first()[0] == expected
@@ -105,14 +114,14 @@ def test_poison_messages_go_to_dead_letter_and_stream_continues(spark, kafka_bro
     job = StreamJob(spark, settings, contract, kafka_broker.bootstrap_servers)
     job.run_until_idle()
     dead = {bytes(r["raw_value"] or b""): (r["error_code"], r["reason"])
-            for r in spark.read.parquet(job.uri("dead_letter")).collect()}
+            for r in read_table(spark, job.uri("dead_letter")).collect()}
     assert {k: v[0] for k, v in dead.items()} == poison
     assert all(reason for _, reason in dead.values())
     # The same dead letters on the dead-letter topic, the verdict in their headers.
     published = {m.value() or b"": dict(m.headers())[REJECTION_HEADERS["code"]].decode()
                  for m in read_topic(kafka_broker.bootstrap_servers, contract.dead_letter_topic)}
     assert published == poison
-    assert [r["event_id"] for r in spark.read.parquet(job.uri("silver")).collect()] == [good["event_id"]]
+    assert [r["event_id"] for r in read_table(spark, job.uri("silver")).collect()] == [good["event_id"]]
 
 
 def _stream_process(env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
@@ -128,17 +137,17 @@ def test_replayed_batch_every_table_has_commits_its_state_and_adds_nothing(spark
     job = StreamJob(spark, settings, contract, kafka_broker.bootstrap_servers)
     produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=1500), progress=False)
     job.run_until_idle()
-    silver = spark.read.parquet(job.uri("silver")).count()
+    silver = read_table(spark, job.uri("silver")).count()
     commits = Path(job.checkpoint("silver").removeprefix("file:")) / "commits"
     last = max((p for p in commits.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     last.unlink()  # as if the driver had died before Spark's commit of its last batch
     (commits / f".{last.name}.crc").unlink(missing_ok=True)
     job.run_until_idle()
-    assert spark.read.parquet(job.uri("silver")).count() == silver == 1500
+    assert read_table(spark, job.uri("silver")).count() == silver == 1500
     assert last.exists()  # the replayed batch is committed now
     produce(settings, contract, sources.ai4i_source(AI4I_CSV, skip=1000, limit=1000), progress=False)
     job.run_until_idle()  # 500 re-sent events (duplicates: the state survived) and 500 new ones
-    assert spark.read.parquet(job.uri("silver")).count() == 2000
+    assert read_table(spark, job.uri("silver")).count() == 2000
 
 
 def _failure(stderr: str) -> str:
@@ -174,7 +183,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, te
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     silver_dir = lake / "silver" / "machine_telemetry"
-    partial = spark.read.parquet(str(silver_dir)).count()
+    partial = read_table(spark, str(silver_dir)).count()
     assert 0 < partial < 6000, partial  # it really died mid-stream
 
     # The restart replays the batch in flight with its logged offsets, then reads the rest at once.
@@ -182,18 +191,21 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, te
     _, err = restarted.communicate(timeout=600)
     assert restarted.returncode == 0, _failure(err)
 
-    silver = spark.read.parquet(str(silver_dir))
-    preds = spark.read.parquet(str(lake / "predictions" / "machine_telemetry"))
+    silver = read_table(spark, str(silver_dir))
+    preds = read_table(spark, str(lake / "predictions" / "machine_telemetry"))
     ids = sorted(f"ai4i-{i}" for i in range(1, 6001))
     assert silver.count() == silver.select("event_id").distinct().count() == 6000
     assert sorted(r[0] for r in silver.select("event_id").collect()) == ids
     # Every row: scored exactly once, by the model that was in production.
     assert preds.count() == 6000
     assert sorted(r[0] for r in preds.select("event_id").collect()) == ids
+    # A reader that is not Spark sees exactly what Spark sees, and only whole files.
+    for table, frame in (("silver", silver), ("predictions", preds)):
+        assert_same_rows_outside_spark(lake / table / "machine_telemetry", frame, key="event_id")
     stats = batch_stats(spark, settings, contract)
     assert stats.agg(F.sum("predictions")).first()[0] == 6000
     assert stats.where("model_version IS NULL").count() == 0
-    bronze = spark.read.parquet(str(lake / "bronze" / "machine_telemetry"))
+    bronze = read_table(spark, str(lake / "bronze" / "machine_telemetry"))
     assert bronze.count() == bronze.select("partition", "offset").distinct().count() == 6000
 
 
@@ -218,9 +230,9 @@ def test_events_behind_the_watermark_are_counted_and_stay_in_bronze(spark, kafka
     assert summary["input_rows"]["silver"] == 151 and summary["late_rows_dropped"]["silver"] == 1
     assert any("later than the watermark" in r.getMessage() for r in caplog.records)
     job = StreamJob(spark, settings, contract, kafka_broker.bootstrap_servers)
-    silver_ids = {r[0] for r in spark.read.parquet(job.uri("silver")).select("event_id").collect()}
+    silver_ids = {r[0] for r in read_table(spark, job.uri("silver")).select("event_id").collect()}
     assert len(silver_ids) == 150 and "ai4i-401" not in silver_ids
-    bronze = T.validated(spark.read.parquet(job.uri("bronze")), contract)
+    bronze = T.validated(read_table(spark, job.uri("bronze")), contract)
     assert bronze.count() == 151 and bronze.where("p__event_id = 'ai4i-401'").count() == 1
     commits = {q: sum(f.name.isdigit() for f in (Path(job.checkpoint(q).removeprefix("file:")) / "commits").iterdir())
                for q in ("bronze", "silver")}  # micro-batches committed (not the .crc files beside them)
@@ -284,7 +296,7 @@ def test_broker_sigkill_and_restart_mid_stream_loses_and_duplicates_nothing(spar
         kafka.stop()
     assert at_kill < 1500, at_kill  # the broker died with events still to stream
     ids = sorted(f"ai4i-{i}" for i in range(1, 3001))
-    silver = spark.read.parquet(str(lake / "silver" / "machine_telemetry"))
-    preds = spark.read.parquet(str(lake / "predictions" / "machine_telemetry"))
+    silver = read_table(spark, str(lake / "silver" / "machine_telemetry"))
+    preds = read_table(spark, str(lake / "predictions" / "machine_telemetry"))
     assert silver.count() == 3000 and sorted(r[0] for r in silver.select("event_id").collect()) == ids
     assert preds.count() == 3000 and sorted(r[0] for r in preds.select("event_id").collect()) == ids

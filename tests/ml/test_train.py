@@ -11,7 +11,9 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from deltalake import write_deltalake
 
 import streamsight
 from streamsight.contracts import get_contract
@@ -38,8 +40,8 @@ def env(ml_spark, tmp_path_factory):
     contract = get_contract(settings.contracts_dir, "machine_telemetry")
     frame = ai4i_silver(6000)
     silver_dir = Path(table_uri(settings.lake_uri, contract, "silver").removeprefix("file://"))
-    silver_dir.mkdir(parents=True)
-    frame.to_parquet(silver_dir / "part-0.parquet", coerce_timestamps="us", allow_truncated_timestamps=False)
+    rows = frame.assign(event_time=frame["event_time"].astype("datetime64[us, UTC]"))
+    write_deltalake(str(silver_dir), pa.Table.from_pandas(rows, preserve_index=False))
     meta = train_model(ml_spark, settings, contract)  # silver=None: reads the lake table
     return {"settings": settings, "contract": contract, "frame": frame, "meta": meta}
 

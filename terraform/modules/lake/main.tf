@@ -104,7 +104,7 @@ resource "aws_kms_alias" "this" {
 
 resource "aws_s3_bucket" "this" {
   #checkov:skip=CKV_AWS_144:Cross-region replication is a per-deployment DR decision that needs a replica bucket and key in a second region (and doubles storage cost); versioning plus noncurrent-version retention cover accidental overwrites and deletes.
-  #checkov:skip=CKV2_AWS_62:No consumer of S3 event notifications: Spark discovers files through the _spark_metadata log, not through events.
+  #checkov:skip=CKV2_AWS_62:No consumer of S3 event notifications: readers discover files through the tables' Delta logs, not through events.
   bucket        = local.bucket_name
   force_destroy = var.force_destroy
 

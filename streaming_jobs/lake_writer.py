@@ -1,0 +1,162 @@
+"""Lake tables written once per micro-batch from ``foreachBatch``, and the job's per-batch records.
+
+:class:`BatchTable` appends a micro-batch to a Delta Lake table with Delta's idempotent writes: the
+commit carries a transaction id (``txnAppId`` = the streaming query's id, which its checkpoint
+keeps across restarts; ``txnVersion`` = the batch id), and Delta skips a write whose batch id is
+not above the one the table recorded for that query. A batch replayed after a crash therefore adds
+nothing to a table it already committed, and the files of an attempt that died before its commit
+are in no version of the table, so no reader (Spark, delta-rs, Athena, Trino) sees them.
+
+:class:`BatchRecordLog` keeps one small JSON file per micro-batch, written without a Spark job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from streamsight.hadoop import HadoopFS, PathExistsError
+from streamsight.lake import TABLE_FORMAT, ddl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+
+class LakeWriteError(RuntimeError):
+    """A table's transaction log or the query's checkpoint is not in the state a write needs."""
+
+
+def query_id(spark: SparkSession, checkpoint_uri: str) -> str:
+    """The id of the streaming query whose checkpoint is ``checkpoint_uri`` (its ``metadata`` file,
+    written when the query first starts and kept across restarts)."""
+    fs = HadoopFS(spark, checkpoint_uri)
+    text = fs.read_text_or_none(fs.child(fs.root, "metadata"))
+    if not text:
+        raise LakeWriteError(f"{checkpoint_uri}/metadata: no query id (has the query started?)")
+    return str(json.loads(text.splitlines()[0])["id"])
+
+
+class BatchTable:
+    """A Delta table under ``path`` appended exactly once per micro-batch of one streaming query."""
+
+    def __init__(self, path: str, columns: list[tuple[str, str]], partition_by: list[str] | tuple[str, ...] = (),
+                 properties: dict[str, str] | None = None) -> None:
+        self.path = path
+        self.columns = list(columns)
+        self.partition_by = list(partition_by)
+        self.properties = dict(properties or {})
+        unknown = [p for p in self.partition_by if p not in {c for c, _ in self.columns}]
+        if unknown:
+            raise ValueError(f"{path}: partition column(s) {unknown} are not columns of the table")
+
+    def __repr__(self) -> str:
+        return f"BatchTable({self.path!r}, partition_by={self.partition_by!r})"
+
+    def create(self, spark: SparkSession) -> None:
+        """Create the table with its declared columns, partitioning and properties, unless it exists
+        (its properties are then brought up to date)."""
+        create_table(spark, self.path, self.columns, self.partition_by, self.properties)
+
+    def committed_batch(self, spark: SparkSession, app_id: str) -> int | None:
+        """The newest batch id query ``app_id`` committed to this table (None: none yet)."""
+        jvm = spark._jvm
+        assert jvm is not None
+        snapshot = jvm.org.apache.spark.sql.delta.DeltaLog.forTableWithSnapshot(spark._jsparkSession, self.path)._2()
+        if int(snapshot.version()) < 0:
+            return None
+        found = snapshot.transactions().get(app_id)
+        return int(found.get()) if found.isDefined() else None
+
+    def is_committed(self, spark: SparkSession, batch_id: int, app_id: str) -> bool:
+        committed = self.committed_batch(spark, app_id)
+        return committed is not None and int(batch_id) <= committed
+
+    def write_batch(self, df: DataFrame, batch_id: int, app_id: str) -> int:
+        """Append ``df`` as micro-batch ``batch_id`` of query ``app_id``: the rows written, 0 when
+        the table already holds the batch (Delta skips the write, running no Spark job)."""
+        from pyspark.sql import Observation
+        from pyspark.sql import functions as F
+
+        if int(batch_id) < 0:
+            raise ValueError(f"batch_id must be >= 0, got {batch_id}")
+        counted = Observation()
+        writer = (df.observe(counted, F.count(F.lit(1)).alias("rows")).write.format(TABLE_FORMAT).mode("append")
+                  .option("txnAppId", app_id).option("txnVersion", int(batch_id)))
+        if self.partition_by:
+            writer = writer.partitionBy(*self.partition_by)
+        writer.save(self.path)
+        # A skipped write never runs the plan, so its observation never completes.
+        if counted._jo is None or not counted._jo.future().isCompleted():
+            return 0
+        return int(counted.get["rows"])
+
+
+def create_table(spark: SparkSession, path: str, columns: list[tuple[str, str]], partition_by: list[str],
+                 properties: dict[str, str]) -> None:
+    """An empty Delta table at ``path`` with these columns, partitioning and table properties, unless
+    one is there already (then only its properties are set)."""
+    from delta.tables import DeltaTable
+
+    if DeltaTable.isDeltaTable(spark, path):
+        if properties:
+            settings = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(properties.items()))
+            spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({settings})")
+        return
+    partitioned = f" PARTITIONED BY ({', '.join(f'`{c}`' for c in partition_by)})" if partition_by else ""
+    props = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(properties.items()))
+    spark.sql(f"CREATE TABLE IF NOT EXISTS delta.`{path}` ({ddl(columns)}) USING {TABLE_FORMAT}{partitioned}"
+              + (f" TBLPROPERTIES ({props})" if props else ""))
+
+
+class BatchRecordLog:
+    """One small JSON record per micro-batch, written without a Spark job (idempotent by batch id).
+
+    ``<path>/batch-<id>.json`` is written atomically (temporary file, then rename without
+    overwrite), so a record is either whole or absent and a replayed batch cannot write it twice.
+    For per-batch bookkeeping that must not cost a Spark job per micro-batch; read it with
+    :meth:`read` (or ``spark.read.json(path)``).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fs: tuple[Any, HadoopFS] | None = None
+
+    def _hadoop(self, spark: SparkSession) -> HadoopFS:
+        """The file system, made once per SparkContext (each costs a copy of the Hadoop conf)."""
+        if self._fs is None or self._fs[0] is not spark.sparkContext:
+            self._fs = (spark.sparkContext, HadoopFS(spark, self.path))
+        return self._fs[1]
+
+    def _file(self, fs: HadoopFS, batch_id: int) -> Any:
+        return fs.child(fs.root, f"batch-{int(batch_id):020d}.json")
+
+    def is_committed(self, spark: SparkSession, batch_id: int) -> bool:
+        fs = self._hadoop(spark)
+        return fs.exists(self._file(fs, batch_id))
+
+    def write(self, spark: SparkSession, batch_id: int, record: dict[str, Any]) -> bool:
+        """Write the record of ``batch_id``; False if it was already there."""
+        fs = self._hadoop(spark)
+        fs.mkdirs(fs.root)
+        try:
+            fs.write_atomic(self._file(fs, batch_id), (json.dumps(record, default=str) + "\n").encode("utf-8"))
+        except PathExistsError:
+            return False
+        return True
+
+    def records(self, spark: SparkSession) -> list[dict[str, Any]]:
+        """Every record, in batch order (read through the file system, no Spark job)."""
+        fs = self._hadoop(spark)
+        files = sorted((s.getPath() for s in fs.list_status(fs.root)), key=lambda p: str(p.getName()))
+        return [json.loads(fs.read_text(p)) for p in files
+                if str(p.getName()).startswith("batch-") and str(p.getName()).endswith(".json")]
+
+    def read(self, spark: SparkSession, schema: str) -> DataFrame:
+        """Every record as a DataFrame with ``schema`` (DDL); empty if none was written yet."""
+        fs = self._hadoop(spark)
+        if not fs.exists(fs.root):
+            return spark.createDataFrame([], schema)
+        return spark.read.schema(schema).json(fs.uri(fs.root) + "/batch-*.json")
