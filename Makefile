@@ -8,9 +8,9 @@ STAMP  := $(VENV)/.installed
 INFRA       := .venv-infra
 INFRA_STAMP := $(INFRA)/.installed
 
-.PHONY: demo test setup setup-infra check-java jars bench clean
+.PHONY: demo test setup setup-infra check-java jars jars-demo bench clean
 
-demo: setup check-java jars
+demo: setup check-java jars-demo
 	$(BIN)/streamsight demo
 
 # Lint and types first (ruff, mypy: pinned in requirements.lock), then the suite.
@@ -34,10 +34,15 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
-# The JVM jars of pom.xml (Apache Kafka; Spark's Kafka connector) into .jvm/: Maven fetches them
-# once per machine (~/.m2), later runs are offline. streamsight/jars.py says what it does.
+# The JVM jars of pom.xml (Apache Kafka; Spark's Kafka connector and Delta Lake; hadoop-aws; Hadoop's
+# HDFS daemons; s3proxy) into .jvm/: Maven fetches them once per machine (~/.m2), later runs are
+# offline. streamsight/jars.py says what it does. The demo needs Kafka's and Spark's only (a command
+# that needs another profile resolves it when first run).
 jars: setup
 	@$(BIN)/python -m streamsight.jars >/dev/null
+
+jars-demo: setup
+	@$(BIN)/python -m streamsight.jars broker spark >/dev/null
 
 setup-infra: $(INFRA_STAMP)
 

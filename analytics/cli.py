@@ -1,7 +1,8 @@
 """Functions behind ``streamsight sql`` and ``streamsight report`` (the root CLI wires them up).
 
-Both build their Spark session with ``streamsight.spark.build_session(settings, app_name)``
-(imported when called). Pass ``spark=`` to reuse an existing session instead (tests, notebooks).
+Both build their Spark session with ``streamsight.spark.build_session`` (imported when called);
+``sql``'s has the catalog (the embedded metastore, with ``catalog.kind=hive``). Pass ``spark=`` to
+reuse an existing session instead (tests, notebooks).
 
 Exit codes of :func:`sql_command`: 0 success, 1 the query failed (one-line message on stderr), 2 a
 configuration problem (contracts directory, settings).
@@ -25,12 +26,12 @@ EXIT_QUERY_FAILED = 1
 EXIT_CONFIG = 2
 
 
-def _session(settings: Settings, app_name: str, spark: SparkSession | None) -> SparkSession:
+def _session(settings: Settings, app_name: str, spark: SparkSession | None, *, catalog: bool = False) -> SparkSession:
     if spark is not None:
         return spark
     from streamsight.spark import build_session
 
-    return build_session(settings, app_name)
+    return build_session(settings, app_name, catalog=catalog)
 
 
 def sql_command(
@@ -39,18 +40,22 @@ def sql_command(
     as_json: bool,
     *,
     limit: int | None = 1000,
+    output: Path | None = None,
     spark: SparkSession | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Run one SQL statement over the lake views and print the result; returns the exit code.
+    """Run one SQL statement over the lake's tables and print the result; returns the exit code.
 
-    Text output is a fixed-width table; ``as_json`` prints JSON Lines (one object per row). When the
-    result had more than ``limit`` rows, JSON mode writes a warning to stderr (stdout stays valid
-    JSON Lines).
+    The tables are registered in the catalog (:func:`analytics.metastore.register_tables`) and as
+    views. Text output is a fixed-width table; ``as_json`` prints JSON Lines (one object per row).
+    At most ``limit`` rows are printed (None or 0: all); when the result had more, JSON mode writes
+    a warning to stderr (stdout stays valid JSON Lines). With ``output`` the rows (up to ``limit``)
+    go to that file instead (:func:`analytics.sql.export`) and stderr says how many.
     """
-    from analytics.sql import SqlError, clean_query, execute, format_json_lines, format_table
-    from analytics.views import register_views
+    from analytics.metastore import register_tables
+    from analytics.sql import SqlError, clean_query, execute, export, format_json_lines, format_table
+    from analytics.views import refused, register_views
     from streamsight.contracts import load_contracts
 
     out = out or sys.stdout
@@ -58,9 +63,15 @@ def sql_command(
     try:
         clean_query(query)
         contracts = load_contracts(settings.contracts_dir)
-        session = _session(settings, "streamsight-sql", spark)
-        register_views(session, settings, contracts)
-        result = execute(session, query, limit=limit)
+        session = _session(settings, "streamsight-sql", spark, catalog=True)
+        if settings.catalog.kind == "hive" and session.conf.get("spark.sql.catalogImplementation") == "hive":
+            register_tables(session, settings, contracts)
+        views = register_views(session, settings, contracts)
+        if output is not None:
+            written = export(session, query, output, limit=limit, refused=refused(views))
+            print(f"wrote {written} rows to {output}", file=err)
+            return EXIT_OK
+        result = execute(session, query, limit=limit, refused=refused(views))
     except SqlError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_QUERY_FAILED
@@ -70,7 +81,7 @@ def sql_command(
     if as_json:
         out.write(format_json_lines(result))
         if result.truncated:
-            print(f"warning: only the first {limit} rows were printed", file=err)
+            print(f"warning: only the first {limit} rows were printed (--limit 0 prints all)", file=err)
     else:
         out.write(format_table(result))
     out.flush()

@@ -41,7 +41,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from analytics.catalog import NamedQuery, QuerySkipped, load_named_queries
 from analytics.sql import NUMERIC_TYPE, SqlError, SqlResult, cell_text, execute
-from analytics.views import EMPTY, REGISTRY_VIEW, register_views
+from analytics.views import EMPTY, REGISTRY_VIEW, refused, register_views
 from streamsight.contracts import Contract
 from streamsight.errors import ConfigError
 from streamsight.lake import table_uri
@@ -122,8 +122,9 @@ def _tz_name(spark: SparkSession) -> str:
 
 # -- per stream -------------------------------------------------------------------------------------
 
-def _run(spark: SparkSession, sql: str, limit: int | None = MAX_CHART_ROWS) -> SqlResult:
-    return execute(spark, sql, limit=limit)
+def _run(spark: SparkSession, sql: str, limit: int | None = MAX_CHART_ROWS,
+         refused: dict[str, str] | None = None) -> SqlResult:
+    return execute(spark, sql, limit=limit, refused=refused)
 
 
 def _stream_report(
@@ -139,7 +140,7 @@ def _stream_report(
     _summarise(spark, settings, contract, views, report)
     threshold = (report.model or {}).get("threshold")
     for query in queries.values():
-        report.panels.append(_panel(spark, contract, query, out_dir, threshold))
+        report.panels.append(_panel(spark, contract, query, out_dir, threshold, refused(views)))
     return report
 
 
@@ -206,7 +207,8 @@ def _model_card(spark: SparkSession, contract: Contract, predictions_view: str, 
 
 
 def _panel(
-    spark: SparkSession, contract: Contract, query: NamedQuery, out_dir: Path, threshold: float | None
+    spark: SparkSession, contract: Contract, query: NamedQuery, out_dir: Path, threshold: float | None,
+    refused: dict[str, str] | None = None,
 ) -> Panel:
     png = out_dir / f"{query.name}.png"
     csv = out_dir / f"{query.name}.csv"
@@ -223,7 +225,7 @@ def _panel(
         _remove(png, csv)
         return panel
     try:
-        panel.result = _run(spark, panel.sql)
+        panel.result = _run(spark, panel.sql, refused=refused)
     except SqlError as exc:
         panel.status, panel.note = "error", str(exc)
         _remove(png, csv)

@@ -29,11 +29,12 @@ import logging
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from analytics.views import one_line, register_views
+from analytics.views import one_line, refused, register_views
 from streamsight.errors import StreamsightError
 
 if TYPE_CHECKING:
@@ -110,20 +111,42 @@ def collect(frame: DataFrame, limit: int | None = DEFAULT_LIMIT) -> tuple[list[t
     return rows[:limit], len(rows) > limit
 
 
-def execute(spark: SparkSession, query: str, *, limit: int | None = DEFAULT_LIMIT) -> SqlResult:
-    """Run one statement over the views already registered. Raises :class:`SqlError`."""
+@contextlib.contextmanager
+def _sql_errors(refused: dict[str, str] | None) -> Iterator[None]:
+    """Spark's errors in the block as :class:`SqlError` (one line); a view ``refused`` names, or a
+    read the file system refuses, as that refusal."""
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
 
-    text = clean_query(query)
+    from streamsight.hadoop import access_denied
+
     with _quiet_query_context_logs():
         try:
-            frame = spark.sql(text)
-            rows, truncated = collect(frame, limit)
-        except PySparkException as exc:
+            yield
+        except (PySparkException, Py4JJavaError) as exc:
+            if (denied := access_denied(exc)) is not None:
+                raise SqlError(f"access denied: {denied}") from None
+            condition = exc.getCondition() if isinstance(exc, PySparkException) else None
+            names = [v for v in (refused or {}) if condition == "TABLE_OR_VIEW_NOT_FOUND"
+                     and re.search(rf"`?{re.escape(v)}`?", str(exc), re.IGNORECASE)]
+            if names:
+                raise SqlError(f"{names[0]}: access denied: {(refused or {})[names[0]]}") from None
+            if isinstance(exc, Py4JJavaError):
+                raise SqlError(error_message(exc.java_exception.toString())) from None
             raise SqlError(error_message(exc)) from None
-        except Py4JJavaError as exc:
-            raise SqlError(error_message(exc.java_exception.toString())) from None
+
+
+def execute(spark: SparkSession, query: str, *, limit: int | None = DEFAULT_LIMIT,
+            refused: dict[str, str] | None = None) -> SqlResult:
+    """Run one statement over the views already registered. Raises :class:`SqlError`.
+
+    ``refused``: views not registered because the file system refused this user access
+    (:func:`analytics.views.refused`); a query that names one fails with that refusal.
+    """
+    text = clean_query(query)
+    with _sql_errors(refused):
+        frame = spark.sql(text)
+        rows, truncated = collect(frame, limit)
     return SqlResult(
         columns=list(frame.columns),
         types=[f.dataType.simpleString() for f in frame.schema.fields],
@@ -131,6 +154,63 @@ def execute(spark: SparkSession, query: str, *, limit: int | None = DEFAULT_LIMI
         truncated=truncated,
         time_zone=_session_tz(spark),
     )
+
+
+OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet"}
+
+
+def export(spark: SparkSession, query: str, path: Path, *, limit: int | None = None,
+           refused: dict[str, str] | None = None) -> int:
+    """Write the result of ``query`` (its first ``limit`` rows; None or 0: all) to ``path``, in the
+    format its extension names (:data:`OUTPUT_FORMATS`: CSV with a header, JSON Lines as
+    :func:`format_json_lines` writes them, or Parquet); the rows written. Rows stream to the file
+    (CSV, JSON Lines) or travel as Arrow (Parquet); the file appears whole or not at all."""
+    kind = OUTPUT_FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise StreamsightError(f"--output: {path.name}: unknown extension; use one of {', '.join(OUTPUT_FORMATS)}")
+    text = clean_query(query)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        written = _write(spark, text, kind, partial, limit, refused)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(path)
+    return written
+
+
+def _write(spark: SparkSession, text: str, kind: str, partial: Path, limit: int | None,
+           refused: dict[str, str] | None) -> int:
+    written = 0
+    with _sql_errors(refused):
+        frame = spark.sql(text)
+        if limit:
+            frame = frame.limit(limit)
+        types = [f.dataType.simpleString() for f in frame.schema.fields]
+        tz = _session_tz(spark)
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            table = frame.toArrow()
+            pq.write_table(table, partial)
+            written = table.num_rows
+        else:
+            with partial.open("w", newline="", encoding="utf-8") as fh:
+                if kind == "csv":
+                    import csv
+
+                    writer = csv.writer(fh)
+                    writer.writerow(frame.columns)
+                    for row in frame.toLocalIterator():
+                        writer.writerow(["" if v is None else cell_text(v, k, tz, None) for v, k in zip(row, types)])
+                        written += 1
+                else:
+                    result = SqlResult(columns=list(frame.columns), types=types, rows=[], truncated=False, time_zone=tz)
+                    for row in frame.toLocalIterator():
+                        fh.write(format_json_lines(replace(result, rows=[tuple(row)])))
+                        written += 1
+    return written
 
 
 def run_sql(
@@ -145,8 +225,8 @@ def run_sql(
     from streamsight.contracts import load_contracts
 
     clean_query(query)  # fail fast on an empty query, before touching the lake
-    register_views(spark, settings, load_contracts(settings.contracts_dir))
-    result = execute(spark, query, limit=limit)
+    views = register_views(spark, settings, load_contracts(settings.contracts_dir))
+    result = execute(spark, query, limit=limit, refused=refused(views))
     return format_json_lines(result) if as_json else format_table(result)
 
 
@@ -223,7 +303,7 @@ def format_table(result: SqlResult) -> str:
     out += [line(row) for row in cells]
     n = len(result.rows)
     if result.truncated:
-        out.append(f"(first {n} rows shown; the query returned more -- raise the limit or add LIMIT)")
+        out.append(f"(first {n} rows shown; the query returned more: --limit N shows more, --limit 0 all)")
     else:
         out.append(f"({n} row{'' if n == 1 else 's'})")
     return "\n".join(out) + "\n"

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EMPTY = "(empty)"
+NO_ACCESS = "(no access: "  # the status of a table the user may not read: no view is made
 REGISTRY_VIEW = "model_registry"
 
 # One row per model version. Metrics are flattened; ``baseline_*`` come from metadata["baseline"].
@@ -182,21 +183,24 @@ def registry_frame(spark: SparkSession, rows: list[dict[str, Any]]) -> DataFrame
 # -- lake tables ------------------------------------------------------------------------------------
 
 def _read_table(spark: SparkSession, uri: str, columns: list[tuple[str, str]]) -> tuple[DataFrame | None, str]:
-    """(frame, status): status is the uri, ``(empty)`` or ``(unreadable: ...)``."""
+    """(frame, status): status is the uri, ``(empty)``, ``(no access: ...)`` or ``(unreadable: ...)``."""
     from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
+
+    from streamsight.hadoop import access_denied
 
     try:
         if not path_exists(spark, uri) or not is_table(spark, uri):
             return None, EMPTY
         frame = read_table(spark, uri)
-    except PySparkException as exc:
+    except Exception as exc:
+        if (denied := access_denied(exc)) is not None:
+            return None, f"{NO_ACCESS}{denied})"
+        if not isinstance(exc, PySparkException):
+            raise
         condition = exc.getCondition() if hasattr(exc, "getCondition") else None
         if condition in ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA"):
             return None, EMPTY
-        log.warning("cannot read lake table %s: %s", uri, one_line(exc))
-        return None, f"(unreadable: {one_line(exc)})"
-    except Exception as exc:
         log.warning("cannot read lake table %s: %s", uri, one_line(exc))
         return None, f"(unreadable: {one_line(exc)})"
     present = {c.lower() for c in frame.columns}
@@ -216,20 +220,39 @@ def register_views(
     Returns view name -> table URI, or ``"(empty)"`` for a table that does not exist yet (an empty
     view with the declared schema), or ``"(unreadable: <error>)"`` when the table exists but cannot
     be read (also an empty view; the error is logged). ``model_registry`` maps to the registry URI, or
-    ``"(empty)"`` when no model version is registered.
+    ``"(empty)"`` when no model version is registered. A table (or the registry) the file system
+    refuses to this user gets no view and the status ``"(no access: <the refusal>)"``: a query that
+    uses it fails saying so (:func:`analytics.sql.execute`).
     """
+    from streamsight.hadoop import access_denied
+
     views: dict[str, str] = {}
     selected = _contracts(contracts)
     for contract in selected:
         for table, view in contract.table_names().items():
             columns, _partitions = table_columns(contract, table)
             frame, status = _read_table(spark, table_uri(settings.lake_uri, contract, table), columns)
+            views[view] = status
+            if status.startswith(NO_ACCESS):
+                spark.catalog.dropTempView(view)
+                continue
             if frame is None:
                 frame = empty_frame(spark, columns)
             frame.createOrReplaceTempView(view)
-            views[view] = status
     models = [c.model.name for c in selected if c.model is not None]
-    rows = registry_rows(spark, settings.lake_uri, models)
+    try:
+        rows = registry_rows(spark, settings.lake_uri, models)
+    except Exception as exc:
+        if (denied := access_denied(exc)) is None:
+            raise
+        spark.catalog.dropTempView(REGISTRY_VIEW)
+        views[REGISTRY_VIEW] = f"{NO_ACCESS}{denied})"
+        return views
     registry_frame(spark, rows).createOrReplaceTempView(REGISTRY_VIEW)
     views[REGISTRY_VIEW] = models_uri(settings.lake_uri) if rows else EMPTY
     return views
+
+
+def refused(views: dict[str, str]) -> dict[str, str]:
+    """The views :func:`register_views` did not make because access was refused: view -> refusal."""
+    return {v: s[len(NO_ACCESS):-1] for v, s in views.items() if s.startswith(NO_ACCESS)}

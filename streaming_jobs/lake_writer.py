@@ -97,12 +97,15 @@ class BatchTable:
 def create_table(spark: SparkSession, path: str, columns: list[tuple[str, str]], partition_by: list[str],
                  properties: dict[str, str]) -> None:
     """An empty Delta table at ``path`` with these columns, partitioning and table properties, unless
-    one is there already (then only its properties are set)."""
+    one is there already (then its properties are brought up to date, if they differ)."""
     from delta.tables import DeltaTable
 
     if DeltaTable.isDeltaTable(spark, path):
-        if properties:
-            settings = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(properties.items()))
+        current = DeltaTable.forPath(spark, path).detail().first()
+        have = dict(current["properties"] or {}) if current is not None else {}
+        changed = {k: v for k, v in properties.items() if have.get(k) != v}
+        if changed:
+            settings = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(changed.items()))
             spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({settings})")
         return
     partitioned = f" PARTITIONED BY ({', '.join(f'`{c}`' for c in partition_by)})" if partition_by else ""

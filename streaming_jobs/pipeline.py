@@ -69,7 +69,7 @@ from streaming_jobs.metrics import (
 )
 from streamsight.contracts import Contract, get_contract
 from streamsight.kafka import check_broker, spark_options
-from streamsight.lake import TABLE_FORMAT, checkpoint_uri, table_columns, table_uri
+from streamsight.lake import TABLE_FORMAT, checkpoint_uri, table_columns, table_properties, table_uri
 from streamsight.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -129,10 +129,12 @@ class StreamJob:
                 *[f"gold_{a.name}" for a in c.aggregates]]
 
     def create_tables(self) -> None:
-        """Every lake table of the stream, empty with its declared columns, unless it exists."""
+        """Every lake table of the stream, empty with its declared columns, unless it exists; the
+        tables' retention properties follow the contract (or settings)."""
+        properties = table_properties(self.contract, self.settings)
         for table in self.tables():
             columns, partitions = table_columns(self.contract, table)
-            create_table(self.spark, self.uri(table), columns, partitions, {})
+            create_table(self.spark, self.uri(table), columns, partitions, properties)
 
     def reference(self) -> DataFrame | None:
         """The contract's reference data, read once (None without a ``reference`` block)."""

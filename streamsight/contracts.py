@@ -112,6 +112,17 @@ class Aggregate(_Model):
         return None if v is None else _interval(v)
 
 
+class Retention(_Model):
+    """How long a table keeps what ``streamsight lake maintain`` may remove (default: settings')."""
+
+    files: str | None = Field(default=None, description="Data files no version newer than this needs are "
+                              "deleted once older than this (VACUUM), e.g. '7 days'")
+    log: str | None = Field(default=None, description="Versions older than this can no longer be read "
+                            "(time travel), e.g. '30 days'")
+
+    _f = field_validator("files", "log")(classmethod(lambda cls, v: None if v is None else _interval(v)))
+
+
 class ModelSpec(_Model):
     name: str
     label: str
@@ -161,6 +172,7 @@ class Contract(_Model):
     partition_by: list[str] = Field(default_factory=lambda: ["event_date"])
     aggregates: list[Aggregate] = Field(default_factory=list)
     model: ModelSpec | None = None
+    retention: Retention = Field(default_factory=Retention)
     source_file: Path | None = Field(default=None, exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

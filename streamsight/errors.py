@@ -17,3 +17,7 @@ class BrokerUnavailableError(StreamsightError):
 
 class BrokerAccessError(StreamsightError):
     """Kafka refused the principal: a failed login, or an operation its ACLs do not allow."""
+
+
+class LakeUnavailableError(StreamsightError):
+    """The lake's file system (HDFS NameNode, S3 endpoint) cannot be reached."""

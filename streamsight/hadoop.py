@@ -4,6 +4,7 @@ the one wrapper the lake writer, the model registry and the SQL views use."""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,38 @@ class HadoopError(StreamsightError):
 
 class PathExistsError(HadoopError):
     """A file that must not exist yet already does (a lost race for a commit)."""
+
+
+class LakeAccessError(HadoopError):
+    """The file system refused this user access to a path of the lake."""
+
+
+_DENIALS = (
+    re.compile(r"AccessControlException: (Permission denied: [^\n]*)"),  # HDFS permissions and ACLs
+    re.compile(r"AccessDeniedException: ([^\n]*)"),  # S3A: 403 from the object store
+)
+
+
+def access_denied(exc: BaseException) -> str | None:
+    """The file system's one-line refusal inside ``exc`` (a Spark or py4j error whose cause is an
+    HDFS ``AccessControlException`` or an S3A ``AccessDeniedException``), else None."""
+    texts = [str(exc)]
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            texts.append(str(java.toString()))
+            cause = java.getCause()
+            while cause is not None:
+                texts.append(str(cause.toString()))
+                cause = cause.getCause()
+        except Exception:
+            pass
+    for text in texts:
+        for pattern in _DENIALS:
+            found = pattern.search(text)
+            if found:
+                return found.group(1).strip()
+    return None
 
 
 def java_class_name(exc: BaseException) -> str:

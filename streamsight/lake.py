@@ -24,6 +24,8 @@ from streamsight.contracts import Contract
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
+    from streamsight.settings import Settings
+
 TABLE_FORMAT = "delta"
 
 BRONZE_COLUMNS = [
@@ -156,3 +158,66 @@ def read_table(spark: SparkSession, uri: str, *, version: int | None = None) -> 
     if version is not None:
         reader = reader.option("versionAsOf", version)
     return reader.load(uri)
+
+
+# -- access on HDFS --------------------------------------------------------------------------------
+
+PIPELINE_GROUP = "streamsight"  # the pipeline's user: writes every table
+ANALYSTS_GROUP = "analysts"  # reads these areas only
+ANALYST_AREAS = ("silver", "predictions", "gold")
+
+
+def hdfs_acls(root: str) -> list[tuple[str, str, list[str]]]:
+    """``(path, permission, ACL entries)`` of the lake on HDFS, the root first: the owner (the
+    pipeline's user) and its group have every table; the analysts' group may traverse the root and
+    read :data:`ANALYST_AREAS`; others have nothing. Default ACLs make new tables inherit this."""
+    private = ["default:user::rwx", "default:group::r-x", "default:other::---"]
+    readable = [f"group:{ANALYSTS_GROUP}:r-x", f"default:group:{ANALYSTS_GROUP}:r-x", *private]
+    root = root.rstrip("/")
+    return [(root, "750", [f"group:{ANALYSTS_GROUP}:--x", *private]),
+            *[(f"{root}/{area}", "750", readable) for area in ANALYST_AREAS]]
+
+
+def table_properties(contract: Contract, settings: Settings) -> dict[str, str]:
+    """Delta table properties of the stream's tables: the contract's retention, else the settings'."""
+    files = contract.retention.files or settings.retention.files
+    log = contract.retention.log or settings.retention.log
+    return {"delta.deletedFileRetentionDuration": f"interval {files}", "delta.logRetentionDuration": f"interval {log}"}
+
+
+def lake_endpoint(settings: Settings) -> tuple[str, int] | None:
+    """``(host, port)`` the lake's file system answers on: the NameNode of an ``hdfs://`` lake, the
+    configured S3 endpoint (``spark.hadoop.fs.s3a.endpoint``) of an ``s3a://`` one; None for a local
+    lake or AWS's own S3 endpoints."""
+    from urllib.parse import urlsplit
+
+    uri = settings.lake_uri
+    if uri.startswith("hdfs://"):
+        parts = urlsplit(uri)
+        return (parts.hostname or "localhost", parts.port or 8020)
+    if uri.startswith(("s3a://", "s3://")):
+        endpoint = settings.spark.conf.get("spark.hadoop.fs.s3a.endpoint")
+        if not endpoint:
+            return None
+        parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        return (parts.hostname or "", parts.port or (80 if parts.scheme == "http" else 443))
+    return None
+
+
+def check_lake(settings: Settings, timeout: float = 5.0) -> None:
+    """Fail fast, naming the setting, when the lake's file system does not accept a connection
+    (Hadoop's clients would retry for minutes first)."""
+    import socket
+
+    from streamsight.errors import LakeUnavailableError
+
+    endpoint = lake_endpoint(settings)
+    if endpoint is None:
+        return
+    what = "the NameNode" if settings.lake_uri.startswith("hdfs://") else "the S3 endpoint (spark.hadoop.fs.s3a.endpoint)"
+    try:
+        with socket.create_connection(endpoint, timeout=timeout):
+            return
+    except OSError as exc:
+        raise LakeUnavailableError(f"STREAMSIGHT_LAKE_DIR: {settings.lake_uri}: {what} at {endpoint[0]}:{endpoint[1]} "
+                                   f"cannot be reached ({exc.strerror or exc}); is it running?") from None

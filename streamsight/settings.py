@@ -36,6 +36,7 @@ PROFILES = ("local", "docker", "aws")
 # Fields holding filesystem locations that are resolved against the project root when they come
 # from the YAML file. ``lake_dir`` may also be a URI (s3a://, hdfs://), which is left alone.
 _PATH_FIELDS = ("lake_dir", "contracts_dir", "run_dir", "data_dir", "reports_dir")
+_NESTED_PATH_FIELDS = (("catalog", "metastore_dir"),)
 
 
 class KafkaSettings(BaseModel):
@@ -117,6 +118,38 @@ class MetricsSettings(BaseModel):
     environment: str = Field(default="local", min_length=1, description="The Environment dimension (dev, prod ...).")
 
 
+class CatalogSettings(BaseModel):
+    """Where the lake's tables are registered by name (``streamsight lake register``, ``sql``, ``report``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["hive", "glue", "none"] = Field(
+        default="hive",
+        description="hive: Spark's built-in catalog on an embedded metastore in metastore_dir (one process "
+        "at a time); glue: the AWS Glue Data Catalog (for Athena, Trino, EMR); none. Env: STREAMSIGHT_CATALOG__KIND.")
+    database: str = Field(default="streamsight", pattern=r"^[a-z_][a-z0-9_]*$", description="The tables' database.")
+    metastore_dir: Path = Field(default=Path("var/metastore"), description="hive: the metastore's folder.")
+
+
+class RetentionSettings(BaseModel):
+    """What ``streamsight lake maintain`` keeps unless a contract says otherwise (its ``retention``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    files: str = Field(default="7 days", description="Files no current version needs are deleted once older "
+                       "than this (Delta's deletedFileRetentionDuration). Env: STREAMSIGHT_RETENTION__FILES.")
+    log: str = Field(default="30 days", description="Versions stay readable this long (Delta's "
+                     "logRetentionDuration). Env: STREAMSIGHT_RETENTION__LOG.")
+
+    @field_validator("files", "log")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        from streamsight.contracts import interval_seconds
+
+        interval_seconds(value)
+        return value.strip()
+
+
 class Settings(BaseSettings):
     """The Streamsight settings object. Build it with :func:`load_settings`."""
 
@@ -138,6 +171,8 @@ class Settings(BaseSettings):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     aws: AwsSettings = Field(default_factory=AwsSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @field_validator("lake_dir")
     @classmethod
@@ -209,6 +244,10 @@ class _ProfileYamlSource(PydanticBaseSettingsSource):
             value = merged.get(name)
             if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
                 merged[name] = str(base / value)
+        for section, name in _NESTED_PATH_FIELDS:
+            value = (merged.get(section) or {}).get(name)
+            if isinstance(value, str) and not Path(value).is_absolute():
+                merged[section] = {**merged[section], name: str(base / value)}
         merged["profile"] = profile
         return merged
 

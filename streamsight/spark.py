@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from streamsight import jars
 from streamsight.errors import ConfigError
+from streamsight.lake import check_lake
 from streamsight.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,13 +48,32 @@ DELTA_CONF = {
 S3_SCHEMES = ("s3a://", "s3://")
 
 
+def hive_conf(settings: Settings) -> dict[str, str]:
+    """Spark settings of a session whose catalog is the embedded metastore (Derby) of ``settings``."""
+    root = settings.catalog.metastore_dir.resolve()
+    return {
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": (root / "warehouse").as_uri(),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={root / 'metastore_db'};create=true",
+        "spark.hadoop.datanucleus.schema.autoCreateAll": "true",
+        "spark.hadoop.hive.metastore.schema.verification": "false",
+        "spark.driver.extraJavaOptions": f"-Dderby.stream.error.file={root / 'derby.log'}",
+    }
+
+
 def under_spark_submit() -> bool:
     """Whether this Python process was started by ``spark-submit`` (PySpark connects to its gateway)."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def build_session(settings: Settings, app_name: str, extra_jars: Iterable[Path | str] = ()) -> SparkSession:
-    """A SparkSession configured from settings (the active or submitted one, if there is one)."""
+def build_session(settings: Settings, app_name: str, extra_jars: Iterable[Path | str] = (), *,
+                  catalog: bool = False) -> SparkSession:
+    """A SparkSession configured from settings (the active or submitted one, if there is one).
+
+    ``catalog``: with ``catalog.kind=hive``, a session whose catalog is the embedded metastore
+    (:func:`hive_conf`); the streaming jobs run without one, so that the
+    metastore, which admits one process, stays free for ``streamsight sql`` and ``spark-sql``.
+    """
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -61,9 +81,11 @@ def build_session(settings: Settings, app_name: str, extra_jars: Iterable[Path |
         active = SparkSession.builder.appName(app_name).getOrCreate()
     if active is not None:
         _check_delta(active)
+        check_lake(settings)
         for key, value in SESSION_SQL_CONF.items():
             active.conf.set(key, value)
         return active
+    check_lake(settings)
     local = settings.spark.master.startswith("local")
     if local:
         jars.java_executable("Spark")
@@ -81,11 +103,16 @@ def build_session(settings: Settings, app_name: str, extra_jars: Iterable[Path |
         # Delta rebuilds a table's state (its files, its writers' batch ids) in this many tasks:
         # the default, 50, costs seconds per micro-batch on a small machine
         "spark.databricks.delta.snapshotPartitions": str(settings.spark.shuffle_partitions),
+        # and lists a table's folders (VACUUM) in this many: the default, 10,000, takes minutes
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(settings.spark.shuffle_partitions),
         **DELTA_CONF,
         **SESSION_SQL_CONF,
     }
     if local:
         conf.update({"spark.ui.enabled": "false", "spark.driver.host": "127.0.0.1"})
+    if catalog and settings.catalog.kind == "hive":
+        conf.update(hive_conf(settings))
+        settings.catalog.metastore_dir.mkdir(parents=True, exist_ok=True)
     conf.update(settings.spark.conf)
     # Spark's Kafka connector and Delta Lake (pom.xml, profile spark), the s3a:// file system for a
     # lake on S3 (profile s3) and the caller's jars, shipped to executors by the driver

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -96,8 +96,6 @@ def broker(
     ACLs of the pipeline's and producers' principals, prints the bootstrap address and writes the
     addresses to <run_dir>/broker.json, where the other commands find them.
     """
-    import signal
-
     from streamsight.contracts import load_contracts
     from streamsight.kafka import set_up_streams
     from streamsight_cli.local_kafka import LocalKafka
@@ -107,31 +105,87 @@ def broker(
     kafka = LocalKafka(settings.data_dir / "kafka", port=port)
     if reset:
         kafka.reset()
-    stop: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, _frame: stop.append(signum))
-                for sig in (signal.SIGTERM, signal.SIGINT)}
-    address_file = settings.broker_address_file
-    try:
-        kafka.start()
-        topics = set_up_streams(kafka.admin_settings(settings), contracts.values())["topics"]
-        address_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = address_file.with_suffix(".partial")
-        partial.write_text(json.dumps(kafka.describe(), indent=2) + "\n", encoding="utf-8")
-        partial.replace(address_file)
+
+    topics: list[str] = []
+
+    def ready() -> dict[str, Any]:
+        topics.extend(set_up_streams(kafka.admin_settings(settings), contracts.values())["topics"])
+        return kafka.describe()
+
+    def announce() -> None:
         print(kafka.bootstrap_servers, flush=True)
         typer.echo(f"streamsight broker: Apache Kafka {kafka.version} (KRaft), data in {kafka.data_dir}\n"
                    f"  PLAINTEXT {kafka.bootstrap_servers}  loopback, no authentication\n"
                    f"  SASL_SSL  {kafka.sasl_ssl_bootstrap_servers}  SCRAM-SHA-512, CA {kafka.ca_file}, "
                    f"passwords in {kafka.data_dir / 'credentials.json'}\n"
                    f"  topics: {', '.join(topics) or 'none'}\n"
-                   f"  addresses in {address_file}; stop with Ctrl-C or SIGTERM", err=True)
-        while not stop and kafka.running:
-            time.sleep(0.5)  # waiting for a signal or for Kafka to exit
-        if not kafka.running:
-            raise StreamsightError(f"Apache Kafka exited unexpectedly; see {kafka.log_file}")
+                   f"  addresses in {settings.broker_address_file}; stop with Ctrl-C or SIGTERM", err=True)
+
+    _serve("Apache Kafka", kafka, ready, announce, settings.broker_address_file, kafka.log_file)
+
+
+@app.command()
+def hdfs(
+    ctx: typer.Context,
+    port: Annotated[Optional[int], typer.Option(
+        help="The NameNode's RPC port; 0 picks a free one. Default: the last start's, else 8020.",
+        min=0, max=65535)] = None,
+    analyst: Annotated[Optional[list[str]], typer.Option(
+        help="An HDFS user in the analysts' group (repeatable; default: analyst).")] = None,
+    reset: Annotated[bool, typer.Option(help="Delete HDFS's data (the lake, its key) first.")] = False,
+) -> None:
+    """Run HDFS (Hadoop's NameNode and DataNode) on loopback until SIGTERM or Ctrl-C.
+
+    Prints the lake's hdfs:// URI first: set it as STREAMSIGHT_LAKE_DIR (or --lake) and every command
+    uses it. Data lives in <data_dir>/hdfs and survives restarts. At the first start the lake's root
+    is made an encryption zone, owned by the user running this, with ACLs that let the analysts'
+    group read silver, predictions and gold only; the address is written to <run_dir>/hdfs.json.
+    """
+    from streamsight_cli.local_hdfs import LocalHdfs
+
+    settings = _settings(ctx)
+    address_file = settings.run_dir / "hdfs.json"
+    local = LocalHdfs(settings.data_dir / "hdfs", port=port, analysts=tuple(analyst or ("analyst",)))
+    if reset:
+        local.reset()
+
+    def announce() -> None:
+        d = local.describe()
+        print(local.lake_uri, flush=True)
+        typer.echo(f"streamsight hdfs: {d['hdfs']}, data in {local.data_dir}\n"
+                   f"  lake {local.lake_uri}: encryption zone (key provider {local.key_provider}); owner "
+                   f"{d['pipeline_user']}, readers: group {d['analysts_group']} ({', '.join(d['analysts'])}) "
+                   f"of silver, predictions, gold\n"
+                   f"  web UI {d['web']}; address in {address_file}; stop with Ctrl-C or SIGTERM\n"
+                   f"  export STREAMSIGHT_LAKE_DIR={local.lake_uri}", err=True)
+
+    _serve("HDFS", local, local.describe, announce, address_file, local.data_dir / "namenode.log")
+
+
+def _serve(what: str, server: Any, ready: Callable[[], dict[str, Any]], announce: Callable[[], None],
+           address_file: Path, log_file: Path) -> None:
+    """Start ``server``, run ``ready`` (its address, written to ``address_file``), then ``announce``
+    it, then wait for SIGTERM or SIGINT (or the server's exit, an error) and stop it."""
+    import signal
+
+    stop: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: stop.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.start()
+        address = ready()
+        address_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = address_file.with_suffix(".partial")
+        partial.write_text(json.dumps(address, indent=2) + "\n", encoding="utf-8")
+        partial.replace(address_file)
+        announce()
+        while not stop and server.running:
+            time.sleep(0.5)  # waiting for a signal or for the server to exit
+        if not server.running:
+            raise StreamsightError(f"{what} exited unexpectedly; see {log_file}")
     finally:
         address_file.unlink(missing_ok=True)
-        kafka.stop()
+        server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -267,11 +321,15 @@ def sql(
     ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="Spark SQL; every lake table is a view <stream>_<table>.")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON rows instead of a table.")] = False,
+    limit: Annotated[int, typer.Option(help="Most rows printed or written; 0: all.", min=0)] = 1000,
+    output: Annotated[Optional[Path], typer.Option(
+        help="Write the rows to this file instead: CSV, JSON lines or Parquet by its extension "
+             "(.csv, .jsonl, .parquet).")] = None,
 ) -> None:
-    """Run Spark SQL against views of every lake table of every contract."""
+    """Run Spark SQL against the lake's tables (registered in the catalog and as views)."""
     from analytics.cli import sql_command
 
-    code = sql_command(_settings(ctx), query, as_json)
+    code = sql_command(_settings(ctx), query, as_json, limit=limit or None, output=output)
     if code:
         raise typer.Exit(code)
 
@@ -311,6 +369,44 @@ def config(ctx: typer.Context) -> None:
     print(json.dumps(_settings(ctx).redacted(), indent=2, default=str))
 
 
+lake_app = typer.Typer(help="The lake's tables: the catalog, maintenance.", no_args_is_help=True)
+app.add_typer(lake_app, name="lake")
+
+
+@lake_app.command("register")
+def lake_register(ctx: typer.Context) -> None:
+    """Register every existing lake table in the catalog (catalog.kind: the embedded metastore, or
+    AWS Glue); prints the tables and, for hive, the spark-sql options that see them."""
+    from analytics.metastore import register_tables, spark_sql_args
+    from streamsight.contracts import load_contracts
+    from streamsight.spark import build_session
+
+    settings = _settings(ctx)
+    contracts = load_contracts(settings.contracts_dir)
+    spark = build_session(settings, "streamsight-lake-register", catalog=True)
+    tables = register_tables(spark, settings, contracts)
+    extra = {"spark_sql_args": spark_sql_args(settings)} if settings.catalog.kind == "hive" else {}
+    print(json.dumps({"catalog": settings.catalog.kind, "tables": tables, **extra}, indent=2))
+
+
+@lake_app.command("maintain")
+def lake_maintain(
+    ctx: typer.Context,
+    stream: Annotated[Optional[str], typer.Option(help="Only this stream.")] = None,
+    table: Annotated[Optional[list[str]], typer.Option(help="Only this table (repeatable): silver, gold_<agg> ...")] = None,
+) -> None:
+    """Compact small files and delete what the retention (contract, else settings) no longer keeps."""
+    from streaming_jobs.maintenance import maintain
+    from streamsight.contracts import load_contracts
+    from streamsight.spark import build_session
+
+    settings = _settings(ctx)
+    contracts = load_contracts(settings.contracts_dir)
+    selected = [_contract(settings, stream)] if stream else list(contracts.values())
+    spark = build_session(settings, "streamsight-lake-maintain")
+    print(json.dumps(maintain(spark, settings, selected, table), indent=2))
+
+
 bench_app = typer.Typer(help="Benchmarks of the pipeline on this machine (streamsight_cli/bench.py); each prints "
                              "one JSON object and writes it to --output.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -323,12 +419,16 @@ def bench_capacity(
     ctx: typer.Context,
     events: Annotated[int, typer.Option(help="Events in the raw topic before the job starts.", min=1000)] = 2_000_000,
     partitions: Annotated[int, _PARTITIONS] = 8,
+    lake: Annotated[Optional[list[str]], typer.Option(
+        help="local (a folder) or hdfs (a fresh local HDFS, the lake in its encryption zone); repeat to "
+             "run each in turn, side by side: --lake local --lake hdfs --lake local --lake hdfs.")] = None,
     output: Annotated[Optional[Path], _OUTPUT] = None,
 ) -> None:
     """How fast the job drains a pre-filled raw topic (bronze, silver, dead letter, predictions, gold)."""
     from streamsight_cli.bench import run_capacity
 
-    print(json.dumps(run_capacity(_settings(ctx), events=events, partitions=partitions, output=output)))
+    print(json.dumps(run_capacity(_settings(ctx), events=events, partitions=partitions, output=output,
+                                  lakes=tuple(lake or ("local",)))))
 
 
 @bench_app.command("sustained")
@@ -376,6 +476,14 @@ def main() -> None:
     except StreamsightError as exc:
         print(f"streamsight: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Exception as exc:
+        from streamsight.hadoop import access_denied
+
+        denied = access_denied(exc)
+        if denied is None:
+            raise
+        print(f"streamsight: error: the lake refused access: {denied}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

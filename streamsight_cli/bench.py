@@ -7,10 +7,12 @@ process (local Spark), on the stream ``bench_telemetry``: a copy of ``machine_te
 ``--partitions`` partitions. Before a pipeline bench, 20,000 events are streamed and a model is
 trained and promoted on them, so every measured event is scored.
 
-* ``capacity --events N``: the raw topic is filled with N events first (faults: 0.1 % malformed,
-  0.2 % schema violations, 1 % duplicates), then the job (bronze, silver, dead letter,
-  predictions, gold) drains it with ``Trigger.AvailableNow``: ``events_per_s`` = N / the drain's
-  wall time.
+* ``capacity --events N [--lake local --lake hdfs ...]``: the raw topic is filled with N events
+  first (faults: 0.1 % malformed, 0.2 % schema violations, 1 % duplicates), then the job (bronze,
+  silver, dead letter, predictions, gold) drains it with ``Trigger.AvailableNow``: ``events_per_s``
+  = N / the drain's wall time. Each ``--lake`` is one run, in order, on a fresh Kafka and lake: a
+  folder (``local``) or a fresh local HDFS with the lake in its encryption zone (``hdfs``); with
+  several, the output has every run and each kind's median against the first kind's.
 * ``sustained --rate R --seconds S --warmup-seconds W``: one producer at R events/s for W + S
   seconds (event time = wall clock), the job running as in production; figures cover the events
   produced after W. ``p50_s`` / ``p95_s`` / ``p99_s``: produce time (Kafka timestamp) to the
@@ -35,13 +37,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from streamsight.contracts import Contract, load_contract
+from streamsight.errors import StreamsightError
 from streamsight.lake import read_table
 from streamsight.settings import Settings
 
@@ -179,21 +182,34 @@ class _Bench:
     broker: str
     kafka_pid: int | None
     work: Path
+    lake: str = "local"
+    lake_pids: dict[str, int] = field(default_factory=dict)
+
+
+LAKES = ("local", "hdfs")
 
 
 @contextmanager
-def _bench(settings: Settings, partitions: int) -> Iterator[_Bench]:
-    """A work folder with the bench contract, a lake and (unless one is configured) a fresh Kafka."""
+def _bench(settings: Settings, partitions: int, lake: str = "local") -> Iterator[_Bench]:
+    """A work folder with the bench contract, a lake (``local``: a folder; ``hdfs``: a fresh local
+    HDFS, the lake in its encryption zone) and (unless one is configured) a fresh Kafka."""
     from streamsight.kafka import ensure_topics, stream_topics
+    from streamsight_cli.local_hdfs import LocalHdfs
     from streamsight_cli.local_kafka import LocalKafka
 
+    if lake not in LAKES:
+        raise StreamsightError(f"--lake: {lake!r} is not one of {', '.join(LAKES)}")
     work = Path(tempfile.mkdtemp(prefix="streamsight-bench-"))
-    kafka = None
+    kafka = hdfs = None
     try:
         contracts_dir = _bench_contracts(settings, work / "contracts", partitions)
         contract = load_contract(contracts_dir / f"{BENCH_STREAM}.yaml")
+        lake_dir = str(work / "lake")
+        if lake == "hdfs":
+            hdfs = LocalHdfs(work / "hdfs", port=0).start()
+            lake_dir = hdfs.lake_uri
         settings = settings.model_copy(update={
-            "lake_dir": str(work / "lake"), "contracts_dir": contracts_dir, "run_dir": work / "run"})
+            "lake_dir": lake_dir, "contracts_dir": contracts_dir, "run_dir": work / "run"})
         servers = settings.kafka.bootstrap_servers
         broker = servers or ""
         if not servers:
@@ -203,10 +219,13 @@ def _bench(settings: Settings, partitions: int) -> Iterator[_Bench]:
         ensure_topics(settings, stream_topics(contract))
         env = {**os.environ, "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": servers, "STREAMSIGHT_CONTRACTS_DIR": str(contracts_dir),
                "STREAMSIGHT_LOG_LEVEL": "WARNING", "PYTHONPATH": str(PROJECT_ROOT)}
-        yield _Bench(settings, contract, env, broker, kafka.pid if kafka else None, work)
+        yield _Bench(settings, contract, env, broker, kafka.pid if kafka else None, work, lake,
+                     hdfs.pids if hdfs else {})
     finally:
         if kafka is not None:
             kafka.stop()
+        if hdfs is not None:
+            hdfs.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -232,15 +251,33 @@ def _warm_job(b: _Bench) -> tuple[Any, Any]:
     return spark, job
 
 
-def run_capacity(settings: Settings, *, events: int, partitions: int = 8, output: Path | None = None) -> dict[str, Any]:
-    """Fill the raw topic with ``events``, then time the job draining it (module docstring)."""
-    with _bench(settings, partitions) as b:
+def run_capacity(settings: Settings, *, events: int, partitions: int = 8, output: Path | None = None,
+                 lakes: tuple[str, ...] = ("local",)) -> dict[str, Any]:
+    """Fill the raw topic with ``events``, then time the job draining it (module docstring), once
+    per entry of ``lakes`` in that order; with more than one, the runs side by side and each lake
+    kind's median against the first's."""
+    from statistics import median
+
+    runs = [_capacity_once(settings, events=events, partitions=partitions, lake=lake) for lake in lakes]
+    if len(runs) == 1:
+        return _write(runs[0], output, settings, "capacity")
+    medians = {k: median(r["events_per_s"] for r in runs if r["lake"] == k) for k in dict.fromkeys(lakes)}
+    first = lakes[0]
+    result = {"bench": "capacity", "events": events, "lakes": list(lakes),
+              "events_per_s_median": medians,
+              "slowdown_vs_" + first: {k: round(medians[first] / v, 2) for k, v in medians.items()},
+              "runs": runs}
+    return _write(result, output, settings, "capacity")
+
+
+def _capacity_once(settings: Settings, *, events: int, partitions: int, lake: str) -> dict[str, Any]:
+    with _bench(settings, partitions, lake) as b:
         spark, job = _warm_job(b)
         try:
             filled = _summary(_producer(b.env, count=events, seed=2, faults="malformed=0.001,schema=0.002,duplicates=0.01"))
             silver_before = read_table(spark, job.uri("silver")).count()
             watch = _CpuWatch({"spark_jvm": spark._jvm.java.lang.ProcessHandle.current().pid(),
-                               "driver_python": os.getpid(), "kafka": b.kafka_pid})
+                               "driver_python": os.getpid(), "kafka": b.kafka_pid, **b.lake_pids})
             watch.start()
             began = time.monotonic()
             progress: dict[str, list[dict[str, Any]]] = {}
@@ -249,7 +286,7 @@ def run_capacity(settings: Settings, *, events: int, partitions: int = 8, output
             cpu = watch.stop()
             silver = read_table(spark, job.uri("silver")).count() - silver_before
             result = {
-                "bench": "capacity", "events": events, "seconds": round(seconds, 1),
+                "bench": "capacity", "lake": b.lake, "events": events, "seconds": round(seconds, 1),
                 "events_per_s": round(events / seconds, 1),
                 "input_rows": totals, "silver_rows": silver, "producer": filled,
                 "partitions": partitions, "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
@@ -259,7 +296,7 @@ def run_capacity(settings: Settings, *, events: int, partitions: int = 8, output
             }
         finally:
             spark.stop()
-        return _write(result, output, settings, "capacity")
+        return result
 
 
 def run_sustained(settings: Settings, *, rate: float, seconds: float, warmup_seconds: float = 60.0,

@@ -12,20 +12,18 @@
    or was an injected duplicate; silver has no duplicate ids; predictions = silver rows written
    while a model was in production.
 
-The last line printed is ``SUMMARY {json}``. The demo owns its lake directory: it wipes it at start
-only if an earlier demo created it (marker file), so it is safe to run twice and never deletes a lake
-it did not make.
+The last line printed is ``SUMMARY {json}``. The demo owns its lake (a directory, or an ``hdfs://`` or
+``s3a://`` URI): it empties it at start only if an earlier demo created it (marker file), so it is
+safe to run twice and never deletes a lake it did not make.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from ingestion import sources
@@ -44,22 +42,29 @@ def _say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-def _prepare_lake(settings: Settings) -> None:
-    if not settings.lake_is_local:
-        raise StreamsightError("the demo needs a local lake directory (STREAMSIGHT_LAKE_DIR)")
-    lake = Path(settings.lake_dir.removeprefix("file://"))
-    if lake.exists() and any(lake.iterdir()):
-        if not (lake / MARKER).exists():
-            raise StreamsightError(f"STREAMSIGHT_LAKE_DIR: {lake} is not empty and was not made by the demo; "
-                                   "point the demo at an empty or earlier demo directory")
-        shutil.rmtree(lake)
-    lake.mkdir(parents=True, exist_ok=True)
-    (lake / MARKER).write_text("created by `streamsight demo`; the next demo run deletes this directory\n")
+def _prepare_lake(spark: Any, settings: Settings) -> None:
+    """Empty the lake if an earlier demo made it (its marker file); refuse a lake with any other file
+    in it. Its root and areas stay: on HDFS they carry the lake's encryption zone and ACLs."""
+    from streamsight.hadoop import HadoopFS
+    from streamsight.lake import ANALYST_AREAS
+
+    fs = HadoopFS(spark, settings.lake_uri)
+    marker = fs.child(fs.root, MARKER)
+    if not fs.exists(marker) and next(fs.list_files(fs.root), None) is not None:
+        raise StreamsightError(f"STREAMSIGHT_LAKE_DIR: {settings.lake_uri} holds files the demo did not make; "
+                               "point the demo at an empty or earlier demo lake")
+    for child in fs.list_status(fs.root):
+        if child.isDirectory() and str(child.getPath().getName()) in ANALYST_AREAS:
+            for grandchild in fs.list_status(child.getPath()):
+                fs.delete(grandchild.getPath(), True)
+        else:
+            fs.delete(child.getPath(), True)
+    fs.mkdirs(fs.root)
+    fs.write_bytes(marker, b"created by `streamsight demo`; the next demo run empties this lake\n", overwrite=True)
 
 
 def run_demo(settings: Settings) -> dict[str, Any]:
     started = time.monotonic()
-    _prepare_lake(settings)
     contract = get_contract(settings.contracts_dir, STREAM)
     with running_kafka(settings, [contract], settings.data_dir / "demo-kafka") as (kafka, settings):
         _say(f"Apache Kafka {kafka.version} at {kafka.bootstrap_servers} (data in {kafka.data_dir})")
@@ -80,11 +85,13 @@ def _run(settings: Settings, contract: Any, broker: str) -> dict[str, Any]:
         from streaming_jobs.pipeline import StreamJob
         from streamsight.spark import build_session
 
+        spark = build_session(settings, "streamsight-demo")
+        _prepare_lake(spark, settings)
+        _say(f"lake {settings.lake_uri}")
         runs: list[ProduceSummary] = []
         early = 6000
         runs.append(produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=early), progress=False))
         _say(f"replayed AI4I rows 1-{early}")
-        spark = build_session(settings, "streamsight-demo")
         job = StreamJob(spark, settings, contract, servers)
         job.run_until_idle()
         _say("streamed the early data; training model v1")

@@ -96,6 +96,20 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBroke
 
 
 @pytest.fixture(scope="session")
+def hdfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One local HDFS (streamsight_cli.local_hdfs.LocalHdfs: NameNode and DataNode on free ports) for
+    the whole run: its lake (``hdfs.lake_uri``) is an encryption zone with the lake's ACLs, owned by
+    this process's user; user ``analyst`` is in the analysts' group."""
+    from streamsight_cli.local_hdfs import LocalHdfs
+
+    local = LocalHdfs(tmp_path_factory.mktemp("hdfs"), port=0).start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="session")
 def spark():
     """The session every job builds (streamsight.spark.build_session), on two local cores."""
     from streamsight.settings import load_settings

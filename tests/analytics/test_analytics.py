@@ -426,8 +426,8 @@ def test_sql_command_exit_codes_and_streams(spark, lake, views, monkeypatch):
     built = []
     fake = types.ModuleType("streamsight.spark")
 
-    def build_session(settings, app_name):
-        built.append(app_name)
+    def build_session(settings, app_name, *, catalog=False):
+        built.append((app_name, catalog))
         return spark
 
     fake.build_session = build_session
@@ -437,12 +437,53 @@ def test_sql_command_exit_codes_and_streams(spark, lake, views, monkeypatch):
     assert sql_command(lake.settings, f"SELECT count(*) AS n FROM {STREAM}_silver", True, out=out, err=err) == 0
     assert json.loads(out.getvalue()) == {"n": len(lake.silver)}
     assert err.getvalue() == ""
-    assert built == ["streamsight-sql"]
+    assert built == [("streamsight-sql", True)]  # the session with the catalog
 
     out, err = io.StringIO(), io.StringIO()
     assert sql_command(lake.settings, "SELECT FROM WHERE", False, out=out, err=err) == 1
     assert out.getvalue() == ""
     assert err.getvalue().count("\n") == 1 and err.getvalue().startswith("error: ")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_sql_output_writes_every_row_or_the_limit(spark, lake, views, tmp_path, suffix):
+    """`streamsight sql --output FILE` writes all rows (--limit 0) or the first N, in the format the
+    extension names, each value as the JSON / text output shows it."""
+    from analytics.cli import sql_command
+
+    query = f"SELECT event_id, event_time, torque_nm, machine_failure FROM {STREAM}_silver ORDER BY event_id"
+    expected = _json_rows(spark, query)  # every row, as JSON lines show them
+    for limit, n in ((None, len(lake.silver)), (7, 7)):
+        path = tmp_path / f"rows-{limit}{suffix}"
+        err = io.StringIO()
+        assert sql_command(lake.settings, query, False, limit=limit, output=path, spark=spark, err=err) == 0
+        assert err.getvalue() == f"wrote {n} rows to {path}\n"
+        if suffix == ".jsonl":
+            got = [json.loads(line) for line in path.read_text().splitlines()]
+            assert got == expected[:n]
+        elif suffix == ".csv":
+            frame = pd.read_csv(path)
+            assert list(frame.columns) == ["event_id", "event_time", "torque_nm", "machine_failure"]
+            assert frame["event_id"].tolist() == [r["event_id"] for r in expected[:n]]
+            assert frame["torque_nm"].tolist() == pytest.approx([r["torque_nm"] for r in expected[:n]])
+        else:
+            table = pd.read_parquet(path)
+            assert table["event_id"].tolist() == [r["event_id"] for r in expected[:n]]
+            assert table["event_time"].tolist() == [pd.Timestamp(r["event_time"]) for r in expected[:n]]
+        assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_sql_output_refuses_an_unknown_extension_and_leaves_nothing(spark, lake, views, tmp_path):
+    from analytics.cli import sql_command
+
+    err = io.StringIO()
+    assert sql_command(lake.settings, f"SELECT 1 FROM {STREAM}_silver", False, output=tmp_path / "rows.xlsx",
+                       spark=spark, err=err) == 2
+    assert "unknown extension" in err.getvalue() and ".parquet" in err.getvalue()
+    err = io.StringIO()
+    assert sql_command(lake.settings, "SELECT no_such FROM nowhere", False, output=tmp_path / "rows.csv",
+                       spark=spark, err=err) == 1
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- named queries ----------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streamsight.jars import delta_package
+from streamsight.jars import delta_package, pom_property
 from streamsight.spark import DELTA_CONF
 from tests.conftest import BACKGROUND_ALLOWANCE, background_command
 
@@ -866,3 +866,21 @@ def test_ansible_lint_production_profile(lint_job: LintJob) -> None:
     proc = lint_job.result()
     assert proc.returncode == 0, output_of(proc)
     assert "Profile 'production' was required, and it passed" in proc.stdout + proc.stderr, output_of(proc)
+
+
+def test_hdfs_role_sets_the_lakes_acls_as_the_code_does(tools: None, tmp_path: Path) -> None:
+    """The hdfs role's lake ACLs, as Ansible renders them, are the code's (streamsight.lake.hdfs_acls,
+    which the integration tests run the pipeline into), plus traverse on the lake's parent."""
+    from streamsight.lake import ANALYSTS_GROUP, hdfs_acls
+
+    defaults = yaml.safe_load((ANSIBLE_DIR / "roles/hdfs/defaults/main.yml").read_text())
+    proc = run([tool("ansible"), "localhost", "-i", "localhost,", "-c", "local", "-m", "ansible.builtin.debug",
+                "-a", "var=hdfs_lake_acls", "-e", f"@{ANSIBLE_DIR / 'roles/hdfs/defaults/main.yml'}"])
+    assert proc.returncode == 0, output_of(proc)
+    rendered = yaml.safe_load(proc.stdout.split("=>", 1)[1])["hdfs_lake_acls"]  # JSON or YAML, per ansible.cfg
+    lake = defaults["hdfs_encryption_zone_path"]
+    expected = [{"path": "/streamsight", "mode": "0750", "acl": [f"group:{ANALYSTS_GROUP}:--x"]},
+                *[{"path": path, "mode": "0" + mode, "acl": acl} for path, mode, acl in hdfs_acls(lake)]]
+    assert rendered == expected
+    assert defaults["hdfs_encryption_zone_enabled"] is True
+    assert defaults["hdfs_hadoop_version"].split()[0] == pom_property("hadoop.version")  # PySpark's Hadoop client

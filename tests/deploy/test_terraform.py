@@ -84,7 +84,7 @@ INVENTORY_OUTPUTS = {
 }
 
 # Every AWS service the configuration calls, all pointed at moto by the override.
-MOTO_SERVICES = ("autoscaling", "cloudwatch", "ec2", "iam", "kms", "logs", "route53", "s3", "sns", "sts")
+MOTO_SERVICES = ("autoscaling", "cloudwatch", "ec2", "glue", "iam", "kms", "logs", "route53", "s3", "sns", "sts")
 
 # Matches AMIs that moto ships under Canonical's owner id, so the real data "aws_ami" lookup runs.
 MOTO_AMI_NAME_FILTER = "ubuntu/images/hvm-ssd/ubuntu-*-amd64-server-*"
@@ -446,6 +446,16 @@ def test_apply_and_destroy_dev_against_moto(background: Background) -> None:
     assert len(resources(state, "aws_cloudwatch_dashboard")) == 1
     (topic,) = [a for _, a in resources(state, "aws_sns_topic")]
     assert topic["kms_master_key_id"] == outputs["kms_key_arn"]
+    # The Glue database `streamsight lake register` fills, and Spark's role allowed to register
+    # tables in it only.
+    (database,) = [a for _, a in resources(state, "aws_glue_catalog_database")]
+    assert database["name"] == outputs["glue_database_name"] == "streamsight"
+    assert database["location_uri"] == f"s3://{bucket}/lake"
+    assert resources(state, "aws_glue_data_catalog_encryption_settings") == []  # an account-wide setting: opt-in
+    spark_policy = next(json.loads(a["policy"]) for _, a in resources(state, "aws_iam_role_policy")
+                        if a["name"] == "lake-kms-sagemaker")
+    (glue,) = [st for st in spark_policy["Statement"] if st.get("Sid") == "RegisterLakeTablesInGlue"]
+    assert all(r.endswith(("catalog", "database/streamsight", "table/streamsight/*")) for r in glue["Resource"])
 
     assert result.left_after_destroy == [], f"destroy left resources in the state: {result.left_after_destroy}"
 

@@ -73,14 +73,6 @@ def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, interva
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
-def committed_batches(table_dir: Path) -> int:
-    """How many commits a lake table has after the one that created it (files of its Delta log)."""
-    log = table_dir / "_delta_log"
-    if not log.is_dir():
-        return 0
-    return max(0, len([p for p in log.glob("*.json") if p.stem.isdigit()]) - 1)
-
-
 def read_topic(servers: str, topic: str) -> list[Any]:
     """Every message of ``topic`` (confluent_kafka.Message), read up to its high watermarks."""
     import confluent_kafka
@@ -102,16 +94,13 @@ def read_topic(servers: str, topic: str) -> list[Any]:
         consumer.close()
 
 
-def assert_same_rows_outside_spark(table_dir: Path, spark_frame: Any, *, key: str) -> None:
-    """delta-rs (Delta Lake's Rust reader, no JVM) reads the table at ``table_dir`` as Spark read
-    ``spark_frame``: the same ``key`` values, none twice, from whole Parquet files only."""
-    import pyarrow.parquet as pq
+def assert_same_rows_outside_spark(table_uri: str, spark_frame: Any, *, key: str) -> None:
+    """delta-rs (Delta Lake's Rust reader, no JVM) reads the table at ``table_uri`` (a path, file://
+    or hdfs:// URI) as Spark read ``spark_frame``: the same ``key`` values, none twice. It reads
+    every file the table's log names in full, so a partial file would fail it."""
     from deltalake import DeltaTable
 
-    table = DeltaTable(str(table_dir))
-    for uri in table.file_uris():
-        pq.read_metadata(uri.removeprefix("file://"))  # raises on a partial file
-    outside = table.to_pyarrow_table(columns=[key]).column(key).to_pylist()
+    outside = DeltaTable(table_uri).to_pyarrow_table().column(key).to_pylist()
     inside = [r[0] for r in spark_frame.select(key).collect()]
     assert len(outside) == len(set(outside)), "a key twice in the table as delta-rs reads it"
     assert sorted(outside) == sorted(inside)

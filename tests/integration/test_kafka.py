@@ -19,7 +19,7 @@ from streamsight.errors import BrokerUnavailableError, ConfigError
 from streamsight.kafka import PIPELINE_PRINCIPAL, PRODUCER_PRINCIPAL, check_broker, ensure_topics, grant_stream_acls
 from streamsight.lake import read_table
 from streamsight.settings import load_settings
-from tests.integration.helpers import ROOT, isolated_contract, wait_for
+from tests.integration.helpers import ROOT, isolated_contract, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -200,27 +200,64 @@ def test_a_refused_producer_stops_with_a_clear_error_and_writes_nothing(secured,
     assert sum(_high_watermarks(kafka.bootstrap_servers, contract.raw_topic)) == 0
 
 
-def test_end_to_end_over_sasl_ssl(secured, spark, tmp_path, monkeypatch):
-    """A producer's principal publishes, the pipeline's reads with Spark's connector (SCRAM, TLS
-    with the generated CA) and writes the dead-letter topic: each with only its own ACLs."""
-    from ingestion import sources
-    from ingestion.producer import produce
-    from streaming_jobs.pipeline import StreamJob
-    from tests.conftest import AI4I_CSV
-    from tests.integration.helpers import read_topic
-
+def test_end_to_end_over_sasl_ssl_into_the_encrypted_lake_on_hdfs(secured, spark, hdfs, tmp_path):
+    """producer -> Kafka (SASL_SSL: SCRAM, TLS) -> Spark -> the lake on HDFS (encryption zone, ACLs),
+    each principal with only its own ACLs, as the commands run: the counts reconcile; an analyst
+    reads silver but not bronze; another user reads and writes nothing, told so in one line; no
+    password appears in any command's output."""
     contract, as_principal, kafka = secured
-    monkeypatch.setenv("STREAMSIGHT_LAKE_DIR", str(tmp_path / "lake"))
-    producer = as_principal(PRODUCER_PRINCIPAL)
-    good = produce(producer, contract, sources.ai4i_source(AI4I_CSV, limit=300), progress=False)
-    poison = produce(producer, contract, sources.synthetic_source(
-        contract, machines=5, seed=3, faults=sources.FaultSpec(malformed=0.5)), count=20, validate=False, progress=False)
-    assert good.ok and poison.ok and good.delivered == 300
-    pipeline = as_principal(PIPELINE_PRINCIPAL).model_copy(update={"lake_dir": str(tmp_path / "lake")})
-    job = StreamJob(spark, pipeline, contract)
-    totals = job.run_until_idle()
-    assert totals["silver"] == 320
-    silver = read_table(spark, job.uri("silver")).count()
-    dead = read_table(spark, job.uri("dead_letter")).count()
-    assert silver == 300 + 20 - poison.faults["malformed"] and dead == poison.faults["malformed"] > 0
+    creds = kafka.credentials()
+    contracts_dir = as_principal(PRODUCER_PRINCIPAL).contracts_dir
+    base = {**os.environ, "PYTHONPATH": str(ROOT), "STREAMSIGHT_CONTRACTS_DIR": str(contracts_dir),
+            "STREAMSIGHT_LAKE_DIR": hdfs.lake_uri, "STREAMSIGHT_REPORTS_DIR": str(tmp_path / "reports"),
+            "STREAMSIGHT_RUN_DIR": str(tmp_path / "run"), "STREAMSIGHT_LOG_LEVEL": "DEBUG",
+            "STREAMSIGHT_SPARK__MASTER": "local[2]", "STREAMSIGHT_SPARK__SHUFFLE_PARTITIONS": "2",
+            "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": kafka.sasl_ssl_bootstrap_servers,
+            "STREAMSIGHT_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "STREAMSIGHT_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+            "STREAMSIGHT_KAFKA__SSL_CA_LOCATION": str(kafka.ca_file)}
+
+    def run(principal: str, *args: str, user: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {**base, "STREAMSIGHT_KAFKA__SASL_USERNAME": principal, "STREAMSIGHT_KAFKA__SASL_PASSWORD": creds[principal]}
+        if user is not None:
+            env["HADOOP_USER_NAME"] = user
+        done = subprocess.run([sys.executable, "-m", "streamsight_cli", *args], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        outputs.append(done.stdout + done.stderr)
+        assert not check or done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    outputs: list[str] = []
+    good = json.loads(run(PRODUCER_PRINCIPAL, "produce", "--stream", "machine_telemetry", "--source", "ai4i",
+                          "--count", "300", "--no-progress").stdout)["produce"]
+    poison = json.loads(run(PRODUCER_PRINCIPAL, "produce", "--stream", "machine_telemetry", "--source", "synthetic",
+                            "--count", "20", "--faults", "malformed=0.5", "--machines", "5", "--seed", "3",
+                            "--skip-validation", "--no-progress").stdout)["produce"]
+    assert good["delivered"] == 300 and poison["delivered"] == 20
+    streamed = json.loads(run(PIPELINE_PRINCIPAL, "stream", "--stream", "machine_telemetry", "--until-idle").stdout)
+    assert streamed["input_rows"]["silver"] == 320
+    malformed = poison["faults"]["malformed"]
+    job_settings = load_settings(lake_dir=hdfs.lake_uri, contracts_dir=str(contracts_dir))
+    from streaming_jobs.pipeline import StreamJob
+
+    job = StreamJob(spark, job_settings, contract)
+    silver, dead = read_table(spark, job.uri("silver")).count(), read_table(spark, job.uri("dead_letter")).count()
+    assert silver == 320 - malformed and dead == malformed > 0
     assert len(read_topic(kafka.bootstrap_servers, contract.dead_letter_topic)) == dead
+
+    # The analysts' group reads silver, predictions and gold only.
+    analyst = run(PIPELINE_PRINCIPAL, "sql", "--json", "SELECT count(*) AS n FROM machine_telemetry_silver", user="analyst")
+    assert json.loads(analyst.stdout) == {"n": silver}
+    refused = run(PIPELINE_PRINCIPAL, "sql", "SELECT count(*) FROM machine_telemetry_bronze", user="analyst", check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert 'machine_telemetry_bronze: access denied: Permission denied: user=analyst' in refused.stderr
+    # Anyone else: nothing, read or write, and a one-line reason.
+    stranger = run(PIPELINE_PRINCIPAL, "sql", "SELECT count(*) FROM machine_telemetry_silver", user="mallory", check=False)
+    assert stranger.returncode == 1 and "user=mallory" in stranger.stderr and "Traceback" not in stranger.stderr
+    writer = run(PIPELINE_PRINCIPAL, "stream", "--stream", "machine_telemetry", "--until-idle", user="mallory", check=False)
+    assert writer.returncode == 3, writer.stderr[-3000:]
+    assert "the lake refused access: Permission denied: user=mallory" in writer.stderr
+    assert "Traceback" not in writer.stderr
+
+    secrets = [creds[PRODUCER_PRINCIPAL], creds[PIPELINE_PRINCIPAL]]
+    leaked = [i for i, text in enumerate(outputs) if any(secret in text for secret in secrets)]
+    assert not leaked, f"a password in the output of command #{leaked[0]}"

@@ -11,6 +11,7 @@ import logging
 import signal
 import subprocess
 import sys
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from pyspark.sql import functions as F
 from ingestion import sources
 from ingestion.producer import produce
 from streaming_jobs import transforms as T
-from streaming_jobs.pipeline import StreamJob, batch_stats
+from streaming_jobs.lake_writer import BatchRecordLog
+from streaming_jobs.pipeline import StreamJob, batch_stats, ops_uri
 from streamsight.contracts import REJECTION_HEADERS, load_contracts
 from streamsight.lake import read_table
 from streamsight.settings import load_settings
@@ -30,7 +32,6 @@ from tests.integration.helpers import (
     ROOT,
     assert_same_rows_outside_spark,
     cli_env,
-    committed_batches,
     isolated_contract,
     read_topic,
     wait_for,
@@ -157,10 +158,18 @@ def _failure(stderr: str) -> str:
     return "\n".join(errors[:20]) + "\n...\n" + stderr[-1500:]
 
 
-def test_sigkill_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, telemetry):
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, telemetry, hdfs):
+    """The driver killed with SIGKILL mid-stream, with the lake on HDFS: after a restart Spark and
+    delta-rs (no JVM) read the same rows from silver and predictions, each event once. (The lake is
+    outside the encryption zone: delta-rs's HDFS client cannot decrypt.)"""
     from ml.train import train_model
 
+    events = 3000
     settings, contract, env = telemetry
+    lake = f"{hdfs.uri}{hdfs.plain_dir(f'/plain-{uuid.uuid4().hex[:8]}')}"
+    settings = settings.model_copy(update={"lake_dir": lake})
+    env = {**env, "STREAMSIGHT_LAKE_DIR": lake}
+    job = StreamJob(spark, settings, contract)
     # A model in production before the stream starts, so every prediction is part of what must
     # survive the crash. It is trained on AI4I rows shaped as silver, not on this lake's silver (the
     # stream's tables hold only what the stream wrote); one quick candidate, since what must
@@ -168,45 +177,44 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, te
     history = spark.createDataFrame(ai4i_silver(2000))
     train_model(spark, settings, contract, silver=history, promote=True, algorithms=("logistic_regression",),
                 refit=False)
-    produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=6000), progress=False)
+    produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=events), progress=False)
 
     # Small micro-batches, so the driver is killed with some but not all of them committed.
-    small = {**env, "STREAMSIGHT_SPARK__MAX_OFFSETS_PER_TRIGGER": "400", "STREAMSIGHT_SPARK__TRIGGER_INTERVAL": "0 seconds"}
-    lake = Path(env["STREAMSIGHT_LAKE_DIR"])
+    small = {**env, "STREAMSIGHT_SPARK__MAX_OFFSETS_PER_TRIGGER": "300", "STREAMSIGHT_SPARK__TRIGGER_INTERVAL": "0 seconds"}
+    batches = BatchRecordLog(ops_uri(settings, contract, "silver_batches"))
     proc = _stream_process(small)
     try:
-        wait_for(lambda: committed_batches(lake / "predictions" / "machine_telemetry") >= 2 or proc.poll() is not None,
+        wait_for(lambda: len(batches.records(spark)) >= 2 or proc.poll() is not None,
                  timeout=240, what="the streaming process to commit micro-batches")
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    silver_dir = lake / "silver" / "machine_telemetry"
-    partial = read_table(spark, str(silver_dir)).count()
-    assert 0 < partial < 6000, partial  # it really died mid-stream
+    partial = read_table(spark, job.uri("silver")).count()
+    assert 0 < partial < events, partial  # it really died mid-stream
 
     # The restart replays the batch in flight with its logged offsets, then reads the rest at once.
     restarted = _stream_process(env, "--until-idle")
     _, err = restarted.communicate(timeout=600)
     assert restarted.returncode == 0, _failure(err)
 
-    silver = read_table(spark, str(silver_dir))
-    preds = read_table(spark, str(lake / "predictions" / "machine_telemetry"))
-    ids = sorted(f"ai4i-{i}" for i in range(1, 6001))
-    assert silver.count() == silver.select("event_id").distinct().count() == 6000
+    silver = read_table(spark, job.uri("silver"))
+    preds = read_table(spark, job.uri("predictions"))
+    ids = sorted(f"ai4i-{i}" for i in range(1, events + 1))
+    assert silver.count() == silver.select("event_id").distinct().count() == events
     assert sorted(r[0] for r in silver.select("event_id").collect()) == ids
     # Every row: scored exactly once, by the model that was in production.
-    assert preds.count() == 6000
+    assert preds.count() == events
     assert sorted(r[0] for r in preds.select("event_id").collect()) == ids
-    # A reader that is not Spark sees exactly what Spark sees, and only whole files.
+    # A reader that is not Spark sees exactly what Spark sees.
     for table, frame in (("silver", silver), ("predictions", preds)):
-        assert_same_rows_outside_spark(lake / table / "machine_telemetry", frame, key="event_id")
+        assert_same_rows_outside_spark(job.uri(table), frame, key="event_id")
     stats = batch_stats(spark, settings, contract)
-    assert stats.agg(F.sum("predictions")).first()[0] == 6000
+    assert stats.agg(F.sum("predictions")).first()[0] == events
     assert stats.where("model_version IS NULL").count() == 0
-    bronze = read_table(spark, str(lake / "bronze" / "machine_telemetry"))
-    assert bronze.count() == bronze.select("partition", "offset").distinct().count() == 6000
+    bronze = read_table(spark, job.uri("bronze"))
+    assert bronze.count() == bronze.select("partition", "offset").distinct().count() == events
 
 
 def test_events_behind_the_watermark_are_counted_and_stay_in_bronze(spark, kafka_broker, telemetry, caplog):

@@ -61,6 +61,11 @@ output "lake_uri" {
   value       = module.lake.lake_uri
 }
 
+output "glue_database_name" {
+  description = "Glue database of the lake's tables, for STREAMSIGHT_CATALOG__DATABASE."
+  value       = module.lake.glue_database_name
+}
+
 output "kms_key_arn" {
   description = "ARN of the customer-managed KMS key (lake, EBS, logs, SNS)."
   value       = module.lake.kms_key_arn

@@ -56,6 +56,7 @@ module "iam" {
   lake_bucket_arn         = module.lake.bucket_arn
   lake_prefix             = module.lake.lake_prefix
   kms_key_arn             = module.lake.kms_key_arn
+  glue_database_name      = module.lake.glue_database_name
   log_group_name_prefix   = "/streamsight/${local.name}/instances/"
   sagemaker_endpoint_arns = var.sagemaker_endpoint_arns
 

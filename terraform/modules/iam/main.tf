@@ -1,6 +1,6 @@
 # One instance role + profile per role family, each with only what it needs:
 #   kafka  - SSM Session Manager, CloudWatch metrics/logs
-#   spark  - the same, plus the lake prefix in S3, the lake KMS key and (optionally) named
+#   spark  - the same, plus the lake prefix in S3, the lake KMS key, the lake's Glue tables and (optionally) named
 #            SageMaker endpoints; used by the Spark master (drivers) and the workers (executors)
 #   hdfs   - SSM Session Manager, CloudWatch metrics/logs (namenode)
 
@@ -142,6 +142,27 @@ data "aws_iam_policy_document" "spark" {
       "kms:DescribeKey",
     ]
     resources = [var.kms_key_arn]
+  }
+
+  dynamic "statement" {
+    for_each = var.glue_database_name != "" ? [1] : []
+
+    content {
+      sid    = "RegisterLakeTablesInGlue"
+      effect = "Allow"
+      actions = [
+        "glue:GetDatabase",
+        "glue:GetTable",
+        "glue:GetTables",
+        "glue:CreateTable",
+        "glue:UpdateTable",
+      ]
+      resources = [
+        "arn:${data.aws_partition.current.partition}:glue:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:catalog",
+        "arn:${data.aws_partition.current.partition}:glue:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:database/${var.glue_database_name}",
+        "arn:${data.aws_partition.current.partition}:glue:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:table/${var.glue_database_name}/*",
+      ]
+    }
   }
 
   dynamic "statement" {

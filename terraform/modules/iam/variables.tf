@@ -41,6 +41,12 @@ variable "sagemaker_endpoint_arns" {
   }
 }
 
+variable "glue_database_name" {
+  description = "Glue database whose tables the Spark jobs may register (`streamsight lake register`). Empty: no Glue permission."
+  type        = string
+  default     = ""
+}
+
 variable "tags" {
   description = "Tags applied to every resource."
   type        = map(string)

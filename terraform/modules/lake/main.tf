@@ -1,4 +1,4 @@
-# The Parquet lake: one S3 bucket encrypted with a customer-managed KMS key (rotated yearly),
+# The lake of Delta Lake tables: one S3 bucket encrypted with a customer-managed KMS key (rotated yearly),
 # versioned, never public, TLS only, with lifecycle rules, and S3 server access logs in a second,
 # equally locked-down bucket. The same key also encrypts the EBS volumes, the CloudWatch log
 # groups and the SNS alarm topic, so its policy names those services.
@@ -348,4 +348,35 @@ resource "aws_s3_bucket_lifecycle_configuration" "logs" {
   }
 
   depends_on = [aws_s3_bucket_versioning.logs]
+}
+
+################################################################################
+# Glue Data Catalog: the database `streamsight lake register` puts the lake's tables in
+# (table_type=DELTA at their s3:// locations: Athena engine v3 and Trino read them natively)
+################################################################################
+
+resource "aws_glue_catalog_database" "this" {
+  name        = var.glue_database_name
+  description = "${var.name}: the lake's Delta Lake tables (<stream>_<table>)"
+
+  location_uri = "s3://${aws_s3_bucket.this.id}/${var.lake_prefix}"
+
+  tags = var.tags
+}
+
+# The catalog's metadata (table definitions, connection passwords) encrypted with the lake's key.
+resource "aws_glue_data_catalog_encryption_settings" "this" {
+  count = var.manage_glue_catalog_encryption ? 1 : 0
+
+  data_catalog_encryption_settings {
+    connection_password_encryption {
+      aws_kms_key_id                       = aws_kms_key.this.arn
+      return_connection_password_encrypted = true
+    }
+
+    encryption_at_rest {
+      catalog_encryption_mode = "SSE-KMS"
+      sse_aws_kms_key_id      = aws_kms_key.this.arn
+    }
+  }
 }

@@ -37,3 +37,13 @@ output "kms_alias_name" {
   description = "Alias of the customer-managed KMS key."
   value       = aws_kms_alias.this.name
 }
+
+output "glue_database_name" {
+  description = "Glue database of the lake's tables (STREAMSIGHT_CATALOG__DATABASE)."
+  value       = aws_glue_catalog_database.this.name
+}
+
+output "glue_database_arn" {
+  description = "ARN of the Glue database of the lake's tables."
+  value       = aws_glue_catalog_database.this.arn
+}

@@ -79,3 +79,20 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "glue_database_name" {
+  description = "Glue database of the lake's tables (STREAMSIGHT_CATALOG__DATABASE; lower case, digits, _)."
+  type        = string
+  default     = "streamsight"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]*$", var.glue_database_name))
+    error_message = "glue_database_name must be lower case letters, digits and underscores, not starting with a digit."
+  }
+}
+
+variable "manage_glue_catalog_encryption" {
+  description = "Encrypt the account's Glue Data Catalog metadata with the lake's key. One setting per account and region, shared by every stack there: enable it in the stack that owns the account's catalog."
+  type        = bool
+  default     = false
+}
