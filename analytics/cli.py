@@ -39,7 +39,7 @@ def sql_command(
     query: str,
     as_json: bool,
     *,
-    limit: int | None = 1000,
+    limit: int | None = None,
     output: Path | None = None,
     spark: SparkSession | None = None,
     out: TextIO | None = None,
@@ -49,19 +49,34 @@ def sql_command(
 
     The tables are registered in the catalog (:func:`analytics.metastore.register_tables`) and as
     views. Text output is a fixed-width table; ``as_json`` prints JSON Lines (one object per row).
-    At most ``limit`` rows are printed (None or 0: all); when the result had more, JSON mode writes
-    a warning to stderr (stdout stays valid JSON Lines). With ``output`` the rows (up to ``limit``)
-    go to that file instead (:func:`analytics.sql.export`) and stderr says how many.
+    At most ``limit`` rows are printed (default 1000; 0: all); when the result had more, JSON mode
+    writes a warning to stderr (stdout stays valid JSON Lines). With ``output`` the rows (all, or the
+    first ``limit``) go to that file instead (:func:`analytics.sql.export`), whose extension is
+    checked before anything runs, and stderr says how many.
     """
     from analytics.metastore import register_tables
-    from analytics.sql import SqlError, clean_query, execute, export, format_json_lines, format_table
+    from analytics.sql import (
+        DEFAULT_LIMIT,
+        SqlError,
+        clean_query,
+        execute,
+        export,
+        format_json_lines,
+        format_table,
+        output_format,
+    )
     from analytics.views import refused, register_views
     from streamsight.contracts import load_contracts
 
     out = out or sys.stdout
     err = err or sys.stderr
+    if output is None and limit is None:
+        limit = DEFAULT_LIMIT
+    limit = limit or None  # 0: every row
     try:
         clean_query(query)
+        if output is not None:
+            output_format(output)
         contracts = load_contracts(settings.contracts_dir)
         session = _session(settings, "streamsight-sql", spark, catalog=True)
         if settings.catalog.kind == "hive" and session.conf.get("spark.sql.catalogImplementation") == "hive":

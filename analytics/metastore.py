@@ -11,7 +11,8 @@
 
 A table that does not exist yet in the lake is not registered (it will be at the next
 registration after the stream has created it), nor is one the file system does not let this user
-read. Registering is idempotent.
+read. Registering is idempotent; a table registered at another location (the lake moved) is
+registered again at the lake's.
 """
 
 from __future__ import annotations
@@ -90,7 +91,15 @@ def _register_hive(spark: SparkSession, settings: Settings, tables: list[tuple[C
                               "it, or give this command another metastore_dir") from None
         raise
     for _contract, _table, name, uri in tables:
-        spark.sql(f"CREATE TABLE IF NOT EXISTS `{database}`.`{name}` USING {TABLE_FORMAT} LOCATION '{uri}'")
+        qualified = f"`{database}`.`{name}`"
+        if spark.catalog.tableExists(f"{database}.{name}"):
+            described = spark.sql(f"DESCRIBE TABLE EXTENDED {qualified}").collect()
+            location = next((r["data_type"] for r in described if r["col_name"] == "Location"), None)
+            if location == uri:
+                continue
+            spark.sql(f"DROP TABLE {qualified}")  # an external table: its files stay where they are
+            log.info("%s.%s moves from %s to %s", database, name, location, uri)
+        spark.sql(f"CREATE TABLE {qualified} USING {TABLE_FORMAT} LOCATION '{uri}'")
 
 
 def glue_location(uri: str) -> str:

@@ -128,7 +128,7 @@ def _sql_errors(refused: dict[str, str] | None) -> Iterator[None]:
                 raise SqlError(f"access denied: {denied}") from None
             condition = exc.getCondition() if isinstance(exc, PySparkException) else None
             names = [v for v in (refused or {}) if condition == "TABLE_OR_VIEW_NOT_FOUND"
-                     and re.search(rf"`?{re.escape(v)}`?", str(exc), re.IGNORECASE)]
+                     and re.search(rf"(?<![\w]){re.escape(v)}(?![\w])", str(exc), re.IGNORECASE)]
             if names:
                 raise SqlError(f"{names[0]}: access denied: {(refused or {})[names[0]]}") from None
             if isinstance(exc, Py4JJavaError):
@@ -159,15 +159,22 @@ def execute(spark: SparkSession, query: str, *, limit: int | None = DEFAULT_LIMI
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet"}
 
 
+def output_format(path: Path) -> str:
+    """The format :func:`export` writes to ``path``, by its extension; StreamsightError if none."""
+    kind = OUTPUT_FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise StreamsightError(f"--output: {path.name}: unknown extension; use one of {', '.join(OUTPUT_FORMATS)}")
+    return kind
+
+
 def export(spark: SparkSession, query: str, path: Path, *, limit: int | None = None,
            refused: dict[str, str] | None = None) -> int:
     """Write the result of ``query`` (its first ``limit`` rows; None or 0: all) to ``path``, in the
     format its extension names (:data:`OUTPUT_FORMATS`: CSV with a header, JSON Lines as
     :func:`format_json_lines` writes them, or Parquet); the rows written. Rows stream to the file
-    (CSV, JSON Lines) or travel as Arrow (Parquet); the file appears whole or not at all."""
-    kind = OUTPUT_FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise StreamsightError(f"--output: {path.name}: unknown extension; use one of {', '.join(OUTPUT_FORMATS)}")
+    (CSV, JSON Lines); for Parquet they are collected as one Arrow table in this process first. The
+    file appears whole or not at all."""
+    kind = output_format(path)
     text = clean_query(query)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")

@@ -196,9 +196,7 @@ def _read_table(spark: SparkSession, uri: str, columns: list[tuple[str, str]]) -
     except Exception as exc:
         if (denied := access_denied(exc)) is not None:
             return None, f"{NO_ACCESS}{denied})"
-        if not isinstance(exc, PySparkException):
-            raise
-        condition = exc.getCondition() if hasattr(exc, "getCondition") else None
+        condition = exc.getCondition() if isinstance(exc, PySparkException) else None
         if condition in ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA"):
             return None, EMPTY
         log.warning("cannot read lake table %s: %s", uri, one_line(exc))

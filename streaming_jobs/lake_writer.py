@@ -16,6 +16,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from streamsight.errors import ConfigError
 from streamsight.hadoop import HadoopFS, PathExistsError
 from streamsight.lake import TABLE_FORMAT, ddl
 
@@ -60,11 +61,15 @@ class BatchTable:
         (its properties are then brought up to date)."""
         create_table(spark, self.path, self.columns, self.partition_by, self.properties)
 
-    def committed_batch(self, spark: SparkSession, app_id: str) -> int | None:
-        """The newest batch id query ``app_id`` committed to this table (None: none yet)."""
+    def _snapshot(self, spark: SparkSession) -> Any:
+        """The table's newest snapshot (Delta's ``DeltaLog``, brought up to date)."""
         jvm = spark._jvm
         assert jvm is not None
-        snapshot = jvm.org.apache.spark.sql.delta.DeltaLog.forTableWithSnapshot(spark._jsparkSession, self.path)._2()
+        return jvm.org.apache.spark.sql.delta.DeltaLog.forTableWithSnapshot(spark._jsparkSession, self.path)._2()
+
+    def committed_batch(self, spark: SparkSession, app_id: str) -> int | None:
+        """The newest batch id query ``app_id`` committed to this table (None: none yet)."""
+        snapshot = self._snapshot(spark)
         if int(snapshot.version()) < 0:
             return None
         found = snapshot.transactions().get(app_id)
@@ -82,45 +87,65 @@ class BatchTable:
 
         if int(batch_id) < 0:
             raise ValueError(f"batch_id must be >= 0, got {batch_id}")
+        spark = df.sparkSession
+        version = int(self._snapshot(spark).version())
         counted = Observation()
         writer = (df.observe(counted, F.count(F.lit(1)).alias("rows")).write.format(TABLE_FORMAT).mode("append")
                   .option("txnAppId", app_id).option("txnVersion", int(batch_id)))
         if self.partition_by:
             writer = writer.partitionBy(*self.partition_by)
         writer.save(self.path)
-        # A skipped write never runs the plan, so its observation never completes.
-        if counted._jo is None or not counted._jo.future().isCompleted():
+        if int(self._snapshot(spark).version()) == version:  # skipped: the plan never ran
             return 0
         return int(counted.get["rows"])
+
+
+def _properties_sql(properties: dict[str, str]) -> str:
+    return ", ".join(f"'{k}' = '{v}'" for k, v in sorted(properties.items()))
 
 
 def create_table(spark: SparkSession, path: str, columns: list[tuple[str, str]], partition_by: list[str],
                  properties: dict[str, str]) -> None:
     """An empty Delta table at ``path`` with these columns, partitioning and table properties, unless
-    one is there already (then its properties are brought up to date, if they differ)."""
+    one is there already. An existing table gets the declared columns it lacks (a contract's new
+    fields) and these properties, where they differ; a declared column whose type differs from the
+    table's, or other partitioning, is a :class:`~streamsight.errors.ConfigError` naming them."""
     from delta.tables import DeltaTable
 
-    if DeltaTable.isDeltaTable(spark, path):
-        current = DeltaTable.forPath(spark, path).detail().first()
-        have = dict(current["properties"] or {}) if current is not None else {}
-        changed = {k: v for k, v in properties.items() if have.get(k) != v}
-        if changed:
-            settings = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(changed.items()))
-            spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({settings})")
+    if not DeltaTable.isDeltaTable(spark, path):
+        partitioned = f" PARTITIONED BY ({', '.join(f'`{c}`' for c in partition_by)})" if partition_by else ""
+        props = f" TBLPROPERTIES ({_properties_sql(properties)})" if properties else ""
+        spark.sql(f"CREATE TABLE IF NOT EXISTS delta.`{path}` ({ddl(columns)}) USING {TABLE_FORMAT}{partitioned}{props}")
         return
-    partitioned = f" PARTITIONED BY ({', '.join(f'`{c}`' for c in partition_by)})" if partition_by else ""
-    props = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(properties.items()))
-    spark.sql(f"CREATE TABLE IF NOT EXISTS delta.`{path}` ({ddl(columns)}) USING {TABLE_FORMAT}{partitioned}"
-              + (f" TBLPROPERTIES ({props})" if props else ""))
+    table = DeltaTable.forPath(spark, path)
+    detail = table.detail().first()
+    have_partitions = list(detail["partitionColumns"]) if detail is not None else []
+    have = {f.name: f.dataType.simpleString() for f in table.toDF().schema.fields}
+    wrong = [f"{c} is {have[c]} in the table, declared {t}" for c, t in columns if c in have and have[c] != t]
+    if wrong or have_partitions != list(partition_by):
+        problems = wrong + ([f"partitioned by {have_partitions}, declared {list(partition_by)}"]
+                            if have_partitions != list(partition_by) else [])
+        raise ConfigError(f"lake table {path} does not match its contract: {'; '.join(problems)} (a change of "
+                          "type or partitioning needs a new table: move the old one away, or give the stream "
+                          "another name)")
+    missing = [(c, t) for c, t in columns if c not in have]
+    if missing:
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({ddl(missing)})")
+    current = dict(detail["properties"] or {}) if detail is not None else {}
+    changed = {k: v for k, v in properties.items() if current.get(k) != v}
+    if changed:
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({_properties_sql(changed)})")
 
 
 class BatchRecordLog:
-    """One small JSON record per micro-batch, written without a Spark job (idempotent by batch id).
+    """One small JSON record per micro-batch of a streaming query, written without a Spark job
+    (idempotent by query id and batch id).
 
-    ``<path>/batch-<id>.json`` is written atomically (temporary file, then rename without
-    overwrite), so a record is either whole or absent and a replayed batch cannot write it twice.
-    For per-batch bookkeeping that must not cost a Spark job per micro-batch; read it with
-    :meth:`read` (or ``spark.read.json(path)``).
+    ``<path>/query=<query id>/batch-<id>.json`` is written atomically (temporary file, then rename
+    without overwrite), so a record is either whole or absent and a replayed batch cannot write it
+    twice; a query with a new checkpoint (a new id, batch ids from 0 again) has records of its own.
+    For per-batch bookkeeping that must not cost a Spark job per micro-batch; read them with
+    :meth:`records` or :meth:`read`.
     """
 
     def __init__(self, path: str) -> None:
@@ -133,33 +158,35 @@ class BatchRecordLog:
             self._fs = (spark.sparkContext, HadoopFS(spark, self.path))
         return self._fs[1]
 
-    def _file(self, fs: HadoopFS, batch_id: int) -> Any:
-        return fs.child(fs.root, f"batch-{int(batch_id):020d}.json")
+    def _file(self, fs: HadoopFS, query: str, batch_id: int) -> Any:
+        return fs.child(fs.root, f"query={query}", f"batch-{int(batch_id):020d}.json")
 
-    def is_committed(self, spark: SparkSession, batch_id: int) -> bool:
+    def is_committed(self, spark: SparkSession, query: str, batch_id: int) -> bool:
         fs = self._hadoop(spark)
-        return fs.exists(self._file(fs, batch_id))
+        return fs.exists(self._file(fs, query, batch_id))
 
-    def write(self, spark: SparkSession, batch_id: int, record: dict[str, Any]) -> bool:
-        """Write the record of ``batch_id``; False if it was already there."""
+    def write(self, spark: SparkSession, query: str, batch_id: int, record: dict[str, Any]) -> bool:
+        """Write the record of ``batch_id`` of ``query``; False if it was already there."""
         fs = self._hadoop(spark)
-        fs.mkdirs(fs.root)
+        target = self._file(fs, query, batch_id)
+        fs.mkdirs(target.getParent())
+        data = json.dumps({**record, "query_id": query}, default=str) + "\n"
         try:
-            fs.write_atomic(self._file(fs, batch_id), (json.dumps(record, default=str) + "\n").encode("utf-8"))
+            fs.write_atomic(target, data.encode("utf-8"))
         except PathExistsError:
             return False
         return True
 
     def records(self, spark: SparkSession) -> list[dict[str, Any]]:
-        """Every record, in batch order (read through the file system, no Spark job)."""
+        """Every record of every query, in file order (read through the file system, no Spark job)."""
         fs = self._hadoop(spark)
-        files = sorted((s.getPath() for s in fs.list_status(fs.root)), key=lambda p: str(p.getName()))
-        return [json.loads(fs.read_text(p)) for p in files
-                if str(p.getName()).startswith("batch-") and str(p.getName()).endswith(".json")]
+        return [json.loads(fs.read_text(status.getPath())) for status in
+                sorted(fs.list_files(fs.root), key=lambda st: fs.uri(st.getPath()))
+                if str(status.getPath().getName()).startswith("batch-") and str(status.getPath().getName()).endswith(".json")]
 
     def read(self, spark: SparkSession, schema: str) -> DataFrame:
         """Every record as a DataFrame with ``schema`` (DDL); empty if none was written yet."""
         fs = self._hadoop(spark)
-        if not fs.exists(fs.root):
+        if not any(True for _ in fs.list_files(fs.root)):
             return spark.createDataFrame([], schema)
-        return spark.read.schema(schema).json(fs.uri(fs.root) + "/batch-*.json")
+        return spark.read.schema(schema).json(fs.uri(fs.root) + "/query=*/batch-*.json")

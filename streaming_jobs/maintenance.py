@@ -9,9 +9,12 @@
    streaming readers of the table skip, so gold reading silver is not disturbed);
 3. ``VACUUM`` with the files retention: files no version inside it needs are deleted.
 
-It is safe while the streams run: Delta resolves a compaction against concurrent appends. A
-streaming reader further behind than the files retention would miss deleted files, so keep that
-retention longer than any reader may lag (default 7 days).
+On a local or HDFS lake it is safe while the streams run: Delta resolves a compaction against
+concurrent appends through the file system's atomic rename. On S3 it is not: Delta's S3 log store
+assumes one writing process per table, so run it with the streams stopped (``--streams-stopped``
+says so). A streaming reader further behind than the files retention would miss deleted files, and
+a write still in progress has files no version names yet, so the files retention must be at least
+:data:`MIN_FILES_RETENTION_S` (one hour; the default is 7 days).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from streaming_jobs.lake_writer import create_table
 from streamsight.contracts import Contract, interval_seconds
-from streamsight.lake import is_table, table_columns, table_properties, table_uri
+from streamsight.errors import ConfigError
+from streamsight.lake import is_table, retention, table_columns, table_properties, table_uri
+from streamsight.spark import session_conf
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -31,6 +36,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from streamsight.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# VACUUM deletes files no version names once they are older than the retention: a write still in
+# progress has such files, so the retention must outlast any write.
+MIN_FILES_RETENTION_S = 3600
 
 
 def maintain_table(spark: SparkSession, uri: str, *, files_retention_hours: float) -> dict[str, Any]:
@@ -43,17 +52,10 @@ def maintain_table(spark: SparkSession, uri: str, *, files_retention_hours: floa
     optimized = table.optimize().executeCompaction().first()
     metrics = optimized["metrics"] if optimized is not None else None
     # The configured retention is deliberate, even below Delta's 7-day safety check.
-    previous = spark.conf.get("spark.databricks.delta.retentionDurationCheck.enabled", None)
-    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-    try:
+    with session_conf(spark, "spark.databricks.delta.retentionDurationCheck.enabled", "false"):
         doomed = spark.sql(f"VACUUM delta.`{uri}` RETAIN {files_retention_hours} HOURS DRY RUN").count()
         with _jvm_console_on_stderr(spark):  # VACUUM prints a line to the JVM's standard output
             table.vacuum(files_retention_hours)
-    finally:
-        if previous is None:
-            spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
-        else:
-            spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", previous)
     after = table.detail().first()
     latest = table.history(1).first()
     return {
@@ -79,15 +81,39 @@ def _jvm_console_on_stderr(spark: SparkSession) -> Iterator[None]:
         system.setOut(out)
 
 
+def check(settings: Settings, contracts: list[Contract], tables: Iterable[str] | None, *,
+          streams_stopped: bool) -> None:
+    """ConfigError for a table name no contract has, a files retention under
+    :data:`MIN_FILES_RETENTION_S`, or a lake on S3 without ``streams_stopped``."""
+    wanted = set(tables) if tables is not None else None
+    known = {t for c in contracts for t in c.table_names()}
+    if wanted is not None and wanted - known:
+        raise ConfigError(f"--table: no table {', '.join(sorted(wanted - known))} (tables: {', '.join(sorted(known))})")
+    if settings.lake_uri.startswith(("s3a://", "s3://")) and not streams_stopped:
+        raise ConfigError("the lake is on S3, where Delta admits one writing process per table: stop the streams, "
+                          "then run `streamsight lake maintain --streams-stopped`")
+    for contract in contracts:
+        files = retention(contract, settings)[0]
+        if interval_seconds(files) < MIN_FILES_RETENTION_S:
+            raise ConfigError(f"{contract.name}: files retention {files!r} (contract retention.files, else "
+                              f"STREAMSIGHT_RETENTION__FILES) is under {MIN_FILES_RETENTION_S // 3600} hour(s): VACUUM "
+                              "would delete the files of writes still in progress")
+
+
 def maintain(spark: SparkSession, settings: Settings, contracts: Iterable[Contract],
-             tables: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+             tables: Iterable[str] | None = None, *, streams_stopped: bool = False) -> dict[str, dict[str, Any]]:
     """:func:`maintain_table` on every existing lake table of ``contracts`` (or only ``tables``,
-    names like ``silver`` or ``gold_by_type_1h``); ``<stream>_<table>`` -> what was done."""
+    names like ``silver`` or ``gold_by_type_1h``); ``<stream>_<table>`` -> what was done.
+
+    Nothing is done unless :func:`check` passes.
+    """
+    contracts = list(contracts)
+    check(settings, contracts, tables, streams_stopped=streams_stopped)
     wanted = set(tables) if tables is not None else None
     out: dict[str, dict[str, Any]] = {}
     for contract in contracts:
         properties = table_properties(contract, settings)
-        hours = interval_seconds(contract.retention.files or settings.retention.files) / 3600
+        hours = interval_seconds(retention(contract, settings)[0]) / 3600
         for table, name in contract.table_names().items():
             if wanted is not None and table not in wanted:
                 continue

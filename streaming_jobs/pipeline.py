@@ -71,16 +71,17 @@ from streamsight.contracts import Contract, get_contract
 from streamsight.kafka import check_broker, spark_options
 from streamsight.lake import TABLE_FORMAT, checkpoint_uri, table_columns, table_properties, table_uri
 from streamsight.settings import Settings
+from streamsight.spark import session_conf
 
 log = logging.getLogger(__name__)
 
-BATCH_STATS_COLUMNS = ("batch_id bigint, rows_in bigint, filtered bigint, silver bigint, predictions bigint, "
+BATCH_STATS_COLUMNS = ("query_id string, batch_id bigint, rows_in bigint, filtered bigint, silver bigint, predictions bigint, "
                        "model_version int, dead_letter bigint, committed_at timestamp, seconds map<string,double>")
 
 
 def batch_stats(spark: SparkSession, settings: Settings, contract: Contract) -> DataFrame:
-    """The silver query's per-micro-batch record (``_ops/<stream>/silver_batches``): counts, the
-    model version used, commit time and where the batch's time went."""
+    """The silver query's per-micro-batch records (``_ops/<stream>/silver_batches``): query id, counts,
+    the model version used, commit time and where the batch's time went."""
     return BatchRecordLog(ops_uri(settings, contract, "silver_batches")).read(spark, BATCH_STATS_COLUMNS)
 
 
@@ -193,7 +194,7 @@ class StreamJob:
         # No "no-data" micro-batches for this query: they would only expire de-duplication state
         # (which the next batch with data does as well) and cost a second or so each, delaying the
         # next batch with data.  The query's session copies the conf when it starts.
-        with _session_conf(self.spark, "spark.sql.streaming.noDataMicroBatches.enabled", "false"):
+        with session_conf(self.spark, "spark.sql.streaming.noDataMicroBatches.enabled", "false"):
             return self._writer(deduped, "silver", available_now).foreachBatch(writer).start()
 
     def gold_query(self, aggregate: str, available_now: bool) -> StreamingQuery:
@@ -383,7 +384,7 @@ class SilverBatchWriter:
         from pyspark.sql import functions as F
 
         spark, c = batch.sparkSession, self.job.contract
-        if self.stats.is_committed(spark, batch_id):
+        if self.stats.is_committed(spark, self.app_id(spark), batch_id):
             # Every table has this batch (the driver died before Spark recorded it). Spark still has
             # to commit the batch's de-duplication state, which happens only when the whole plan
             # runs (returning early fails the query with STATE_STORE_COMMIT_VALIDATION_FAILED):
@@ -425,7 +426,7 @@ class SilverBatchWriter:
                 scoring = None
             lap = time.monotonic()
             timings["total"] = round(lap - began, 3)
-            self.stats.write(spark, batch_id, {
+            self.stats.write(spark, self.app_id(spark), batch_id, {
                 "batch_id": batch_id, "rows_in": rows_in, "filtered": rows_in - silver_rows, "silver": silver_rows,
                 "predictions": predictions, "model_version": version, "dead_letter": dead_rows,
                 "committed_at": datetime.now(UTC).isoformat(), "seconds": dict(timings),
@@ -439,20 +440,6 @@ class SilverBatchWriter:
             if scoring is not None:  # a failed silver write: let the scoring thread finish first
                 wait([scoring])
             batch.unpersist()
-
-
-@contextmanager
-def _session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
-    """Set a SQL conf for the block (e.g. around a query's start(), which copies the session)."""
-    previous = spark.conf.get(key, None)
-    spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        if previous is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, previous)
 
 
 def _local_table(spark: SparkSession, rows: list[Any], schema: Any) -> DataFrame:

@@ -313,8 +313,9 @@ class Contract(_Model):
         return path
 
     def ddl(self, lake_uri: str) -> dict[str, str]:
-        """``CREATE TABLE`` statements (Spark SQL, external Parquet tables) for every lake table."""
-        from streamsight.lake import table_columns, table_uri  # local import: lake imports contracts
+        """``CREATE TABLE`` statements (Spark SQL, Delta Lake tables at their lake locations) for every
+        lake table: what the streaming job creates, and how a catalog names them."""
+        from streamsight.lake import TABLE_FORMAT, table_columns, table_uri  # local import: lake imports contracts
 
         out = {}
         for table, view in self.table_names().items():
@@ -323,7 +324,7 @@ class Contract(_Model):
             out[table] = (
                 f"CREATE TABLE IF NOT EXISTS {view} (\n  "
                 + ",\n  ".join(f"`{c}` {t}" for c, t in cols)
-                + f"\n) USING parquet{part_sql}\nLOCATION '{table_uri(lake_uri, self, table)}'"
+                + f"\n) USING {TABLE_FORMAT}{part_sql}\nLOCATION '{table_uri(lake_uri, self, table)}'"
             )
         return out
 

@@ -162,7 +162,7 @@ def read_table(spark: SparkSession, uri: str, *, version: int | None = None) -> 
 
 # -- access on HDFS --------------------------------------------------------------------------------
 
-PIPELINE_GROUP = "streamsight"  # the pipeline's user: writes every table
+PIPELINE_GROUP = "streamsight"  # the pipeline's user's group: with it, writes every table
 ANALYSTS_GROUP = "analysts"  # reads these areas only
 ANALYST_AREAS = ("silver", "predictions", "gold")
 
@@ -178,23 +178,27 @@ def hdfs_acls(root: str) -> list[tuple[str, str, list[str]]]:
             *[(f"{root}/{area}", "750", readable) for area in ANALYST_AREAS]]
 
 
+def retention(contract: Contract, settings: Settings) -> tuple[str, str]:
+    """``(files, log)`` retention intervals of the stream's tables: the contract's, else the settings'."""
+    return (contract.retention.files or settings.retention.files, contract.retention.log or settings.retention.log)
+
+
 def table_properties(contract: Contract, settings: Settings) -> dict[str, str]:
-    """Delta table properties of the stream's tables: the contract's retention, else the settings'."""
-    files = contract.retention.files or settings.retention.files
-    log = contract.retention.log or settings.retention.log
+    """Delta table properties of the stream's tables: their :func:`retention`."""
+    files, log = retention(contract, settings)
     return {"delta.deletedFileRetentionDuration": f"interval {files}", "delta.logRetentionDuration": f"interval {log}"}
 
 
 def lake_endpoint(settings: Settings) -> tuple[str, int] | None:
-    """``(host, port)`` the lake's file system answers on: the NameNode of an ``hdfs://`` lake, the
-    configured S3 endpoint (``spark.hadoop.fs.s3a.endpoint``) of an ``s3a://`` one; None for a local
-    lake or AWS's own S3 endpoints."""
+    """``(host, port)`` the lake's file system answers on: the NameNode of an ``hdfs://host:port``
+    lake, the configured S3 endpoint (``spark.hadoop.fs.s3a.endpoint``) of an ``s3a://`` one; None
+    for a local lake, an HDFS nameservice or AWS's own S3 endpoints."""
     from urllib.parse import urlsplit
 
     uri = settings.lake_uri
     if uri.startswith("hdfs://"):
-        parts = urlsplit(uri)
-        return (parts.hostname or "localhost", parts.port or 8020)
+        parts = urlsplit(uri)  # without a port the authority may be an HA nameservice: Hadoop resolves it
+        return (parts.hostname, parts.port) if parts.hostname and parts.port else None
     if uri.startswith(("s3a://", "s3://")):
         endpoint = settings.spark.conf.get("spark.hadoop.fs.s3a.endpoint")
         if not endpoint:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -113,7 +114,10 @@ def build_session(settings: Settings, app_name: str, extra_jars: Iterable[Path |
     if catalog and settings.catalog.kind == "hive":
         conf.update(hive_conf(settings))
         settings.catalog.metastore_dir.mkdir(parents=True, exist_ok=True)
+    extensions = settings.spark.conf.get("spark.sql.extensions")
     conf.update(settings.spark.conf)
+    if extensions and DELTA_CONF["spark.sql.extensions"] not in extensions.split(","):
+        conf["spark.sql.extensions"] = f"{DELTA_CONF['spark.sql.extensions']},{extensions}"
     # Spark's Kafka connector and Delta Lake (pom.xml, profile spark), the s3a:// file system for a
     # lake on S3 (profile s3) and the caller's jars, shipped to executors by the driver
     # (spark.jars), before any the settings name.
@@ -125,13 +129,29 @@ def build_session(settings: Settings, app_name: str, extra_jars: Iterable[Path |
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    _check_delta(spark)
     return spark
 
 
 def _check_delta(spark: SparkSession) -> None:
-    """ConfigError naming each Delta Lake session setting a submitted session lacks."""
+    """ConfigError naming each Delta Lake session setting the session lacks (a submission's, or
+    one ``spark.conf`` in the settings replaced)."""
     conf = spark.sparkContext.getConf()
     missing = [f"--conf {k}={v}" for k, v in DELTA_CONF.items() if v not in (conf.get(k) or "")]
     if missing:
         raise ConfigError(f"the lake's tables are Delta Lake tables; submit with --packages {jars.delta_package()} "
                           "and " + " ".join(missing))
+
+
+@contextmanager
+def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """A SQL setting of ``spark`` for the block, the previous value (or none) restored after it."""
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)

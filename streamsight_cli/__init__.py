@@ -171,6 +171,7 @@ def _serve(what: str, server: Any, ready: Callable[[], dict[str, Any]], announce
     stop: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, _frame: stop.append(signum))
                 for sig in (signal.SIGTERM, signal.SIGINT)}
+    wrote = False
     try:
         server.start()
         address = ready()
@@ -178,13 +179,15 @@ def _serve(what: str, server: Any, ready: Callable[[], dict[str, Any]], announce
         partial = address_file.with_suffix(".partial")
         partial.write_text(json.dumps(address, indent=2) + "\n", encoding="utf-8")
         partial.replace(address_file)
+        wrote = True
         announce()
         while not stop and server.running:
             time.sleep(0.5)  # waiting for a signal or for the server to exit
         if not server.running:
             raise StreamsightError(f"{what} exited unexpectedly; see {log_file}")
     finally:
-        address_file.unlink(missing_ok=True)
+        if wrote:  # not another instance's, when this one could not start
+            address_file.unlink(missing_ok=True)
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -321,7 +324,8 @@ def sql(
     ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="Spark SQL; every lake table is a view <stream>_<table>.")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON rows instead of a table.")] = False,
-    limit: Annotated[int, typer.Option(help="Most rows printed or written; 0: all.", min=0)] = 1000,
+    limit: Annotated[Optional[int], typer.Option(
+        help="Most rows printed (default 1000) or written (default all); 0: all.", min=0)] = None,
     output: Annotated[Optional[Path], typer.Option(
         help="Write the rows to this file instead: CSV, JSON lines or Parquet by its extension "
              "(.csv, .jsonl, .parquet).")] = None,
@@ -329,7 +333,7 @@ def sql(
     """Run Spark SQL against the lake's tables (registered in the catalog and as views)."""
     from analytics.cli import sql_command
 
-    code = sql_command(_settings(ctx), query, as_json, limit=limit or None, output=output)
+    code = sql_command(_settings(ctx), query, as_json, limit=limit, output=output)
     if code:
         raise typer.Exit(code)
 
@@ -377,12 +381,14 @@ app.add_typer(lake_app, name="lake")
 def lake_register(ctx: typer.Context) -> None:
     """Register every existing lake table in the catalog (catalog.kind: the embedded metastore, or
     AWS Glue); prints the tables and, for hive, the spark-sql options that see them."""
-    from analytics.metastore import register_tables, spark_sql_args
+    from analytics.metastore import glue_location, register_tables, spark_sql_args
     from streamsight.contracts import load_contracts
     from streamsight.spark import build_session
 
     settings = _settings(ctx)
     contracts = load_contracts(settings.contracts_dir)
+    if settings.catalog.kind == "glue":
+        glue_location(settings.lake_uri)  # Glue (Athena) needs the lake on S3: said before Spark starts
     spark = build_session(settings, "streamsight-lake-register", catalog=True)
     tables = register_tables(spark, settings, contracts)
     extra = {"spark_sql_args": spark_sql_args(settings)} if settings.catalog.kind == "hive" else {}
@@ -394,17 +400,20 @@ def lake_maintain(
     ctx: typer.Context,
     stream: Annotated[Optional[str], typer.Option(help="Only this stream.")] = None,
     table: Annotated[Optional[list[str]], typer.Option(help="Only this table (repeatable): silver, gold_<agg> ...")] = None,
+    streams_stopped: Annotated[bool, typer.Option(
+        help="The lake's streams are stopped (required on S3, where Delta admits one writing process).")] = False,
 ) -> None:
     """Compact small files and delete what the retention (contract, else settings) no longer keeps."""
-    from streaming_jobs.maintenance import maintain
+    from streaming_jobs.maintenance import check, maintain
     from streamsight.contracts import load_contracts
     from streamsight.spark import build_session
 
     settings = _settings(ctx)
     contracts = load_contracts(settings.contracts_dir)
     selected = [_contract(settings, stream)] if stream else list(contracts.values())
+    check(settings, selected, table, streams_stopped=streams_stopped)  # before Spark starts
     spark = build_session(settings, "streamsight-lake-maintain")
-    print(json.dumps(maintain(spark, settings, selected, table), indent=2))
+    print(json.dumps(maintain(spark, settings, selected, table, streams_stopped=streams_stopped), indent=2))
 
 
 bench_app = typer.Typer(help="Benchmarks of the pipeline on this machine (streamsight_cli/bench.py); each prints "

@@ -197,8 +197,6 @@ def _bench(settings: Settings, partitions: int, lake: str = "local") -> Iterator
     from streamsight_cli.local_hdfs import LocalHdfs
     from streamsight_cli.local_kafka import LocalKafka
 
-    if lake not in LAKES:
-        raise StreamsightError(f"--lake: {lake!r} is not one of {', '.join(LAKES)}")
     work = Path(tempfile.mkdtemp(prefix="streamsight-bench-"))
     kafka = hdfs = None
     try:
@@ -258,6 +256,9 @@ def run_capacity(settings: Settings, *, events: int, partitions: int = 8, output
     kind's median against the first's."""
     from statistics import median
 
+    unknown = [lake for lake in lakes if lake not in LAKES]
+    if unknown or not lakes:
+        raise StreamsightError(f"--lake: {', '.join(unknown) or 'none'} (choose from {', '.join(LAKES)})")
     runs = [_capacity_once(settings, events=events, partitions=partitions, lake=lake) for lake in lakes]
     if len(runs) == 1:
         return _write(runs[0], output, settings, "capacity")

@@ -8,7 +8,7 @@ Layout of its data folder (kept across restarts; :meth:`LocalHdfs.reset` wipes i
     keys/lake.jceks      the key provider (a Java keystore) holding the lake's encryption key
     name/                the NameNode's metadata (fsimage and edit log)
     data/                the DataNode's block files
-    namenode.log, datanode.log
+    namenode.log, datanode.log   their logs; namenode.err, datanode.err their standard error
 
 The lake (:data:`LAKE_PATH`) is set up at the first start:
 
@@ -287,8 +287,9 @@ class LocalHdfs:
         (self.data_dir / "meta.json").write_text(json.dumps({**meta, "rpc_port": ports.rpc}) + "\n", encoding="utf-8")
         for name, main in (("namenode", "org.apache.hadoop.hdfs.server.namenode.NameNode"),
                            ("datanode", "org.apache.hadoop.hdfs.server.datanode.DataNode")):
-            self._procs[name] = self._java(name, main, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                           start_new_session=True)
+            with open(self.data_dir / f"{name}.err", "ab") as err:  # the child keeps its own descriptor
+                self._procs[name] = self._java(name, main, stdout=subprocess.DEVNULL, stderr=err,
+                                               start_new_session=True)
         try:
             self._wait_ready(timeout)
             if not meta.get("lake_ready"):
@@ -355,13 +356,12 @@ class LocalHdfs:
         return path
 
     def _tail(self, name: str, lines: int = 30) -> str:
-        log = self.data_dir / f"{name}.log"
-        err = b""
-        proc = self._procs.get(name)
-        if proc is not None and proc.poll() is not None and proc.stderr is not None:
-            err = proc.stderr.read() or b""
-        text = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:] if log.exists() else []
-        return (err.decode(errors="replace")[-2000:] + "\n" + "\n".join(text)).strip()
+        """The end of a daemon's standard error and of its log."""
+        out = []
+        for path in (self.data_dir / f"{name}.err", self.data_dir / f"{name}.log"):
+            if path.exists():
+                out += path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        return "\n".join(out).strip()
 
     @property
     def pids(self) -> dict[str, int]:
@@ -386,13 +386,14 @@ class LocalHdfs:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=10)
-            if proc.stderr is not None:
-                proc.stderr.close()
 
     def reset(self) -> None:
-        """Delete HDFS's metadata, blocks and key (HDFS must be stopped)."""
-        if self._procs:
-            raise RuntimeError("stop HDFS before resetting its data")
+        """Delete HDFS's metadata, blocks and key (HDFS must be stopped: this object's, and any other
+        whose NameNode answers on the port the data folder records)."""
+        port = self._meta().get("rpc_port")
+        if self._procs or (port and _in_use(int(port))):
+            raise ConfigError(f"--reset: HDFS still runs on 127.0.0.1:{port} with the data in {self.data_dir}; "
+                              "stop it first")
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalHdfs:

@@ -9,7 +9,7 @@ Layout of its data folder (kept across restarts; :meth:`LocalKafka.reset` wipes 
     tls/broker.pem     the broker's key and certificate chain (PEM keystore, mode 0600)
     server.properties  written at every start
     log/               Kafka's log directories (topic data and the KRaft metadata log)
-    server.log         the broker's own log
+    server.log         the broker's own log; server.err its standard error
 
 Listeners, all on 127.0.0.1:
 
@@ -301,8 +301,9 @@ class LocalKafka:
                 raise BrokerUnavailableError(f"formatting Kafka's storage in {self.data_dir} failed:\n{out.decode()[-2000:]}")
         (self.data_dir / "meta.json").write_text(json.dumps({"cluster_id": cluster_id, "ports": ports.__dict__}) + "\n",
                                                 encoding="utf-8")
-        self._proc = self._java("kafka.Kafka", str(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        with open(self.data_dir / "server.err", "ab") as err:  # the child keeps its own descriptor
+            self._proc = self._java("kafka.Kafka", str(config), stdout=subprocess.DEVNULL, stderr=err,
+                                    start_new_session=True)
         self._wait_ready(timeout)
         self._ensure_credentials(timeout)
         return self
@@ -342,8 +343,8 @@ class LocalKafka:
 
     def _tail(self, lines: int = 30) -> str:
         err = b""
-        if self._proc is not None and self._proc.poll() is not None and self._proc.stderr is not None:
-            err = self._proc.stderr.read() or b""
+        if (self.data_dir / "server.err").exists():
+            err = (self.data_dir / "server.err").read_bytes()
         log = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:] if self.log_file.exists() else []
         return (err.decode(errors="replace")[-2000:] + "\n" + "\n".join(log)).strip()
 
@@ -378,8 +379,6 @@ class LocalKafka:
         self._close()
 
     def _close(self) -> None:
-        if self._proc is not None and self._proc.stderr is not None:
-            self._proc.stderr.close()
         self._proc = None
 
     def reset(self) -> None:

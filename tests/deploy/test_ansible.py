@@ -812,6 +812,7 @@ def test_pipeline_install_and_units(deployment: Deployment) -> None:
     report = unit(units / "streamsight-report.service")
     assert report["Type"] == ["oneshot"]
     assert report["ExecStart"] == ["/opt/streamsight/env/bin/python -m streamsight_cli report"]
+    assert report["ExecStartPre"] == ["/opt/streamsight/env/bin/python -m streamsight_cli lake register"]
     timer = unit(units / "streamsight-report.timer")
     assert timer["OnCalendar"] == ["hourly"] and timer["Unit"] == ["streamsight-report.service"]
     assert timer["WantedBy"] == ["timers.target"]

@@ -44,6 +44,7 @@ def cli_env(tmp_path: Path, broker: Any, contracts_dir: Path) -> dict[str, str]:
         "STREAMSIGHT_LAKE_DIR": str(tmp_path / "lake"),
         "STREAMSIGHT_RUN_DIR": str(tmp_path / "run"),
         "STREAMSIGHT_REPORTS_DIR": str(tmp_path / "reports"),
+        "STREAMSIGHT_CATALOG__METASTORE_DIR": str(tmp_path / "metastore"),
         "STREAMSIGHT_CONTRACTS_DIR": str(contracts_dir),
         "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
         "STREAMSIGHT_SPARK__MASTER": "local[2]",

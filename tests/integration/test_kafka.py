@@ -211,6 +211,7 @@ def test_end_to_end_over_sasl_ssl_into_the_encrypted_lake_on_hdfs(secured, spark
     base = {**os.environ, "PYTHONPATH": str(ROOT), "STREAMSIGHT_CONTRACTS_DIR": str(contracts_dir),
             "STREAMSIGHT_LAKE_DIR": hdfs.lake_uri, "STREAMSIGHT_REPORTS_DIR": str(tmp_path / "reports"),
             "STREAMSIGHT_RUN_DIR": str(tmp_path / "run"), "STREAMSIGHT_LOG_LEVEL": "DEBUG",
+            "STREAMSIGHT_CATALOG__METASTORE_DIR": str(tmp_path / "metastore"),
             "STREAMSIGHT_SPARK__MASTER": "local[2]", "STREAMSIGHT_SPARK__SHUFFLE_PARTITIONS": "2",
             "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": kafka.sasl_ssl_bootstrap_servers,
             "STREAMSIGHT_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "STREAMSIGHT_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
@@ -245,18 +246,26 @@ def test_end_to_end_over_sasl_ssl_into_the_encrypted_lake_on_hdfs(secured, spark
     assert len(read_topic(kafka.bootstrap_servers, contract.dead_letter_topic)) == dead
 
     # The analysts' group reads silver, predictions and gold only.
-    analyst = run(PIPELINE_PRINCIPAL, "sql", "--json", "SELECT count(*) AS n FROM machine_telemetry_silver", user="analyst")
-    assert json.loads(analyst.stdout) == {"n": silver}
+    readable = ("SELECT (SELECT count(*) FROM machine_telemetry_silver) AS silver, "
+                "(SELECT count(*) FROM machine_telemetry_predictions) AS predictions, "
+                "(SELECT count(*) FROM machine_telemetry_gold_by_type_1h) AS gold")
+    analyst = run(PIPELINE_PRINCIPAL, "sql", "--json", readable, user="analyst")
+    gold = read_table(spark, job.uri("gold_by_type_1h")).count()
+    assert json.loads(analyst.stdout) == {"silver": silver, "predictions": read_table(spark, job.uri("predictions")).count(),
+                                          "gold": gold}
     refused = run(PIPELINE_PRINCIPAL, "sql", "SELECT count(*) FROM machine_telemetry_bronze", user="analyst", check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert 'machine_telemetry_bronze: access denied: Permission denied: user=analyst' in refused.stderr
     # Anyone else: nothing, read or write, and a one-line reason.
     stranger = run(PIPELINE_PRINCIPAL, "sql", "SELECT count(*) FROM machine_telemetry_silver", user="mallory", check=False)
     assert stranger.returncode == 1 and "user=mallory" in stranger.stderr and "Traceback" not in stranger.stderr
+    run(PRODUCER_PRINCIPAL, "produce", "--stream", "machine_telemetry", "--source", "ai4i", "--skip", "300",
+        "--count", "50", "--no-progress")  # new events mallory's job would write
     writer = run(PIPELINE_PRINCIPAL, "stream", "--stream", "machine_telemetry", "--until-idle", user="mallory", check=False)
     assert writer.returncode == 3, writer.stderr[-3000:]
     assert "the lake refused access: Permission denied: user=mallory" in writer.stderr
     assert "Traceback" not in writer.stderr
+    assert read_table(spark, job.uri("silver")).count() == silver  # and it wrote nothing
 
     secrets = [creds[PRODUCER_PRINCIPAL], creds[PIPELINE_PRINCIPAL]]
     leaked = [i for i, text in enumerate(outputs) if any(secret in text for secret in secrets)]

@@ -23,7 +23,10 @@ def _data_files(table_dir: Path) -> set[Path]:
     return {p for p in table_dir.rglob("*.parquet") if "_delta_log" not in p.parts}
 
 
-def test_maintain_compacts_and_deletes_what_the_retention_lets_go(spark, tmp_path, kafka_broker):
+def test_maintain_compacts_and_deletes_what_the_retention_lets_go(spark, tmp_path, kafka_broker, monkeypatch):
+    import streaming_jobs.maintenance
+
+    monkeypatch.setattr(streaming_jobs.maintenance, "MIN_FILES_RETENTION_S", 0)  # files of seconds ago may go
     contracts_dir = isolated_contract(tmp_path, kafka_broker, retention={"files": "0 hours"})
     contract = load_contracts(contracts_dir)["machine_telemetry"]
     settings = load_settings(lake_dir=str(tmp_path / "lake"), contracts_dir=contracts_dir)
@@ -59,7 +62,7 @@ def test_registered_tables_are_found_by_name_by_spark_sql(tmp_path, kafka_broker
     """`streamsight lake register` puts the lake's tables in the embedded metastore; Spark's own
     spark-sql shell, given the options it prints, reads them by name."""
     contracts_dir = isolated_contract(tmp_path, kafka_broker)
-    env = {**cli_env(tmp_path, kafka_broker, contracts_dir), "STREAMSIGHT_CATALOG__METASTORE_DIR": str(tmp_path / "ms")}
+    env = cli_env(tmp_path, kafka_broker, contracts_dir)
     contract = load_contracts(contracts_dir)["machine_telemetry"]
     silver = tmp_path / "lake" / "silver" / "machine_telemetry"
     # A silver table written by another Delta writer (delta-rs), as a stream would leave it.

@@ -50,3 +50,20 @@ def test_query_id_comes_from_the_checkpoint(spark, tmp_path):
              .option("checkpointLocation", str(tmp_path / "cp")).trigger(availableNow=True).start())
     query.awaitTermination()
     assert query_id(spark, str(tmp_path / "cp")) == query.id
+
+
+def test_a_table_takes_new_declared_columns_and_refuses_a_changed_type(spark, tmp_path):
+    from streaming_jobs.lake_writer import create_table
+    from streamsight.errors import ConfigError
+
+    path = str(tmp_path / "t")
+    table = BatchTable(path, COLUMNS, ["p"])
+    table.create(spark)
+    table.write_batch(rows(spark, 0), 0, "q")
+    create_table(spark, path, [*COLUMNS, ("added", "double")], ["p"], {})  # a contract's new field
+    assert read_table(spark, path).dtypes[-1] == ("added", "double")
+    assert read_table(spark, path).where("added IS NULL").count() == 5  # the rows written before
+    with pytest.raises(ConfigError, match=r"label is string in the table, declared int"):
+        create_table(spark, path, [("id", "bigint"), ("p", "int"), ("label", "int")], ["p"], {})
+    with pytest.raises(ConfigError, match=r"partitioned by \['p'\], declared \[\]"):
+        create_table(spark, path, COLUMNS, [], {})

@@ -133,19 +133,43 @@ def _stream_process(env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
 def test_replayed_batch_every_table_has_commits_its_state_and_adds_nothing(spark, kafka_broker, telemetry):
     """The driver dies after the batch writer recorded a batch but before Spark recorded it: the
     restarted query replays the batch, which adds no row anywhere and commits its de-duplication
-    state (Spark fails a batch whose plan did not run with STATE_STORE_COMMIT_VALIDATION_FAILED)."""
+    state (Spark fails a batch whose plan did not run with STATE_STORE_COMMIT_VALIDATION_FAILED).
+    Then the driver dies after the tables' commits but before the batch's record: the replay
+    skips every table Delta says holds the batch, and publishes no dead letter twice."""
+    from ml.train import train_model
+
     settings, contract, _ = telemetry
     job = StreamJob(spark, settings, contract, kafka_broker.bootstrap_servers)
+    train_model(spark, settings, contract, silver=spark.createDataFrame(ai4i_silver(2000)), promote=True,
+                algorithms=("logistic_regression",), refit=False)
     produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=1500), progress=False)
+    poison = produce(settings, contract, sources.synthetic_source(
+        contract, machines=5, seed=3, faults=sources.FaultSpec(malformed=1.0)), count=10, validate=False, progress=False)
     job.run_until_idle()
-    silver = read_table(spark, job.uri("silver")).count()
+
+    def counts() -> tuple[int, ...]:
+        return (*(read_table(spark, job.uri(t)).count() for t in ("silver", "predictions", "dead_letter")),
+                len(read_topic(kafka_broker.bootstrap_servers, contract.dead_letter_topic)))
+
+    before = counts()
+    assert before == (1500, 1500, poison.faults["malformed"], poison.faults["malformed"])
     commits = Path(job.checkpoint("silver").removeprefix("file:")) / "commits"
-    last = max((p for p in commits.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    last.unlink()  # as if the driver had died before Spark's commit of its last batch
-    (commits / f".{last.name}.crc").unlink(missing_ok=True)
+
+    def forget_last_commit() -> Path:
+        last = max((p for p in commits.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+        last.unlink()
+        (commits / f".{last.name}.crc").unlink(missing_ok=True)
+        return last
+
+    last = forget_last_commit()  # as if the driver had died before Spark's commit of its last batch
     job.run_until_idle()
-    assert read_table(spark, job.uri("silver")).count() == silver == 1500
-    assert last.exists()  # the replayed batch is committed now
+    assert counts() == before and last.exists()  # the replayed batch is committed now
+    records = Path(ops_uri(settings, contract, "silver_batches").removeprefix("file:"))
+    record = max(records.rglob("batch-*.json"))
+    last = forget_last_commit()
+    record.unlink()  # ... and before the batch's record: the tables have it, the record does not
+    job.run_until_idle()
+    assert counts() == before and last.exists() and record.exists()
     produce(settings, contract, sources.ai4i_source(AI4I_CSV, skip=1000, limit=1000), progress=False)
     job.run_until_idle()  # 500 re-sent events (duplicates: the state survived) and 500 new ones
     assert read_table(spark, job.uri("silver")).count() == 2000
@@ -262,10 +286,9 @@ def test_local_reference_data_travels_with_the_plan(spark, kafka_broker, telemet
 
 
 
-def _silver_committed(lake: Path) -> int:
+def _silver_committed(spark, settings, contract) -> int:
     """Silver rows the running job has committed (its batch records: plain files, no Spark job)."""
-    log = lake / "_ops" / "machine_telemetry" / "silver_batches"
-    return sum(json.loads(p.read_text())["silver"] for p in log.glob("batch-*.json")) if log.is_dir() else 0
+    return sum(r["silver"] for r in BatchRecordLog(ops_uri(settings, contract, "silver_batches")).records(spark))
 
 
 def test_broker_sigkill_and_restart_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, telemetry, tmp_path):
@@ -287,14 +310,14 @@ def test_broker_sigkill_and_restart_mid_stream_loses_and_duplicates_nothing(spar
         proc = _stream_process({**env, "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
                                 "STREAMSIGHT_SPARK__MAX_OFFSETS_PER_TRIGGER": "500"})
         try:
-            wait_for(lambda: _silver_committed(lake) >= 500 or proc.poll() is not None, timeout=240,
+            wait_for(lambda: _silver_committed(spark, settings, contract) >= 500 or proc.poll() is not None, timeout=240,
                      what="the job to commit micro-batches")
             assert proc.poll() is None, _failure(proc.stderr.read() if proc.stderr else "")
             kafka.kill()
-            at_kill = _silver_committed(lake)
+            at_kill = _silver_committed(spark, settings, contract)
             kafka.start()  # same ports, same data
             assert produce(own, contract, sources.ai4i_source(AI4I_CSV, skip=1500, limit=1500), progress=False).ok
-            wait_for(lambda: _silver_committed(lake) >= 3000 or proc.poll() is not None, timeout=300,
+            wait_for(lambda: _silver_committed(spark, settings, contract) >= 3000 or proc.poll() is not None, timeout=300,
                      what="the job to stream every event after the broker's restart")
             assert proc.poll() is None, _failure(proc.stderr.read() if proc.stderr else "")
         finally:

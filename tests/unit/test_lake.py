@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from streamsight.contracts import load_contract
-from streamsight.errors import LakeUnavailableError
+from streamsight.errors import ConfigError, LakeUnavailableError
 from streamsight.lake import ANALYST_AREAS, ANALYSTS_GROUP, check_lake, hdfs_acls, lake_endpoint, table_properties
 from streamsight.settings import PROJECT_ROOT, load_settings
 
@@ -24,7 +24,7 @@ def _closed_port() -> int:
 @pytest.mark.parametrize("lake, conf, expected", [
     ("/tmp/lake", {}, None),
     ("hdfs://nn.internal:9000/lake", {}, ("nn.internal", 9000)),
-    ("hdfs://nn.internal/lake", {}, ("nn.internal", 8020)),
+    ("hdfs://nameservice1/lake", {}, None),  # an HA nameservice: Hadoop resolves it
     ("s3a://bucket/lake", {}, None),  # AWS's own endpoints
     ("s3a://bucket/lake", {"spark.hadoop.fs.s3a.endpoint": "http://127.0.0.1:9000"}, ("127.0.0.1", 9000)),
     ("s3a://bucket/lake", {"spark.hadoop.fs.s3a.endpoint": "minio.local"}, ("minio.local", 443)),
@@ -71,3 +71,40 @@ def test_retention_is_the_contracts_else_the_settings():
     assert table_properties(own, settings)["delta.deletedFileRetentionDuration"] == "interval 1 hour"
     with pytest.raises(Exception, match="STREAMSIGHT_RETENTION__FILES"):
         load_settings(retention={"files": "a while"})
+
+
+def test_maintenance_refuses_before_doing_anything():
+    from streaming_jobs.maintenance import check
+
+    contract = load_contract(PROJECT_ROOT / "conf" / "contracts" / "machine_telemetry.yaml")
+    settings = load_settings(lake_dir="/tmp/lake")
+    check(settings, [contract], ["silver", "gold_by_type_1h"], streams_stopped=False)
+    with pytest.raises(ConfigError, match="--table: no table silverr"):
+        check(settings, [contract], ["silverr"], streams_stopped=False)
+    with pytest.raises(ConfigError, match="STREAMSIGHT_RETENTION__FILES"):
+        check(load_settings(lake_dir="/tmp/lake", retention={"files": "10 minutes"}), [contract], None, streams_stopped=False)
+    s3 = load_settings(lake_dir="s3a://bucket/lake")
+    with pytest.raises(ConfigError, match="--streams-stopped"):
+        check(s3, [contract], None, streams_stopped=False)
+    check(s3, [contract], None, streams_stopped=True)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("org.apache.hadoop.security.AccessControlException: Permission denied: user=bob, access=READ, inode=\"/x\":a:b:drwx\n\tat x",
+     'Permission denied: user=bob, access=READ, inode="/x":a:b:drwx'),
+    ("java.nio.file.AccessDeniedException: s3a://b/k: getFileStatus on s3a://b/k: 403 Forbidden",
+     "s3a://b/k: getFileStatus on s3a://b/k: 403 Forbidden"),
+    ("java.io.FileNotFoundException: File does not exist: /x", None),
+])
+def test_a_refusal_is_found_in_an_error_and_said_in_one_line(text, expected):
+    from streamsight.hadoop import access_denied
+
+    assert access_denied(RuntimeError(text)) == expected
+
+
+def test_the_ddl_declares_delta_tables_at_their_locations():
+    from streamsight.lake import table_uri
+
+    contract = load_contract(PROJECT_ROOT / "conf" / "contracts" / "machine_telemetry.yaml")
+    for table, statement in contract.ddl("s3a://bucket/lake").items():
+        assert "USING delta" in statement and statement.endswith(f"LOCATION '{table_uri('s3a://bucket/lake', contract, table)}'")
