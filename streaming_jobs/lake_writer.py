@@ -137,6 +137,10 @@ def create_table(spark: SparkSession, path: str, columns: list[tuple[str, str]],
         spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({_properties_sql(changed)})")
 
 
+def _is_record(name: str) -> bool:
+    return name.startswith("batch-") and name.endswith(".json")
+
+
 class BatchRecordLog:
     """One small JSON record per micro-batch of a streaming query, written without a Spark job
     (idempotent by query id and batch id).
@@ -177,16 +181,22 @@ class BatchRecordLog:
             return False
         return True
 
+    def _record_files(self, fs: HadoopFS) -> list[Any]:
+        """Paths of the whole records, in order. Listed one directory at a time with
+        ``listStatus``: a recursive ``listFiles`` reads each file's permissions, which fails on a
+        local disk when a writer renames its temporary file in between."""
+        return sorted((status.getPath() for query_dir in fs.list_status(fs.root) if query_dir.isDirectory()
+                       for status in fs.list_status(query_dir.getPath())
+                       if _is_record(str(status.getPath().getName()))), key=fs.uri)
+
     def records(self, spark: SparkSession) -> list[dict[str, Any]]:
         """Every record of every query, in file order (read through the file system, no Spark job)."""
         fs = self._hadoop(spark)
-        return [json.loads(fs.read_text(status.getPath())) for status in
-                sorted(fs.list_files(fs.root), key=lambda st: fs.uri(st.getPath()))
-                if str(status.getPath().getName()).startswith("batch-") and str(status.getPath().getName()).endswith(".json")]
+        return [json.loads(fs.read_text(p)) for p in self._record_files(fs)]
 
     def read(self, spark: SparkSession, schema: str) -> DataFrame:
         """Every record as a DataFrame with ``schema`` (DDL); empty if none was written yet."""
         fs = self._hadoop(spark)
-        if not any(True for _ in fs.list_files(fs.root)):
+        if not self._record_files(fs):
             return spark.createDataFrame([], schema)
         return spark.read.schema(schema).json(fs.uri(fs.root) + "/query=*/batch-*.json")
