@@ -269,12 +269,7 @@ class _Outbox:
         self.values.extend(values)
 
     def add_rejected(self, key: bytes | None, value: bytes, rejection: Rejection) -> None:
-        headers: Headers = [(REJECTION_HEADERS["code"], rejection.code.encode()),
-                   (REJECTION_HEADERS["reason"], rejection.reason.encode("utf-8", "backslashreplace")[:2000]),
-                   (REJECTION_HEADERS["source"], b"producer")]
-        if len(value) > OVERSIZE_KEPT_BYTES and rejection.code == "RECORD_TOO_LARGE":
-            headers.append((REJECTION_HEADERS["bytes"], str(len(value)).encode()))
-            value = value[:OVERSIZE_KEPT_BYTES]
+        value, headers = rejected_message(value, rejection)
         self.summary.invalid += 1
         codes = self.summary.invalid_by_code
         codes[rejection.code] = codes.get(rejection.code, 0) + 1
@@ -293,6 +288,24 @@ class _Outbox:
             self.summary.sent += take
         self.publisher.poll()
         return take
+
+
+def rejected_message(value: bytes, rejection: Rejection, source: str = "producer") -> tuple[bytes, Headers]:
+    """A rejected record's message value and headers, as the stream dead-letters it with the
+    rejection's code (a value over OVERSIZE_KEPT_BYTES travels cut, with its size)."""
+    headers: Headers = [(REJECTION_HEADERS["code"], rejection.code.encode()),
+                        (REJECTION_HEADERS["reason"], rejection.reason.encode("utf-8", "backslashreplace")[:2000]),
+                        (REJECTION_HEADERS["source"], source.encode())]
+    if len(value) > OVERSIZE_KEPT_BYTES and rejection.code == "RECORD_TOO_LARGE":
+        headers.append((REJECTION_HEADERS["bytes"], str(len(value)).encode()))
+        value = value[:OVERSIZE_KEPT_BYTES]
+    return value, headers
+
+
+def record_key(record: Any, key_field: str) -> bytes | None:
+    """The Kafka message key of a parsed record: its contract key field, as UTF-8 text."""
+    key = record.get(key_field) if isinstance(record, dict) else None
+    return None if key is None else str(key).encode("utf-8", "backslashreplace")
 
 
 def _bounded(events: Iterable[Event | EventBatch], count: int | None, duration: float | None,
@@ -314,7 +327,7 @@ def _bounded(events: Iterable[Event | EventBatch], count: int | None, duration: 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
-def _serialise(payload: Any) -> tuple[bytes, Rejection | None]:
+def serialise_record(payload: Any) -> tuple[bytes, Rejection | None]:
     """A record object as JSON bytes; a rejection if it cannot be (a NaN, a lone surrogate, a set)."""
     try:
         return _dumps(payload).encode("utf-8"), None
@@ -349,8 +362,7 @@ def produce(settings: Settings, contract: Contract, events: Iterable[Event | Eve
     key_field = contract.key
 
     def key_of(record: Any) -> bytes | None:
-        key = record.get(key_field) if isinstance(record, dict) else None
-        return None if key is None else str(key).encode("utf-8", "backslashreplace")
+        return record_key(record, key_field)
 
     def send_bytes(raw: bytes) -> None:
         if not validate:
@@ -363,7 +375,7 @@ def produce(settings: Settings, contract: Contract, events: Iterable[Event | Eve
             outbox.add_rejected(key_of(record), raw, rejection)
 
     def send_record(payload: Any) -> None:
-        value, rejection = _serialise(payload)
+        value, rejection = serialise_record(payload)
         if validate and rejection is None:
             if len(value) > contract.max_record_bytes:
                 rejection = Rejection("RECORD_TOO_LARGE", f"{len(value)} bytes, more than the contract's "

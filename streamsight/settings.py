@@ -36,7 +36,7 @@ PROFILES = ("local", "docker", "aws")
 # Fields holding filesystem locations that are resolved against the project root when they come
 # from the YAML file. ``lake_dir`` may also be a URI (s3a://, hdfs://), which is left alone.
 _PATH_FIELDS = ("lake_dir", "contracts_dir", "run_dir", "data_dir", "reports_dir")
-_NESTED_PATH_FIELDS = (("catalog", "metastore_dir"),)
+_NESTED_PATH_FIELDS = (("catalog", "metastore_dir"), ("api", "keys_file"))
 
 
 class KafkaSettings(BaseModel):
@@ -150,6 +150,66 @@ class RetentionSettings(BaseModel):
         return value.strip()
 
 
+API_SCOPES = ("events:write", "predict", "predictions:read")
+
+
+class ApiKey(BaseModel):
+    """One API key of ``streamsight serve``: only its SHA-256 is stored (``streamsight api-key create``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Who holds the key (in logs).")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the key, lower-case hex.")
+    scopes: tuple[Literal["events:write", "predict", "predictions:read"], ...] = Field(
+        default=("events:write",), min_length=1, description="What the key may do.")
+    streams: tuple[str, ...] = Field(default=("*",), min_length=1, description="Streams it may use ('*': all).")
+    rate_limit: str | None = Field(default=None, description="Its own limit (e.g. '20/second'), else api.rate_limit.")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _limit(cls, value: str | None) -> str | None:
+        return None if value is None else _rate_limit(value)
+
+
+class ApiSettings(BaseModel):
+    """The HTTP service (``streamsight serve``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on. Env: STREAMSIGHT_API__HOST.")
+    port: int = Field(default=8000, ge=0, le=65535, description="0 picks a free port. Env: STREAMSIGHT_API__PORT.")
+    auth: Literal["keys", "none"] = Field(
+        default="keys", description="keys: every /v1 request needs an API key (Authorization: Bearer or "
+        "X-API-Key); none: no authentication (a warning at start).")
+    keys: tuple[ApiKey, ...] = Field(default=(), description="API keys (hashed); more in keys_file.")
+    keys_file: Path | None = Field(
+        default=None, description="YAML list of API keys, as `streamsight api-key create` appends them "
+        "(default <run_dir>/api-keys.yaml). Env: STREAMSIGHT_API__KEYS_FILE.")
+    rate_limit: str = Field(default="1000/second", description="Requests per key (limits' notation, e.g. "
+                            "'100/second', '5000/minute'). Env: STREAMSIGHT_API__RATE_LIMIT.")
+    max_body_bytes: int = Field(default=5_242_880, ge=1024, description="Larger request bodies get 413.")
+    max_records: int = Field(default=10_000, ge=1, description="Most records in one POST (413 beyond).")
+    publish_timeout_s: float = Field(
+        default=5.0, gt=0, le=300, description="How long a POST waits for Kafka to acknowledge its records "
+        "before answering 503 (the producer's message.timeout.ms). Env: STREAMSIGHT_API__PUBLISH_TIMEOUT_S.")
+    linger_ms: int = Field(default=2, ge=0, le=1000, description="The API producer's linger.ms (latency).")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _limit(cls, value: str) -> str:
+        return _rate_limit(value)
+
+
+def _rate_limit(value: str) -> str:
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a rate limit such as '100/second': {exc}") from None
+    return value.strip()
+
+
 class Settings(BaseSettings):
     """The Streamsight settings object. Build it with :func:`load_settings`."""
 
@@ -173,6 +233,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @field_validator("lake_dir")
     @classmethod
@@ -198,6 +259,10 @@ class Settings(BaseSettings):
     @property
     def broker_address_file(self) -> Path:
         return self.run_dir / "broker.json"
+
+    @property
+    def api_keys_file(self) -> Path:
+        return self.api.keys_file or self.run_dir / "api-keys.yaml"
 
     @property
     def lake_uri(self) -> str:

@@ -373,6 +373,73 @@ def config(ctx: typer.Context) -> None:
     print(json.dumps(_settings(ctx).redacted(), indent=2, default=str))
 
 
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on (default api.host).",
+                                                envvar="STREAMSIGHT_API__HOST")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default api.port); 0 picks a free one.", min=0,
+                                                max=65535, envvar="STREAMSIGHT_API__PORT")] = None,
+) -> None:
+    """Serve the HTTP API until SIGTERM or Ctrl-C; prints its base URL first (OpenAPI at /docs).
+
+    POST /v1/streams/{stream}/events publishes records to a stream; /healthz, /readyz, /metrics.
+    Requests need an API key (streamsight api-key create) unless api.auth is none.
+    """
+    from streamsight.contracts import load_contracts
+    from streamsight.kafka import check_broker
+    from streamsight_cli.api import serve as run_server
+
+    settings = _settings(ctx)
+    contracts = load_contracts(settings.contracts_dir)
+    servers = check_broker(settings)  # an unreachable broker fails here, not at the first request
+    run_server(settings, contracts, servers, host=host or settings.api.host,
+               port=settings.api.port if port is None else port, announce=lambda url: print(url, flush=True))
+
+
+key_app = typer.Typer(help="API keys of `streamsight serve` (only their SHA-256 is stored, in api.keys_file).",
+                      no_args_is_help=True)
+app.add_typer(key_app, name="api-key")
+
+
+@key_app.command("create")
+def api_key_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Who holds the key (shown in logs).")],
+    scope: Annotated[Optional[list[str]], typer.Option(
+        help="events:write, predict or predictions:read (repeatable; default events:write).")] = None,
+    stream: Annotated[Optional[list[str]], typer.Option(help="A stream it may use (repeatable; default all).")] = None,
+    rate_limit: Annotated[Optional[str], typer.Option(help="Its own rate limit, e.g. 100/second.")] = None,
+) -> None:
+    """Make an API key and print it (once: only its digest is kept). Restart `serve` to use it."""
+    from streamsight_cli.api import create_key
+
+    settings = _settings(ctx)
+    key = create_key(settings, name, scope or ["events:write"], stream or ["*"], rate_limit)
+    typer.echo(f"api key {name!r} added to {settings.api_keys_file}", err=True)
+    print(key)
+
+
+@key_app.command("list")
+def api_key_list(ctx: typer.Context) -> None:
+    """The keys' names, scopes, streams and limits (never the keys)."""
+    from streamsight_cli.api import load_keys
+
+    keys = load_keys(_settings(ctx))
+    print(json.dumps([k.model_dump(mode="json", exclude={"sha256"}) for k in keys], indent=2))
+
+
+@key_app.command("revoke")
+def api_key_revoke(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
+    """Remove a key from api.keys_file (a key in the settings file is removed there). Restart `serve`."""
+    from streamsight_cli.api import revoke_key
+
+    settings = _settings(ctx)
+    if not revoke_key(settings, name):
+        raise StreamsightError(f"no API key named {name!r} in {settings.api_keys_file}")
+    typer.echo(f"api key {name!r} revoked", err=True)
+
+
 lake_app = typer.Typer(help="The lake's tables: the catalog, maintenance.", no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
 
@@ -467,6 +534,23 @@ def bench_producer(
     from streamsight_cli.bench import run_producer
 
     print(json.dumps(run_producer(_settings(ctx), events=events, partitions=partitions, output=output)))
+
+
+@bench_app.command("api")
+def bench_api(
+    ctx: typer.Context,
+    seconds: Annotated[float, typer.Option(help="Measured seconds.", min=1)] = 20.0,
+    warmup_seconds: Annotated[float, typer.Option(help="Unmeasured seconds first.", min=0)] = 5.0,
+    batch: Annotated[int, typer.Option(help="Records per POST.", min=1)] = 100,
+    connections: Annotated[int, typer.Option(help="Concurrent connections of the load generator.", min=1)] = 8,
+    partitions: Annotated[int, _PARTITIONS] = 8,
+    output: Annotated[Optional[Path], _OUTPUT] = None,
+) -> None:
+    """`streamsight serve` under POSTs of --batch records from a separate load-generator process."""
+    from streamsight_cli.bench import run_api
+
+    print(json.dumps(run_api(_settings(ctx), seconds=seconds, warmup_seconds=warmup_seconds, batch=batch,
+                             connections=connections, partitions=partitions, output=output)))
 
 
 @app.command()

@@ -18,6 +18,10 @@ trained and promoted on them, so every measured event is scored.
   produced after W. ``p50_s`` / ``p95_s`` / ``p99_s``: produce time (Kafka timestamp) to the
   commit of the micro-batch that wrote the event's prediction. ``kept_up``: when the producer
   stopped, the job was at most :data:`KEPT_UP_SECONDS` seconds of events behind.
+* ``api --seconds S [--batch 100 --connections 8]``: ``streamsight serve`` and a load generator
+  (:mod:`streamsight_cli.loadgen`, a separate process, httpx) POSTing ``batch``-record bodies for
+  ``S`` seconds after a warm-up: accepted records per second, request latency percentiles, and
+  ``kept``: the raw topic holds exactly the records the server acknowledged.
 * ``producer --events N``: one producer process publishes N events (acks=all, idempotent);
   ``events_per_s`` from its own summary.
 
@@ -372,6 +376,79 @@ def run_producer(settings: Settings, *, events: int, partitions: int = 8, output
             "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         }
         return _write(result, output, settings, "producer")
+
+
+def _api_bodies(contract: Contract, path: Path, *, batch: int, bodies: int) -> None:
+    """``bodies`` JSON arrays of ``batch`` valid synthetic records each, one per line."""
+    from ingestion.columnar import rows_as_dicts
+    from ingestion.sources import synthetic_source
+
+    records: list[dict[str, Any]] = []
+    for events in synthetic_source(contract, machines=1000, seed=11):
+        records.extend(rows_as_dicts(events.table))
+        if len(records) >= batch * bodies:
+            break
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(bodies):
+            out.write(json.dumps(records[i * batch:(i + 1) * batch], separators=(",", ":")) + "\n")
+
+
+def run_api(settings: Settings, *, seconds: float, warmup_seconds: float = 5.0, batch: int = 100,
+            connections: int = 8, partitions: int = 8, output: Path | None = None) -> dict[str, Any]:
+    """``streamsight serve`` taking ``batch``-record POSTs from the load generator
+    (:mod:`streamsight_cli.loadgen`, its own process); the raw topic must then hold every record
+    the server acknowledged."""
+    from streamsight_cli.api import create_key
+
+    with _bench(settings, partitions) as b:
+        bodies = b.work / "bodies.jsonl"
+        _api_bodies(b.contract, bodies, batch=batch, bodies=200)
+        key = create_key(b.settings, "bench", ["events:write"], ["*"], rate_limit="1000000/second")
+        env = {**b.env, "STREAMSIGHT_RUN_DIR": str(b.work / "run"), "STREAMSIGHT_LOG_LEVEL": "INFO",
+               "STREAMSIGHT_API__MAX_RECORDS": str(max(batch, 10_000)), "BENCH_API_KEY": key}
+        log = b.work / "serve.log"
+        server = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "serve", "--port", "0"], env=env,
+                                  stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+        try:
+            url = (server.stdout.readline() if server.stdout else "").strip()
+            if not url.startswith("http://"):
+                raise StreamsightError(f"streamsight serve did not start: {log.read_text()[-2000:]}")
+            watch = _CpuWatch({"server": server.pid, "kafka": b.kafka_pid})
+            watch.start()
+            load = subprocess.run([sys.executable, "-m", "streamsight_cli.loadgen",
+                                   f"{url}/v1/streams/{BENCH_STREAM}/events", "--key-env", "BENCH_API_KEY",
+                                   "--bodies", str(bodies), "--connections", str(connections),
+                                   "--seconds", str(seconds), "--warmup-seconds", str(warmup_seconds)],
+                                  env=env, capture_output=True, text=True, timeout=seconds + warmup_seconds + 300)
+            cpu = watch.stop()
+            if load.returncode != 0:
+                raise StreamsightError(f"the load generator failed: {load.stderr[-2000:]}")
+            figures = json.loads(load.stdout.strip().splitlines()[-1])
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+        in_topic = _topic_messages(b.settings, b.contract.raw_topic)
+        result = {
+            "bench": "api", "batch": batch, **figures, "topic_messages": in_topic,
+            "kept": in_topic >= figures["records_accepted_total"],  # more only if a request failed after storing some
+            "cpu_seconds": cpu,  # finished_child_processes: the load generator "partitions": partitions, "broker": b.broker,
+            "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        }
+        return _write(result, output, settings, "api")
+
+
+def _topic_messages(settings: Settings, topic: str) -> int:
+    """Messages in ``topic`` (the sum of its partitions' high watermarks)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from streamsight.kafka import confluent_config
+
+    consumer = Consumer({**confluent_config(settings), "group.id": "streamsight-bench-count"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+    finally:
+        consumer.close()
 
 
 def _silver_committed(job: Any) -> int:

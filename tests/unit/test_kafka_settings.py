@@ -63,3 +63,18 @@ def test_producer_linger_is_a_setting_checked_at_start(monkeypatch):
     monkeypatch.setenv("STREAMSIGHT_KAFKA__LINGER_MS", "-1")
     with pytest.raises(ConfigError, match="STREAMSIGHT_KAFKA__LINGER_MS"):
         load_settings()
+
+
+def test_api_settings_are_checked_at_start(monkeypatch, tmp_path):
+    import pytest
+
+    from streamsight.errors import ConfigError
+
+    monkeypatch.setenv("STREAMSIGHT_API__RATE_LIMIT", "fast")
+    with pytest.raises(ConfigError, match=r"STREAMSIGHT_API__RATE_LIMIT \(api.rate_limit\): .*'fast' is not a rate limit"):
+        load_settings()
+    monkeypatch.setenv("STREAMSIGHT_API__RATE_LIMIT", "50/second")
+    monkeypatch.setenv("STREAMSIGHT_RUN_DIR", str(tmp_path))
+    settings = load_settings()
+    assert settings.api.rate_limit == "50/second"
+    assert settings.api_keys_file == tmp_path / "api-keys.yaml"

@@ -1,0 +1,353 @@
+"""``streamsight serve``: the HTTP service (FastAPI on uvicorn) and its API keys.
+
+The app factory includes each stage's router (``ingestion.http_api`` publishes events) behind the
+cross-cutting parts that live here:
+
+* API keys (``api.auth: keys``): ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; only
+  SHA-256 digests are stored (settings ``api.keys`` and the YAML file ``api.keys_file`` that
+  ``streamsight api-key create`` appends to). ``401`` without a known key, ``403`` for a scope or
+  stream the key does not have, ``429`` with ``Retry-After`` over the key's rate limit (the
+  ``limits`` library's moving window, per key, in this process).
+* Request ids: ``X-Request-ID`` is taken from the request (letters, digits, ``._-``, at most 128)
+  or made, returned on every answer and written in every error body and log line.
+* One JSON log line per request (python-json-logger); Prometheus metrics at ``/metrics``.
+* Errors: ``4xx`` say what is wrong; ``500`` says only "internal error" and the request id (the
+  traceback goes to the log).
+* ``/healthz`` (the process answers), ``/readyz`` (a Kafka broker answers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import secrets
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import TypeAdapter, ValidationError
+
+from streamsight.errors import ConfigError
+from streamsight.settings import ApiKey, Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from streamsight.contracts import Contract
+
+log = logging.getLogger("streamsight.api")
+access_log = logging.getLogger("streamsight.api.access")
+
+KEY_PREFIX = "ss_"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_KEYS = TypeAdapter(list[ApiKey])
+
+
+# -- API keys ------------------------------------------------------------------------------------
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def load_keys(settings: Settings) -> list[ApiKey]:
+    """The keys in settings and in the keys file; a bad file fails naming it and the entry."""
+    keys = list(settings.api.keys)
+    path = settings.api_keys_file
+    if path.exists():
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+            keys.extend(_KEYS.validate_python(doc))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"STREAMSIGHT_API__KEYS_FILE (api.keys_file): {path} is not valid YAML: {exc}") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"STREAMSIGHT_API__KEYS_FILE (api.keys_file): {path}, entry {where}: {first['msg']}") from None
+    names = [k.name for k in keys]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"STREAMSIGHT_API__KEYS (api.keys): key name(s) used twice: {', '.join(twice)}")
+    return keys
+
+
+def create_key(settings: Settings, name: str, scopes: Iterable[str], streams: Iterable[str],
+               rate_limit: str | None = None) -> str:
+    """Make a key, append its digest to the keys file (mode 0600) and return the key itself."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    entry = ApiKey(name=name, sha256=digest(key), scopes=tuple(scopes), streams=tuple(streams),  # type: ignore[arg-type]
+                   rate_limit=rate_limit)
+    existing = load_keys(settings)
+    if any(k.name == name for k in existing):
+        raise ConfigError(f"an API key named {name!r} exists; revoke it first")
+    path = settings.api_keys_file
+    doc = (yaml.safe_load(path.read_text(encoding="utf-8")) or []) if path.exists() else []
+    doc.append(entry.model_dump(mode="json", exclude_none=True))
+    _write_private(path, doc)
+    return key
+
+
+def revoke_key(settings: Settings, name: str) -> bool:
+    """Remove the key ``name`` from the keys file; False if it is not there."""
+    path = settings.api_keys_file
+    doc = (yaml.safe_load(path.read_text(encoding="utf-8")) or []) if path.exists() else []
+    kept = [entry for entry in doc if not (isinstance(entry, dict) and entry.get("name") == name)]
+    if len(kept) == len(doc):
+        return False
+    _write_private(path, kept)
+    return True
+
+
+def _write_private(path: Path, doc: list[Any]) -> None:
+    """Replace ``path`` with ``doc`` as YAML, readable by its owner only, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        yaml.safe_dump(doc, out, sort_keys=False)
+    partial.replace(path)
+
+
+class KeyRing:
+    """Authenticates requests by key digest and applies scopes, streams and rate limits."""
+
+    def __init__(self, keys: list[ApiKey], default_limit: str, enabled: bool = True) -> None:
+        from limits import parse
+        from limits.storage import MemoryStorage
+        from limits.strategies import MovingWindowRateLimiter
+
+        self.enabled = enabled
+        self._by_digest = {k.sha256: k for k in keys}
+        self._limits = {k.name: parse(k.rate_limit or default_limit) for k in keys}
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    @staticmethod
+    def presented(request: Request) -> str | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return request.headers.get("x-api-key") or None
+
+    def check(self, request: Request, scope: str) -> ApiKey | None:
+        """The request's key if it may use ``scope`` (on the path's stream, if any); raises 401/403/429."""
+        if not self.enabled:
+            return None
+        presented = self.presented(request)
+        if presented is None:
+            raise HTTPException(401, "an API key is required (Authorization: Bearer <key> or X-API-Key)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        key = self._by_digest.get(digest(presented))
+        if key is None:
+            raise HTTPException(401, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
+        request.state.api_key = key.name
+        if scope not in key.scopes:
+            raise HTTPException(403, f"key {key.name!r} does not have the scope {scope!r}")
+        stream = request.path_params.get("stream") or request.query_params.get("stream")
+        if stream is not None and "*" not in key.streams and stream not in key.streams:
+            raise HTTPException(403, f"key {key.name!r} may not use stream {stream!r}")
+        limit = self._limits[key.name]
+        if not self._limiter.hit(limit, key.name):
+            reset = self._limiter.get_window_stats(limit, key.name).reset_time
+            wait = max(1, int(reset - time.time() + 0.999))
+            raise HTTPException(429, f"key {key.name!r} is over its rate limit of {limit}",
+                                headers={"Retry-After": str(wait)})
+        return key
+
+    def require(self, scope: str) -> Callable[[Request], Awaitable[None]]:
+        """A FastAPI dependency: the request needs a key with ``scope``."""
+        async def dependency(request: Request) -> None:  # async: FastAPI would run a plain def in a thread
+            self.check(request, scope)
+        return dependency
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+class ApiMetrics:
+    """Prometheus metrics of one app, in their own registry."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("streamsight_api_requests", "HTTP requests answered",
+                                ["method", "route", "status"], registry=self.registry)
+        self.seconds = Histogram("streamsight_api_request_seconds", "Time to answer a request",
+                                 ["method", "route"], registry=self.registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.events = Counter("streamsight_api_events", "Records received, by outcome",
+                              ["stream", "outcome"], registry=self.registry)
+        self.rejections = Counter("streamsight_api_rejected_records", "Records rejected, by reason code",
+                                  ["stream", "code"], registry=self.registry)
+
+    def accepted(self, stream: str, n: int) -> None:
+        self.events.labels(stream, "accepted").inc(n)
+
+    def rejected(self, stream: str, code: str) -> None:
+        self.events.labels(stream, "rejected").inc()
+        self.rejections.labels(stream, code).inc()
+
+
+# -- the app -------------------------------------------------------------------------------------
+
+def create_app(settings: Settings, contracts: dict[str, Contract], servers: str, keys: KeyRing) -> FastAPI:
+    """The FastAPI app: the stages' routers behind keys, request ids, logs and metrics."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    import streamsight
+    from ingestion import http_api
+
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        publisher = http_api.AsyncPublisher(settings, servers)
+        app.state.events = http_api.EventIngest(contracts, publisher, settings.api, metrics)
+        app.state.publisher = publisher
+        try:
+            yield
+        finally:
+            publisher.close()
+
+    app = FastAPI(title="Streamsight", version=streamsight.__version__, lifespan=lifespan,
+                  description="Publish events to Streamsight's streams.")
+
+    def _request_id(request: Request) -> str | None:
+        return getattr(request.state, "request_id", None)
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        given = request.headers.get("x-request-id", "")
+        request.state.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            metrics.requests.labels(request.method, route, str(status)).inc()
+            metrics.seconds.labels(request.method, route).observe(elapsed)
+            access_log.info("request", extra={
+                "request_id": request.state.request_id, "method": request.method, "path": request.url.path,
+                "route": route, "status": status, "ms": round(elapsed * 1000, 3),
+                "key": getattr(request.state, "api_key", None), "client": request.client.host if request.client else None})
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, "request_id": _request_id(request)}, status_code=exc.status_code,
+                            headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = ["{}: {}".format(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        return JSONResponse({"detail": "; ".join(problems), "request_id": _request_id(request)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request %s failed", _request_id(request))
+        return JSONResponse({"detail": "internal error", "request_id": _request_id(request)}, status_code=500)
+
+    refusals: dict[int | str, dict[str, Any]] = {
+        401: {"model": http_api.ErrorBody, "description": "No API key, or not a valid one"},
+        403: {"model": http_api.ErrorBody, "description": "The key lacks the scope or the stream"},
+        429: {"model": http_api.ErrorBody, "description": "Over the key's rate limit; retry after Retry-After"}}
+    app.include_router(http_api.router, dependencies=[Depends(keys.require("events:write"))], responses=refusals)
+
+    @app.get("/healthz", tags=["operations"], summary="The process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="A Kafka broker answers",
+             responses={503: {"description": "Not ready"}})
+    async def readyz(request: Request) -> JSONResponse:
+        broker = await request.app.state.publisher.reachable()
+        return JSONResponse({"status": "ready" if broker else "not ready", "broker": broker},
+                            status_code=200 if broker else 503)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(metrics.registry).decode("utf-8"), media_type=CONTENT_TYPE_LATEST)
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, with 400 where it says 422 (this app answers 400 for a bad parameter), and
+        each stream's events path with its contract's schema as the body."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            for path in doc["paths"].values():
+                for operation in path.values():
+                    invalid = operation["responses"].pop("422", None)
+                    if invalid is not None:
+                        operation["responses"].setdefault("400", {"description": "Invalid parameter", "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
+            generic = doc["paths"].get(http_api.EVENTS_PATH, {}).get("post")
+            for name, contract in sorted(contracts.items()) if generic else ():
+                stream_path = http_api.EVENTS_PATH.replace("{stream}", name)
+                doc["paths"][stream_path] = {"post": http_api.stream_operation(generic, contract)}
+            for unused in ("HTTPValidationError", "ValidationError"):
+                doc.get("components", {}).get("schemas", {}).pop(unused, None)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _json_logging(level: str) -> None:
+    from pythonjsonlogger.json import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                       rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def serve(settings: Settings, contracts: dict[str, Contract], servers: str, *, host: str, port: int,
+          announce: Callable[[str], None]) -> None:
+    """Bind ``host:port`` (0: a free port), call ``announce`` with the base URL, serve until SIGTERM."""
+    import uvicorn
+
+    if settings.api.auth == "keys":
+        keys = load_keys(settings)
+        if not keys:
+            raise ConfigError("STREAMSIGHT_API__KEYS (api.keys): no API keys; make one with `streamsight api-key "
+                              f"create NAME` (it goes to {settings.api_keys_file}) or set api.auth: none")
+        ring = KeyRing(keys, settings.api.rate_limit)
+    else:
+        ring = KeyRing([], settings.api.rate_limit, enabled=False)
+    _json_logging(settings.log_level)
+    if not ring.enabled:
+        log.warning("api.auth is none: every client may use the API")
+    app = create_app(settings, contracts, servers, ring)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"STREAMSIGHT_API__PORT (api.port): cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    announce(f"http://{shown}:{bound}")
+    config = uvicorn.Config(app, log_config=None, access_log=False, server_header=False,
+                            timeout_graceful_shutdown=max(5, int(settings.api.publish_timeout_s) + 2))
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+__all__ = ["ApiMetrics", "KeyRing", "create_app", "create_key", "digest", "load_keys", "revoke_key", "serve"]

@@ -1,0 +1,288 @@
+"""``streamsight serve`` as a real process on loopback, against Apache Kafka: what each answer means
+for the records in the raw topic, the refusals, the operations endpoints and a schema fuzz."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from ingestion import sources
+from streamsight.contracts import REJECTION_HEADERS
+from streamsight.validation import RecordValidator
+from streamsight_cli.api import digest
+from tests.conftest import AI4I_CSV
+from tests.integration.helpers import ROOT, cli_env, isolated_contract, read_topic
+
+pytestmark = pytest.mark.integration
+
+KEYS = {"writer": "ss_writer-key-for-tests-0123456789", "admin": "ss_any-stream-key-for-tests-0123456789",
+        "reader": "ss_reader-key-for-tests-0123456789",
+        "other": "ss_other-stream-key-0123456789", "slow": "ss_rate-limited-key-0123456789"}
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[str]
+    log: Path
+    contract: Any
+    servers: str
+
+    def post(self, path: str, body: Any = None, *, key: str | None = "writer", content: bytes | None = None,
+             headers: dict[str, str] | None = None) -> httpx.Response:
+        sent = {"Authorization": f"Bearer {KEYS[key]}"} if key else {}
+        if content is None:
+            content, sent["Content-Type"] = json.dumps(body).encode(), "application/json"
+        return httpx.post(self.url + path, content=content, headers={**sent, **(headers or {})}, timeout=30)
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=30)
+
+
+def _keys_file(directory: Path, stream: str) -> Path:
+    entries = [
+        {"name": "writer", "sha256": digest(KEYS["writer"]), "scopes": ["events:write"], "streams": [stream]},
+        {"name": "admin", "sha256": digest(KEYS["admin"]), "scopes": ["events:write"], "streams": ["*"]},
+        {"name": "reader", "sha256": digest(KEYS["reader"]), "scopes": ["predictions:read"]},
+        {"name": "other", "sha256": digest(KEYS["other"]), "scopes": ["events:write"], "streams": ["another_stream"]},
+        {"name": "slow", "sha256": digest(KEYS["slow"]), "scopes": ["events:write"], "rate_limit": "2/minute"},
+    ]
+    path = directory / "api-keys.yaml"
+    path.write_text(yaml.safe_dump(entries), encoding="utf-8")
+    return path
+
+
+def start_server(directory: Path, servers: str, contracts_dir: Path, **api: str) -> Server:
+    """``streamsight serve --port 0`` with the test keys; its first stdout line is its URL."""
+    from streamsight.contracts import load_contracts
+
+    class _Broker:
+        bootstrap_servers = servers
+
+    contract = next(iter(load_contracts(contracts_dir).values()))
+    env = {**cli_env(directory, _Broker(), contracts_dir), "STREAMSIGHT_LOG_LEVEL": "INFO",
+           "STREAMSIGHT_API__KEYS_FILE": str(_keys_file(directory, contract.name)),
+           **{f"STREAMSIGHT_API__{k.upper()}": v for k, v in api.items()}}
+    log = directory / "serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "serve", "--port", "0"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+    url = (proc.stdout.readline() if proc.stdout else "").strip()
+    if not url.startswith("http://"):
+        proc.kill()
+        raise AssertionError(f"serve did not start: {url!r}\n{log.read_text()}")
+    return Server(url, proc, log, contract, servers)
+
+
+def stop_server(server: Server) -> None:
+    """SIGTERM: uvicorn drains, the app's shutdown flushes the producer, then the process ends by the signal."""
+    server.proc.send_signal(signal.SIGTERM)
+    code = server.proc.wait(timeout=60)
+    assert code in (0, -signal.SIGTERM), server.log.read_text()[-3000:]
+    assert "Application shutdown complete" in server.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def server(kafka_broker, tmp_path_factory) -> Iterator[Server]:
+    directory = tmp_path_factory.mktemp("api")
+    contracts_dir = isolated_contract(directory, kafka_broker)
+    started = start_server(directory, kafka_broker.bootstrap_servers, contracts_dir,
+                           max_body_bytes="65536", max_records="200")
+    try:
+        yield started
+    finally:
+        stop_server(started)
+
+
+def telemetry(first: int, count: int) -> list[dict[str, Any]]:
+    return [e.payload for e in sources.ai4i_source(AI4I_CSV, skip=first, limit=count)]
+
+
+def raw_messages(server: Server, after: dict[tuple[int, int], Any] | None = None) -> dict[tuple[int, int], Any]:
+    """The raw topic's messages by (partition, offset); with ``after``, only those not in it."""
+    found = {(m.partition(), m.offset()): m for m in read_topic(server.servers, server.contract.raw_topic)}
+    return {k: m for k, m in found.items() if k not in (after or {})}
+
+
+def test_valid_records_are_in_kafka_when_the_answer_is_202(server):
+    records = telemetry(0, 120)
+    before = raw_messages(server)
+    answer = server.post(f"/v1/streams/{server.contract.name}/events", records, headers={"X-Request-ID": "batch-1"})
+    assert answer.status_code == 202, answer.text
+    assert answer.json() == {"stream": server.contract.name, "accepted": 120}
+    assert answer.headers["X-Request-ID"] == "batch-1"
+    single = server.post(f"/v1/streams/{server.contract.name}/events", telemetry(120, 1)[0])
+    assert single.status_code == 202 and single.json()["accepted"] == 1
+    messages = list(raw_messages(server, before).values())
+    sent = {r["event_id"]: r for r in records + telemetry(120, 1)}
+    got = {json.loads(m.value())["event_id"]: m for m in messages}
+    assert sorted(got) == sorted(sent) and len(messages) == len(sent)
+    for event_id, message in got.items():
+        assert message.key().decode() == sent[event_id]["machine_id"]
+        assert json.loads(message.value()) == sent[event_id]
+        assert not message.headers()
+
+
+def test_invalid_records_are_listed_and_sent_to_be_dead_lettered(server):
+    good, missing, wrong_type = telemetry(200, 3)
+    del missing["torque_nm"]
+    wrong_type["tool_wear_min"] = "a lot"
+    batch = [good, missing, wrong_type, "not an object", {**good, "event_id": "x" * 65}]
+    before = raw_messages(server)
+    answer = server.post(f"/v1/streams/{server.contract.name}/events", batch)
+    assert answer.status_code == 400, answer.text
+    body = answer.json()
+    validator = RecordValidator(server.contract)
+    assert body["accepted"] == 1 and body["request_id"] == answer.headers["X-Request-ID"]
+    assert [(e["index"], e["code"]) for e in body["rejected"]] == [
+        (1, "MISSING_FIELD"), (2, "TYPE_MISMATCH"), (3, "NOT_AN_OBJECT"), (4, "BAD_LENGTH")]
+    # the producers' validator gives the same verdicts
+    assert [validator.check_record(r).code for r in (missing, wrong_type, batch[4])] == ["MISSING_FIELD", "TYPE_MISMATCH",
+                                                                                        "BAD_LENGTH"]
+    assert "torque_nm" in body["rejected"][0]["message"]
+    messages = list(raw_messages(server, before).values())
+    assert len(messages) == len(batch)  # every record went to Kafka: the stream dead-letters the rejected ones
+    codes = [dict(m.headers() or []).get(REJECTION_HEADERS["code"]) for m in messages]
+    assert Counter(codes) == Counter([None, b"MISSING_FIELD", b"TYPE_MISMATCH", b"NOT_AN_OBJECT", b"BAD_LENGTH"])
+    assert all(dict(m.headers()).get(REJECTION_HEADERS["source"]) == b"api" for m in messages if m.headers())
+
+
+@pytest.mark.parametrize(("case", "status", "detail"), [
+    ("unknown stream", 404, "unknown stream 'nope'"),
+    ("text body", 415, "send application/json"),
+    ("not JSON", 400, "not valid JSON"),
+    ("not UTF-8", 400, "not UTF-8"),
+    ("empty array", 400, "no records"),
+    ("body too large", 413, "api.max_body_bytes 65536"),
+    ("too many records", 413, "201 records, more than api.max_records 200"),
+    ("no key", 401, "an API key is required"),
+    ("unknown key", 401, "the API key is not valid"),
+    ("key without the scope", 403, "does not have the scope 'events:write'"),
+    ("key for another stream", 403, "may not use stream"),
+])
+def test_refusals_say_what_is_wrong_and_publish_nothing(server, case, status, detail):
+    path = f"/v1/streams/{server.contract.name}/events"
+    record = telemetry(300, 1)[0]
+    before = raw_messages(server)
+    answer = {
+        "unknown stream": lambda: server.post("/v1/streams/nope/events", record, key="admin"),
+        "text body": lambda: server.post(path, content=b"{}", headers={"Content-Type": "text/plain"}),
+        "not JSON": lambda: server.post(path, content=b'[{"a": 1},', headers={"Content-Type": "application/json"}),
+        "not UTF-8": lambda: server.post(path, content=b'{"a": "\xff"}', headers={"Content-Type": "application/json"}),
+        "empty array": lambda: server.post(path, []),
+        "body too large": lambda: server.post(path, [record] * 300),
+        "too many records": lambda: server.post(path, [{}] * 201),
+        "no key": lambda: server.post(path, record, key=None),
+        "unknown key": lambda: server.post(path, record, headers={"Authorization": "Bearer ss_nobody"}),
+        "key without the scope": lambda: server.post(path, record, key="reader"),
+        "key for another stream": lambda: server.post(path, record, key="other"),
+    }[case]()
+    assert answer.status_code == status, answer.text
+    assert detail in answer.json()["detail"]
+    assert answer.json()["request_id"] == answer.headers["X-Request-ID"]
+    if status == 401:
+        assert answer.headers["WWW-Authenticate"] == "Bearer"
+    assert raw_messages(server, before) == {}
+
+
+def test_a_key_over_its_rate_limit_gets_429_with_retry_after(server):
+    path = f"/v1/streams/{server.contract.name}/events"
+    answers = [server.post(path, telemetry(400 + i, 1)[0], key="slow") for i in range(3)]
+    assert [a.status_code for a in answers] == [202, 202, 429]
+    assert "rate limit of 2 per 1 minute" in answers[2].json()["detail"]
+    assert 1 <= int(answers[2].headers["Retry-After"]) <= 60
+
+
+def test_operations_endpoints_logs_and_openapi(server):
+    assert server.get("/healthz").json() == {"status": "ok"}
+    ready = server.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["broker"] is True
+    doc = server.get("/openapi.json").json()
+    post = doc["paths"]["/v1/streams/{stream}/events"]["post"]
+    assert {"202", "400", "401", "403", "404", "413", "415", "429", "503"} <= set(post["responses"])
+    assert "422" not in post["responses"]
+    server.post(f"/v1/streams/{server.contract.name}/events", telemetry(500, 2), headers={"X-Request-ID": "metrics-check"})
+    bad_id = server.post("/v1/streams/nope/events", {}, headers={"X-Request-ID": "no spaces allowed"})
+    assert bad_id.headers["X-Request-ID"] != "no spaces allowed" and len(bad_id.headers["X-Request-ID"]) == 32
+    metrics = server.get("/metrics").text
+    assert 'streamsight_api_requests_total{method="POST",route="/v1/streams/{stream}/events",status="202"}' in metrics
+    accepted = [line for line in metrics.splitlines()
+                if line.startswith(f'streamsight_api_events_total{{outcome="accepted",stream="{server.contract.name}"}}')]
+    assert accepted and float(accepted[0].split()[-1]) >= 2
+    lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
+    logged = [line for line in lines if line.get("request_id") == "metrics-check"]
+    assert logged and logged[0]["status"] == 202 and logged[0]["key"] == "writer" and logged[0]["route"]
+    text = server.log.read_text()
+    assert not any(key in text for key in KEYS.values())
+
+
+def test_schema_fuzz_finds_no_server_error(server, tmp_path):
+    """schemathesis generates requests from the OpenAPI document (valid and invalid): none gets a 5xx."""
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("schemathesis")), "run", f"{server.url}/openapi.json",
+         "--checks", "not_a_server_error", "--max-examples", "40", "--seed", "7", "--request-timeout", "20",
+         "-H", f"Authorization: Bearer {KEYS['admin']}", "--report", "junit", "--report-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    report = next(tmp_path.glob("*.xml")).read_text()
+    assert f"/v1/streams/{server.contract.name}/events" in report  # the stream's own schema was fuzzed too
+
+
+def test_a_stopped_broker_gives_503_and_loses_nothing_acknowledged(kafka_broker, tmp_path):
+    from streamsight_cli.local_kafka import LocalKafka
+    from tests.conftest import TestBroker
+
+    kafka = LocalKafka(tmp_path / "own-kafka", port=0).start()
+    server = None
+    try:
+        contracts_dir = isolated_contract(tmp_path, TestBroker("local", kafka.bootstrap_servers, kafka))
+        server = start_server(tmp_path, kafka.bootstrap_servers, contracts_dir, publish_timeout_s="3")
+        path = f"/v1/streams/{server.contract.name}/events"
+        first, second = telemetry(1000, 50), telemetry(1050, 50)
+        assert server.post(path, first).status_code == 202
+        kafka.kill()
+        refused = server.post(path, second)
+        assert refused.status_code == 503, refused.text
+        assert int(refused.headers["Retry-After"]) >= 1 and "send them again" in refused.json()["detail"]
+        assert set(refused.json()) == {"detail", "request_id"}
+        assert server.get("/readyz").status_code == 503
+        kafka.start()  # same ports and data
+        again = server.post(path, second)
+        assert again.status_code == 202, again.text
+        ids = Counter(json.loads(m.value())["event_id"] for m in read_topic(kafka.bootstrap_servers, server.contract.raw_topic))
+        assert all(ids[r["event_id"]] == 1 for r in first)  # acknowledged before the stop: kept, once
+        assert all(ids[r["event_id"]] >= 1 for r in second)  # sent again: kept (the stream de-duplicates)
+        assert set(ids) == {r["event_id"] for r in first + second}
+    finally:
+        if server is not None:
+            stop_server(server)
+        kafka.stop()
+
+
+def test_serve_refuses_to_start_without_keys_or_broker(kafka_broker, tmp_path):
+    from tests.integration.helpers import cli
+
+    contracts_dir = isolated_contract(tmp_path, kafka_broker)
+    env = {**cli_env(tmp_path, kafka_broker, contracts_dir), "STREAMSIGHT_API__KEYS_FILE": str(tmp_path / "none.yaml")}
+    no_keys = cli(env, "serve", "--port", "0", check=False, timeout=60)
+    assert no_keys.returncode == 2 and "STREAMSIGHT_API__KEYS (api.keys): no API keys" in no_keys.stderr
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump([{"name": "x", "sha256": "not-a-digest"}]))
+    bad = cli({**env, "STREAMSIGHT_API__KEYS_FILE": str(tmp_path / "bad.yaml")}, "serve", check=False, timeout=60)
+    assert bad.returncode == 2 and "bad.yaml, entry 0.sha256" in bad.stderr
+    created = cli(env, "api-key", "create", "gateway", "--scope", "events:write", "--stream", "machine_telemetry")
+    key = created.stdout.strip()
+    assert key.startswith("ss_") and key not in (tmp_path / "none.yaml").read_text()
+    assert digest(key) in (tmp_path / "none.yaml").read_text()
+    no_broker = cli({**env, "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1", "STREAMSIGHT_KAFKA__CONNECT_TIMEOUT_S": "2"},
+                    "serve", "--port", "0", check=False, timeout=60)
+    assert no_broker.returncode == 2 and "127.0.0.1:1" in no_broker.stderr
