@@ -32,25 +32,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
-from ingestion.producer import Headers, record_key, rejected_message, serialise_record
+from ingestion.producer import ACCESS_ERRORS, Headers, check_payload, record_key, rejected_message
 from streamsight.contracts import Contract
 from streamsight.kafka import confluent_config
 from streamsight.settings import ApiSettings, Settings
-from streamsight.validation import RecordValidator, Rejection, parse_json
+from streamsight.validation import RecordValidator, parse_json
 
 log = logging.getLogger("ingestion.http_api")
 
-# librdkafka errors that mean the principal may not write: a server fault, not the broker's absence.
-ACCESS_ERRORS = ("TOPIC_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED", "_AUTHENTICATION",
-                 "SASL_AUTHENTICATION_FAILED")
-
-
 class PublishError(Exception):
-    """Kafka did not acknowledge every record; ``acknowledged`` of them it did."""
+    """Kafka did not acknowledge every record."""
 
-    def __init__(self, message: str, *, acknowledged: int, unavailable: bool) -> None:
+    def __init__(self, message: str, *, unavailable: bool) -> None:
         super().__init__(message)
-        self.acknowledged = acknowledged
         self.unavailable = unavailable  # the broker's absence or slowness (503), not a refusal
 
 
@@ -127,17 +121,15 @@ class AsyncPublisher:
                     break
                 except BufferError:  # the client's queue is full: wait for deliveries to drain it
                     if time.monotonic() >= deadline:
-                        raise PublishError("the Kafka client's queue stayed full", acknowledged=0,
-                                           unavailable=True) from None
+                        raise PublishError("the Kafka client's queue stayed full", unavailable=True) from None
                     await asyncio.sleep(0.005)
         try:  # every message fails by message.timeout.ms at the latest; the margin covers reporting
             await asyncio.wait_for(asyncio.shield(deliveries.done), self.timeout_s + 5.0)
         except TimeoutError:
-            raise PublishError("no delivery report in time", acknowledged=0, unavailable=True) from None
+            raise PublishError("no delivery report in time", unavailable=True) from None
         if deliveries.errors:
             names = sorted({e.name() for e in deliveries.errors})
             raise PublishError(f"{len(deliveries.errors)} of {len(messages)} records not acknowledged: {', '.join(names)}",
-                               acknowledged=len(messages) - len(deliveries.errors),
                                unavailable=not any(n in ACCESS_ERRORS for n in names))
 
     async def reachable(self, timeout_s: float = 2.0) -> bool:
@@ -280,15 +272,7 @@ async def post_events(request: Request, stream: Annotated[str, Path(max_length=1
     messages: list[tuple[bytes | None, bytes, Headers | None]] = []
     errors: list[RecordError] = []
     for index, record in enumerate(records):
-        value, rejection = serialise_record(record)
-        if rejection is None:
-            if len(value) > contract.max_record_bytes:
-                rejection = Rejection("RECORD_TOO_LARGE", f"{len(value)} bytes, more than the contract's "
-                                                          f"max_record_bytes {contract.max_record_bytes}")
-            elif not isinstance(record, dict):
-                rejection = Rejection("NOT_AN_OBJECT", "the record is not an object")
-            else:
-                rejection = validator.check_record(record)
+        value, rejection = check_payload(validator, record)
         key = record_key(record, contract.key)
         if rejection is None:
             messages.append((key, value, None))

@@ -302,6 +302,21 @@ def rejected_message(value: bytes, rejection: Rejection, source: str = "producer
     return value, headers
 
 
+def check_payload(validator: RecordValidator, payload: Any) -> tuple[bytes, Rejection | None]:
+    """A parsed record's message value and the verdict on it: JSON it can be written as, within the
+    contract's ``max_record_bytes``, an object, valid against the contract."""
+    value, rejection = serialise_record(payload)
+    if rejection is None:
+        if len(value) > validator.max_bytes:
+            rejection = Rejection("RECORD_TOO_LARGE", f"{len(value)} bytes, more than the contract's "
+                                                      f"max_record_bytes {validator.max_bytes}")
+        elif not isinstance(payload, dict):
+            rejection = Rejection("NOT_AN_OBJECT", "the record is not an object")
+        else:
+            rejection = validator.check_record(payload)
+    return value, rejection
+
+
 def record_key(record: Any, key_field: str) -> bytes | None:
     """The Kafka message key of a parsed record: its contract key field, as UTF-8 text."""
     key = record.get(key_field) if isinstance(record, dict) else None
@@ -375,15 +390,7 @@ def produce(settings: Settings, contract: Contract, events: Iterable[Event | Eve
             outbox.add_rejected(key_of(record), raw, rejection)
 
     def send_record(payload: Any) -> None:
-        value, rejection = serialise_record(payload)
-        if validate and rejection is None:
-            if len(value) > contract.max_record_bytes:
-                rejection = Rejection("RECORD_TOO_LARGE", f"{len(value)} bytes, more than the contract's "
-                                                          f"max_record_bytes {contract.max_record_bytes}")
-            elif isinstance(payload, dict):
-                rejection = validator.check_record(payload)
-            else:
-                rejection = Rejection("NOT_AN_OBJECT", "the record is not an object")
+        value, rejection = check_payload(validator, payload) if validate else serialise_record(payload)
         if rejection is None or not validate:
             outbox.add(key_of(payload), value)
         else:

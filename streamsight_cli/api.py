@@ -64,8 +64,7 @@ def load_keys(settings: Settings) -> list[ApiKey]:
     path = settings.api_keys_file
     if path.exists():
         try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-            keys.extend(_KEYS.validate_python(doc))
+            keys.extend(_KEYS.validate_python(_file_entries(path)))
         except yaml.YAMLError as exc:
             raise ConfigError(f"STREAMSIGHT_API__KEYS_FILE (api.keys_file): {path} is not valid YAML: {exc}") from None
         except ValidationError as exc:
@@ -85,25 +84,28 @@ def create_key(settings: Settings, name: str, scopes: Iterable[str], streams: It
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     entry = ApiKey(name=name, sha256=digest(key), scopes=tuple(scopes), streams=tuple(streams),  # type: ignore[arg-type]
                    rate_limit=rate_limit)
-    existing = load_keys(settings)
-    if any(k.name == name for k in existing):
+    if any(k.name == name for k in load_keys(settings)):
         raise ConfigError(f"an API key named {name!r} exists; revoke it first")
     path = settings.api_keys_file
-    doc = (yaml.safe_load(path.read_text(encoding="utf-8")) or []) if path.exists() else []
-    doc.append(entry.model_dump(mode="json", exclude_none=True))
-    _write_private(path, doc)
+    _write_private(path, [*_file_entries(path), entry.model_dump(mode="json", exclude_none=True)])
     return key
 
 
 def revoke_key(settings: Settings, name: str) -> bool:
     """Remove the key ``name`` from the keys file; False if it is not there."""
     path = settings.api_keys_file
-    doc = (yaml.safe_load(path.read_text(encoding="utf-8")) or []) if path.exists() else []
+    doc = _file_entries(path)
     kept = [entry for entry in doc if not (isinstance(entry, dict) and entry.get("name") == name)]
     if len(kept) == len(doc):
         return False
     _write_private(path, kept)
     return True
+
+
+def _file_entries(path: Path) -> list[Any]:
+    """The entries of a keys file as YAML gives them (none if there is no file)."""
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+    return list(doc or [])
 
 
 def _write_private(path: Path, doc: list[Any]) -> None:
