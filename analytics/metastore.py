@@ -21,6 +21,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from analytics.views import NO_ACCESS
 from streamsight import jars
 from streamsight.contracts import Contract
 from streamsight.errors import ConfigError
@@ -68,7 +69,7 @@ def register_tables(spark: SparkSession, settings: Settings,
         except Exception as exc:  # a table this user may not read is not theirs to register
             if (denied := access_denied(exc)) is None:
                 raise
-            out[f"{database}.{n}"] = f"(no access: {denied})"
+            out[f"{database}.{n}"] = f"{NO_ACCESS}{denied})"
     if kind == "hive":
         _register_hive(spark, settings, existing)
     else:
@@ -111,11 +112,6 @@ def glue_location(uri: str) -> str:
     raise ConfigError(f"STREAMSIGHT_LAKE_DIR: catalog.kind=glue needs the lake on S3 (s3a://...), not {uri}")
 
 
-def _glue_type(spark_type: str) -> str:
-    return {"bigint": "bigint", "int": "int", "double": "double", "string": "string", "boolean": "boolean",
-            "timestamp": "timestamp", "date": "date", "binary": "binary"}.get(spark_type, spark_type)
-
-
 def _register_glue(settings: Settings, tables: list[tuple[Contract, str, str, str]]) -> None:
     import boto3
 
@@ -136,9 +132,9 @@ def _register_glue(settings: Settings, tables: list[tuple[Contract, str, str, st
                            "classification": "delta"},
             "StorageDescriptor": {
                 "Location": glue_location(uri),
-                "Columns": [{"Name": c, "Type": _glue_type(t)} for c, t in columns if c not in partitions],
+                "Columns": [{"Name": c, "Type": t} for c, t in columns if c not in partitions],
             },
-            "PartitionKeys": [{"Name": c, "Type": _glue_type(t)} for c, t in columns if c in partitions],
+            "PartitionKeys": [{"Name": c, "Type": t} for c, t in columns if c in partitions],
         }
         try:
             client.create_table(DatabaseName=database, TableInput=table_input)

@@ -81,22 +81,26 @@ class BatchTable:
 
     def write_batch(self, df: DataFrame, batch_id: int, app_id: str) -> int:
         """Append ``df`` as micro-batch ``batch_id`` of query ``app_id``: the rows written, 0 when
-        the table already holds the batch (Delta skips the write, running no Spark job)."""
+        the table already holds the batch (then no Spark job runs)."""
+        if int(batch_id) < 0:
+            raise ValueError(f"batch_id must be >= 0, got {batch_id}")
+        if self.is_committed(df.sparkSession, batch_id, app_id):
+            return 0
+        return self.append(df, batch_id, app_id)
+
+    def append(self, df: DataFrame, batch_id: int, app_id: str) -> int:
+        """Append ``df`` as batch ``batch_id`` of ``app_id``, which the caller found uncommitted
+        (one query writes under its id, one batch at a time); the rows written. Delta's
+        transaction id still refuses a second commit of the batch."""
         from pyspark.sql import Observation
         from pyspark.sql import functions as F
 
-        if int(batch_id) < 0:
-            raise ValueError(f"batch_id must be >= 0, got {batch_id}")
-        spark = df.sparkSession
-        version = int(self._snapshot(spark).version())
         counted = Observation()
         writer = (df.observe(counted, F.count(F.lit(1)).alias("rows")).write.format(TABLE_FORMAT).mode("append")
                   .option("txnAppId", app_id).option("txnVersion", int(batch_id)))
         if self.partition_by:
             writer = writer.partitionBy(*self.partition_by)
         writer.save(self.path)
-        if int(self._snapshot(spark).version()) == version:  # skipped: the plan never ran
-            return 0
         return int(counted.get["rows"])
 
 

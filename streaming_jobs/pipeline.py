@@ -343,7 +343,7 @@ class SilverBatchWriter:
         app = self.app_id(df.sparkSession)
         if table.is_committed(df.sparkSession, batch_id, app):
             return df.count()
-        return table.write_batch(df, batch_id, app)
+        return table.append(df, batch_id, app)
 
     def _silver_rows(self, batch: DataFrame, batch_id: int) -> DataFrame:
         """The batch's valid raw records, filtered, enriched and in silver's column order."""

@@ -29,10 +29,6 @@ class PathExistsError(HadoopError):
     """A file that must not exist yet already does (a lost race for a commit)."""
 
 
-class LakeAccessError(HadoopError):
-    """The file system refused this user access to a path of the lake."""
-
-
 _DENIALS = (
     re.compile(r"AccessControlException: (Permission denied: [^\n]*)"),  # HDFS permissions and ACLs
     re.compile(r"AccessDeniedException: ([^\n]*)"),  # S3A: 403 from the object store

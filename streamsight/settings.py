@@ -119,7 +119,7 @@ class MetricsSettings(BaseModel):
 
 
 class CatalogSettings(BaseModel):
-    """Where the lake's tables are registered by name (``streamsight lake register``, ``sql``, ``report``)."""
+    """Where the lake's tables are registered by name (``streamsight lake register`` and ``sql``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -148,9 +148,6 @@ class RetentionSettings(BaseModel):
 
         interval_seconds(value)
         return value.strip()
-
-
-API_SCOPES = ("events:write", "predict", "predictions:read")
 
 
 class ApiKey(BaseModel):
@@ -270,10 +267,6 @@ class Settings(BaseSettings):
         if "://" in self.lake_dir:
             return self.lake_dir.rstrip("/")
         return Path(self.lake_dir).resolve().as_uri()
-
-    @property
-    def lake_is_local(self) -> bool:
-        return "://" not in self.lake_dir or self.lake_dir.startswith("file://")
 
     def with_kafka(self, **changes: Any) -> Settings:
         """A copy with ``kafka`` fields changed (e.g. the servers of a broker started here)."""

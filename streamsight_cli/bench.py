@@ -21,7 +21,8 @@ trained and promoted on them, so every measured event is scored.
 * ``api --seconds S [--batch 100 --connections 8]``: ``streamsight serve`` and a load generator
   (:mod:`streamsight_cli.loadgen`, a separate process, httpx) POSTing ``batch``-record bodies for
   ``S`` seconds after a warm-up: accepted records per second, request latency percentiles, and
-  ``kept``: the raw topic holds exactly the records the server acknowledged.
+  ``kept``: the raw topic holds every record the server acknowledged (more only if a failed
+  request had stored some).
 * ``producer --events N``: one producer process publishes N events (acks=all, idempotent);
   ``events_per_s`` from its own summary.
 
@@ -431,7 +432,8 @@ def run_api(settings: Settings, *, seconds: float, warmup_seconds: float = 5.0, 
         result = {
             "bench": "api", "batch": batch, **figures, "topic_messages": in_topic,
             "kept": in_topic >= figures["records_accepted_total"],  # more only if a request failed after storing some
-            "cpu_seconds": cpu,  # finished_child_processes: the load generator "partitions": partitions, "broker": b.broker,
+            "cpu_seconds": cpu,  # finished_child_processes: the load generator
+            "partitions": partitions, "broker": b.broker,
             "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         }
         return _write(result, output, settings, "api")

@@ -44,7 +44,8 @@ def _say(message: str) -> None:
 
 def _prepare_lake(spark: Any, settings: Settings) -> None:
     """Empty the lake if an earlier demo made it (its marker file); refuse a lake with any other file
-    in it. Its root and areas stay: on HDFS they carry the lake's encryption zone and ACLs."""
+    in it. Its root and the analysts' areas stay (emptied): on HDFS they carry the lake's encryption
+    zone and ACLs."""
     from streamsight.hadoop import HadoopFS
     from streamsight.lake import ANALYST_AREAS
 

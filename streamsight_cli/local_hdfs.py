@@ -3,7 +3,7 @@ jars of ``pom.xml``'s ``hdfs`` profile, for ``streamsight hdfs``, the tests and 
 
 Layout of its data folder (kept across restarts; :meth:`LocalHdfs.reset` wipes it)::
 
-    meta.json            ports, chosen at the first start, and the users it was set up for
+    meta.json            the NameNode's RPC port, chosen at the first start (the HTTP port is new each start)
     conf/                core-site.xml and hdfs-site.xml, written at every start
     keys/lake.jceks      the key provider (a Java keystore) holding the lake's encryption key
     name/                the NameNode's metadata (fsimage and edit log)

@@ -66,12 +66,10 @@ def _keys_file(directory: Path, stream: str) -> Path:
 def start_server(directory: Path, servers: str, contracts_dir: Path, **api: str) -> Server:
     """``streamsight serve --port 0`` with the test keys; its first stdout line is its URL."""
     from streamsight.contracts import load_contracts
-
-    class _Broker:
-        bootstrap_servers = servers
+    from tests.conftest import TestBroker
 
     contract = next(iter(load_contracts(contracts_dir).values()))
-    env = {**cli_env(directory, _Broker(), contracts_dir), "STREAMSIGHT_LOG_LEVEL": "INFO",
+    env = {**cli_env(directory, TestBroker("external", servers), contracts_dir), "STREAMSIGHT_LOG_LEVEL": "INFO",
            "STREAMSIGHT_API__KEYS_FILE": str(_keys_file(directory, contract.name)),
            **{f"STREAMSIGHT_API__{k.upper()}": v for k, v in api.items()}}
     log = directory / "serve.log"
