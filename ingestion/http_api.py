@@ -36,7 +36,8 @@ from ingestion.producer import ACCESS_ERRORS, Headers, check_payload, record_key
 from streamsight.contracts import Contract
 from streamsight.kafka import confluent_config
 from streamsight.settings import ApiSettings, Settings
-from streamsight.validation import RecordValidator, parse_json
+from streamsight.validation import RecordValidator
+from streamsight.web import ErrorBody, json_body
 
 log = logging.getLogger("ingestion.http_api")
 
@@ -170,7 +171,7 @@ class EventIngest:
         return found
 
 
-def get_ingest(request: Request) -> EventIngest:
+async def get_ingest(request: Request) -> EventIngest:
     events: EventIngest = request.app.state.events
     return events
 
@@ -191,11 +192,6 @@ class Rejected(BaseModel):
     stream: str
     accepted: int = Field(description="Valid records of the request, published: do not send them again.")
     rejected: list[RecordError] = Field(description="Invalid records, published to be dead-lettered.")
-    request_id: str | None = None
-
-
-class ErrorBody(BaseModel):
-    detail: str
     request_id: str | None = None
 
 
@@ -222,25 +218,6 @@ def stream_operation(generic: dict[str, Any], contract: Contract) -> dict[str, A
     return operation
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes ``limit`` bytes (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"the body is {declared} bytes, more than api.max_body_bytes {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"the body is more than api.max_body_bytes {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _is_json(content_type: str | None) -> bool:
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
-
-
 @router.post(
     EVENTS_PATH, status_code=202, response_model=Accepted, openapi_extra=_BODY,
     summary="Publish records to a stream",
@@ -253,15 +230,7 @@ async def post_events(request: Request, stream: Annotated[str, Path(max_length=1
     from fastapi.responses import JSONResponse
 
     target = ingest.stream(stream)
-    if not _is_json(request.headers.get("content-type")):
-        raise HTTPException(415, f"send application/json (got {request.headers.get('content-type') or 'no Content-Type'})")
-    raw = await _read_body(request, ingest.api.max_body_bytes)
-    try:
-        body = parse_json(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise HTTPException(400, f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
-    except ValueError as exc:
-        raise HTTPException(400, f"the body is not valid JSON: {exc}") from None
+    body = await json_body(request, ingest.api.max_body_bytes)
     records = body if isinstance(body, list) else [body]
     if not records:
         raise HTTPException(400, "the array holds no records")

@@ -7,6 +7,7 @@ Layout under ``streamsight.lake.models_uri(lake_uri)``::
         v1/
             _CLAIM              created first, with create(overwrite=false): reserves the number
             model/              MLlib PipelineModel.save
+        scorer.json         the same pipeline for scoring without Spark (ml.portable), when given
             metadata.json       written last: a version exists once this file does
         v2/ ...
 
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 ALIASES_FILE = "aliases.json"
 METADATA_FILE = "metadata.json"
+SCORER_FILE = "scorer.json"
 MODEL_DIR = "model"
 CLAIM_FILE = "_CLAIM"
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
@@ -68,8 +70,10 @@ class ModelRegistry:
         self._hfs = HadoopFS(spark, self.root_uri, raw_local=True)
 
     # -- public API ---------------------------------------------------------------------------
-    def register(self, name: str, model: PipelineModel, metadata: dict[str, Any]) -> int:
-        """Store ``model`` as the next version of ``name``; return the version number.
+    def register(self, name: str, model: PipelineModel, metadata: dict[str, Any],
+                 scorer: dict[str, Any] | None = None) -> int:
+        """Store ``model`` (and its :mod:`ml.portable` document ``scorer``) as the next version of
+        ``name``; return the version number.
 
         ``metadata`` must be JSON-serialisable; ``version`` and ``model_name`` are set in the stored
         copy (and in ``metadata`` itself). An existing version is never overwritten.
@@ -78,6 +82,8 @@ class ModelRegistry:
         version = self._claim_next_version(name)
         vdir = self._version_uri(name, version)
         model.write().save(f"{vdir}/{MODEL_DIR}")
+        if scorer is not None:
+            self._write_json(f"{vdir}/{SCORER_FILE}", scorer)
         metadata["version"] = version
         metadata["model_name"] = name
         self._write_json(f"{vdir}/{METADATA_FILE}", metadata)

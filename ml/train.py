@@ -55,7 +55,7 @@ if __package__ in (None, ""):  # run as a script by spark-submit: make the proje
 
     sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
 
-from ml import PRODUCTION_ALIAS
+from ml import PRODUCTION_ALIAS, portable
 from streamsight.errors import ConfigError, StreamsightError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -387,7 +387,9 @@ def _train_on_split(
                       "previous_production": current},
     }
     meta["training_seconds"] = round(time.monotonic() - started, 2)
-    version = registry.register(spec.name, model, meta)
+    scorer = portable.export(model, features=[*numeric, *categorical], categorical=categorical,
+                             input_schema=portable.input_schema(contract))
+    version = registry.register(spec.name, model, meta, scorer=scorer)
     if do_promote:
         registry.set_alias(spec.name, PRODUCTION_ALIAS, version)
     meta["aliases"] = sorted(a for a, v in registry.aliases(spec.name).items() if v == version)

@@ -190,6 +190,9 @@ class ApiSettings(BaseModel):
         default=5.0, gt=0, le=300, description="How long a POST waits for Kafka to acknowledge its records "
         "before answering 503 (the producer's message.timeout.ms). Env: STREAMSIGHT_API__PUBLISH_TIMEOUT_S.")
     linger_ms: int = Field(default=2, ge=0, le=1000, description="The API producer's linger.ms (latency).")
+    model_refresh_s: float = Field(
+        default=2.0, gt=0, le=3600, description="How often a served model's production alias is re-read: a "
+        "promotion is served within this time. Env: STREAMSIGHT_API__MODEL_REFRESH_S.")
 
     @field_validator("rate_limit")
     @classmethod

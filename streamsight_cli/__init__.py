@@ -553,6 +553,23 @@ def bench_api(
                              connections=connections, partitions=partitions, output=output)))
 
 
+@bench_app.command("predict")
+def bench_predict(
+    ctx: typer.Context,
+    rate: Annotated[float, typer.Option(help="Requests per second (one record each), due whatever the answers.",
+                                        min=1)] = 500.0,
+    seconds: Annotated[float, typer.Option(help="Measured seconds.", min=1)] = 20.0,
+    warmup_seconds: Annotated[float, typer.Option(help="Unmeasured seconds first.", min=0)] = 5.0,
+    connections: Annotated[int, typer.Option(help="Most requests in flight.", min=1)] = 16,
+    output: Annotated[Optional[Path], _OUTPUT] = None,
+) -> None:
+    """Single-record `POST /v1/models/<model>/predict` latency at a fixed rate, from a separate process."""
+    from streamsight_cli.bench import run_predict
+
+    print(json.dumps(run_predict(_settings(ctx), rate=rate, seconds=seconds, warmup_seconds=warmup_seconds,
+                                 connections=connections, output=output)))
+
+
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """The whole flow on a fresh local Apache Kafka: produce, stream, train, score, report; prints SUMMARY."""

@@ -1,7 +1,7 @@
 """``streamsight serve``: the HTTP service (FastAPI on uvicorn) and its API keys.
 
-The app factory includes each stage's router (``ingestion.http_api`` publishes events) behind the
-cross-cutting parts that live here:
+The app factory includes each stage's router (``ingestion.http_api`` publishes events,
+``ml.http_api`` scores records) behind the cross-cutting parts that live here:
 
 * API keys (``api.auth: keys``): ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; only
   SHA-256 digests are stored (settings ``api.keys`` and the YAML file ``api.keys_file`` that
@@ -13,12 +13,14 @@ cross-cutting parts that live here:
 * One JSON log line per request (python-json-logger); Prometheus metrics at ``/metrics``.
 * Errors: ``4xx`` say what is wrong; ``500`` says only "internal error" and the request id (the
   traceback goes to the log).
-* ``/healthz`` (the process answers), ``/readyz`` (a Kafka broker answers).
+* ``/healthz`` (the process answers), ``/readyz`` (a Kafka broker answers, and each contract's
+  production model, if it has one, loads).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -33,13 +35,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import TypeAdapter, ValidationError
 
 from streamsight.errors import ConfigError
 from streamsight.settings import ApiKey, Settings
+from streamsight.web import ErrorBody
 
 if TYPE_CHECKING:  # pragma: no cover
     from streamsight.contracts import Contract
@@ -190,6 +193,12 @@ class ApiMetrics:
         self.rejections = Counter("streamsight_api_rejected_records", "Records rejected, by reason code",
                                   ["stream", "code"], registry=self.registry)
 
+        self.predictions = Counter("streamsight_api_predictions", "Records scored, by model version",
+                                   ["model", "version"], registry=self.registry)
+
+    def predicted(self, model: str, version: int, n: int) -> None:
+        self.predictions.labels(model, str(version)).inc(n)
+
     def accepted(self, stream: str, n: int) -> None:
         self.events.labels(stream, "accepted").inc(n)
 
@@ -200,51 +209,87 @@ class ApiMetrics:
 
 # -- the app -------------------------------------------------------------------------------------
 
+class RequestContext:
+    """Pure ASGI middleware (no per-request task, unlike ``@app.middleware``): the request id, the
+    access log line and the metrics of every request, and the ``500`` answer of an unhandled error
+    (the traceback to the log; the body only says "internal error" and the request id)."""
+
+    def __init__(self, app: Any, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        tag = (b"x-request-id", request_id.encode("latin-1"))
+        started = time.perf_counter()
+        status = 500
+        answered = False
+
+        async def send_tagged(message: dict[str, Any]) -> None:
+            nonlocal status, answered
+            if message["type"] == "http.response.start":
+                status, answered = message["status"], True
+                message["headers"] = [*message.get("headers", ()), tag]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tagged)
+        except Exception:
+            log.exception("request %s failed", request_id)
+            if not answered:
+                body = json.dumps({"detail": "internal error", "request_id": request_id}).encode()
+                await send_tagged({"type": "http.response.start", "status": 500, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.seconds.labels(scope["method"], route).observe(elapsed)
+            client = scope.get("client")
+            access_log.info("request", extra={
+                "request_id": request_id, "method": scope["method"], "path": scope["path"], "route": route,
+                "status": status, "ms": round(elapsed * 1000, 3), "key": state.get("api_key"),
+                "client": client[0] if client else None})
+
+
 def create_app(settings: Settings, contracts: dict[str, Contract], servers: str, keys: KeyRing) -> FastAPI:
     """The FastAPI app: the stages' routers behind keys, request ids, logs and metrics."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     import streamsight
     from ingestion import http_api
+    from ml import http_api as model_api
+    from ml.online import ModelCatalog, RegistryFiles, storage_options
+    from streamsight.lake import models_uri
 
     metrics = ApiMetrics()
+    catalog = ModelCatalog(RegistryFiles(models_uri(settings.lake_uri), storage_options(settings)),
+                           settings.api.model_refresh_s)
+    served_models = sorted({c.model.name for c in contracts.values() if c.model is not None})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         publisher = http_api.AsyncPublisher(settings, servers)
         app.state.events = http_api.EventIngest(contracts, publisher, settings.api, metrics)
         app.state.publisher = publisher
+        app.state.models = model_api.Predictor(catalog, settings.api, metrics)
         try:
             yield
         finally:
             publisher.close()
 
     app = FastAPI(title="Streamsight", version=streamsight.__version__, lifespan=lifespan,
-                  description="Publish events to Streamsight's streams.")
+                  description="Publish events to Streamsight's streams; score records with their models.")
 
     def _request_id(request: Request) -> str | None:
         return getattr(request.state, "request_id", None)
-
-    @app.middleware("http")
-    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        given = request.headers.get("x-request-id", "")
-        request.state.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-        finally:
-            elapsed = time.perf_counter() - started
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            metrics.requests.labels(request.method, route, str(status)).inc()
-            metrics.seconds.labels(request.method, route).observe(elapsed)
-            access_log.info("request", extra={
-                "request_id": request.state.request_id, "method": request.method, "path": request.url.path,
-                "route": route, "status": status, "ms": round(elapsed * 1000, 3),
-                "key": getattr(request.state, "api_key", None), "client": request.client.host if request.client else None})
-        response.headers["X-Request-ID"] = request.state.request_id
-        return response
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -256,27 +301,37 @@ def create_app(settings: Settings, contracts: dict[str, Contract], servers: str,
         problems = ["{}: {}".format(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
         return JSONResponse({"detail": "; ".join(problems), "request_id": _request_id(request)}, status_code=400)
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("request %s failed", _request_id(request))
-        return JSONResponse({"detail": "internal error", "request_id": _request_id(request)}, status_code=500)
+    app.add_middleware(RequestContext, metrics=metrics)
 
     refusals: dict[int | str, dict[str, Any]] = {
-        401: {"model": http_api.ErrorBody, "description": "No API key, or not a valid one"},
-        403: {"model": http_api.ErrorBody, "description": "The key lacks the scope or the stream"},
-        429: {"model": http_api.ErrorBody, "description": "Over the key's rate limit; retry after Retry-After"}}
+        401: {"model": ErrorBody, "description": "No API key, or not a valid one"},
+        403: {"model": ErrorBody, "description": "The key lacks the scope or the stream"},
+        429: {"model": ErrorBody, "description": "Over the key's rate limit; retry after Retry-After"}}
     app.include_router(http_api.router, dependencies=[Depends(keys.require("events:write"))], responses=refusals)
+    app.include_router(model_api.router, dependencies=[Depends(keys.require("predict"))], responses=refusals)
 
     @app.get("/healthz", tags=["operations"], summary="The process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="A Kafka broker answers",
+    @app.get("/readyz", tags=["operations"], summary="A Kafka broker answers; the contracts' production models load",
              responses={503: {"description": "Not ready"}})
     async def readyz(request: Request) -> JSONResponse:
+        import asyncio
+
+        from ml.online import ModelUnavailable
+
         broker = await request.app.state.publisher.reachable()
-        return JSONResponse({"status": "ready" if broker else "not ready", "broker": broker},
-                            status_code=200 if broker else 503)
+        models: dict[str, Any] = {}
+        for name in served_models:
+            try:
+                served = await asyncio.to_thread(catalog.get, name)
+                models[name] = served.version if served is not None else "none in production"
+            except ModelUnavailable as exc:
+                models[name] = f"cannot be served: {exc}"
+        ready = broker and not any(str(v).startswith("cannot") for v in models.values())
+        return JSONResponse({"status": "ready" if ready else "not ready", "broker": broker, "models": models},
+                            status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:
@@ -299,6 +354,11 @@ def create_app(settings: Settings, contracts: dict[str, Contract], servers: str,
             for name, contract in sorted(contracts.items()) if generic else ():
                 stream_path = http_api.EVENTS_PATH.replace("{stream}", name)
                 doc["paths"][stream_path] = {"post": http_api.stream_operation(generic, contract)}
+            generic = doc["paths"].get(model_api.PREDICT_PATH, {}).get("post")
+            for contract in sorted(contracts.values(), key=lambda c: c.name) if generic else ():
+                if contract.model is not None:
+                    model_path = model_api.PREDICT_PATH.replace("{name}", contract.model.name)
+                    doc["paths"][model_path] = {"post": model_api.model_operation(generic, contract)}
             for unused in ("HTTPValidationError", "ValidationError"):
                 doc.get("components", {}).get("schemas", {}).pop(unused, None)
             app.openapi_schema = doc

@@ -380,18 +380,57 @@ def run_producer(settings: Settings, *, events: int, partitions: int = 8, output
 
 
 def _api_bodies(contract: Contract, path: Path, *, batch: int, bodies: int) -> None:
-    """``bodies`` JSON arrays of ``batch`` valid synthetic records each, one per line."""
+    """``bodies`` request bodies of valid synthetic records, one per line: JSON arrays of ``batch``
+    records, or single records when ``batch`` is 0."""
     from ingestion.columnar import rows_as_dicts
     from ingestion.sources import synthetic_source
 
     records: list[dict[str, Any]] = []
     for events in synthetic_source(contract, machines=1000, seed=11):
         records.extend(rows_as_dicts(events.table))
-        if len(records) >= batch * bodies:
+        if len(records) >= max(batch, 1) * bodies:
             break
     with path.open("w", encoding="utf-8") as out:
         for i in range(bodies):
-            out.write(json.dumps(records[i * batch:(i + 1) * batch], separators=(",", ":")) + "\n")
+            body = records[i * batch:(i + 1) * batch] if batch else records[i]
+            out.write(json.dumps(body, separators=(",", ":")) + "\n")
+
+
+@contextmanager
+def _serving(b: _Bench, key: str, **api: str) -> Iterator[tuple[str, dict[str, str], int]]:
+    """``streamsight serve`` on the bench's Kafka and lake: its URL, the environment (the key in
+    BENCH_API_KEY) and its pid; stopped on exit."""
+    env = {**b.env, "STREAMSIGHT_RUN_DIR": str(b.work / "run"), "STREAMSIGHT_LAKE_DIR": b.settings.lake_dir,
+           "STREAMSIGHT_LOG_LEVEL": "INFO", "BENCH_API_KEY": key,
+           **{f"STREAMSIGHT_API__{k.upper()}": v for k, v in api.items()}}
+    log = b.work / "serve.log"
+    server = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "serve", "--port", "0"], env=env,
+                              stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+    try:
+        url = (server.stdout.readline() if server.stdout else "").strip()
+        if not url.startswith("http://"):
+            raise StreamsightError(f"streamsight serve did not start: {log.read_text()[-2000:]}")
+        yield url, env, server.pid
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def _load(url: str, env: dict[str, str], bodies: Path, *, connections: int, seconds: float, warmup_seconds: float,
+          rate: float | None = None) -> dict[str, Any]:
+    """The figures of :mod:`streamsight_cli.loadgen`, run as its own process against ``url``."""
+    args = [sys.executable, "-m", "streamsight_cli.loadgen", url, "--key-env", "BENCH_API_KEY", "--bodies", str(bodies),
+            "--connections", str(connections), "--seconds", str(seconds), "--warmup-seconds", str(warmup_seconds)]
+    load = subprocess.run([*args, *(["--rate", str(rate)] if rate else [])], env=env, capture_output=True, text=True,
+                          timeout=seconds + warmup_seconds + 300)
+    if load.returncode != 0:
+        raise StreamsightError(f"the load generator failed: {load.stderr[-2000:]}")
+    figures: dict[str, Any] = json.loads(load.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def _machine_line() -> str:
+    return f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def run_api(settings: Settings, *, seconds: float, warmup_seconds: float = 5.0, batch: int = 100,
@@ -405,38 +444,51 @@ def run_api(settings: Settings, *, seconds: float, warmup_seconds: float = 5.0, 
         bodies = b.work / "bodies.jsonl"
         _api_bodies(b.contract, bodies, batch=batch, bodies=200)
         key = create_key(b.settings, "bench", ["events:write"], ["*"], rate_limit="1000000/second")
-        env = {**b.env, "STREAMSIGHT_RUN_DIR": str(b.work / "run"), "STREAMSIGHT_LOG_LEVEL": "INFO",
-               "STREAMSIGHT_API__MAX_RECORDS": str(max(batch, 10_000)), "BENCH_API_KEY": key}
-        log = b.work / "serve.log"
-        server = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "serve", "--port", "0"], env=env,
-                                  stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
-        try:
-            url = (server.stdout.readline() if server.stdout else "").strip()
-            if not url.startswith("http://"):
-                raise StreamsightError(f"streamsight serve did not start: {log.read_text()[-2000:]}")
-            watch = _CpuWatch({"server": server.pid, "kafka": b.kafka_pid})
+        with _serving(b, key, max_records=str(max(batch, 10_000))) as (url, env, pid):
+            watch = _CpuWatch({"server": pid, "kafka": b.kafka_pid})
             watch.start()
-            load = subprocess.run([sys.executable, "-m", "streamsight_cli.loadgen",
-                                   f"{url}/v1/streams/{BENCH_STREAM}/events", "--key-env", "BENCH_API_KEY",
-                                   "--bodies", str(bodies), "--connections", str(connections),
-                                   "--seconds", str(seconds), "--warmup-seconds", str(warmup_seconds)],
-                                  env=env, capture_output=True, text=True, timeout=seconds + warmup_seconds + 300)
+            figures = _load(f"{url}/v1/streams/{BENCH_STREAM}/events", env, bodies, connections=connections,
+                            seconds=seconds, warmup_seconds=warmup_seconds)
             cpu = watch.stop()
-            if load.returncode != 0:
-                raise StreamsightError(f"the load generator failed: {load.stderr[-2000:]}")
-            figures = json.loads(load.stdout.strip().splitlines()[-1])
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
         in_topic = _topic_messages(b.settings, b.contract.raw_topic)
         result = {
             "bench": "api", "batch": batch, **figures, "topic_messages": in_topic,
             "kept": in_topic >= figures["records_accepted_total"],  # more only if a request failed after storing some
             "cpu_seconds": cpu,  # finished_child_processes: the load generator
-            "partitions": partitions, "broker": b.broker,
-            "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+            "partitions": partitions, "broker": b.broker, "machine": _machine_line(),
         }
         return _write(result, output, settings, "api")
+
+
+def run_predict(settings: Settings, *, rate: float, seconds: float, warmup_seconds: float = 5.0,
+                connections: int = 16, output: Path | None = None) -> dict[str, Any]:
+    """Single-record ``POST /v1/models/<model>/predict`` at a fixed rate (open loop) from the load
+    generator, against the production model ``streamsight train`` made from streamed events."""
+    from ml import PRODUCTION_ALIAS
+    from ml.registry import ModelRegistry
+    from streamsight.lake import models_uri
+    from streamsight_cli.api import create_key
+
+    with _bench(settings, partitions=2) as b:
+        spark, _ = _warm_job(b)
+        model = b.contract.model.name if b.contract.model else ""
+        registry = ModelRegistry(spark, models_uri(b.settings.lake_uri))
+        version = registry.get_alias(model, PRODUCTION_ALIAS)
+        algorithm = registry.metadata(model, int(version or 0))["algorithm"]
+        spark.stop()  # its JVM would share the two cores with the server
+        bodies = b.work / "records.jsonl"
+        _api_bodies(b.contract, bodies, batch=0, bodies=1000)
+        key = create_key(b.settings, "bench", ["predict"], ["*"], rate_limit="1000000/second")
+        with _serving(b, key) as (url, env, pid):
+            watch = _CpuWatch({"server": pid})
+            watch.start()
+            figures = _load(f"{url}/v1/models/{model}/predict", env, bodies, connections=connections,
+                            seconds=seconds, warmup_seconds=warmup_seconds, rate=rate)
+            cpu = watch.stop()
+        result = {"bench": "predict", "model": model, "version": version, "algorithm": algorithm, **figures,
+                  "kept_up": figures["drain_s"] < 1.0,  # answered at the rate, not queued behind it
+                  "cpu_seconds": cpu, "machine": _machine_line()}
+        return _write(result, output, settings, "predict")
 
 
 def _topic_messages(settings: Settings, topic: str) -> int:

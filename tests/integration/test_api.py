@@ -27,7 +27,7 @@ from tests.integration.helpers import ROOT, cli_env, isolated_contract, read_top
 pytestmark = pytest.mark.integration
 
 KEYS = {"writer": "ss_writer-key-for-tests-0123456789", "admin": "ss_any-stream-key-for-tests-0123456789",
-        "reader": "ss_reader-key-for-tests-0123456789",
+        "reader": "ss_reader-key-for-tests-0123456789", "scorer": "ss_scorer-key-for-tests-0123456789",
         "other": "ss_other-stream-key-0123456789", "slow": "ss_rate-limited-key-0123456789"}
 
 
@@ -38,6 +38,7 @@ class Server:
     log: Path
     contract: Any
     servers: str
+    lake: Path
 
     def post(self, path: str, body: Any = None, *, key: str | None = "writer", content: bytes | None = None,
              headers: dict[str, str] | None = None) -> httpx.Response:
@@ -46,14 +47,16 @@ class Server:
             content, sent["Content-Type"] = json.dumps(body).encode(), "application/json"
         return httpx.post(self.url + path, content=content, headers={**sent, **(headers or {})}, timeout=30)
 
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=30)
+    def get(self, path: str, *, key: str | None = None) -> httpx.Response:
+        sent = {"Authorization": f"Bearer {KEYS[key]}"} if key else {}
+        return httpx.get(self.url + path, headers=sent, timeout=30)
 
 
 def _keys_file(directory: Path, stream: str) -> Path:
     entries = [
         {"name": "writer", "sha256": digest(KEYS["writer"]), "scopes": ["events:write"], "streams": [stream]},
-        {"name": "admin", "sha256": digest(KEYS["admin"]), "scopes": ["events:write"], "streams": ["*"]},
+        {"name": "admin", "sha256": digest(KEYS["admin"]), "scopes": ["events:write", "predict"], "streams": ["*"]},
+        {"name": "scorer", "sha256": digest(KEYS["scorer"]), "scopes": ["predict"]},
         {"name": "reader", "sha256": digest(KEYS["reader"]), "scopes": ["predictions:read"]},
         {"name": "other", "sha256": digest(KEYS["other"]), "scopes": ["events:write"], "streams": ["another_stream"]},
         {"name": "slow", "sha256": digest(KEYS["slow"]), "scopes": ["events:write"], "rate_limit": "2/minute"},
@@ -79,7 +82,7 @@ def start_server(directory: Path, servers: str, contracts_dir: Path, **api: str)
     if not url.startswith("http://"):
         proc.kill()
         raise AssertionError(f"serve did not start: {url!r}\n{log.read_text()}")
-    return Server(url, proc, log, contract, servers)
+    return Server(url, proc, log, contract, servers, Path(env["STREAMSIGHT_LAKE_DIR"]))
 
 
 def stop_server(server: Server) -> None:
@@ -95,7 +98,7 @@ def server(kafka_broker, tmp_path_factory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("api")
     contracts_dir = isolated_contract(directory, kafka_broker)
     started = start_server(directory, kafka_broker.bootstrap_servers, contracts_dir,
-                           max_body_bytes="65536", max_records="200")
+                           max_body_bytes="65536", max_records="200", model_refresh_s="0.3")
     try:
         yield started
     finally:
@@ -224,8 +227,9 @@ def test_operations_endpoints_logs_and_openapi(server):
     assert not any(key in text for key in KEYS.values())
 
 
-def test_schema_fuzz_finds_no_server_error(server, tmp_path):
-    """schemathesis generates requests from the OpenAPI document (valid and invalid): none gets a 5xx."""
+def test_schema_fuzz_finds_no_server_error(server, trained, tmp_path):
+    """schemathesis generates requests from the OpenAPI document (valid and invalid): none gets a 5xx,
+    with a model in production to score what it sends."""
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("schemathesis")), "run", f"{server.url}/openapi.json",
          "--checks", "not_a_server_error", "--max-examples", "40", "--seed", "7", "--request-timeout", "20",
@@ -234,6 +238,7 @@ def test_schema_fuzz_finds_no_server_error(server, tmp_path):
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
     report = next(tmp_path.glob("*.xml")).read_text()
     assert f"/v1/streams/{server.contract.name}/events" in report  # the stream's own schema was fuzzed too
+    assert "/v1/models/machine_failure/predict" in report  # and the model's input schema
 
 
 def test_a_stopped_broker_gives_503_and_loses_nothing_acknowledged(kafka_broker, tmp_path):
@@ -284,3 +289,157 @@ def test_serve_refuses_to_start_without_keys_or_broker(kafka_broker, tmp_path):
     no_broker = cli({**env, "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1", "STREAMSIGHT_KAFKA__CONNECT_TIMEOUT_S": "2"},
                     "serve", "--port", "0", check=False, timeout=60)
     assert no_broker.returncode == 2 and "127.0.0.1:1" in no_broker.stderr
+
+
+# -- online scoring ------------------------------------------------------------------------------
+
+FEATURES = ["air_temperature_k", "process_temperature_k", "rotational_speed_rpm", "torque_nm", "tool_wear_min", "type"]
+
+
+@pytest.fixture(scope="module")
+def trained(spark, server):
+    """machine_failure v1 (logistic regression) in production in the server's lake, as `streamsight
+    train` leaves it; the server has not read the registry before."""
+    from ml.train import train_model
+    from streamsight.settings import load_settings
+    from tests.conftest import ai4i_silver
+
+    settings = load_settings(lake_dir=str(server.lake))
+    meta = train_model(spark, settings, server.contract, silver=spark.createDataFrame(ai4i_silver(2000)),
+                       algorithms=("logistic_regression",), refit=False)
+    assert meta["version"] == 1 and meta["aliases"] == ["production"]
+    return settings, meta
+
+
+def _mllib_probabilities(spark, settings, version: int, records: list[dict[str, Any]]) -> list[float]:
+    """What the streaming job's MLlib pipeline gives these records."""
+    from pyspark.ml.functions import vector_to_array
+
+    from ml.registry import ModelRegistry
+    from streamsight.lake import models_uri
+
+    model = ModelRegistry(spark, models_uri(settings.lake_uri)).load("machine_failure", version)
+    frame = spark.createDataFrame([{f: (float(r[f]) if f != "type" else r[f]) for f in FEATURES} for r in records],
+                                  ", ".join(f"{f} double" if f != "type" else "type string" for f in FEATURES))
+    return [r[0] for r in model.transform(frame).select(vector_to_array("_ss_probability")[1]).collect()]
+
+
+def test_predict_answers_as_the_mllib_model_in_every_form(spark, server, trained):
+    settings, meta = trained
+    records = telemetry(3000, 40)
+    expected = _mllib_probabilities(spark, settings, 1, records)
+    path = "/v1/models/machine_failure/predict"
+
+    one = server.post(path, records[0], key="scorer", headers={"X-Request-ID": "predict-1"})
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert body["model"] == "machine_failure" and body["version"] == 1 and body["threshold"] == meta["threshold"]
+    assert body["probability"] == pytest.approx(expected[0], rel=1e-9, abs=1e-12)
+    assert body["label"] == int(body["probability"] >= meta["threshold"])
+    assert one.headers["X-Request-ID"] == "predict-1"
+
+    many = server.post(path, records, key="scorer").json()
+    assert [p["probability"] for p in many["predictions"]] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert [p["label"] for p in many["predictions"]] == [int(p >= meta["threshold"]) for p in expected]
+    assert {p["label"] for p in many["predictions"]} == {0, 1}  # these rows hold failures, and the model sees some
+
+    vector = server.post(path, {"data": [records[0][f] for f in FEATURES]}, key="scorer").json()
+    assert vector["probability"] == body["probability"]
+    vectors = server.post(path, {"data": [[r[f] for f in FEATURES] for r in records[:3]]}, key="scorer").json()
+    assert [p["probability"] for p in vectors["predictions"]] == [p["probability"] for p in many["predictions"][:3]]
+
+    info = server.get("/v1/models/machine_failure", key="scorer").json()
+    assert info["features"] == FEATURES and info["version"] == 1
+    assert info["input_schema"]["properties"]["torque_nm"] == {"type": "number", "minimum": 0, "maximum": 200}
+    metrics = server.get("/metrics").text
+    assert 'streamsight_api_predictions_total{model="machine_failure",version="1"}' in metrics
+    ready = server.get("/readyz").json()
+    assert ready["models"] == {"machine_failure": 1}
+
+
+@pytest.mark.parametrize(("case", "status", "detail"), [
+    ("missing", 400, "torque_nm is missing"),
+    ("wrong_type", 400, "tool_wear_min must be integer"),
+    ("out_of_range", 400, "air_temperature_k must be smaller than or equal to 350"),
+    ("unknown_type", 400, "type must be one of"),
+    ("short_vector", 400, "5 values; the model takes 6"),
+    ("not_json", 400, "not valid JSON"),
+    ("not_objects", 400, "a record must be a JSON object"),
+    ("unknown_model", 404, "no model 'nope' in production"),
+    ("no_key", 401, "an API key is required"),
+    ("no_scope", 403, "does not have the scope 'predict'"),
+    ("text", 415, "send application/json"),
+])
+def test_predict_refusals_name_what_is_wrong(server, trained, case, status, detail):
+    record = telemetry(3100, 1)[0]
+    path, key, body, content, headers = "/v1/models/machine_failure/predict", "scorer", record, None, None
+    if case == "missing":
+        body = {k: v for k, v in record.items() if k != "torque_nm"}
+    elif case == "wrong_type":
+        body = [record, {**record, "tool_wear_min": "a lot"}]
+    elif case == "out_of_range":
+        body = {**record, "air_temperature_k": 1000}
+    elif case == "unknown_type":
+        body = {**record, "type": "Z"}
+    elif case == "short_vector":
+        body = {"data": [record[f] for f in FEATURES[:5]]}
+    elif case == "not_json":
+        content, headers = b"{not json", {"Content-Type": "application/json"}
+    elif case == "not_objects":
+        body = [record, 42]
+    elif case == "unknown_model":
+        path = "/v1/models/nope/predict"
+    elif case == "no_key":
+        key = None
+    elif case == "no_scope":
+        key = "writer"
+    elif case == "text":
+        content, headers = b"x", {"Content-Type": "text/plain"}
+    answer = server.post(path, body, key=key, content=content, headers=headers)
+    assert answer.status_code == status, answer.text
+    assert detail in answer.text and "request_id" in answer.json()
+    if case == "wrong_type":
+        assert answer.json()["errors"] == [{"index": 1, "field": "tool_wear_min", "message": "tool_wear_min must be integer"}]
+
+
+def test_a_promoted_version_is_served_and_one_without_a_scorer_is_503(spark, server, trained):
+    """Promotion moves the answers to the new version with no restart; a version the registry holds
+    without scorer.json (trained before online scoring) is refused with 503, not scored wrongly."""
+    from ml.registry import ModelRegistry
+    from ml.train import train_model
+    from streamsight.lake import models_uri
+    from tests.conftest import ai4i_silver
+    from tests.integration.helpers import wait_for
+
+    settings, _ = trained
+    record = telemetry(3200, 1)[0]
+    path = "/v1/models/machine_failure/predict"
+    assert server.post(path, record, key="scorer").json()["version"] == 1
+    meta = train_model(spark, settings, server.contract, silver=spark.createDataFrame(ai4i_silver(2000)),
+                       algorithms=("gbt",), refit=False, promote=False, params={"gbt": {"maxIter": 5}})
+    registry = ModelRegistry(spark, models_uri(settings.lake_uri))
+    registry.set_alias("machine_failure", "production", meta["version"])
+    answer = wait_for(lambda: (a := server.post(path, record, key="scorer").json())["version"] == meta["version"] and a,
+                      timeout=30, what="the promoted version to be served")
+    assert answer["probability"] == pytest.approx(_mllib_probabilities(spark, settings, meta["version"], [record])[0],
+                                                  rel=1e-9, abs=1e-12)
+
+    legacy = registry.load("machine_failure", 1)
+    registry.register("legacy_model", legacy, {"threshold": 0.5})  # no scorer
+    registry.set_alias("legacy_model", "production", 1)
+    refused = server.post("/v1/models/legacy_model/predict", record, key="scorer")
+    assert refused.status_code == 503 and "scorer.json" in refused.json()["detail"]
+
+    # A scorer that fails while scoring: 500 with the request id and nothing else; the log has the rest.
+    broken = json.loads((server.lake / "_models" / "machine_failure" / "v1" / "scorer.json").read_text())
+    broken["stages"][-2]["mean"] = broken["stages"][-2]["mean"][:-1]  # one value short: shapes disagree
+    registry.register("broken_model", legacy, {"threshold": 0.5}, scorer=broken)
+    registry.set_alias("broken_model", "production", 1)
+    failed = server.post("/v1/models/broken_model/predict", record, key="scorer", headers={"X-Request-ID": "boom-1"})
+    assert failed.status_code == 500
+    assert failed.json() == {"detail": "internal error", "request_id": "boom-1"}
+    assert failed.headers["X-Request-ID"] == "boom-1"
+    logged = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
+    assert any(line.get("message") == "request boom-1 failed" and "Traceback" in line.get("exc_info", "")
+               for line in logged)
+    assert any(line.get("request_id") == "boom-1" and line["status"] == 500 for line in logged)

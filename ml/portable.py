@@ -1,0 +1,244 @@
+"""Score a trained pipeline without Spark: its fitted parameters as JSON, evaluated with NumPy.
+
+:func:`export` reads a fitted :class:`~pyspark.ml.PipelineModel` as :mod:`ml.train` builds it
+(Imputer, the SQLTransformer of pairwise products and differences, StringIndexer, OneHotEncoder,
+VectorAssembler, StandardScaler, then LogisticRegression or GBTClassifier) into a JSON document;
+any other stage, or a statement other than those products and differences, is refused. The
+registry stores the document as ``scorer.json`` beside the MLlib model, and :class:`PortableModel`
+evaluates it on plain records in microseconds, for the HTTP API. Its probabilities are the
+pipeline's own (the agreement test compares them with ``PipelineModel.transform`` on every row).
+
+The document also carries the model's input schema: the contract's JSON Schema of each feature.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.ml import PipelineModel
+
+    from streamsight.contracts import Contract
+
+FORMAT = "streamsight.portable/1"
+_PAIR = re.compile(r"^`([^`]+)` ([*-]) `([^`]+)` AS `([^`]+)`$")
+
+
+class PortableError(Exception):
+    """A pipeline that cannot be exported, or a document that cannot be evaluated."""
+
+
+def feature_order(contract: Contract) -> tuple[list[str], list[str]]:
+    """``(features, categorical)`` of the contract's model: the numeric features, then the categorical
+    ones (the order of the pipeline's inputs and of the API's ``{"data": [...]}`` form)."""
+    spec = contract.model
+    if spec is None:
+        raise PortableError(f"contract {contract.name!r} has no model: block")
+    categorical = list(spec.categorical_features)
+    return [*[f for f in spec.features if f not in categorical], *categorical], categorical
+
+
+def input_schema(contract: Contract) -> dict[str, Any]:
+    """The JSON Schema of one input record of the contract's model: each feature as the contract
+    declares it, all required."""
+    features, _ = feature_order(contract)
+    properties = contract.payload_schema.get("properties", {})
+    return {"type": "object", "required": features, "properties": {f: properties.get(f, {}) for f in features}}
+
+
+# -- export (needs the fitted model, hence Spark) ---------------------------------------------------
+
+def export(model: PipelineModel, *, features: list[str], categorical: list[str],
+           input_schema: dict[str, Any]) -> dict[str, Any]:
+    """The JSON document of a fitted pipeline: its stages' parameters, in order."""
+    stages = [_stage(stage) for stage in model.stages]
+    return {"format": FORMAT, "features": list(features), "categorical": list(categorical),
+            "input_schema": input_schema, "stages": stages}
+
+
+def _stage(stage: Any) -> dict[str, Any]:
+    kind = type(stage).__name__
+    if kind == "ImputerModel":
+        row = stage.surrogateDF.collect()[0].asDict()
+        inputs = stage.getInputCols()
+        return {"kind": "impute", "inputs": inputs, "outputs": stage.getOutputCols(),
+                "values": [float(row[c]) for c in inputs]}
+    if kind == "SQLTransformer":
+        statement = stage.getStatement()
+        body = statement.removeprefix("SELECT *, ").removesuffix(" FROM __THIS__")
+        if body == statement:
+            raise PortableError(f"SQLTransformer statement not supported: {statement!r}")
+        pairs = []
+        for expr in body.split(", "):
+            m = _PAIR.match(expr)
+            if m is None:
+                raise PortableError(f"SQLTransformer expression not supported: {expr!r}")
+            pairs.append({"left": m.group(1), "op": m.group(2), "right": m.group(3), "output": m.group(4)})
+        return {"kind": "pairs", "pairs": pairs}
+    if kind == "StringIndexerModel":
+        return {"kind": "index", "inputs": stage.getInputCols(), "outputs": stage.getOutputCols(),
+                "labels": [list(labels) for labels in stage.labelsArray],
+                "handle_invalid": stage.getHandleInvalid()}
+    if kind == "OneHotEncoderModel":
+        keep, drop_last = stage.getHandleInvalid() == "keep", stage.getDropLast()
+        sizes = [int(n) + (1 if keep and not drop_last else -1 if drop_last and not keep else 0)
+                 for n in stage.categorySizes]
+        return {"kind": "one_hot", "inputs": stage.getInputCols(), "outputs": stage.getOutputCols(),
+                "category_sizes": [int(n) for n in stage.categorySizes], "sizes": sizes, "keep_invalid": keep}
+    if kind == "VectorAssembler":
+        return {"kind": "assemble", "inputs": stage.getInputCols(), "output": stage.getOutputCol()}
+    if kind == "StandardScalerModel":
+        return {"kind": "scale", "mean": stage.mean.toArray().tolist(), "std": stage.std.toArray().tolist(),
+                "with_mean": stage.getWithMean(), "with_std": stage.getWithStd()}
+    if kind == "LogisticRegressionModel":
+        if stage.numClasses != 2:
+            raise PortableError(f"logistic regression with {stage.numClasses} classes is not supported")
+        return {"kind": "logistic", "coefficients": stage.coefficients.toArray().tolist(),
+                "intercept": float(stage.intercept)}
+    if kind == "GBTClassificationModel":
+        return {"kind": "gbt", "weights": [float(w) for w in stage.treeWeights],
+                "trees": [_tree(tree._java_obj.rootNode()) for tree in stage.trees]}
+    raise PortableError(f"pipeline stage {kind} is not supported")
+
+
+def _tree(root: Any) -> dict[str, list[Any]]:
+    """A decision tree as flat arrays (node i: feature, threshold or left categories, children;
+    a leaf has feature -1 and its value)."""
+    feature: list[int] = []
+    threshold: list[float] = []
+    categories: list[list[float] | None] = []
+    left: list[int] = []
+    right: list[int] = []
+    value: list[float] = []
+
+    def add(node: Any) -> int:
+        i = len(feature)
+        feature.append(-1)
+        threshold.append(0.0)
+        categories.append(None)
+        left.append(-1)
+        right.append(-1)
+        value.append(float(node.prediction()))
+        if node.getClass().getSimpleName() == "InternalNode":
+            split = node.split()
+            feature[i] = int(split.featureIndex())
+            if split.getClass().getSimpleName() == "CategoricalSplit":
+                categories[i] = [float(c) for c in split.leftCategories()]
+            else:
+                threshold[i] = float(split.threshold())
+            left[i] = add(node.leftChild())
+            right[i] = add(node.rightChild())
+        return i
+
+    add(root)
+    return {"feature": feature, "threshold": threshold, "categories": categories, "left": left,
+            "right": right, "value": value}
+
+
+# -- evaluation (NumPy only) -------------------------------------------------------------------------
+
+class PortableModel:
+    """Evaluates an exported pipeline on records (dicts holding the features)."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        if doc.get("format") != FORMAT:
+            raise PortableError(f"not a {FORMAT} document (format {doc.get('format')!r})")
+        self.features: list[str] = list(doc["features"])
+        self.categorical: set[str] = set(doc["categorical"])
+        self.input_schema: dict[str, Any] = doc["input_schema"]
+        self._stages = [_prepare(s) for s in doc["stages"]]
+        if not self._stages or self._stages[-1]["kind"] not in ("logistic", "gbt"):
+            raise PortableError("the pipeline does not end with a classifier")
+
+    def probabilities(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """P(positive) of each record, as the MLlib pipeline computes it."""
+        n = len(records)
+        cols: dict[str, Any] = {}
+        for name in self.features:
+            values = [r.get(name) for r in records]
+            if name in self.categorical:
+                cols[name] = values
+            else:
+                cols[name] = np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
+        vector = np.zeros((n, 0))
+        for stage in self._stages:
+            kind = stage["kind"]
+            if kind == "impute":
+                for src, dst, fill in zip(stage["inputs"], stage["outputs"], stage["values"], strict=True):
+                    col = cols[src]
+                    cols[dst] = np.where(np.isnan(col), fill, col)
+            elif kind == "pairs":
+                for p in stage["pairs"]:
+                    a, b = cols[p["left"]], cols[p["right"]]
+                    cols[p["output"]] = a * b if p["op"] == "*" else a - b
+            elif kind == "index":
+                for src, dst, lookup, unseen in zip(stage["inputs"], stage["outputs"], stage["lookup"],
+                                                    stage["unseen"], strict=True):
+                    cols[dst] = np.array([lookup.get(v, unseen) if v is not None else unseen for v in cols[src]],
+                                         dtype=np.float64)
+            elif kind == "one_hot":
+                for src, dst, size, origin in zip(stage["inputs"], stage["outputs"], stage["sizes"],
+                                                  stage["category_sizes"], strict=True):
+                    index = cols[src].astype(np.int64)
+                    index = np.where((index >= 0) & (index < origin), index, origin)  # invalid: the extra slot
+                    out = np.zeros((n, size))
+                    hit = index < size
+                    out[np.nonzero(hit)[0], index[hit]] = 1.0
+                    cols[dst] = out
+            elif kind == "assemble":
+                vector = np.column_stack([c if c.ndim == 2 else c[:, None] for c in (cols[i] for i in stage["inputs"])])
+            elif kind == "scale":
+                if stage["with_mean"]:
+                    vector = vector - stage["mean"]
+                if stage["with_std"]:
+                    vector = vector * stage["inv_std"]
+            elif kind == "logistic":
+                margin = vector @ stage["coefficients"] + stage["intercept"]
+                return 1.0 / (1.0 + np.exp(-margin))
+            elif kind == "gbt":
+                margin = np.zeros(n)
+                for weight, tree in zip(stage["weights"], stage["trees"], strict=True):
+                    margin += weight * _predict_tree(tree, vector)
+                return 1.0 / (1.0 + np.exp(-2.0 * margin))  # Spark's logistic loss
+        raise PortableError("the pipeline does not end with a classifier")  # pragma: no cover
+
+
+def _prepare(stage: dict[str, Any]) -> dict[str, Any]:
+    """A stage with its lookups built once."""
+    kind = stage.get("kind")
+    if kind == "index":
+        if stage["handle_invalid"] != "keep":
+            raise PortableError(f"StringIndexer handleInvalid={stage['handle_invalid']!r} is not supported")
+        return {**stage, "lookup": [{label: float(i) for i, label in enumerate(labels)} for labels in stage["labels"]],
+                "unseen": [float(len(labels)) for labels in stage["labels"]]}
+    if kind == "scale":
+        std = np.asarray(stage["std"], dtype=np.float64)
+        return {**stage, "mean": np.asarray(stage["mean"], dtype=np.float64),
+                "inv_std": np.divide(1.0, std, out=np.zeros_like(std), where=std != 0.0)}
+    if kind == "logistic":
+        return {**stage, "coefficients": np.asarray(stage["coefficients"], dtype=np.float64)}
+    if kind == "gbt":
+        return stage
+    if kind in ("impute", "pairs", "one_hot", "assemble"):
+        return stage
+    raise PortableError(f"unknown stage kind {kind!r}")
+
+
+def _predict_tree(tree: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """Each row's leaf value: continuous splits go left when ``x <= threshold``, categorical ones when
+    the value is one of the left categories."""
+    feature, threshold, left, right, value = (tree[k] for k in ("feature", "threshold", "left", "right", "value"))
+    categories = tree["categories"]
+    out = np.empty(len(x))
+    for r, row in enumerate(x.tolist()):  # plain lists: scalar lookups in NumPy are slower
+        i = 0
+        while feature[i] >= 0:
+            v = row[feature[i]]
+            goes_left = v in categories[i] if categories[i] is not None else v <= threshold[i]
+            i = left[i] if goes_left else right[i]
+        out[r] = value[i]
+    return out
