@@ -121,6 +121,43 @@ def spark():
     session.stop()
 
 
+@dataclass
+class TrainedModel:
+    """A registry holding one model, to copy into the lakes of tests that need one in production."""
+
+    models_uri: str
+    name: str
+    metadata: dict[str, Any]
+
+    def install(self, spark: Any, lake_uri: str) -> None:
+        """Copy the model (every version, its aliases) into the registry of the lake at ``lake_uri``
+        (a folder or hdfs://), through Hadoop's FileSystem API."""
+        jvm = spark._jvm
+        conf = spark._jsc.hadoopConfiguration()
+        src = jvm.org.apache.hadoop.fs.Path(f"{self.models_uri}/{self.name}")
+        dst = jvm.org.apache.hadoop.fs.Path(f"{lake_uri.rstrip('/')}/_models/{self.name}")
+        dst_fs = dst.getFileSystem(conf)
+        dst_fs.mkdirs(dst.getParent())
+        if not jvm.org.apache.hadoop.fs.FileUtil.copy(src.getFileSystem(conf), src, dst_fs, dst, False, conf):
+            raise RuntimeError(f"could not copy {src} to {dst}")
+
+
+@pytest.fixture(scope="session")
+def trained_model(spark, tmp_path_factory: pytest.TempPathFactory, machine_contract: Any) -> TrainedModel:
+    """``machine_failure`` v1 in production: logistic regression on 2,000 AI4I rows shaped as silver
+    (no refit), trained once per run by ``ml.train.train_model``; tests that only need some model in
+    production copy it into their lake (``trained_model.install(spark, lake_uri)``)."""
+    from ml.train import train_model
+    from streamsight.lake import models_uri
+    from streamsight.settings import load_settings
+
+    settings = load_settings(lake_dir=str(tmp_path_factory.mktemp("trained") / "lake"))
+    meta = train_model(spark, settings, machine_contract, silver=spark.createDataFrame(ai4i_silver(2000)),
+                       promote=True, algorithms=("logistic_regression",), refit=False)
+    assert meta["aliases"] == ["production"]
+    return TrainedModel(models_uri(settings.lake_uri), meta["model_name"], meta)
+
+
 @pytest.fixture
 def lake_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point STREAMSIGHT_LAKE_DIR / run / reports dirs at a fresh temporary directory."""

@@ -297,18 +297,14 @@ FEATURES = ["air_temperature_k", "process_temperature_k", "rotational_speed_rpm"
 
 
 @pytest.fixture(scope="module")
-def trained(spark, server):
+def trained(spark, server, trained_model):
     """machine_failure v1 (logistic regression) in production in the server's lake, as `streamsight
     train` leaves it; the server has not read the registry before."""
-    from ml.train import train_model
     from streamsight.settings import load_settings
-    from tests.conftest import ai4i_silver
 
     settings = load_settings(lake_dir=str(server.lake))
-    meta = train_model(spark, settings, server.contract, silver=spark.createDataFrame(ai4i_silver(2000)),
-                       algorithms=("logistic_regression",), refit=False)
-    assert meta["version"] == 1 and meta["aliases"] == ["production"]
-    return settings, meta
+    trained_model.install(spark, settings.lake_uri)
+    return settings, trained_model.metadata
 
 
 def _mllib_probabilities(spark, settings, version: int, records: list[dict[str, Any]]) -> list[float]:
@@ -405,8 +401,11 @@ def test_predict_refusals_name_what_is_wrong(server, trained, case, status, deta
 def test_a_promoted_version_is_served_and_one_without_a_scorer_is_503(spark, server, trained):
     """Promotion moves the answers to the new version with no restart; a version the registry holds
     without scorer.json (trained before online scoring) is refused with 503, not scored wrongly."""
+    from pyspark.sql import functions as F
+
+    from ml import portable
     from ml.registry import ModelRegistry
-    from ml.train import train_model
+    from ml.train import LABEL, WEIGHT, _pipeline
     from streamsight.lake import models_uri
     from tests.conftest import ai4i_silver
     from tests.integration.helpers import wait_for
@@ -415,13 +414,19 @@ def test_a_promoted_version_is_served_and_one_without_a_scorer_is_503(spark, ser
     record = telemetry(3200, 1)[0]
     path = "/v1/models/machine_failure/predict"
     assert server.post(path, record, key="scorer").json()["version"] == 1
-    meta = train_model(spark, settings, server.contract, silver=spark.createDataFrame(ai4i_silver(2000)),
-                       algorithms=("gbt",), refit=False, promote=False, params={"gbt": {"maxIter": 5}})
+    # v2: a small GBT on other rows, registered as training registers (MLlib model and scorer.json).
+    numeric, categorical = FEATURES[:-1], FEATURES[-1:]
+    rows = spark.createDataFrame(ai4i_silver(3000).iloc[1000:]).withColumn(
+        LABEL, F.col("machine_failure").cast("double")).withColumn(WEIGHT, F.lit(1.0))
+    gbt = _pipeline("gbt", numeric, categorical, seed=3, params={"gbt": {"maxIter": 5}}).fit(rows)
     registry = ModelRegistry(spark, models_uri(settings.lake_uri))
-    registry.set_alias("machine_failure", "production", meta["version"])
-    answer = wait_for(lambda: (a := server.post(path, record, key="scorer").json())["version"] == meta["version"] and a,
+    version = registry.register("machine_failure", gbt, {"threshold": 0.5}, scorer=portable.export(
+        gbt, features=FEATURES, categorical=categorical, input_schema=portable.input_schema(server.contract)))
+    registry.set_alias("machine_failure", "production", version)
+    answer = wait_for(lambda: (a := server.post(path, record, key="scorer").json())["version"] == version and a,
                       timeout=30, what="the promoted version to be served")
-    assert answer["probability"] == pytest.approx(_mllib_probabilities(spark, settings, meta["version"], [record])[0],
+    assert answer["threshold"] == 0.5
+    assert answer["probability"] == pytest.approx(_mllib_probabilities(spark, settings, version, [record])[0],
                                                   rel=1e-9, abs=1e-12)
 
     legacy = registry.load("machine_failure", 1)

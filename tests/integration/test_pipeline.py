@@ -27,7 +27,7 @@ from streamsight.contracts import REJECTION_HEADERS, load_contracts
 from streamsight.lake import read_table
 from streamsight.settings import load_settings
 from streamsight_cli.demo import reconcile
-from tests.conftest import AI4I_CSV, ai4i_silver
+from tests.conftest import AI4I_CSV
 from tests.integration.helpers import (
     ROOT,
     assert_same_rows_outside_spark,
@@ -130,18 +130,16 @@ def _stream_process(env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_replayed_batch_every_table_has_commits_its_state_and_adds_nothing(spark, kafka_broker, telemetry):
+def test_replayed_batch_every_table_has_commits_its_state_and_adds_nothing(spark, kafka_broker, telemetry,
+                                                                          trained_model):
     """The driver dies after the batch writer recorded a batch but before Spark recorded it: the
     restarted query replays the batch, which adds no row anywhere and commits its de-duplication
     state (Spark fails a batch whose plan did not run with STATE_STORE_COMMIT_VALIDATION_FAILED).
     Then the driver dies after the tables' commits but before the batch's record: the replay
     skips every table Delta says holds the batch, and publishes no dead letter twice."""
-    from ml.train import train_model
-
     settings, contract, _ = telemetry
     job = StreamJob(spark, settings, contract, kafka_broker.bootstrap_servers)
-    train_model(spark, settings, contract, silver=spark.createDataFrame(ai4i_silver(2000)), promote=True,
-                algorithms=("logistic_regression",), refit=False)
+    trained_model.install(spark, settings.lake_uri)
     produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=1500), progress=False)
     poison = produce(settings, contract, sources.synthetic_source(
         contract, machines=5, seed=3, faults=sources.FaultSpec(malformed=1.0)), count=10, validate=False, progress=False)
@@ -182,12 +180,10 @@ def _failure(stderr: str) -> str:
     return "\n".join(errors[:20]) + "\n...\n" + stderr[-1500:]
 
 
-def test_sigkill_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, telemetry, hdfs):
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, telemetry, hdfs, trained_model):
     """The driver killed with SIGKILL mid-stream, with the lake on HDFS: after a restart Spark and
     delta-rs (no JVM) read the same rows from silver and predictions, each event once. (The lake is
     outside the encryption zone: delta-rs's HDFS client cannot decrypt.)"""
-    from ml.train import train_model
-
     events = 3000
     settings, contract, env = telemetry
     lake = f"{hdfs.uri}{hdfs.plain_dir(f'/plain-{uuid.uuid4().hex[:8]}')}"
@@ -195,12 +191,9 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, te
     env = {**env, "STREAMSIGHT_LAKE_DIR": lake}
     job = StreamJob(spark, settings, contract)
     # A model in production before the stream starts, so every prediction is part of what must
-    # survive the crash. It is trained on AI4I rows shaped as silver, not on this lake's silver (the
-    # stream's tables hold only what the stream wrote); one quick candidate, since what must
-    # survive is the scoring, not the model's quality.
-    history = spark.createDataFrame(ai4i_silver(2000))
-    train_model(spark, settings, contract, silver=history, promote=True, algorithms=("logistic_regression",),
-                refit=False)
+    # survive the crash (trained on AI4I rows shaped as silver, not on this lake's silver: the
+    # stream's tables hold only what the stream wrote).
+    trained_model.install(spark, settings.lake_uri)
     produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=events), progress=False)
 
     # Small micro-batches, so the driver is killed with some but not all of them committed.
@@ -291,10 +284,10 @@ def _silver_committed(spark, settings, contract) -> int:
     return sum(r["silver"] for r in BatchRecordLog(ops_uri(settings, contract, "silver_batches")).records(spark))
 
 
-def test_broker_sigkill_and_restart_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, telemetry, tmp_path):
+def test_broker_sigkill_and_restart_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, telemetry, tmp_path,
+                                                                            trained_model):
     """Apache Kafka killed with SIGKILL while the job streams, restarted on the same ports and data:
     the job rides it out, and silver and predictions hold every event exactly once."""
-    from ml.train import train_model
     from streamsight.kafka import ensure_topics, stream_topics
     from streamsight_cli.local_kafka import LocalKafka
 
@@ -303,8 +296,7 @@ def test_broker_sigkill_and_restart_mid_stream_loses_and_duplicates_nothing(spar
     try:
         own = settings.with_kafka(bootstrap_servers=kafka.bootstrap_servers)
         ensure_topics(own, stream_topics(contract))
-        history = spark.createDataFrame(ai4i_silver(2000))
-        train_model(spark, own, contract, silver=history, promote=True, algorithms=("logistic_regression",), refit=False)
+        trained_model.install(spark, own.lake_uri)
         assert produce(own, contract, sources.ai4i_source(AI4I_CSV, limit=1500), progress=False).ok
         lake = Path(env["STREAMSIGHT_LAKE_DIR"])
         proc = _stream_process({**env, "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
