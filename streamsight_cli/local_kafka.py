@@ -252,6 +252,10 @@ class LocalKafka:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # One broker that is its own controller: after a SIGKILL its restart waits out the old
+            # registration's session (9 s by default) before it serves; 2 s is plenty on loopback.
+            "broker.session.timeout.ms": "2000",
+            "broker.heartbeat.interval.ms": "500",
             "num.network.threads": "2",
             "num.io.threads": "4",
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
