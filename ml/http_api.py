@@ -18,28 +18,35 @@ The router takes its state from ``request.app.state.models`` (a :class:`Predicto
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from ml.online import ModelCatalog, ModelUnavailable, ServedModel
 from ml.registry import RegistryError
 from streamsight.contracts import Contract
 from streamsight.settings import ApiSettings
+from streamsight.store import MAX_LIMIT, DynamoPredictions, StoreError
 from streamsight.web import ErrorBody, json_body
 
 MODEL_PATH = "/v1/models/{name}"
 PREDICT_PATH = "/v1/models/{name}/predict"
+PREDICTIONS_PATH = "/v1/predictions"
 
 
 class Predictor:
-    """What the predict route needs: the model catalog, the limits and the input checks per version."""
+    """What the model routes need: the model catalog, the limits, the input checks per version, and
+    the predictions store (None when off) with the streams it holds."""
 
-    def __init__(self, catalog: ModelCatalog, api: ApiSettings, metrics: Any = None) -> None:
+    def __init__(self, catalog: ModelCatalog, api: ApiSettings, metrics: Any = None, *,
+                 store: DynamoPredictions | None = None, streams: tuple[str, ...] = ()) -> None:
         self.catalog = catalog
         self.api = api
         self.metrics = metrics  # an object with predicted(model, version, n), or None
+        self.store = store
+        self.streams = streams
         self._checks: dict[tuple[str, int], Any] = {}
 
     async def model(self, name: str) -> ServedModel:
@@ -222,3 +229,47 @@ async def predict(request: Request, name: Annotated[str, Path(max_length=128)],
     else:
         answer["predictions"] = [{"probability": p, "label": lab} for p, lab in zip(probabilities, labels, strict=True)]
     return JSONResponse(answer)  # shaped as Predicted; a Response skips FastAPI's second validation
+
+
+class StoredPrediction(BaseModel):
+    key: str
+    event_id: str
+    event_time: str = Field(description="ISO 8601, UTC.")
+    probability: float
+    prediction: int
+    model_name: str
+    model_version: int
+    scored_at: str = Field(description="When the streaming job scored it (ISO 8601, UTC).")
+
+
+class StoredPredictions(BaseModel):
+    stream: str
+    key: str | None
+    predictions: list[StoredPrediction] = Field(description="Newest event time first.")
+
+
+stored_router = APIRouter(tags=["predictions"])
+
+
+@stored_router.get(PREDICTIONS_PATH, response_model=StoredPredictions, summary="Stored predictions, newest first",
+                   responses={404: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+async def stored_predictions(
+    predictor: Annotated[Predictor, Depends(get_predictor)],
+    stream: Annotated[str, Query(max_length=128, description="The stream (its contract's name).")],
+    key: Annotated[str | None, Query(max_length=1024, description="Only this key's (e.g. one machine).")] = None,
+    since: Annotated[datetime | None, Query(description="Only events at or after this time (ISO 8601).")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+) -> Any:
+    """What the streaming job scored, from the predictions store (``predictions_store``)."""
+    if predictor.store is None:
+        raise HTTPException(404, "no predictions store: predictions_store.kind is none")
+    if stream not in predictor.streams:
+        raise HTTPException(404, f"unknown stream {stream!r}; streams with a model: {', '.join(predictor.streams) or 'none'}")
+    try:
+        rows = await asyncio.to_thread(predictor.store.query, stream, key=key, since=since, limit=limit)
+    except StoreError as exc:
+        raise HTTPException(503, f"the predictions store did not answer: {exc}"[:300],
+                            headers={"Retry-After": "1"}) from None
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"stream": stream, "key": key, "predictions": rows})

@@ -33,7 +33,9 @@ foreachBatch tables are written with :class:`streaming_jobs.lake_writer.BatchTab
 idempotent writes, keyed by the silver query's id and the batch id), so a batch re-run after a
 crash is skipped for every table it already committed. The dead-letter topic gets a batch's
 messages before its dead_letter table commit: a crash between the two publishes them again (at
-least once; each message's key is its record's Kafka coordinates). Downstream queries read silver
+least once; each message's key is its record's Kafka coordinates). With ``predictions_store.kind:
+dynamodb`` each batch's predictions are put in DynamoDB (:mod:`streamsight.store`) before the
+predictions table's commit: a replay puts them again, replacing the same items. Downstream queries read silver
 through its transaction log, so they never see uncommitted files.
 
 ``--until-idle`` runs the queries in dependency order with ``Trigger.AvailableNow`` and stops when
@@ -326,6 +328,12 @@ class SilverBatchWriter:
         self._app_id: str | None = None
         self._scorer: Any = None
         self._pool: ThreadPoolExecutor | None = None
+        self._store: Any = None
+        if c.model is not None and job.settings.predictions_store.kind == "dynamodb":
+            from streamsight.store import DynamoPredictions
+
+            self._store = DynamoPredictions.from_settings(job.settings)
+            self._store.check()
         if c.model is not None:
             from ml.scoring import ProductionScorer
 
@@ -358,7 +366,23 @@ class SilverBatchWriter:
         scored = self._scorer.score(silver)
         if scored is None or self.predictions is None:
             return 0, None
-        return self._write(self.predictions, scored, batch_id), self._scorer.last_version
+        if self._store is None:
+            return self._write(self.predictions, scored, batch_id), self._scorer.last_version
+        # The store first: a batch that fails after it is replayed, and its puts replace themselves.
+        # Committed in the lake already (a replay), the store has the batch too.
+        app = self.app_id(scored.sparkSession)
+        if self.predictions.is_committed(scored.sparkSession, batch_id, app):
+            return scored.count(), self._scorer.last_version
+        from streamsight.store import put_partition
+
+        c = self.job.contract
+        scored = scored.persist()
+        try:
+            scored.foreachPartition(put_partition(self._store.config(), c.name, c.key, list(c.dedup_key),
+                                                  c.event_time.field))
+            return self.predictions.append(scored, batch_id, app), self._scorer.last_version
+        finally:
+            scored.unpersist()
 
     def _in_background(self, work: Callable[[], Any]) -> Future[tuple[Any, float]]:
         """Run ``work`` on the writer's helper thread, which inherits this thread's Spark job

@@ -168,6 +168,18 @@ class ApiKey(BaseModel):
         return None if value is None else _rate_limit(value)
 
 
+class PredictionsStoreSettings(BaseModel):
+    """Where the streaming job also puts each prediction for online reads (``GET /v1/predictions``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["none", "dynamodb"] = Field(
+        default="none", description="none; dynamodb (the table below, in aws.region / aws.endpoint_url). "
+        "Env: STREAMSIGHT_PREDICTIONS_STORE__KIND.")
+    table: str = Field(default="streamsight-predictions", min_length=3, max_length=255,
+                       pattern=r"^[A-Za-z0-9_.-]+$", description="The DynamoDB table (Terraform creates it in aws).")
+
+
 class ApiSettings(BaseModel):
     """The HTTP service (``streamsight serve``)."""
 
@@ -234,6 +246,7 @@ class Settings(BaseSettings):
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    predictions_store: PredictionsStoreSettings = Field(default_factory=PredictionsStoreSettings)
 
     @field_validator("lake_dir")
     @classmethod

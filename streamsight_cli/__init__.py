@@ -383,18 +383,34 @@ def serve(
 ) -> None:
     """Serve the HTTP API until SIGTERM or Ctrl-C; prints its base URL first (OpenAPI at /docs).
 
-    POST /v1/streams/{stream}/events publishes records to a stream; /healthz, /readyz, /metrics.
+    POST /v1/streams/{stream}/events publishes records to a stream; POST /v1/models/{name}/predict
+    scores records; GET /v1/predictions reads the predictions store; /healthz, /readyz, /metrics.
     Requests need an API key (streamsight api-key create) unless api.auth is none.
     """
     from streamsight.contracts import load_contracts
     from streamsight.kafka import check_broker
+    from streamsight.store import DynamoPredictions
     from streamsight_cli.api import serve as run_server
 
     settings = _settings(ctx)
     contracts = load_contracts(settings.contracts_dir)
     servers = check_broker(settings)  # an unreachable broker fails here, not at the first request
+    if settings.predictions_store.kind == "dynamodb":
+        DynamoPredictions.from_settings(settings).check()  # likewise the predictions store
     run_server(settings, contracts, servers, host=host or settings.api.host,
                port=settings.api.port if port is None else port, announce=lambda url: print(url, flush=True))
+
+
+@app.command("predictions-store")
+def predictions_store(ctx: typer.Context) -> None:
+    """Create the DynamoDB table of predictions_store (and its index) if it is missing, e.g. on a
+    local DynamoDB; in the aws profile Terraform creates it."""
+    from streamsight.store import DynamoPredictions
+
+    settings = _settings(ctx)
+    store = DynamoPredictions.from_settings(settings)
+    store.ensure_table()
+    print(json.dumps({"table": store.table_name, "region": store.region, "endpoint_url": store.endpoint_url}))
 
 
 key_app = typer.Typer(help="API keys of `streamsight serve` (only their SHA-256 is stored, in api.keys_file).",

@@ -279,7 +279,13 @@ def create_app(settings: Settings, contracts: dict[str, Contract], servers: str,
         publisher = http_api.AsyncPublisher(settings, servers)
         app.state.events = http_api.EventIngest(contracts, publisher, settings.api, metrics)
         app.state.publisher = publisher
-        app.state.models = model_api.Predictor(catalog, settings.api, metrics)
+        store = None
+        if settings.predictions_store.kind == "dynamodb":
+            from streamsight.store import DynamoPredictions
+
+            store = DynamoPredictions.from_settings(settings)
+        app.state.models = model_api.Predictor(catalog, settings.api, metrics, store=store, streams=tuple(
+            sorted(name for name, c in contracts.items() if c.model is not None)))
         try:
             yield
         finally:
@@ -309,6 +315,8 @@ def create_app(settings: Settings, contracts: dict[str, Contract], servers: str,
         429: {"model": ErrorBody, "description": "Over the key's rate limit; retry after Retry-After"}}
     app.include_router(http_api.router, dependencies=[Depends(keys.require("events:write"))], responses=refusals)
     app.include_router(model_api.router, dependencies=[Depends(keys.require("predict"))], responses=refusals)
+    app.include_router(model_api.stored_router, dependencies=[Depends(keys.require("predictions:read"))],
+                       responses=refusals)
 
     @app.get("/healthz", tags=["operations"], summary="The process answers")
     async def healthz() -> dict[str, str]:

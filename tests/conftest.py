@@ -115,7 +115,10 @@ def spark():
     from streamsight.settings import load_settings
     from streamsight.spark import build_session
 
-    settings = load_settings(spark={"master": "local[2]", "shuffle_partitions": 2})
+    # Python workers start with the environment of the session's start: the credentials of moto's
+    # server (which takes any) for the predictions-store writer that runs in them.
+    aws = {f"spark.executorEnv.{k}": "testing" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    settings = load_settings(spark={"master": "local[2]", "shuffle_partitions": 2, "conf": aws})
     session = build_session(settings, "streamsight-tests")
     yield session
     session.stop()

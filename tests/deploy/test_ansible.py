@@ -748,6 +748,9 @@ def test_pipeline_env_file(deployment: Deployment) -> None:
     # Metrics for the alarms terraform creates (dimension Environment = the inventory's environment).
     assert env["STREAMSIGHT_METRICS__SINK"] == "cloudwatch"
     assert env["STREAMSIGHT_METRICS__ENVIRONMENT"] == "dev"
+    # Online predictions in the table terraform names streamsight-<environment>-predictions.
+    assert env["STREAMSIGHT_PREDICTIONS_STORE__KIND"] == "dynamodb"
+    assert env["STREAMSIGHT_PREDICTIONS_STORE__TABLE"] == "streamsight-dev-predictions"
     # The project's own settings loader accepts every variable (config file from the install root).
     settings_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSIGHT_")}
     settings_env.update(env, STREAMSIGHT_CONFIG=str(root / env["STREAMSIGHT_CONFIG"].lstrip("/")))
@@ -760,6 +763,7 @@ def test_pipeline_env_file(deployment: Deployment) -> None:
     assert settings["kafka"]["bootstrap_servers"] == env["STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS"]
     assert settings["aws"]["region"] == "eu-west-1"
     assert settings["metrics"] == {"sink": "cloudwatch", "namespace": "Streamsight", "environment": "dev"}
+    assert settings["predictions_store"] == {"kind": "dynamodb", "table": "streamsight-dev-predictions"}
 
 
 @pytest.mark.parametrize("env", ["dev", "prod"])

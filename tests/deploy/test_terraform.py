@@ -84,7 +84,7 @@ INVENTORY_OUTPUTS = {
 }
 
 # Every AWS service the configuration calls, all pointed at moto by the override.
-MOTO_SERVICES = ("autoscaling", "cloudwatch", "ec2", "glue", "iam", "kms", "logs", "route53", "s3", "sns", "sts")
+MOTO_SERVICES = ("autoscaling", "cloudwatch", "dynamodb", "ec2", "glue", "iam", "kms", "logs", "route53", "s3", "sns", "sts")
 
 # Matches AMIs that moto ships under Canonical's owner id, so the real data "aws_ami" lookup runs.
 MOTO_AMI_NAME_FILTER = "ubuntu/images/hvm-ssd/ubuntu-*-amd64-server-*"
@@ -456,6 +456,17 @@ def test_apply_and_destroy_dev_against_moto(background: Background) -> None:
                         if a["name"] == "lake-kms-sagemaker")
     (glue,) = [st for st in spark_policy["Statement"] if st.get("Sid") == "RegisterLakeTablesInGlue"]
     assert all(r.endswith(("catalog", "database/streamsight", "table/streamsight/*")) for r in glue["Resource"])
+    # The online predictions table: on demand, point-in-time recovery, the lake's key; the jobs may
+    # put to it and query it (and its index), nothing else.
+    (table,) = [a for _, a in resources(state, "aws_dynamodb_table")]
+    assert table["name"] == outputs["predictions_table_name"] == "streamsight-dev-predictions"
+    assert table["billing_mode"] == "PAY_PER_REQUEST" and (table["hash_key"], table["range_key"]) == ("pk", "sk")
+    assert table["point_in_time_recovery"][0]["enabled"] is True
+    assert table["server_side_encryption"][0] == {"enabled": True, "kms_key_arn": outputs["kms_key_arn"]}
+    assert [i["name"] for i in table["global_secondary_index"]] == ["by_stream"]
+    (dynamo,) = [st for st in spark_policy["Statement"] if st.get("Sid") == "PutAndReadOnlinePredictions"]
+    assert sorted(dynamo["Resource"]) == sorted([table["arn"], f"{table['arn']}/index/by_stream"])
+    assert not any(a in dynamo["Action"] for a in ("dynamodb:*", "dynamodb:DeleteTable", "dynamodb:Scan"))
 
     assert result.left_after_destroy == [], f"destroy left resources in the state: {result.left_after_destroy}"
 

@@ -57,7 +57,7 @@ def _keys_file(directory: Path, stream: str) -> Path:
         {"name": "writer", "sha256": digest(KEYS["writer"]), "scopes": ["events:write"], "streams": [stream]},
         {"name": "admin", "sha256": digest(KEYS["admin"]), "scopes": ["events:write", "predict"], "streams": ["*"]},
         {"name": "scorer", "sha256": digest(KEYS["scorer"]), "scopes": ["predict"]},
-        {"name": "reader", "sha256": digest(KEYS["reader"]), "scopes": ["predictions:read"]},
+        {"name": "reader", "sha256": digest(KEYS["reader"]), "scopes": ["predictions:read"], "streams": [stream]},
         {"name": "other", "sha256": digest(KEYS["other"]), "scopes": ["events:write"], "streams": ["another_stream"]},
         {"name": "slow", "sha256": digest(KEYS["slow"]), "scopes": ["events:write"], "rate_limit": "2/minute"},
     ]
@@ -66,7 +66,8 @@ def _keys_file(directory: Path, stream: str) -> Path:
     return path
 
 
-def start_server(directory: Path, servers: str, contracts_dir: Path, **api: str) -> Server:
+def start_server(directory: Path, servers: str, contracts_dir: Path, extra_env: dict[str, str] | None = None,
+                 **api: str) -> Server:
     """``streamsight serve --port 0`` with the test keys; its first stdout line is its URL."""
     from streamsight.contracts import load_contracts
     from tests.conftest import TestBroker
@@ -74,7 +75,7 @@ def start_server(directory: Path, servers: str, contracts_dir: Path, **api: str)
     contract = next(iter(load_contracts(contracts_dir).values()))
     env = {**cli_env(directory, TestBroker("external", servers), contracts_dir), "STREAMSIGHT_LOG_LEVEL": "INFO",
            "STREAMSIGHT_API__KEYS_FILE": str(_keys_file(directory, contract.name)),
-           **{f"STREAMSIGHT_API__{k.upper()}": v for k, v in api.items()}}
+           **{f"STREAMSIGHT_API__{k.upper()}": v for k, v in api.items()}, **(extra_env or {})}
     log = directory / "serve.log"
     proc = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "serve", "--port", "0"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
@@ -448,3 +449,96 @@ def test_a_promoted_version_is_served_and_one_without_a_scorer_is_503(spark, ser
     assert any(line.get("message") == "request boom-1 failed" and "Traceback" in line.get("exc_info", "")
                for line in logged)
     assert any(line.get("request_id") == "boom-1" and line["status"] == 500 for line in logged)
+
+
+# -- the predictions store -----------------------------------------------------------------------
+
+def test_the_stream_puts_each_prediction_once_in_dynamodb_and_get_reads_them(spark, kafka_broker, trained_model,
+                                                                           tmp_path, monkeypatch):
+    """DynamoDB here is moto's server (a stand-in). The stream puts one item per scored event, equal to
+    the lake's predictions row; the same events put again (a replayed batch) change nothing;
+    GET /v1/predictions reads them newest first, by key or across the stream."""
+    import boto3
+
+    from ingestion.producer import produce
+    from streaming_jobs.pipeline import run
+    from streamsight.lake import read_table, table_uri
+    from streamsight.settings import load_settings
+    from streamsight.store import put_partition
+    from tests.integration.helpers import cli
+    from tests.moto_server import start_moto, stop
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    moto, endpoint = start_moto(tmp_path / "moto.log")
+    server = None
+    try:
+        contracts_dir = isolated_contract(tmp_path, kafka_broker)
+        store_env = {"STREAMSIGHT_PREDICTIONS_STORE__KIND": "dynamodb", "STREAMSIGHT_PREDICTIONS_STORE__TABLE": "preds",
+                     "STREAMSIGHT_AWS__ENDPOINT_URL": endpoint}
+        env = {**cli_env(tmp_path, kafka_broker, contracts_dir), **store_env}
+        for name in ("STREAMSIGHT_LAKE_DIR", "STREAMSIGHT_RUN_DIR", "STREAMSIGHT_CONTRACTS_DIR",
+                     "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS", *store_env):
+            monkeypatch.setenv(name, env[name])
+        assert json.loads(cli(env, "predictions-store").stdout)["table"] == "preds"
+        settings = load_settings()
+        from streamsight.contracts import load_contracts
+
+        contract = load_contracts(contracts_dir)["machine_telemetry"]
+        trained_model.install(spark, settings.lake_uri)
+        produce(settings, contract, sources.synthetic_source(contract, machines=6, seed=3), count=300, progress=False)
+        run(spark, settings, contract.name, until_idle=True)
+
+        dynamo = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+
+        def items() -> dict[str, dict[str, Any]]:
+            pages = dynamo.get_paginator("scan").paginate(TableName="preds")
+            return {i["event_id"]["S"]: i for page in pages for i in page["Items"]}
+
+        stored = items()
+        lake = {r["event_id"]: r for r in read_table(spark, table_uri(settings.lake_uri, contract, "predictions")).collect()}
+        assert len(stored) == len(lake) == 300
+        for event_id, row in lake.items():
+            item = stored[event_id]
+            assert item["pk"]["S"] == f"{contract.name}#{row['machine_id']}"
+            assert float(item["probability"]["N"]) == row["probability"]
+            assert int(item["prediction"]["N"]) == row["prediction"] and int(item["model_version"]["N"]) == 1
+
+        # A replayed batch puts the same events again: still one item each, unchanged.
+        predictions = read_table(spark, table_uri(settings.lake_uri, contract, "predictions"))
+        predictions.foreachPartition(put_partition(
+            {"table": "preds", "region": "us-east-1", "endpoint_url": endpoint, "timeout_s": 5.0},
+            contract.name, contract.key, list(contract.dedup_key), contract.event_time.field))
+        assert items() == stored
+
+        server = start_server(tmp_path, kafka_broker.bootstrap_servers, contracts_dir, extra_env=store_env)
+        machine = Counter(r["machine_id"] for r in lake.values()).most_common(1)[0][0]
+        mine = sorted((r for r in lake.values() if r["machine_id"] == machine), key=lambda r: r["event_time"], reverse=True)
+        path = f"/v1/predictions?stream={contract.name}&key={machine}"
+        answer = server.get(path, key="reader")
+        assert answer.status_code == 200, answer.text
+        got = answer.json()["predictions"]
+        assert [p["event_id"] for p in got] == [r["event_id"] for r in mine]
+        assert got[0]["probability"] == mine[0]["probability"] and got[0]["model_version"] == 1
+        since = mine[1]["event_time"].isoformat()
+        assert [p["event_id"] for p in server.get(f"{path}&since={since}", key="reader").json()["predictions"]] == \
+            [r["event_id"] for r in mine[:2]]
+        newest = sorted(lake.values(), key=lambda r: (r["event_time"], r["event_id"]), reverse=True)[:5]
+        across = server.get(f"/v1/predictions?stream={contract.name}&limit=5", key="reader").json()["predictions"]
+        assert [p["event_id"] for p in across] == [r["event_id"] for r in newest]
+
+        assert server.get(f"/v1/predictions?stream={contract.name}", key="writer").status_code == 403
+        assert server.get(f"/v1/predictions?stream={contract.name}&since=yesterday", key="reader").status_code == 400
+        assert server.get(f"/v1/predictions?stream={contract.name}&limit=5000", key="reader").status_code == 400
+        assert server.get("/v1/predictions?stream=another_stream", key="admin").status_code == 403  # admin: no scope
+
+        # An unreachable store fails `serve` at start, naming the setting.
+        refused = cli({**env, "STREAMSIGHT_AWS__ENDPOINT_URL": "http://127.0.0.1:1"}, "serve", "--port", "0",
+                      check=False, timeout=60)
+        assert refused.returncode == 2 and "STREAMSIGHT_AWS__ENDPOINT_URL" in refused.stderr
+    finally:
+        if server is not None:
+            stop_server(server)
+        stop(moto)

@@ -20,6 +20,7 @@ module "lake" {
   kms_deletion_window_in_days            = 7
   log_group_name_prefix                  = "/streamsight/${local.name}/"
   create_autoscaling_service_linked_role = var.create_autoscaling_service_linked_role
+  predictions_deletion_protection        = false
 
   tags = local.tags
 }
@@ -55,6 +56,7 @@ module "iam" {
   lake_prefix             = module.lake.lake_prefix
   kms_key_arn             = module.lake.kms_key_arn
   glue_database_name      = module.lake.glue_database_name
+  predictions_table_arn   = module.lake.predictions_table_arn
   log_group_name_prefix   = "/streamsight/${local.name}/instances/"
   sagemaker_endpoint_arns = var.sagemaker_endpoint_arns
 

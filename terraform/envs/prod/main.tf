@@ -22,6 +22,7 @@ module "lake" {
   noncurrent_version_expiration_days     = 90
   log_group_name_prefix                  = "/streamsight/${local.name}/"
   create_autoscaling_service_linked_role = var.create_autoscaling_service_linked_role
+  predictions_deletion_protection        = true
 
   tags = local.tags
 }
@@ -57,6 +58,7 @@ module "iam" {
   lake_prefix             = module.lake.lake_prefix
   kms_key_arn             = module.lake.kms_key_arn
   glue_database_name      = module.lake.glue_database_name
+  predictions_table_arn   = module.lake.predictions_table_arn
   log_group_name_prefix   = "/streamsight/${local.name}/instances/"
   sagemaker_endpoint_arns = var.sagemaker_endpoint_arns
 

@@ -100,3 +100,8 @@ output "ansible_inventory" {
     ports                     = module.security.ports
   }
 }
+
+output "predictions_table_name" {
+  description = "DynamoDB table of online predictions: STREAMSIGHT_PREDICTIONS_STORE__TABLE."
+  value       = module.lake.predictions_table_name
+}

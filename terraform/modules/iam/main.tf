@@ -166,6 +166,17 @@ data "aws_iam_policy_document" "spark" {
   }
 
   dynamic "statement" {
+    for_each = var.predictions_table_arn != "" ? [1] : []
+
+    content {
+      sid       = "PutAndReadOnlinePredictions"
+      effect    = "Allow"
+      actions   = ["dynamodb:DescribeTable", "dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:Query"]
+      resources = [var.predictions_table_arn, "${var.predictions_table_arn}/index/by_stream"]
+    }
+  }
+
+  dynamic "statement" {
     for_each = length(var.sagemaker_endpoint_arns) > 0 ? [1] : []
 
     content {

@@ -52,3 +52,9 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "predictions_table_arn" {
+  description = "DynamoDB table of online predictions the jobs put to and the API reads. Empty: no DynamoDB permission."
+  type        = string
+  default     = ""
+}

@@ -380,3 +380,50 @@ resource "aws_glue_data_catalog_encryption_settings" "this" {
     }
   }
 }
+
+################################################################################
+# Online predictions (streamsight.store): one item per scored event, put by the streaming job and
+# read by `GET /v1/predictions`. pk "<stream>#<key>", sk "<event time>#<event id>"; the index
+# by_stream serves a stream's newest predictions across keys.
+################################################################################
+
+resource "aws_dynamodb_table" "predictions" {
+  name                        = "${var.name}-predictions"
+  billing_mode                = "PAY_PER_REQUEST"
+  hash_key                    = "pk"
+  range_key                   = "sk"
+  deletion_protection_enabled = var.predictions_deletion_protection
+
+  attribute {
+    name = "pk"
+    type = "S"
+  }
+
+  attribute {
+    name = "sk"
+    type = "S"
+  }
+
+  attribute {
+    name = "stream"
+    type = "S"
+  }
+
+  global_secondary_index {
+    name            = "by_stream"
+    hash_key        = "stream"
+    range_key       = "sk"
+    projection_type = "ALL"
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled     = true
+    kms_key_arn = aws_kms_key.this.arn
+  }
+
+  tags = var.tags
+}

@@ -47,3 +47,13 @@ output "glue_database_arn" {
   description = "ARN of the Glue database of the lake's tables."
   value       = aws_glue_catalog_database.this.arn
 }
+
+output "predictions_table_name" {
+  description = "DynamoDB table of online predictions (STREAMSIGHT_PREDICTIONS_STORE__TABLE)."
+  value       = aws_dynamodb_table.predictions.name
+}
+
+output "predictions_table_arn" {
+  description = "ARN of the predictions table."
+  value       = aws_dynamodb_table.predictions.arn
+}

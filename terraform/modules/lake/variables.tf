@@ -96,3 +96,9 @@ variable "manage_glue_catalog_encryption" {
   type        = bool
   default     = false
 }
+
+variable "predictions_deletion_protection" {
+  description = "Refuse to delete the predictions table (DynamoDB deletion protection)."
+  type        = bool
+  default     = true
+}
