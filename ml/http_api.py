@@ -1,4 +1,5 @@
-"""Online scoring: ``POST /v1/models/{name}/predict`` with the model's production version.
+"""Online scoring: ``POST /v1/models/{name}/predict`` with the model's production version, and the
+stored predictions of the streams: ``GET /v1/predictions`` (the DynamoDB store, :mod:`streamsight.store`).
 
 A request holds one record (an object with the model's features by name; other fields are ignored),
 an array of records, or ``{"data": [...]}``: the feature values in the model's feature order (its

@@ -149,6 +149,15 @@ def make_tls(directory: Path) -> None:
                          + cert.public_bytes(pem) + ca.public_bytes(pem))
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id (a UUID, URL-safe base64) that does not start with '-': the storage tool
+    would read such an id as an option (one id in 64 did)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass
 class LocalKafka:
     """One Apache Kafka process on loopback with its data in ``data_dir``.
@@ -296,7 +305,7 @@ class LocalKafka:
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file), encoding="utf-8")
         config = self.data_dir / "server.properties"
         config.write_text(self._server_properties(ports), encoding="utf-8")
-        cluster_id = meta.get("cluster_id") or base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = meta.get("cluster_id") or new_cluster_id()
         if not (self.data_dir / "log" / "meta.properties").exists():
             fmt = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

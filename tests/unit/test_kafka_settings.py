@@ -78,3 +78,14 @@ def test_api_settings_are_checked_at_start(monkeypatch, tmp_path):
     settings = load_settings()
     assert settings.api.rate_limit == "50/second"
     assert settings.api_keys_file == tmp_path / "api-keys.yaml"
+
+
+def test_a_new_kraft_cluster_id_never_starts_with_a_dash(monkeypatch):
+    """Kafka's storage tool reads an id starting with '-' as an option: such ids are drawn again."""
+    import uuid
+
+    from streamsight_cli import local_kafka
+
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid.UUID(bytes=b"\x10" * 16)])  # "-A...", "EB..."
+    monkeypatch.setattr(local_kafka.uuid, "uuid4", lambda: next(drawn))
+    assert local_kafka.new_cluster_id() == "EBAQEBAQEBAQEBAQEBAQEA"
