@@ -22,6 +22,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,47 +55,36 @@ async def run(url: str, key: str, bodies: list[bytes], records: list[int], *, co
             await answer.read()
             return answer.status
 
+    async def send(client: aiohttp.ClientSession, i: int, start: float, counted: Callable[[float, float], bool]) -> None:
+        """POST body ``i``; its latency runs from ``start``, and it is measured when it started after the
+        warm-up and ``counted(start, end)`` holds."""
+        nonlocal sent_records, accepted_total
+        try:
+            status = await post(client, i)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if start >= measure_from:
+                errors[type(exc).__name__] += 1
+            return
+        end = time.perf_counter()
+        ok = 200 <= status < 300
+        if ok:
+            accepted_total += records[i]
+        if start >= measure_from and counted(start, end):
+            latencies.append((end - start) * 1000)
+            statuses[status] += 1
+            if ok:
+                sent_records += records[i]
+
     async def worker(client: aiohttp.ClientSession) -> None:
-        nonlocal sent_records, accepted_total, turn
-        while True:
-            now = time.perf_counter()
-            if now >= until:
-                return
+        nonlocal turn
+        while time.perf_counter() < until:
             i = turn % len(bodies)
             turn += 1
-            t0 = time.perf_counter()
-            try:
-                status = await post(client, i)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                if t0 >= measure_from:
-                    errors[type(exc).__name__] += 1
-                continue
-            t1 = time.perf_counter()
-            if 200 <= status < 300:
-                accepted_total += records[i]
-            if t0 >= measure_from and t1 <= until:
-                latencies.append((t1 - t0) * 1000)
-                statuses[status] += 1
-                if 200 <= status < 300:
-                    sent_records += records[i]
+            await send(client, i, time.perf_counter(), lambda _start, end: end <= until)
 
     async def paced(client: aiohttp.ClientSession, free: asyncio.Semaphore, due: float, i: int) -> None:
-        nonlocal sent_records, accepted_total
         async with free:
-            try:
-                status = await post(client, i)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                if due >= measure_from:
-                    errors[type(exc).__name__] += 1
-                return
-        t1 = time.perf_counter()
-        if 200 <= status < 300:
-            accepted_total += records[i]
-        if due >= measure_from and due < until:
-            latencies.append((t1 - due) * 1000)
-            statuses[status] += 1
-            if 200 <= status < 300:
-                sent_records += records[i]
+            await send(client, i, due, lambda start, _end: start < until)
 
     async def open_loop(client: aiohttp.ClientSession, per_second: float) -> None:
         free = asyncio.Semaphore(connections)
