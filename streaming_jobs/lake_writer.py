@@ -108,6 +108,20 @@ def _properties_sql(properties: dict[str, str]) -> str:
     return ", ".join(f"'{k}' = '{v}'" for k, v in sorted(properties.items()))
 
 
+def _partition_columns(spark: SparkSession, path: str) -> list[str]:
+    """The table's partition columns, in order: the "# Partition Information" rows of DESCRIBE TABLE."""
+    rows = [r["col_name"] for r in spark.sql(f"DESCRIBE TABLE delta.`{path}`").collect()]
+    if "# Partition Information" not in rows:
+        return []
+    columns = []
+    for name in rows[rows.index("# Partition Information") + 1:]:
+        if not name:  # the section ends at a blank row
+            break
+        if not name.startswith("#"):  # its "# col_name" header
+            columns.append(name)
+    return columns
+
+
 def create_table(spark: SparkSession, path: str, columns: list[tuple[str, str]], partition_by: list[str],
                  properties: dict[str, str]) -> None:
     """An empty Delta table at ``path`` with these columns, partitioning and table properties, unless
@@ -121,10 +135,9 @@ def create_table(spark: SparkSession, path: str, columns: list[tuple[str, str]],
         props = f" TBLPROPERTIES ({_properties_sql(properties)})" if properties else ""
         spark.sql(f"CREATE TABLE IF NOT EXISTS delta.`{path}` ({ddl(columns)}) USING {TABLE_FORMAT}{partitioned}{props}")
         return
-    table = DeltaTable.forPath(spark, path)
-    detail = table.detail().first()
-    have_partitions = list(detail["partitionColumns"]) if detail is not None else []
-    have = {f.name: f.dataType.simpleString() for f in table.toDF().schema.fields}
+    # Metadata only: DESCRIBE DETAIL would also count the table's files (a Spark job per table).
+    have = {f.name: f.dataType.simpleString() for f in DeltaTable.forPath(spark, path).toDF().schema.fields}
+    have_partitions = _partition_columns(spark, path)
     wrong = [f"{c} is {have[c]} in the table, declared {t}" for c, t in columns if c in have and have[c] != t]
     if wrong or have_partitions != list(partition_by):
         problems = wrong + ([f"partitioned by {have_partitions}, declared {list(partition_by)}"]
@@ -135,7 +148,7 @@ def create_table(spark: SparkSession, path: str, columns: list[tuple[str, str]],
     missing = [(c, t) for c, t in columns if c not in have]
     if missing:
         spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({ddl(missing)})")
-    current = dict(detail["properties"] or {}) if detail is not None else {}
+    current = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect()}
     changed = {k: v for k, v in properties.items() if current.get(k) != v}
     if changed:
         spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({_properties_sql(changed)})")

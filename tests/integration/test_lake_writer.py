@@ -67,3 +67,16 @@ def test_a_table_takes_new_declared_columns_and_refuses_a_changed_type(spark, tm
         create_table(spark, path, [("id", "bigint"), ("p", "int"), ("label", "int")], ["p"], {})
     with pytest.raises(ConfigError, match=r"partitioned by \['p'\], declared \[\]"):
         create_table(spark, path, COLUMNS, [], {})
+    # Properties follow the declaration; partitioning by two columns is checked in order.
+    retention = {"delta.logRetentionDuration": "interval 60 days"}
+    create_table(spark, path, COLUMNS, ["p"], retention)
+    create_table(spark, path, COLUMNS, ["p"], retention)  # unchanged: no new commit
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").collect()
+    assert [r["operation"] for r in history].count("SET TBLPROPERTIES") == 1
+    props = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect()}
+    assert props["delta.logRetentionDuration"] == "interval 60 days"
+    two = str(tmp_path / "two")
+    create_table(spark, two, COLUMNS, ["label", "p"], {})
+    create_table(spark, two, COLUMNS, ["label", "p"], {})
+    with pytest.raises(ConfigError, match=r"partitioned by \['label', 'p'\], declared \['p', 'label'\]"):
+        create_table(spark, two, COLUMNS, ["p", "label"], {})

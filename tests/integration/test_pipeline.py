@@ -125,9 +125,12 @@ def test_poison_messages_go_to_dead_letter_and_stream_continues(spark, kafka_bro
     assert [r["event_id"] for r in read_table(spark, job.uri("silver")).collect()] == [good["event_id"]]
 
 
-def _stream_process(env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "streamsight_cli", "stream", "--stream", "machine_telemetry", *extra],
-                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _stream_process(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen[str]:
+    """`streamsight stream` in its own process, its output in ``log`` (a pipe nobody reads would
+    block the job once full)."""
+    with log.open("a") as out:
+        return subprocess.Popen([sys.executable, "-m", "streamsight_cli", "stream", "--stream", "machine_telemetry", *extra],
+                                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
 def test_replayed_batch_every_table_has_commits_its_state_and_adds_nothing(spark, kafka_broker, telemetry,
@@ -180,60 +183,6 @@ def _failure(stderr: str) -> str:
     return "\n".join(errors[:20]) + "\n...\n" + stderr[-1500:]
 
 
-def test_sigkill_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, telemetry, hdfs, trained_model):
-    """The driver killed with SIGKILL mid-stream, with the lake on HDFS: after a restart Spark and
-    delta-rs (no JVM) read the same rows from silver and predictions, each event once. (The lake is
-    outside the encryption zone: delta-rs's HDFS client cannot decrypt.)"""
-    events = 3000
-    settings, contract, env = telemetry
-    lake = f"{hdfs.uri}{hdfs.plain_dir(f'/plain-{uuid.uuid4().hex[:8]}')}"
-    settings = settings.model_copy(update={"lake_dir": lake})
-    env = {**env, "STREAMSIGHT_LAKE_DIR": lake}
-    job = StreamJob(spark, settings, contract)
-    # A model in production before the stream starts, so every prediction is part of what must
-    # survive the crash (trained on AI4I rows shaped as silver, not on this lake's silver: the
-    # stream's tables hold only what the stream wrote).
-    trained_model.install(spark, settings.lake_uri)
-    produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=events), progress=False)
-
-    # Small micro-batches, so the driver is killed with some but not all of them committed.
-    small = {**env, "STREAMSIGHT_SPARK__MAX_OFFSETS_PER_TRIGGER": "300", "STREAMSIGHT_SPARK__TRIGGER_INTERVAL": "0 seconds"}
-    batches = BatchRecordLog(ops_uri(settings, contract, "silver_batches"))
-    proc = _stream_process(small)
-    try:
-        wait_for(lambda: len(batches.records(spark)) >= 2 or proc.poll() is not None,
-                 timeout=240, what="the streaming process to commit micro-batches")
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    partial = read_table(spark, job.uri("silver")).count()
-    assert 0 < partial < events, partial  # it really died mid-stream
-
-    # The restart replays the batch in flight with its logged offsets, then reads the rest at once.
-    restarted = _stream_process(env, "--until-idle")
-    _, err = restarted.communicate(timeout=600)
-    assert restarted.returncode == 0, _failure(err)
-
-    silver = read_table(spark, job.uri("silver"))
-    preds = read_table(spark, job.uri("predictions"))
-    ids = sorted(f"ai4i-{i}" for i in range(1, events + 1))
-    assert silver.count() == silver.select("event_id").distinct().count() == events
-    assert sorted(r[0] for r in silver.select("event_id").collect()) == ids
-    # Every row: scored exactly once, by the model that was in production.
-    assert preds.count() == events
-    assert sorted(r[0] for r in preds.select("event_id").collect()) == ids
-    # A reader that is not Spark sees exactly what Spark sees.
-    for table, frame in (("silver", silver), ("predictions", preds)):
-        assert_same_rows_outside_spark(job.uri(table), frame, key="event_id")
-    stats = batch_stats(spark, settings, contract)
-    assert stats.agg(F.sum("predictions")).first()[0] == events
-    assert stats.where("model_version IS NULL").count() == 0
-    bronze = read_table(spark, job.uri("bronze"))
-    assert bronze.count() == bronze.select("partition", "offset").distinct().count() == events
-
-
 def test_events_behind_the_watermark_are_counted_and_stay_in_bronze(spark, kafka_broker, telemetry, caplog):
     """Spark's de-duplication drops an event whose time is behind the watermark (the newest event
     time of the earlier micro-batches of the run, less the contract's watermark): the run reports
@@ -278,48 +227,75 @@ def test_local_reference_data_travels_with_the_plan(spark, kafka_broker, telemet
     assert table.count() == table.select("__ref_key").distinct().count() == expected.select("type").distinct().count()
 
 
-
-def _silver_committed(spark, settings, contract) -> int:
-    """Silver rows the running job has committed (its batch records: plain files, no Spark job)."""
-    return sum(r["silver"] for r in BatchRecordLog(ops_uri(settings, contract, "silver_batches")).records(spark))
-
-
-def test_broker_sigkill_and_restart_mid_stream_loses_and_duplicates_nothing(spark, kafka_broker, telemetry, tmp_path,
-                                                                            trained_model):
-    """Apache Kafka killed with SIGKILL while the job streams, restarted on the same ports and data:
-    the job rides it out, and silver and predictions hold every event exactly once."""
+def test_broker_and_driver_sigkill_mid_stream_lose_and_duplicate_nothing(spark, telemetry, tmp_path, hdfs,
+                                                                         trained_model):
+    """One stream, two crashes. Apache Kafka is killed with SIGKILL and restarted on the same ports
+    and data: the job rides it out. Then the driver is killed with SIGKILL, with the lake on HDFS:
+    the restart replays the batch in flight, and Spark and delta-rs (no JVM) read every event once
+    from silver and predictions. (The lake is outside the encryption zone: delta-rs's HDFS client
+    cannot decrypt.)"""
     from streamsight.kafka import ensure_topics, stream_topics
     from streamsight_cli.local_kafka import LocalKafka
 
+    first, events = 1500, 2000
     settings, contract, env = telemetry
+    lake = f"{hdfs.uri}{hdfs.plain_dir(f'/plain-{uuid.uuid4().hex[:8]}')}"
+    log = tmp_path / "stream.log"
     kafka = LocalKafka(tmp_path / "own-kafka", port=0).start()
     try:
-        own = settings.with_kafka(bootstrap_servers=kafka.bootstrap_servers)
-        ensure_topics(own, stream_topics(contract))
-        trained_model.install(spark, own.lake_uri)
-        assert produce(own, contract, sources.ai4i_source(AI4I_CSV, limit=1500), progress=False).ok
-        lake = Path(env["STREAMSIGHT_LAKE_DIR"])
-        proc = _stream_process({**env, "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-                                "STREAMSIGHT_SPARK__MAX_OFFSETS_PER_TRIGGER": "500"})
+        settings = settings.with_kafka(bootstrap_servers=kafka.bootstrap_servers).model_copy(update={"lake_dir": lake})
+        env = {**env, "STREAMSIGHT_LAKE_DIR": lake, "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+        ensure_topics(settings, stream_topics(contract))
+        # A model in production before the stream starts, so every prediction is part of what must
+        # survive both crashes.
+        trained_model.install(spark, settings.lake_uri)
+        assert produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=first), progress=False).ok
+        batches = BatchRecordLog(ops_uri(settings, contract, "silver_batches"))
+
+        def committed() -> int:  # silver rows the running job has committed (its batch records, no Spark job)
+            return sum(r["silver"] for r in batches.records(spark))
+
+        # Small micro-batches, so each crash finds some but not all of them committed.
+        proc = _stream_process({**env, "STREAMSIGHT_SPARK__MAX_OFFSETS_PER_TRIGGER": "300",
+                                "STREAMSIGHT_SPARK__TRIGGER_INTERVAL": "0 seconds"}, log)
         try:
-            wait_for(lambda: _silver_committed(spark, settings, contract) >= 500 or proc.poll() is not None, timeout=240,
+            wait_for(lambda: committed() >= 300 or proc.poll() is not None, timeout=240,
                      what="the job to commit micro-batches")
-            assert proc.poll() is None, _failure(proc.stderr.read() if proc.stderr else "")
+            assert proc.poll() is None, _failure(log.read_text())
             kafka.kill()
-            at_kill = _silver_committed(spark, settings, contract)
+            at_broker_kill = committed()
             kafka.start()  # same ports, same data
-            assert produce(own, contract, sources.ai4i_source(AI4I_CSV, skip=1500, limit=500), progress=False).ok
-            wait_for(lambda: _silver_committed(spark, settings, contract) >= 2000 or proc.poll() is not None, timeout=300,
-                     what="the job to stream every event after the broker's restart")
-            assert proc.poll() is None, _failure(proc.stderr.read() if proc.stderr else "")
+            assert produce(settings, contract, sources.ai4i_source(AI4I_CSV, skip=first, limit=events - first),
+                           progress=False).ok
+            # Two more batches: at least one read from the restarted broker.
+            wait_for(lambda: committed() >= at_broker_kill + 600 or proc.poll() is not None, timeout=300,
+                     what="the job to stream again after the broker's restart")
+            assert proc.poll() is None, _failure(log.read_text())
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        at_driver_kill = committed()
+        assert at_broker_kill < first and at_driver_kill < events, (at_broker_kill, at_driver_kill)
+
+        # The restart replays the batch in flight with its logged offsets, then reads the rest at once.
+        restarted = _stream_process(env, log, "--until-idle")
+        assert restarted.wait(timeout=600) == 0, _failure(log.read_text())
     finally:
         kafka.stop()
-    assert at_kill < 1500, at_kill  # the broker died with events still to stream
-    ids = sorted(f"ai4i-{i}" for i in range(1, 2001))
-    silver = read_table(spark, str(lake / "silver" / "machine_telemetry"))
-    preds = read_table(spark, str(lake / "predictions" / "machine_telemetry"))
-    assert silver.count() == 2000 and sorted(r[0] for r in silver.select("event_id").collect()) == ids
-    assert preds.count() == 2000 and sorted(r[0] for r in preds.select("event_id").collect()) == ids
+
+    job = StreamJob(spark, settings, contract)
+    silver = read_table(spark, job.uri("silver"))
+    preds = read_table(spark, job.uri("predictions"))
+    ids = sorted(f"ai4i-{i}" for i in range(1, events + 1))
+    assert silver.count() == events and sorted(r[0] for r in silver.select("event_id").collect()) == ids
+    # Every row: scored exactly once, by the model that was in production.
+    assert preds.count() == events and sorted(r[0] for r in preds.select("event_id").collect()) == ids
+    # A reader that is not Spark sees exactly what Spark sees.
+    for table, frame in (("silver", silver), ("predictions", preds)):
+        assert_same_rows_outside_spark(job.uri(table), frame, key="event_id")
+    stats = batch_stats(spark, settings, contract)
+    assert stats.agg(F.sum("predictions")).first()[0] == events
+    assert stats.where("model_version IS NULL").count() == 0
+    bronze = read_table(spark, job.uri("bronze"))
+    assert bronze.count() == bronze.select("partition", "offset").distinct().count() == events
