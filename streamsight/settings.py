@@ -19,6 +19,7 @@ start-up with :class:`~streamsight.errors.ConfigError` naming the setting, e.g.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -180,6 +181,30 @@ class PredictionsStoreSettings(BaseModel):
                        pattern=r"^[A-Za-z0-9_.-]+$", description="The DynamoDB table (Terraform creates it in aws).")
 
 
+class OnlineSettings(BaseModel):
+    """The hot path (``streamsight online``: streaming_jobs/online.py, Spark's Real-Time Mode)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint_interval: str = Field(
+        default="1 minute", description="Real-Time Mode's batch duration: how often offsets are committed "
+        "(records are scored as they arrive; at least 5 seconds). Env: STREAMSIGHT_ONLINE__CHECKPOINT_INTERVAL.")
+    model_refresh_s: float = Field(
+        default=5.0, gt=0, le=3600, description="How often the production alias is re-read; a promotion restarts "
+        "the query with the new version. Env: STREAMSIGHT_ONLINE__MODEL_REFRESH_S.")
+
+    @field_validator("checkpoint_interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        match = re.fullmatch(r"\s*(\d+)\s*(second|minute|hour)s?\s*", value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration such as '30 seconds' or '1 minute'")
+        seconds = int(match[1]) * {"second": 1, "minute": 60, "hour": 3600}[match[2]]
+        if seconds < 5:
+            raise ValueError(f"{value!r} is shorter than Real-Time Mode's minimum, 5 seconds")
+        return value.strip()
+
+
 class ApiSettings(BaseModel):
     """The HTTP service (``streamsight serve``)."""
 
@@ -247,6 +272,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     predictions_store: PredictionsStoreSettings = Field(default_factory=PredictionsStoreSettings)
+    online: OnlineSettings = Field(default_factory=OnlineSettings)
 
     @field_validator("lake_dir")
     @classmethod

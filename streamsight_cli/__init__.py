@@ -285,6 +285,25 @@ def stream(
 
 
 @app.command()
+def online(
+    ctx: typer.Context,
+    stream: Annotated[str, typer.Option(help="Contract name.")],
+) -> None:
+    """Score a stream in Spark's Real-Time Mode into its predictions topic until SIGTERM
+    (streaming_jobs/online.py). A local master gets a task slot per raw partition, plus one."""
+    from streaming_jobs.online import preflight, run
+    from streamsight.spark import build_session
+
+    settings = _settings(ctx)
+    contract, servers = preflight(settings, stream)  # before Spark starts
+    if settings.spark.master.startswith("local"):
+        # Real-Time Mode holds a task per partition for the whole batch; threads, not cores.
+        settings = settings.model_copy(update={"spark": settings.spark.model_copy(
+            update={"master": f"local[{contract.topics.partitions + 1}]"})})
+    run(build_session(settings, f"streamsight-online-{stream}"), settings, stream, servers)
+
+
+@app.command()
 def train(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Model name (a contract's model.name).")],
@@ -567,6 +586,22 @@ def bench_api(
 
     print(json.dumps(run_api(_settings(ctx), seconds=seconds, warmup_seconds=warmup_seconds, batch=batch,
                              connections=connections, partitions=partitions, output=output)))
+
+
+@bench_app.command("online")
+def bench_online(
+    ctx: typer.Context,
+    rate: Annotated[float, typer.Option(help="Events per second of the producer.", min=1)] = 5000.0,
+    seconds: Annotated[float, typer.Option(help="Measured seconds.", min=1)] = 120.0,
+    warmup_seconds: Annotated[float, typer.Option(help="Unmeasured seconds first (the JIT).", min=0)] = 30.0,
+    partitions: Annotated[int, _PARTITIONS] = 4,
+    output: Annotated[Optional[Path], _OUTPUT] = None,
+) -> None:
+    """`streamsight online` (Real-Time Mode) under one producer at --rate: produce-to-predictions-topic latency."""
+    from streamsight_cli.bench import run_online
+
+    print(json.dumps(run_online(_settings(ctx), rate=rate, seconds=seconds, warmup_seconds=warmup_seconds,
+                                partitions=partitions, output=output)))
 
 
 @bench_app.command("predict")

@@ -56,6 +56,7 @@ from streamsight.settings import Settings
 BENCH_STREAM = "bench_telemetry"
 KEPT_UP_SECONDS = 5.0
 WARMUP_EVENTS = 20_000
+PRODUCER_LINGER_MS = 2  # bench online's producer
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -489,6 +490,136 @@ def run_predict(settings: Settings, *, rate: float, seconds: float, warmup_secon
                   "kept_up": figures["drain_s"] < 1.0,  # answered at the rate, not queued behind it
                   "cpu_seconds": cpu, "machine": _machine_line()}
         return _write(result, output, settings, "predict")
+
+
+def _java_child(pid: int) -> int | None:
+    """The pid of the JVM a PySpark driver process started (its child running java), if any."""
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split() if Path(f"/proc/{pid}").exists() else []:
+        try:
+            if "java" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0].decode():
+                return int(child)
+        except OSError:
+            continue
+    return None
+
+
+class _PredictionClock:
+    """Reads the predictions topic from its end when made: per record (event id and produce time:
+    the bench's producers re-use event ids), the first message's Kafka timestamp (the Spark
+    producer's send time) minus the raw record's produce time it carries, in milliseconds."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        from streamsight.kafka import confluent_config
+
+        self.consumer = Consumer({**confluent_config(settings), "group.id": "streamsight-bench-online",
+                                  "enable.auto.commit": False})
+        partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self.consumer.assign([TopicPartition(topic, p, self.consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
+                              for p in partitions])
+        self.first: dict[tuple[str, str], tuple[float, float]] = {}  # record -> (produce time, latency ms)
+        self.messages = 0
+        self._stop = False
+
+    def run(self) -> None:
+        from datetime import datetime
+
+        while not self._stop:
+            for m in self.consumer.consume(10_000, 0.2):
+                value = m.value()
+                if m.error() or value is None:
+                    continue
+                self.messages += 1
+                doc = json.loads(value)
+                record = (doc["event_id"], doc["produce_time"])
+                if record not in self.first:
+                    produced = datetime.fromisoformat(doc["produce_time"]).timestamp()
+                    self.first[record] = (produced, m.timestamp()[1] - produced * 1000)
+
+    def stop(self) -> None:
+        self._stop = True
+
+
+def run_online(settings: Settings, *, rate: float, seconds: float, warmup_seconds: float = 30.0,
+               partitions: int = 4, output: Path | None = None) -> dict[str, Any]:
+    """``streamsight online`` (Real-Time Mode, its own process) scoring one producer's events at
+    ``rate``: produce-to-predictions-topic latency of the events produced after the warm-up."""
+    import threading
+
+    from ml import PRODUCTION_ALIAS
+    from ml.registry import ModelRegistry
+    from streamsight.lake import models_uri
+
+    with _bench(settings, partitions) as b:
+        spark, _ = _warm_job(b)
+        model = b.contract.model.name if b.contract.model else ""
+        version = ModelRegistry(spark, models_uri(b.settings.lake_uri)).get_alias(model, PRODUCTION_ALIAS)
+        machine = _machine(spark)
+        spark.stop()  # its JVM would share the two cores with the online job
+        env = {**b.env, "STREAMSIGHT_LAKE_DIR": b.settings.lake_dir, "STREAMSIGHT_RUN_DIR": str(b.work / "run"),
+               "STREAMSIGHT_LOG_LEVEL": "INFO"}
+        log = b.work / "online.log"
+        clock = _PredictionClock(b.settings, b.contract.predictions_topic)
+        reader = threading.Thread(target=clock.run, daemon=True)
+        reader.start()
+        job = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "online", "--stream", BENCH_STREAM], env=env,
+                               stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+        try:
+            # The warm-up events in the raw topic are scored first: then the JIT is warm.
+            deadline = time.monotonic() + 300
+            while len(clock.first) < WARMUP_EVENTS:
+                if job.poll() is not None or time.monotonic() > deadline:
+                    raise StreamsightError(f"streamsight online did not score the warm-up events: {log.read_text()[-3000:]}")
+                time.sleep(0.5)  # polling the reader, bounded by the deadline
+            watch = _CpuWatch({"online_driver": job.pid, "online_jvm": _java_child(job.pid), "kafka": b.kafka_pid})
+            started = time.time()
+            measured_from = started + warmup_seconds
+            # A latency-minded producer, as the HTTP API's (api.linger_ms), not the bulk default.
+            producer = _producer({**b.env, "STREAMSIGHT_KAFKA__LINGER_MS": str(PRODUCER_LINGER_MS)}, count=None,
+                                 seconds=warmup_seconds + seconds, rate=rate, seed=2, realtime=True)
+            watch.start()
+            produced = _summary(producer, timeout=warmup_seconds + seconds + 600)
+            produce_ended = time.time()
+            cpu = watch.stop()
+            expected = WARMUP_EVENTS + produced["sent"]
+            drain_deadline = time.monotonic() + 120
+            while len(clock.first) < expected and time.monotonic() < drain_deadline and job.poll() is None:
+                time.sleep(0.2)  # polling the reader, bounded by the deadline
+            drained = time.time()
+        finally:
+            clock.stop()
+            job.terminate()
+            job.wait(timeout=120)
+            reader.join(timeout=10)
+        batches = [line.split(": online ", 1)[1] for line in log.read_text().splitlines()
+                   if "streaming_jobs.online: online" in line and " batch " in line]
+        measured = [(latency, 1.0) for produced_at, latency in clock.first.values() if produced_at >= measured_from]
+        late_last = max((p + lat / 1000 for p, lat in clock.first.values()), default=produce_ended) - produce_ended
+        pct = _percentiles(measured)
+        by_second: dict[int, list[float]] = {}
+        for produced_at, latency in clock.first.values():
+            if produced_at >= measured_from:
+                by_second.setdefault(int(produced_at - measured_from), []).append(latency)
+        result = {
+            "bench": "online", "rate": rate, "seconds": seconds, "warmup_seconds": warmup_seconds,
+            "produced": produced["sent"], "produced_per_s": round(produced["sent"] / produced["seconds"], 1),
+            "predicted": len(clock.first) - WARMUP_EVENTS, "messages": clock.messages - WARMUP_EVENTS,
+            "measured_events": len(measured),
+            "p50_ms": pct["p50"], "p95_ms": pct["p95"], "p99_ms": pct["p99"],
+            "max_ms": round(max((lat for lat, _ in measured), default=float("nan")), 1),
+            # every event predicted, the last within KEPT_UP_SECONDS of the producer's end
+            "kept_up": len(clock.first) >= expected and late_last <= KEPT_UP_SECONDS,
+            "last_prediction_after_produce_end_s": round(late_last, 3), "drain_wait_s": round(drained - produce_ended, 1),
+            # each measured second of produce time: [second, events, p50, p99, max] (ms)
+            "by_second": [[sec, len(v), *(_percentiles([(x, 1.0) for x in v])[q] for q in ("p50", "p99")),
+                           round(max(v), 1)] for sec, v in sorted(by_second.items())],
+            "online_batches": batches,  # the job's log line per Real-Time Mode batch (its progress)
+            "producer_linger_ms": PRODUCER_LINGER_MS, "model": model, "version": version, "partitions": partitions,
+            "checkpoint_interval": b.settings.online.checkpoint_interval, "cpu_seconds": cpu,
+            "machine": machine, "broker": b.broker,
+        }
+        return _write(result, output, settings, "online")
 
 
 def _topic_messages(settings: Settings, topic: str) -> int:

@@ -18,7 +18,7 @@ CONTRACTS = ROOT / "conf" / "contracts"
 
 
 def isolated_contract(tmp_path: Path, broker: Any, *, base: str = "machine_telemetry",
-                      partitions: int = 2, **changes: Any) -> Path:
+                      partitions: int = 2, create_predictions_topic: bool = True, **changes: Any) -> Path:
     """Copy a shipped contract into tmp_path with topics unique to this test (created on ``broker``).
 
     Returns the contracts directory. ``changes`` override top-level contract keys.
@@ -26,7 +26,7 @@ def isolated_contract(tmp_path: Path, broker: Any, *, base: str = "machine_telem
     doc = yaml.safe_load((CONTRACTS / f"{base}.yaml").read_text(encoding="utf-8"))
     suffix = uuid.uuid4().hex[:8]
     doc["topics"] = {"raw": f"{base}-{suffix}.raw", "dead_letter": f"{base}-{suffix}.dead-letter",
-                     "partitions": partitions}
+                     "predictions": f"{base}-{suffix}.predictions", "partitions": partitions}
     if doc.get("reference"):
         doc["reference"]["path"] = str((CONTRACTS / doc["reference"]["path"]).resolve())
     doc.update(changes)
@@ -35,6 +35,8 @@ def isolated_contract(tmp_path: Path, broker: Any, *, base: str = "machine_telem
     (directory / f"{doc['name']}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     broker.create_topic(doc["topics"]["raw"], partitions)
     broker.create_topic(doc["topics"]["dead_letter"], 1)
+    if create_predictions_topic:
+        broker.create_topic(doc["topics"]["predictions"], partitions)
     return directory
 
 
@@ -105,3 +107,24 @@ def assert_same_rows_outside_spark(table_uri: str, spark_frame: Any, *, key: str
     inside = [r[0] for r in spark_frame.select(key).collect()]
     assert len(outside) == len(set(outside)), "a key twice in the table as delta-rs reads it"
     assert sorted(outside) == sorted(inside)
+
+
+def register_small_gbt(spark: Any, lake_uri: str, contract: Any) -> int:
+    """A new ``machine_failure`` version, registered as training registers one (MLlib model and
+    scorer.json): a small GBT on AI4I rows 1000-3000, threshold 0.5. Returns its version."""
+    from pyspark.sql import functions as F
+
+    from ml import portable
+    from ml.registry import ModelRegistry
+    from ml.train import LABEL, WEIGHT, _pipeline
+    from streamsight.lake import models_uri
+    from tests.conftest import ai4i_silver
+
+    assert contract.model is not None
+    numeric, categorical = list(contract.model.features), list(contract.model.categorical_features)
+    rows = spark.createDataFrame(ai4i_silver(3000).iloc[1000:]).withColumn(
+        LABEL, F.col("machine_failure").cast("double")).withColumn(WEIGHT, F.lit(1.0))
+    gbt = _pipeline("gbt", numeric, categorical, seed=3, params={"gbt": {"maxIter": 5}}).fit(rows)
+    return ModelRegistry(spark, models_uri(lake_uri)).register(
+        "machine_failure", gbt, {"threshold": 0.5}, scorer=portable.export(
+            gbt, features=numeric + categorical, categorical=categorical, input_schema=portable.input_schema(contract)))

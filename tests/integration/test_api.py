@@ -402,27 +402,17 @@ def test_predict_refusals_name_what_is_wrong(server, trained, case, status, deta
 def test_a_promoted_version_is_served_and_one_without_a_scorer_is_503(spark, server, trained):
     """Promotion moves the answers to the new version with no restart; a version the registry holds
     without scorer.json (trained before online scoring) is refused with 503, not scored wrongly."""
-    from pyspark.sql import functions as F
-
-    from ml import portable
     from ml.registry import ModelRegistry
-    from ml.train import LABEL, WEIGHT, _pipeline
     from streamsight.lake import models_uri
-    from tests.conftest import ai4i_silver
-    from tests.integration.helpers import wait_for
+    from tests.integration.helpers import register_small_gbt, wait_for
 
     settings, _ = trained
     record = telemetry(3200, 1)[0]
     path = "/v1/models/machine_failure/predict"
     assert server.post(path, record, key="scorer").json()["version"] == 1
     # v2: a small GBT on other rows, registered as training registers (MLlib model and scorer.json).
-    numeric, categorical = FEATURES[:-1], FEATURES[-1:]
-    rows = spark.createDataFrame(ai4i_silver(3000).iloc[1000:]).withColumn(
-        LABEL, F.col("machine_failure").cast("double")).withColumn(WEIGHT, F.lit(1.0))
-    gbt = _pipeline("gbt", numeric, categorical, seed=3, params={"gbt": {"maxIter": 5}}).fit(rows)
+    version = register_small_gbt(spark, settings.lake_uri, server.contract)
     registry = ModelRegistry(spark, models_uri(settings.lake_uri))
-    version = registry.register("machine_failure", gbt, {"threshold": 0.5}, scorer=portable.export(
-        gbt, features=FEATURES, categorical=categorical, input_schema=portable.input_schema(server.contract)))
     registry.set_alias("machine_failure", "production", version)
     answer = wait_for(lambda: (a := server.post(path, record, key="scorer").json())["version"] == version and a,
                       timeout=30, what="the promoted version to be served")

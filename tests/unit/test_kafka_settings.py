@@ -89,3 +89,17 @@ def test_a_new_kraft_cluster_id_never_starts_with_a_dash(monkeypatch):
     drawn = iter([uuid.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid.UUID(bytes=b"\x10" * 16)])  # "-A...", "EB..."
     monkeypatch.setattr(local_kafka.uuid, "uuid4", lambda: next(drawn))
     assert local_kafka.new_cluster_id() == "EBAQEBAQEBAQEBAQEBAQEA"
+
+
+def test_the_online_checkpoint_interval_is_checked_at_start(monkeypatch):
+    import pytest
+
+    from streamsight.errors import ConfigError
+
+    assert load_settings().online.checkpoint_interval == "1 minute"
+    monkeypatch.setenv("STREAMSIGHT_ONLINE__CHECKPOINT_INTERVAL", "30 seconds")
+    assert load_settings().online.checkpoint_interval == "30 seconds"
+    for bad, says in (("4 seconds", "minimum, 5 seconds"), ("soon", "not a duration"), ("1 month", "not a duration")):
+        monkeypatch.setenv("STREAMSIGHT_ONLINE__CHECKPOINT_INTERVAL", bad)
+        with pytest.raises(ConfigError, match=f"STREAMSIGHT_ONLINE__CHECKPOINT_INTERVAL.*{says}"):
+            load_settings()

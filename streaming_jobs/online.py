@@ -1,0 +1,255 @@
+"""The hot path: a stream's raw topic scored in Spark's Real-Time Mode into ``<stream>.predictions``.
+
+Usage on a cluster (the application needs a task slot per partition of the raw topic, plus one)::
+
+    spark-submit --master spark://spark-master:7077 --packages ... streaming_jobs/online.py --stream machine_telemetry
+
+Locally: ``streamsight online --stream machine_telemetry`` (``local[partitions + 1]``).
+
+One query, ``<stream>.online``, with ``trigger(realTime=online.checkpoint_interval)``: one
+long-running task per raw partition reads each record as it arrives, validates it with the
+stream's validator (:func:`streaming_jobs.transforms.validated`), applies the contract's filter,
+scores it with the production version of the contract's model (its MLlib ``PipelineModel``, whose
+stages are Spark SQL and JVM functions) and writes one JSON message to the predictions topic,
+keyed by the contract's key. The checkpoint interval only sets how often offsets are committed; a
+record is scored and sent when it arrives. Rejected records are the micro-batch job's (dead letter).
+
+Each message: ``stream``, ``key``, ``event_id`` (the de-duplication key, joined by ``|`` when it has
+several fields), ``event_time``, ``probability``, ``prediction``, ``model_name``,
+``model_version``, ``produce_time`` (the raw record's Kafka timestamp) and ``scored_at`` (the
+task's clock when it scored the record), times in ISO 8601 UTC with milliseconds.
+
+Delivery is at least once, as with every Kafka sink: after a crash or a restart the records of
+the batch in flight are scored and sent again (with the model version then in production). A
+consumer keeps the first message per ``event_id``.
+
+A promotion: the driver re-reads the model's ``production`` alias every
+``online.model_refresh_s``; on a new version it stops the query, loads the version and starts the
+query again from its checkpoint, so records from then on carry the new version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from streaming_jobs import transforms as T
+from streamsight.contracts import Contract, get_contract
+from streamsight.errors import ConfigError
+from streamsight.kafka import check_broker, spark_options
+from streamsight.lake import checkpoint_uri, models_uri
+from streamsight.settings import Settings
+
+log = logging.getLogger(__name__)
+
+QUERY = "online"
+_ISO_MS = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"  # the session's time zone is UTC (streamsight.spark)
+
+
+def _iso(col: Column) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.date_format(col, _ISO_MS)
+
+
+def prediction_messages(records: DataFrame, contract: Contract, model: Any, *, version: int,
+                        threshold: float) -> DataFrame:
+    """Kafka source rows -> predictions-topic messages (``key``, ``value``) of the valid records
+    that pass the contract's filter, scored by ``model`` (a fitted ``PipelineModel``)."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    assert contract.model is not None
+    valid = T.apply_filter(T.valid_rows(T.validated(T.to_bronze(records), contract), contract), contract)
+    scored = model.transform(valid)
+    probability = vector_to_array(F.col("_ss_probability")).getItem(1).cast("double")
+    event_id = (F.col(contract.dedup_key[0]).cast("string") if len(contract.dedup_key) == 1
+                else F.concat_ws("|", *[F.col(k).cast("string") for k in contract.dedup_key]))
+    # The clock of the task scoring the record: current_timestamp() is fixed per batch, and a
+    # Real-Time Mode batch lasts the whole checkpoint interval.
+    now_ms = F.expr("CAST(java_method('java.lang.System', 'currentTimeMillis') AS BIGINT)")
+    value = F.struct(
+        F.lit(contract.name).alias("stream"),
+        F.col(contract.key).cast("string").alias("key"),
+        event_id.alias("event_id"),
+        _iso(F.col(contract.event_time.field)).alias("event_time"),
+        probability.alias("probability"),
+        (probability >= F.lit(float(threshold))).cast("int").alias("prediction"),
+        F.lit(contract.model.name).alias("model_name"),
+        F.lit(int(version)).alias("model_version"),
+        _iso(F.col("_kafka_timestamp")).alias("produce_time"),
+        _iso(F.timestamp_millis(now_ms)).alias("scored_at"),
+    )
+    return scored.select(F.col(contract.key).cast("string").cast("binary").alias("key"),
+                         F.to_json(value).alias("value"))
+
+
+@dataclass
+class OnlineJob:
+    """Runs (and restarts on promotion) the Real-Time Mode query of one contract."""
+
+    spark: SparkSession
+    settings: Settings
+    contract: Contract
+    servers: str | None = None
+
+    def __post_init__(self) -> None:
+        from ml.registry import ModelRegistry
+
+        if self.contract.model is None:
+            raise ConfigError(f"contract {self.contract.name!r} has no model: block; the online path scores")
+        self.registry = ModelRegistry(self.spark, models_uri(self.settings.lake_uri))
+        self.version: int | None = None
+
+    @property
+    def checkpoint(self) -> str:
+        return checkpoint_uri(self.settings.lake_uri, self.contract, QUERY)
+
+    def check_slots(self) -> None:
+        """Real-Time Mode runs one task per raw partition for the whole batch (with fewer task slots,
+        the batch never ends), and loading a promoted model while it runs takes one more. Fail at
+        start instead."""
+        slots = self.spark.sparkContext.defaultParallelism
+        partitions = self.contract.topics.partitions
+        if slots < partitions + 1:
+            raise ConfigError(f"the online path needs a task slot per partition of {self.contract.raw_topic} "
+                              f"({partitions}) plus one; this application has {slots} (spark.master, executor cores)")
+
+    def production(self) -> int:
+        assert self.contract.model is not None
+        version = self.registry.get_alias(self.contract.model.name, "production")
+        if version is None:
+            raise ConfigError(f"model {self.contract.model.name!r} has no production version: train or promote one "
+                              "before starting the online path")
+        return int(version)
+
+    def load(self, version: int) -> tuple[Any, float]:
+        """The version's ``PipelineModel`` and threshold."""
+        assert self.contract.model is not None
+        name = self.contract.model.name
+        return self.registry.load(name, version), float(self.registry.metadata(name, version)["threshold"])
+
+    def start(self, version: int, loaded: tuple[Any, float] | None = None) -> StreamingQuery:
+        """The query, scoring with ``version`` (``loaded``: its :meth:`load`, done already)."""
+        assert self.contract.model is not None
+        name = self.contract.model.name
+        model, threshold = loaded or self.load(version)
+        opts = spark_options(self.settings, self.servers)
+        records = (self.spark.readStream.format("kafka")
+                   .options(subscribe=self.contract.raw_topic, startingOffsets="earliest", failOnDataLoss="true",
+                            includeHeaders="true", **opts).load())
+        messages = prediction_messages(records, self.contract, model, version=version, threshold=threshold)
+        query = (messages.writeStream.format("kafka").options(topic=self.contract.predictions_topic, **opts)
+                 .queryName(f"{self.contract.name}.{QUERY}").option("checkpointLocation", self.checkpoint)
+                 .outputMode("update").trigger(realTime=self.settings.online.checkpoint_interval)  # type: ignore[call-overload]
+                 .start())
+        self.version = version
+        log.info("online %s: scoring with %s v%d into %s", self.contract.name, name, version,
+                 self.contract.predictions_topic)
+        return query
+
+    def run(self, stop: Any = None) -> None:
+        """Run until ``stop()`` is true (or SIGTERM/SIGINT), restarting the query on a promotion."""
+        stop_requested: list[int] = []
+        previous = {sig: signal.signal(sig, lambda signum, _f: stop_requested.append(signum))
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        query = self.start(self.production())
+        refresh = self.settings.online.model_refresh_s
+        next_check = time.monotonic() + refresh
+        logged: Any = None
+        try:
+            while not stop_requested and not (stop and stop()):
+                query.awaitTermination(1)  # seconds; then look at the flag and the alias
+                if query.exception() is not None:
+                    raise query.exception()  # type: ignore[misc]
+                if not query.isActive:
+                    return
+                progress = query.lastProgress
+                if progress is not None and progress["batchId"] != logged:
+                    logged = progress["batchId"]
+                    log.info("online %s batch %d: %d records, %.0f/s; ms %s", self.contract.name, logged,
+                             progress["numInputRows"], progress.get("processedRowsPerSecond") or 0.0,
+                             progress.get("durationMs"))
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + refresh
+                    version = self._alias_or_keep()
+                    if version != self.version:
+                        log.info("online %s: production is now v%d (was v%s); restarting", self.contract.name,
+                                 version, self.version)
+                        loaded = self.load(version)  # while the query runs (a slot is left for it)
+                        query.stop()
+                        query = self.start(version, loaded)
+        finally:
+            if query.isActive:
+                query.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _alias_or_keep(self) -> int:
+        """The production version; the one in use when the alias cannot be read or was removed."""
+        assert self.version is not None
+        try:
+            version = self.production()
+        except ConfigError:
+            log.warning("online %s: no production version any more; keeping v%s", self.contract.name, self.version)
+            return self.version
+        except Exception as exc:
+            log.warning("online %s: cannot read the production alias (%s); keeping v%s", self.contract.name, exc,
+                        self.version)
+            return self.version
+        return version
+
+
+def check_topics(settings: Settings, contract: Contract, servers: str) -> None:
+    """The raw and predictions topics exist (a Kafka sink would otherwise wait for one forever)."""
+    from confluent_kafka.admin import AdminClient
+
+    from streamsight.kafka import confluent_config
+
+    admin = AdminClient(confluent_config(settings, servers))
+    present = set(admin.list_topics(timeout=settings.kafka.connect_timeout_s).topics)
+    missing = [t for t in (contract.raw_topic, contract.predictions_topic) if t not in present]
+    if missing:
+        raise ConfigError(f"topic(s) {missing} do not exist on {servers}: `streamsight topics` creates them")
+
+
+def preflight(settings: Settings, stream: str) -> tuple[Contract, str]:
+    """The contract, and the brokers that answered with both its topics; before Spark starts."""
+    contract = get_contract(settings.contracts_dir, stream)
+    if contract.model is None:
+        raise ConfigError(f"contract {contract.name!r} has no model: block; the online path scores")
+    servers = check_broker(settings)
+    check_topics(settings, contract, servers)
+    return contract, servers
+
+
+def run(spark: SparkSession, settings: Settings, stream: str, servers: str | None = None) -> None:
+    contract, checked = preflight(settings, stream) if servers is None else (get_contract(settings.contracts_dir, stream),
+                                                                              servers)
+    job = OnlineJob(spark, settings, contract, checked)
+    job.check_slots()
+    job.run()
+
+
+def main(spark: SparkSession, settings: Settings, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="streaming_jobs.online", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stream", required=True, help="contract name")
+    args = parser.parse_args(argv)
+    run(spark, settings, args.stream)
+    return 0
+
+
+if __name__ == "__main__":
+    from streamsight.settings import load_settings
+    from streamsight.spark import build_session
+
+    _settings = load_settings()
+    sys.exit(main(build_session(_settings, "streamsight-online"), _settings))
