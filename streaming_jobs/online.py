@@ -6,7 +6,8 @@ Usage on a cluster (the application needs a task slot per partition of the raw t
 
 Locally: ``streamsight online --stream machine_telemetry`` (``local[partitions + 1]``).
 
-One query, ``<stream>.online``, with ``trigger(realTime=online.checkpoint_interval)``: one
+One query, ``<stream>.online``, with ``trigger(realTime=online.checkpoint_interval)`` (or, with
+``online.trigger: microbatch``, micro-batches as fast as they go, for comparison): one
 long-running task per raw partition reads each record as it arrives, validates it with the
 stream's validator (:func:`streaming_jobs.transforms.validated`), applies the contract's filter,
 scores it with the production version of the contract's model (its MLlib ``PipelineModel``, whose
@@ -144,13 +145,17 @@ class OnlineJob:
         model, threshold = loaded or self.load(version)
         opts = spark_options(self.settings, self.servers)
         records = (self.spark.readStream.format("kafka")
-                   .options(subscribe=self.contract.raw_topic, startingOffsets="earliest", failOnDataLoss="true",
-                            includeHeaders="true", **opts).load())
+                   .options(subscribe=self.contract.raw_topic, startingOffsets=self.settings.online.starting_offsets,
+                            failOnDataLoss="true", includeHeaders="true", **opts).load())
         messages = prediction_messages(records, self.contract, model, version=version, threshold=threshold)
-        query = (messages.writeStream.format("kafka").options(topic=self.contract.predictions_topic, **opts)
-                 .queryName(f"{self.contract.name}.{QUERY}").option("checkpointLocation", self.checkpoint)
-                 .outputMode("update").trigger(realTime=self.settings.online.checkpoint_interval)  # type: ignore[call-overload]
-                 .start())
+        writer = (messages.writeStream.format("kafka").options(topic=self.contract.predictions_topic, **opts)
+                  .queryName(f"{self.contract.name}.{QUERY}").option("checkpointLocation", self.checkpoint)
+                  .outputMode("update"))
+        if self.settings.online.trigger == "realtime":
+            writer = writer.trigger(realTime=self.settings.online.checkpoint_interval)  # type: ignore[call-overload]
+        else:
+            writer = writer.trigger(processingTime="0 seconds")
+        query = writer.start()
         self.version = version
         log.info("online %s: scoring with %s v%d into %s", self.contract.name, name, version,
                  self.contract.predictions_topic)

@@ -192,6 +192,12 @@ class OnlineSettings(BaseModel):
     model_refresh_s: float = Field(
         default=5.0, gt=0, le=3600, description="How often the production alias is re-read; a promotion restarts "
         "the query with the new version. Env: STREAMSIGHT_ONLINE__MODEL_REFRESH_S.")
+    trigger: Literal["realtime", "microbatch"] = Field(
+        default="realtime", description="realtime: Real-Time Mode; microbatch: the same query in micro-batches "
+        "as fast as they go (for comparison, or a Spark without Real-Time Mode). Env: STREAMSIGHT_ONLINE__TRIGGER.")
+    starting_offsets: Literal["earliest", "latest"] = Field(
+        default="earliest", description="Where a new checkpoint starts on the raw topic: earliest scores what "
+        "is there already. Env: STREAMSIGHT_ONLINE__STARTING_OFFSETS.")
 
     @field_validator("checkpoint_interval")
     @classmethod

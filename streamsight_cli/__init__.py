@@ -593,15 +593,21 @@ def bench_online(
     ctx: typer.Context,
     rate: Annotated[float, typer.Option(help="Events per second of the producer.", min=1)] = 5000.0,
     seconds: Annotated[float, typer.Option(help="Measured seconds.", min=1)] = 120.0,
-    warmup_seconds: Annotated[float, typer.Option(help="Unmeasured seconds first (the JIT).", min=0)] = 30.0,
+    warmup_seconds: Annotated[float, typer.Option(help="Unmeasured seconds first (the JIT).", min=0)] = 60.0,
+    trigger: Annotated[Optional[list[str]], typer.Option(
+        help="realtime or microbatch; repeat to run each in turn on the same Kafka and model (default realtime).")] = None,
     partitions: Annotated[int, _PARTITIONS] = 4,
     output: Annotated[Optional[Path], _OUTPUT] = None,
 ) -> None:
-    """`streamsight online` (Real-Time Mode) under one producer at --rate: produce-to-predictions-topic latency."""
+    """`streamsight online` under one producer at --rate: produce-to-predictions-topic latency."""
     from streamsight_cli.bench import run_online
 
+    triggers = tuple(trigger or ["realtime"])
+    unknown = [t for t in triggers if t not in ("realtime", "microbatch")]
+    if unknown:
+        raise StreamsightError(f"--trigger: unknown {unknown} (realtime, microbatch)")
     print(json.dumps(run_online(_settings(ctx), rate=rate, seconds=seconds, warmup_seconds=warmup_seconds,
-                                partitions=partitions, output=output)))
+                                partitions=partitions, triggers=triggers, output=output)))
 
 
 @bench_app.command("predict")

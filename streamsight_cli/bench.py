@@ -1,4 +1,4 @@
-"""``streamsight bench capacity | sustained | producer``: the pipeline's figures on this machine.
+"""``streamsight bench capacity | sustained | producer | api | predict | online``: the pipeline's figures on this machine.
 
 Everything runs on the one machine: Apache Kafka (a fresh local one, or the configured one when
 ``STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS`` is set), producer processes (``streamsight produce
@@ -25,6 +25,13 @@ trained and promoted on them, so every measured event is scored.
   request had stored some).
 * ``producer --events N``: one producer process publishes N events (acks=all, idempotent);
   ``events_per_s`` from its own summary.
+* ``online --rate R --seconds S [--trigger realtime --trigger microbatch]``: after the same
+  model warm-up (Spark then stopped), ``streamsight online`` in its own process, from the raw
+  topic's latest offsets (probe records until one is scored), and one producer at R events/s
+  (linger 2 ms) for the warm-up plus S seconds. ``p50_ms`` / ``p95_ms`` / ``p99_ms``: the
+  prediction message's Kafka timestamp minus the raw record's, for the events produced after the
+  warm-up; ``kept_up``: every event predicted, the last within 5 s of the producer's end. Each
+  ``--trigger`` is one run, in order, on the same Kafka and model.
 
 Each prints one JSON object as its last line and writes it to ``--output``. ``cpu_seconds`` splits
 the CPU time of the measured span by process (Linux ``/proc``).
@@ -541,12 +548,100 @@ class _PredictionClock:
         self._stop = True
 
 
-def run_online(settings: Settings, *, rate: float, seconds: float, warmup_seconds: float = 30.0,
-               partitions: int = 4, output: Path | None = None) -> dict[str, Any]:
-    """``streamsight online`` (Real-Time Mode, its own process) scoring one producer's events at
-    ``rate``: produce-to-predictions-topic latency of the events produced after the warm-up."""
+def _probe_until_scored(b: _Bench, clock: _PredictionClock, job: subprocess.Popen[str], log: Path) -> None:
+    """One valid record a second, until the online job's prediction of one arrives: then it is
+    reading (it starts from the latest offsets, so the producer must not start before)."""
+    from datetime import UTC, datetime
+
+    from confluent_kafka import Producer
+
+    from streamsight.kafka import confluent_config
+
+    producer = Producer(confluent_config(b.settings))
+    deadline = time.monotonic() + 300
+    n = 0
+    while not any(k[0].startswith("probe-") for k in list(clock.first)):
+        if job.poll() is not None or time.monotonic() > deadline:
+            raise StreamsightError(f"streamsight online did not score a probe record: {log.read_text()[-3000:]}")
+        n += 1
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        record = {"event_id": f"probe-{n}", "machine_id": "PROBE", "event_time": now, "type": "L",
+                  "air_temperature_k": 300.0, "process_temperature_k": 310.0, "rotational_speed_rpm": 1500.0,
+                  "torque_nm": 40.0, "tool_wear_min": 10}
+        producer.produce(b.contract.raw_topic, json.dumps(record).encode(), key=b"PROBE")
+        producer.flush(10)
+        time.sleep(1.0)  # one probe a second while polling the reader, bounded by the deadline
+
+
+def _online_once(b: _Bench, trigger: str, *, rate: float, seconds: float, warmup_seconds: float) -> dict[str, Any]:
+    """One run of the online job with ``trigger`` (fresh checkpoint, from the latest offsets)."""
     import threading
 
+    shutil.rmtree(Path(b.settings.lake_dir) / "_checkpoints" / BENCH_STREAM / "online", ignore_errors=True)
+    env = {**b.env, "STREAMSIGHT_LAKE_DIR": b.settings.lake_dir, "STREAMSIGHT_RUN_DIR": str(b.work / "run"),
+           "STREAMSIGHT_LOG_LEVEL": "INFO", "STREAMSIGHT_ONLINE__TRIGGER": trigger,
+           "STREAMSIGHT_ONLINE__STARTING_OFFSETS": "latest"}
+    log = b.work / f"online-{trigger}.log"
+    clock = _PredictionClock(b.settings, b.contract.predictions_topic)
+    reader = threading.Thread(target=clock.run, daemon=True)
+    reader.start()
+    job = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "online", "--stream", BENCH_STREAM], env=env,
+                           stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+    try:
+        _probe_until_scored(b, clock, job, log)
+        probes = len(clock.first)
+        watch = _CpuWatch({"online_driver": job.pid, "online_jvm": _java_child(job.pid), "kafka": b.kafka_pid})
+        started = time.time()
+        measured_from = started + warmup_seconds
+        # A latency-minded producer, as the HTTP API's (api.linger_ms), not the bulk default.
+        producer = _producer({**b.env, "STREAMSIGHT_KAFKA__LINGER_MS": str(PRODUCER_LINGER_MS)}, count=None,
+                             seconds=warmup_seconds + seconds, rate=rate, seed=2, realtime=True)
+        watch.start()
+        produced = _summary(producer, timeout=warmup_seconds + seconds + 600)
+        produce_ended = time.time()
+        cpu = watch.stop()
+        expected = probes + produced["sent"]
+        drain_deadline = time.monotonic() + 120
+        while len(clock.first) < expected and time.monotonic() < drain_deadline and job.poll() is None:
+            time.sleep(0.2)  # polling the reader, bounded by the deadline
+        drained = time.time()
+    finally:
+        clock.stop()
+        job.terminate()
+        job.wait(timeout=120)
+        reader.join(timeout=10)
+    batches = [line.split(": online ", 1)[1] for line in log.read_text().splitlines()
+               if "streaming_jobs.online: online" in line and " batch " in line]
+    records = {k: v for k, v in clock.first.items() if not k[0].startswith("probe-")}
+    measured = [(latency, 1.0) for produced_at, latency in records.values() if produced_at >= measured_from]
+    late_last = max((p + lat / 1000 for p, lat in records.values()), default=produce_ended) - produce_ended
+    pct = _percentiles(measured)
+    by_second: dict[int, list[float]] = {}
+    for produced_at, latency in records.values():
+        if produced_at >= measured_from:
+            by_second.setdefault(int(produced_at - measured_from), []).append(latency)
+    return {
+        "trigger": trigger, "produced": produced["sent"], "produced_per_s": round(produced["sent"] / produced["seconds"], 1),
+        "predicted": len(records), "measured_events": len(measured),
+        "p50_ms": pct["p50"], "p95_ms": pct["p95"], "p99_ms": pct["p99"],
+        "max_ms": round(max((lat for lat, _ in measured), default=float("nan")), 1),
+        # every event predicted, the last within KEPT_UP_SECONDS of the producer's end
+        "kept_up": len(records) >= produced["sent"] and late_last <= KEPT_UP_SECONDS,
+        "last_prediction_after_produce_end_s": round(late_last, 3), "drain_wait_s": round(drained - produce_ended, 1),
+        # each measured second of produce time: [second, events, p50, p99, max] (ms)
+        "by_second": [[sec, len(v), *(_percentiles([(x, 1.0) for x in v])[q] for q in ("p50", "p99")),
+                       round(max(v), 1)] for sec, v in sorted(by_second.items())],
+        "online_batches": batches,  # the job's log line per batch (its progress)
+        "cpu_seconds": cpu,
+    }
+
+
+def run_online(settings: Settings, *, rate: float, seconds: float, warmup_seconds: float = 60.0,
+               partitions: int = 4, triggers: tuple[str, ...] = ("realtime",), output: Path | None = None) -> dict[str, Any]:
+    """``streamsight online`` (its own process) scoring one producer's events at ``rate``:
+    produce-to-predictions-topic latency of the events produced after the warm-up; once per entry
+    of ``triggers`` (``realtime``: Real-Time Mode; ``microbatch``: the same query in micro-batches),
+    in that order, on the same Kafka and model. The top-level figures are the first run's."""
     from ml import PRODUCTION_ALIAS
     from ml.registry import ModelRegistry
     from streamsight.lake import models_uri
@@ -557,68 +652,17 @@ def run_online(settings: Settings, *, rate: float, seconds: float, warmup_second
         version = ModelRegistry(spark, models_uri(b.settings.lake_uri)).get_alias(model, PRODUCTION_ALIAS)
         machine = _machine(spark)
         spark.stop()  # its JVM would share the two cores with the online job
-        env = {**b.env, "STREAMSIGHT_LAKE_DIR": b.settings.lake_dir, "STREAMSIGHT_RUN_DIR": str(b.work / "run"),
-               "STREAMSIGHT_LOG_LEVEL": "INFO"}
-        log = b.work / "online.log"
-        clock = _PredictionClock(b.settings, b.contract.predictions_topic)
-        reader = threading.Thread(target=clock.run, daemon=True)
-        reader.start()
-        job = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "online", "--stream", BENCH_STREAM], env=env,
-                               stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
-        try:
-            # The warm-up events in the raw topic are scored first: then the JIT is warm.
-            deadline = time.monotonic() + 300
-            while len(clock.first) < WARMUP_EVENTS:
-                if job.poll() is not None or time.monotonic() > deadline:
-                    raise StreamsightError(f"streamsight online did not score the warm-up events: {log.read_text()[-3000:]}")
-                time.sleep(0.5)  # polling the reader, bounded by the deadline
-            watch = _CpuWatch({"online_driver": job.pid, "online_jvm": _java_child(job.pid), "kafka": b.kafka_pid})
-            started = time.time()
-            measured_from = started + warmup_seconds
-            # A latency-minded producer, as the HTTP API's (api.linger_ms), not the bulk default.
-            producer = _producer({**b.env, "STREAMSIGHT_KAFKA__LINGER_MS": str(PRODUCER_LINGER_MS)}, count=None,
-                                 seconds=warmup_seconds + seconds, rate=rate, seed=2, realtime=True)
-            watch.start()
-            produced = _summary(producer, timeout=warmup_seconds + seconds + 600)
-            produce_ended = time.time()
-            cpu = watch.stop()
-            expected = WARMUP_EVENTS + produced["sent"]
-            drain_deadline = time.monotonic() + 120
-            while len(clock.first) < expected and time.monotonic() < drain_deadline and job.poll() is None:
-                time.sleep(0.2)  # polling the reader, bounded by the deadline
-            drained = time.time()
-        finally:
-            clock.stop()
-            job.terminate()
-            job.wait(timeout=120)
-            reader.join(timeout=10)
-        batches = [line.split(": online ", 1)[1] for line in log.read_text().splitlines()
-                   if "streaming_jobs.online: online" in line and " batch " in line]
-        measured = [(latency, 1.0) for produced_at, latency in clock.first.values() if produced_at >= measured_from]
-        late_last = max((p + lat / 1000 for p, lat in clock.first.values()), default=produce_ended) - produce_ended
-        pct = _percentiles(measured)
-        by_second: dict[int, list[float]] = {}
-        for produced_at, latency in clock.first.values():
-            if produced_at >= measured_from:
-                by_second.setdefault(int(produced_at - measured_from), []).append(latency)
-        result = {
+        runs = [_online_once(b, t, rate=rate, seconds=seconds, warmup_seconds=warmup_seconds) for t in triggers]
+        first = runs[0]
+        result: dict[str, Any] = {
             "bench": "online", "rate": rate, "seconds": seconds, "warmup_seconds": warmup_seconds,
-            "produced": produced["sent"], "produced_per_s": round(produced["sent"] / produced["seconds"], 1),
-            "predicted": len(clock.first) - WARMUP_EVENTS, "messages": clock.messages - WARMUP_EVENTS,
-            "measured_events": len(measured),
-            "p50_ms": pct["p50"], "p95_ms": pct["p95"], "p99_ms": pct["p99"],
-            "max_ms": round(max((lat for lat, _ in measured), default=float("nan")), 1),
-            # every event predicted, the last within KEPT_UP_SECONDS of the producer's end
-            "kept_up": len(clock.first) >= expected and late_last <= KEPT_UP_SECONDS,
-            "last_prediction_after_produce_end_s": round(late_last, 3), "drain_wait_s": round(drained - produce_ended, 1),
-            # each measured second of produce time: [second, events, p50, p99, max] (ms)
-            "by_second": [[sec, len(v), *(_percentiles([(x, 1.0) for x in v])[q] for q in ("p50", "p99")),
-                           round(max(v), 1)] for sec, v in sorted(by_second.items())],
-            "online_batches": batches,  # the job's log line per Real-Time Mode batch (its progress)
+            **{k: first[k] for k in ("trigger", "p50_ms", "p95_ms", "p99_ms", "kept_up")},
+            "runs": runs,
             "producer_linger_ms": PRODUCER_LINGER_MS, "model": model, "version": version, "partitions": partitions,
-            "checkpoint_interval": b.settings.online.checkpoint_interval, "cpu_seconds": cpu,
-            "machine": machine, "broker": b.broker,
+            "checkpoint_interval": b.settings.online.checkpoint_interval, "machine": machine, "broker": b.broker,
         }
+        if len(runs) > 1:
+            result["p95_ms_by_trigger"] = {r["trigger"]: r["p95_ms"] for r in runs}
         return _write(result, output, settings, "online")
 
 
