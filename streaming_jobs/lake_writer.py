@@ -109,16 +109,19 @@ def _properties_sql(properties: dict[str, str]) -> str:
 
 
 def _partition_columns(spark: SparkSession, path: str) -> list[str]:
-    """The table's partition columns, in order: the "# Partition Information" rows of DESCRIBE TABLE."""
+    """The table's partition columns, in order: the "# Partition Information" rows of DESCRIBE TABLE
+    (up to a blank row or the next section; names quoted as Spark quotes them, in backquotes)."""
     rows = [r["col_name"] for r in spark.sql(f"DESCRIBE TABLE delta.`{path}`").collect()]
     if "# Partition Information" not in rows:
         return []
     columns = []
     for name in rows[rows.index("# Partition Information") + 1:]:
-        if not name:  # the section ends at a blank row
+        if name == "# col_name":  # the section's header
+            continue
+        if not name or name.startswith("#"):
             break
-        if not name.startswith("#"):  # its "# col_name" header
-            columns.append(name)
+        quoted = len(name) > 1 and name.startswith("`") and name.endswith("`")
+        columns.append(name[1:-1].replace("``", "`") if quoted else name)
     return columns
 
 

@@ -42,6 +42,7 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
+from ml import PRODUCTION_ALIAS
 from streaming_jobs import transforms as T
 from streamsight.contracts import Contract, get_contract
 from streamsight.errors import ConfigError
@@ -114,19 +115,23 @@ class OnlineJob:
     def checkpoint(self) -> str:
         return checkpoint_uri(self.settings.lake_uri, self.contract, QUERY)
 
-    def check_slots(self) -> None:
+    def check_slots(self, partitions: int, *, local: bool) -> None:
         """Real-Time Mode runs one task per raw partition for the whole batch (with fewer task slots,
-        the batch never ends), and loading a promoted model while it runs takes one more. Fail at
-        start instead."""
+        the batch never ends), and loading a promoted model while it runs takes one more. A local
+        master's slots are known at start: too few fail it. A cluster's executors may still be
+        registering, so there it is a warning."""
         slots = self.spark.sparkContext.defaultParallelism
-        partitions = self.contract.topics.partitions
-        if slots < partitions + 1:
-            raise ConfigError(f"the online path needs a task slot per partition of {self.contract.raw_topic} "
-                              f"({partitions}) plus one; this application has {slots} (spark.master, executor cores)")
+        if slots >= partitions + 1:
+            return
+        message = (f"the online path needs a task slot per partition of {self.contract.raw_topic} ({partitions}) "
+                   f"plus one; this application has {slots} (spark.master, executor cores)")
+        if local:
+            raise ConfigError(message)
+        log.warning("%s so far", message)
 
     def production(self) -> int:
         assert self.contract.model is not None
-        version = self.registry.get_alias(self.contract.model.name, "production")
+        version = self.registry.get_alias(self.contract.model.name, PRODUCTION_ALIAS)
         if version is None:
             raise ConfigError(f"model {self.contract.model.name!r} has no production version: train or promote one "
                               "before starting the online path")
@@ -161,17 +166,19 @@ class OnlineJob:
                  self.contract.predictions_topic)
         return query
 
-    def run(self, stop: Any = None) -> None:
-        """Run until ``stop()`` is true (or SIGTERM/SIGINT), restarting the query on a promotion."""
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT (of this Python process), restarting the query on a promotion."""
         stop_requested: list[int] = []
         previous = {sig: signal.signal(sig, lambda signum, _f: stop_requested.append(signum))
                     for sig in (signal.SIGTERM, signal.SIGINT)}
-        query = self.start(self.production())
         refresh = self.settings.online.model_refresh_s
         next_check = time.monotonic() + refresh
         logged: Any = None
+        unloadable: int | None = None  # a promoted version that failed to load (logged once)
+        query: StreamingQuery | None = None
         try:
-            while not stop_requested and not (stop and stop()):
+            query = self.start(self.production())
+            while not stop_requested:
                 query.awaitTermination(1)  # seconds; then look at the flag and the alias
                 if query.exception() is not None:
                     raise query.exception()  # type: ignore[misc]
@@ -186,14 +193,20 @@ class OnlineJob:
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + refresh
                     version = self._alias_or_keep()
-                    if version != self.version:
+                    if version not in (self.version, unloadable):
                         log.info("online %s: production is now v%d (was v%s); restarting", self.contract.name,
                                  version, self.version)
-                        loaded = self.load(version)  # while the query runs (a slot is left for it)
+                        try:
+                            loaded = self.load(version)  # while the query runs (a slot is left for it)
+                        except Exception:
+                            log.exception("online %s: cannot load v%d; keeping v%s until production changes again",
+                                          self.contract.name, version, self.version)
+                            unloadable = version
+                            continue
                         query.stop()
                         query = self.start(version, loaded)
         finally:
-            if query.isActive:
+            if query is not None and query.isActive:
                 query.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -213,34 +226,54 @@ class OnlineJob:
         return version
 
 
-def check_topics(settings: Settings, contract: Contract, servers: str) -> None:
-    """The raw and predictions topics exist (a Kafka sink would otherwise wait for one forever)."""
+def local_master(master: str) -> bool:
+    """``local`` or ``local[N]`` (threads of this process; not ``local-cluster``)."""
+    return master == "local" or master.startswith("local[")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What :func:`preflight` found: the contract, the brokers that answered, the raw topic's
+    partitions (the broker's count: a topic may have been given more than its contract says)."""
+
+    contract: Contract
+    servers: str
+    partitions: int
+
+
+def check_topics(settings: Settings, contract: Contract, servers: str) -> int:
+    """The raw and predictions topics exist (a Kafka sink would otherwise wait for one forever);
+    the raw topic's partitions."""
     from confluent_kafka.admin import AdminClient
 
     from streamsight.kafka import confluent_config
 
     admin = AdminClient(confluent_config(settings, servers))
-    present = set(admin.list_topics(timeout=settings.kafka.connect_timeout_s).topics)
-    missing = [t for t in (contract.raw_topic, contract.predictions_topic) if t not in present]
+    topics = admin.list_topics(timeout=settings.kafka.connect_timeout_s).topics
+    missing = [t for t in (contract.raw_topic, contract.predictions_topic) if t not in topics]
     if missing:
         raise ConfigError(f"topic(s) {missing} do not exist on {servers}: `streamsight topics` creates them")
+    return len(topics[contract.raw_topic].partitions)
 
 
-def preflight(settings: Settings, stream: str) -> tuple[Contract, str]:
-    """The contract, and the brokers that answered with both its topics; before Spark starts."""
+def preflight(settings: Settings, stream: str) -> Checked:
+    """The contract and its topics, checked before Spark starts."""
     contract = get_contract(settings.contracts_dir, stream)
     if contract.model is None:
         raise ConfigError(f"contract {contract.name!r} has no model: block; the online path scores")
+    fields = {f.name for f in contract.fields}
+    joined = [c for c in (*contract.model.features, *contract.model.categorical_features) if c not in fields]
+    if joined:
+        raise ConfigError(f"contract {contract.name!r}: model feature(s) {joined} come from the reference join, "
+                          "which the online path does not do; it scores the record's own fields")
     servers = check_broker(settings)
-    check_topics(settings, contract, servers)
-    return contract, servers
+    return Checked(contract, servers, check_topics(settings, contract, servers))
 
 
-def run(spark: SparkSession, settings: Settings, stream: str, servers: str | None = None) -> None:
-    contract, checked = preflight(settings, stream) if servers is None else (get_contract(settings.contracts_dir, stream),
-                                                                              servers)
-    job = OnlineJob(spark, settings, contract, checked)
-    job.check_slots()
+def run(spark: SparkSession, settings: Settings, stream: str, checked: Checked | None = None) -> None:
+    checked = checked or preflight(settings, stream)
+    job = OnlineJob(spark, settings, checked.contract, checked.servers)
+    job.check_slots(checked.partitions, local=local_master(settings.spark.master))
     job.run()
 
 

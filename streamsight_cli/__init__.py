@@ -291,16 +291,16 @@ def online(
 ) -> None:
     """Score a stream in Spark's Real-Time Mode into its predictions topic until SIGTERM
     (streaming_jobs/online.py). A local master gets a task slot per raw partition, plus one."""
-    from streaming_jobs.online import preflight, run
+    from streaming_jobs.online import local_master, preflight, run
     from streamsight.spark import build_session
 
     settings = _settings(ctx)
-    contract, servers = preflight(settings, stream)  # before Spark starts
-    if settings.spark.master.startswith("local"):
+    checked = preflight(settings, stream)  # before Spark starts
+    if local_master(settings.spark.master):
         # Real-Time Mode holds a task per partition for the whole batch; threads, not cores.
         settings = settings.model_copy(update={"spark": settings.spark.model_copy(
-            update={"master": f"local[{contract.topics.partitions + 1}]"})})
-    run(build_session(settings, f"streamsight-online-{stream}"), settings, stream, servers)
+            update={"master": f"local[{checked.partitions + 1}]"})})
+    run(build_session(settings, f"streamsight-online-{stream}"), settings, stream, checked)
 
 
 @app.command()

@@ -28,9 +28,10 @@ trained and promoted on them, so every measured event is scored.
 * ``online --rate R --seconds S [--trigger realtime --trigger microbatch]``: after the same
   model warm-up (Spark then stopped), ``streamsight online`` in its own process, from the raw
   topic's latest offsets (probe records until one is scored), and one producer at R events/s
-  (linger 2 ms) for the warm-up plus S seconds. ``p50_ms`` / ``p95_ms`` / ``p99_ms``: the
-  prediction message's Kafka timestamp minus the raw record's, for the events produced after the
-  warm-up; ``kept_up``: every event predicted, the last within 5 s of the producer's end. Each
+  (linger 2 ms) for the warm-up plus S seconds. ``p50_ms`` / ``p95_ms`` / ``p99_ms``: when the
+  broker appended the prediction (the predictions topic is switched to LogAppendTime) minus when
+  the raw record was produced (its CreateTime), for the events produced after the warm-up;
+  ``kept_up``: every event predicted, the last within 5 s of the producer's end. Each
   ``--trigger`` is one run, in order, on the same Kafka and model.
 
 Each prints one JSON object as its last line and writes it to ``--output``. ``cpu_seconds`` splits
@@ -512,37 +513,57 @@ def _java_child(pid: int) -> int | None:
 
 class _PredictionClock:
     """Reads the predictions topic from its end when made: per record (event id and produce time:
-    the bench's producers re-use event ids), the first message's Kafka timestamp (the Spark
-    producer's send time) minus the raw record's produce time it carries, in milliseconds."""
+    the bench's producers re-use event ids), the first message's broker append time minus the raw
+    record's produce time it carries, in milliseconds. The topic is switched to LogAppendTime, so a
+    message's timestamp is when the broker wrote it, not when Spark's producer was handed it."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
         from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
         from streamsight.kafka import confluent_config
 
+        admin = AdminClient(confluent_config(settings))
+        resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[ConfigEntry(
+            "message.timestamp.type", "LogAppendTime", incremental_operation=AlterConfigOpType.SET)])
+        for future in admin.incremental_alter_configs([resource]).values():
+            future.result(timeout=30)
         self.consumer = Consumer({**confluent_config(settings), "group.id": "streamsight-bench-online",
                                   "enable.auto.commit": False})
         partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self.consumer.assign([TopicPartition(topic, p, self.consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
-                              for p in partitions])
+        self.consumer.assign([TopicPartition(topic, p, self.consumer.get_watermark_offsets(
+            TopicPartition(topic, p), timeout=10)[1]) for p in partitions])
         self.first: dict[tuple[str, str], tuple[float, float]] = {}  # record -> (produce time, latency ms)
         self.messages = 0
+        self.failed: BaseException | None = None  # what stopped the reader, if anything did
         self._stop = False
 
     def run(self) -> None:
         from datetime import datetime
 
-        while not self._stop:
-            for m in self.consumer.consume(10_000, 0.2):
-                value = m.value()
-                if m.error() or value is None:
-                    continue
-                self.messages += 1
-                doc = json.loads(value)
-                record = (doc["event_id"], doc["produce_time"])
-                if record not in self.first:
-                    produced = datetime.fromisoformat(doc["produce_time"]).timestamp()
-                    self.first[record] = (produced, m.timestamp()[1] - produced * 1000)
+        from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+
+        try:
+            while not self._stop:
+                for m in self.consumer.consume(10_000, 0.2):
+                    value = m.value()
+                    if m.error() or value is None:
+                        continue
+                    self.messages += 1
+                    doc = json.loads(value)
+                    record = (doc["event_id"], doc["produce_time"])
+                    if record not in self.first:
+                        assert m.timestamp()[0] == TIMESTAMP_LOG_APPEND_TIME, "the topic's timestamps are not append times"
+                        produced = datetime.fromisoformat(doc["produce_time"]).timestamp()
+                        self.first[record] = (produced, m.timestamp()[1] - produced * 1000)
+        except BaseException as exc:
+            self.failed = exc
+        finally:
+            self.consumer.close()
+
+    def records(self) -> int:
+        """Records predicted so far, probes left out."""
+        return sum(not k[0].startswith("probe-") for k in list(self.first))
 
     def stop(self) -> None:
         self._stop = True
@@ -561,6 +582,8 @@ def _probe_until_scored(b: _Bench, clock: _PredictionClock, job: subprocess.Pope
     deadline = time.monotonic() + 300
     n = 0
     while not any(k[0].startswith("probe-") for k in list(clock.first)):
+        if clock.failed is not None:
+            raise StreamsightError(f"reading the predictions topic failed: {clock.failed!r}")
         if job.poll() is not None or time.monotonic() > deadline:
             raise StreamsightError(f"streamsight online did not score a probe record: {log.read_text()[-3000:]}")
         n += 1
@@ -585,11 +608,11 @@ def _online_once(b: _Bench, trigger: str, *, rate: float, seconds: float, warmup
     clock = _PredictionClock(b.settings, b.contract.predictions_topic)
     reader = threading.Thread(target=clock.run, daemon=True)
     reader.start()
-    job = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "online", "--stream", BENCH_STREAM], env=env,
-                           stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+    with log.open("w") as out:
+        job = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "online", "--stream", BENCH_STREAM], env=env,
+                               stdout=out, stderr=subprocess.STDOUT, text=True)
     try:
         _probe_until_scored(b, clock, job, log)
-        probes = len(clock.first)
         watch = _CpuWatch({"online_driver": job.pid, "online_jvm": _java_child(job.pid), "kafka": b.kafka_pid})
         started = time.time()
         measured_from = started + warmup_seconds
@@ -600,16 +623,22 @@ def _online_once(b: _Bench, trigger: str, *, rate: float, seconds: float, warmup
         produced = _summary(producer, timeout=warmup_seconds + seconds + 600)
         produce_ended = time.time()
         cpu = watch.stop()
-        expected = probes + produced["sent"]
         drain_deadline = time.monotonic() + 120
-        while len(clock.first) < expected and time.monotonic() < drain_deadline and job.poll() is None:
+        while (clock.records() < produced["sent"] and time.monotonic() < drain_deadline and job.poll() is None
+               and clock.failed is None):
             time.sleep(0.2)  # polling the reader, bounded by the deadline
         drained = time.time()
     finally:
         clock.stop()
         job.terminate()
-        job.wait(timeout=120)
+        try:
+            job.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            job.kill()
+            job.wait(timeout=30)
         reader.join(timeout=10)
+    if clock.failed is not None:
+        raise StreamsightError(f"reading the predictions topic failed: {clock.failed!r}")
     batches = [line.split(": online ", 1)[1] for line in log.read_text().splitlines()
                if "streaming_jobs.online: online" in line and " batch " in line]
     records = {k: v for k, v in clock.first.items() if not k[0].startswith("probe-")}

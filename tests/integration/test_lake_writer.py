@@ -78,5 +78,8 @@ def test_a_table_takes_new_declared_columns_and_refuses_a_changed_type(spark, tm
     two = str(tmp_path / "two")
     create_table(spark, two, COLUMNS, ["label", "p"], {})
     create_table(spark, two, COLUMNS, ["label", "p"], {})
+    odd = str(tmp_path / "odd")  # a field name Spark prints in backquotes
+    create_table(spark, odd, [("id", "bigint"), ("machine-type", "string")], ["machine-type"], {})
+    create_table(spark, odd, [("id", "bigint"), ("machine-type", "string")], ["machine-type"], {})
     with pytest.raises(ConfigError, match=r"partitioned by \['label', 'p'\], declared \['p', 'label'\]"):
         create_table(spark, two, COLUMNS, ["p", "label"], {})

@@ -60,6 +60,9 @@ def test_the_online_path_scores_each_valid_record_and_follows_a_promotion(spark,
     # Records the stream rejects (not JSON, or against the schema): the dead letter's, never scored.
     assert produce(settings, contract, sources.synthetic_source(contract, machines=5, seed=3, faults=sources.FaultSpec(
         malformed=0.5, schema=0.5)), count=20, validate=False, progress=False).ok
+    # A valid reading the contract's filter leaves out (a stopped spindle): not scored either.
+    stopped = {**first[0], "event_id": "stopped-1", "rotational_speed_rpm": 0.0}
+    assert produce(settings, contract, iter([sources.Event(payload=stopped)]), progress=False).ok
 
     log = tmp_path / "online.log"
     with log.open("w") as out:
@@ -97,20 +100,29 @@ def test_the_online_path_scores_each_valid_record_and_follows_a_promotion(spark,
         assert proc.poll() is None, log.read_text()[-3000:]
         assert {got[e["event_id"]]["model_version"] for e in later} == {version}
         assert {got[e["event_id"]]["model_version"] for e in first} == {1}
+        # Everything before the later events in their partitions has been read by now: still only
+        # the valid, unfiltered records were scored.
+        assert sorted(got) == sorted(e["event_id"] for e in first + later)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=120)
     assert code == 0, log.read_text()[-3000:]
 
 
-def test_the_online_path_needs_a_slot_per_partition_plus_one(spark, kafka_broker, tmp_path):
+def test_the_online_path_needs_a_slot_per_partition_plus_one(spark, kafka_broker, tmp_path, caplog):
     """Real-Time Mode holds a task per raw partition for a whole batch: with too few slots it would
-    never finish one, so the job refuses to start (the test session has two slots; the stream has
-    two partitions)."""
+    never finish one. A local master refuses to start (the test session has two slots; the topic
+    has two partitions); on a cluster, whose executors may still be registering, it warns."""
+    import logging
+
     from streaming_jobs.online import OnlineJob
     from streamsight.errors import ConfigError
 
     contract = load_contracts(isolated_contract(tmp_path, kafka_broker))["machine_telemetry"]
     job = OnlineJob(spark, load_settings(lake_dir=str(tmp_path / "lake")), contract)
     with pytest.raises(ConfigError, match=r"\(2\) plus one; this application has 2"):
-        job.check_slots()
+        job.check_slots(2, local=True)
+    with caplog.at_level(logging.WARNING, logger="streaming_jobs.online"):
+        job.check_slots(2, local=False)
+    assert any("plus one; this application has 2" in r.getMessage() for r in caplog.records)
+    job.check_slots(1, local=True)  # one partition: two slots are enough

@@ -280,7 +280,12 @@ def test_broker_and_driver_sigkill_mid_stream_lose_and_duplicate_nothing(spark, 
 
         # The restart replays the batch in flight with its logged offsets, then reads the rest at once.
         restarted = _stream_process(env, log, "--until-idle")
-        assert restarted.wait(timeout=600) == 0, _failure(log.read_text())
+        try:
+            assert restarted.wait(timeout=600) == 0, _failure(log.read_text())
+        finally:
+            if restarted.poll() is None:
+                restarted.kill()
+                restarted.wait(timeout=30)
     finally:
         kafka.stop()
 
