@@ -60,6 +60,7 @@ from streamsight.contracts import Contract, load_contract
 from streamsight.errors import StreamsightError
 from streamsight.lake import read_table
 from streamsight.settings import Settings
+from streamsight_cli.processes import stop_process
 
 BENCH_STREAM = "bench_telemetry"
 KEPT_UP_SECONDS = 5.0
@@ -630,12 +631,7 @@ def _online_once(b: _Bench, trigger: str, *, rate: float, seconds: float, warmup
         drained = time.time()
     finally:
         clock.stop()
-        job.terminate()
-        try:
-            job.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            job.kill()
-            job.wait(timeout=30)
+        stop_process(job, 120, kill_wait=30)
         reader.join(timeout=10)
     if clock.failed is not None:
         raise StreamsightError(f"reading the predictions topic failed: {clock.failed!r}")

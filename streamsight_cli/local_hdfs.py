@@ -31,7 +31,6 @@ import getpass
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -46,6 +45,7 @@ from xml.sax.saxutils import escape
 from streamsight import jars
 from streamsight.errors import ConfigError, StreamsightError
 from streamsight.lake import ANALYSTS_GROUP, PIPELINE_GROUP, hdfs_acls
+from streamsight_cli.processes import stop_process
 
 LAKE_PATH = "/lake"
 KEY_NAME = "lake"
@@ -379,13 +379,7 @@ class LocalHdfs:
             proc = self._procs.pop(name, None)
             if proc is None:
                 continue
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+            stop_process(proc, timeout)
 
     def reset(self) -> None:
         """Delete HDFS's metadata, blocks and key (HDFS must be stopped: this object's, and any other

@@ -27,7 +27,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -43,6 +42,7 @@ from streamsight import jars
 from streamsight.contracts import Contract
 from streamsight.errors import BrokerUnavailableError, ConfigError
 from streamsight.settings import Settings
+from streamsight_cli.processes import stop_process
 
 # principal -> what it is for (the ACLs are in streamsight.kafka.grant_stream_acls)
 PRINCIPALS = {
@@ -373,13 +373,7 @@ class LocalKafka:
         """SIGTERM (Kafka's controlled shutdown), then SIGKILL after ``timeout``."""
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
+        stop_process(self._proc, timeout)
         self._close()
 
     def kill(self) -> None:
