@@ -18,11 +18,14 @@ record is scored and sent when it arrives. Rejected records are the micro-batch 
 Each message: ``stream``, ``key``, ``event_id`` (the de-duplication key, joined by ``|`` when it has
 several fields), ``event_time``, ``probability``, ``prediction``, ``model_name``,
 ``model_version``, ``produce_time`` (the raw record's Kafka timestamp) and ``scored_at`` (the
-task's clock when it scored the record), times in ISO 8601 UTC with milliseconds.
+task's clock when it scored the record), times in ISO 8601 UTC with milliseconds; ``record``: the
+record's columns the predictions table keeps (:func:`streamsight.lake.scored_record_columns`).
 
 Delivery is at least once, as with every Kafka sink: after a crash or a restart the records of
 the batch in flight are scored and sent again (with the model version then in production). A
-consumer keeps the first message per ``event_id``.
+consumer keeps the first message per ``event_id``; with ``model.scoring: online`` the stream job
+does so into the predictions table and the store (:func:`parsed_predictions`,
+:class:`streaming_jobs.pipeline.PredictionsBatchWriter`).
 
 A promotion: the driver re-reads the model's ``production`` alias every
 ``online.model_refresh_s``; on a new version it stops the query, loads the version and starts the
@@ -44,16 +47,19 @@ from pyspark.sql.streaming import StreamingQuery
 
 from ml import PRODUCTION_ALIAS
 from streaming_jobs import transforms as T
+from streaming_jobs.transforms import DEDUP_TIME
 from streamsight.contracts import Contract, get_contract
 from streamsight.errors import ConfigError
 from streamsight.kafka import check_broker, spark_options
-from streamsight.lake import checkpoint_uri, models_uri
+from streamsight.lake import checkpoint_uri, models_uri, scored_record_columns
 from streamsight.settings import Settings
 
 log = logging.getLogger(__name__)
 
 QUERY = "online"
 _ISO_MS = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"  # the session's time zone is UTC (streamsight.spark)
+_RECORD_TIMES = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"  # the record's timestamps keep their microseconds
+BAD_PREDICTION = "BAD_PREDICTION_MESSAGE"  # a predictions-topic message the stream job cannot read
 
 
 def _iso(col: Column) -> Column:
@@ -78,6 +84,7 @@ def prediction_messages(records: DataFrame, contract: Contract, model: Any, *, v
     # The clock of the task scoring the record: current_timestamp() is fixed per batch, and a
     # Real-Time Mode batch lasts the whole checkpoint interval.
     now_ms = F.expr("CAST(java_method('java.lang.System', 'currentTimeMillis') AS BIGINT)")
+    record = F.struct(*[F.col(f"`{c}`") for c, _ in scored_record_columns(contract)])
     value = F.struct(
         F.lit(contract.name).alias("stream"),
         F.col(contract.key).cast("string").alias("key"),
@@ -89,9 +96,55 @@ def prediction_messages(records: DataFrame, contract: Contract, model: Any, *, v
         F.lit(int(version)).alias("model_version"),
         _iso(F.col("_kafka_timestamp")).alias("produce_time"),
         _iso(F.timestamp_millis(now_ms)).alias("scored_at"),
+        record.alias("record"),
     )
     return scored.select(F.col(contract.key).cast("string").cast("binary").alias("key"),
-                         F.to_json(value).alias("value"))
+                         F.to_json(value, {"timestampFormat": _RECORD_TIMES}).alias("value"))
+
+
+def message_schema(contract: Contract) -> str:
+    """The predictions-topic message as a ``from_json`` schema (times parsed as timestamps)."""
+    from streamsight.lake import ddl
+
+    return ("stream string, key string, event_id string, event_time timestamp, probability double, "
+            "prediction int, model_name string, model_version int, produce_time timestamp, scored_at timestamp, "
+            f"record struct<{ddl(scored_record_columns(contract)).replace('` ', '`: ')}>")
+
+
+def parsed_predictions(records: DataFrame, contract: Contract) -> DataFrame:
+    """Predictions-topic rows (Spark's Kafka source) -> the predictions table's columns (but
+    ``_batch_id``), plus ``_ok`` (the message parsed, with the fields the table and the store
+    need), the de-duplication columns (:func:`streaming_jobs.transforms.dedup_keyed`'s) and, for a
+    message that did not parse, the dead-letter table's columns."""
+    from pyspark.sql import functions as F
+
+    from streamsight.lake import prediction_columns
+
+    m = F.from_json(F.col("value").cast("string"), message_schema(contract)).alias("m")
+    parsed = records.select("*", m)
+    required = [f"m.record.`{c}`" for c in dict.fromkeys([contract.key, *contract.dedup_key, contract.event_time.field])]
+    required += ["m.probability", "m.prediction", "m.model_name", "m.model_version", "m.scored_at"]
+    ok = F.coalesce(F.expr(" AND ".join(f"{c} IS NOT NULL" for c in required)), F.lit(False))
+    record = {c: F.col(f"m.record.`{c}`") for c, _ in scored_record_columns(contract)}
+    columns = {**record, "event_date": F.to_date(record[contract.event_time.field]),
+               **{c: F.col(f"m.{c}") for c in ("probability", "prediction", "model_name", "model_version",
+                                                "scored_at")},
+               "_kafka_timestamp": F.col("m.produce_time")}
+    coords = F.concat_ws(":", F.col("topic"), F.col("partition").cast("string"), F.col("offset").cast("string"))
+    now = F.current_timestamp()
+    return parsed.select(
+        *[F.when(ok, columns[c]).cast(t).alias(c) for c, t in prediction_columns(contract) if c != "_batch_id"],
+        ok.alias("_ok"),
+        F.when(~ok, coords).alias("_dedup_other"),
+        F.when(ok, record[contract.event_time.field]).alias(DEDUP_TIME),
+        F.when(~ok, F.col("value")).alias("raw_value"),
+        F.lit(BAD_PREDICTION).alias("error_code"),
+        F.lit("not a prediction message: JSON with record, probability, prediction, model name and version, "
+              "scored_at").alias("reason"),
+        F.lit(contract.predictions_topic).alias("source"),
+        "topic", "partition", "offset", F.col("timestamp").alias("kafka_timestamp"),
+        now.alias("ingest_time"), F.to_date(now).alias("ingest_date"),
+    )
 
 
 @dataclass
@@ -273,6 +326,10 @@ def preflight(settings: Settings, stream: str) -> Checked:
 def run(spark: SparkSession, settings: Settings, stream: str, checked: Checked | None = None) -> None:
     checked = checked or preflight(settings, stream)
     job = OnlineJob(spark, settings, checked.contract, checked.servers)
+    if checked.contract.model is not None and checked.contract.model.scoring != "online":
+        log.warning("contract %r has model.scoring: batch: the stream job scores the lake's predictions itself, "
+                    "and this topic only feeds its own consumers (model.scoring: online fills the lake from it)",
+                    checked.contract.name)
     job.check_slots(checked.partitions, local=local_master(settings.spark.master))
     job.run()
 

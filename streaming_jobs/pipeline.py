@@ -19,10 +19,13 @@ Delta Lake table, created with its declared columns when the job starts::
                  ─foreachBatch─▶ rejected records ─▶ dead_letter table + dead-letter topic
                               └─▶ filter, enrich ─▶ silver ─score─▶ predictions
                                                   (each table idempotent by query id and batch id)
+    predictions  (model.scoring: online) Kafka predictions topic ─parse─▶ watermark ─▶ drop duplicates
+                 by event id ─foreachBatch─▶ predictions (+ store); unreadable messages ─▶ dead_letter
     gold_<agg>   silver (Delta source) ─watermark─▶ event-time window aggregate ──▶ gold  (Delta sink, append)
 
 ``bronze`` and ``silver`` both read Kafka, so an event reaches silver and predictions in one
-micro-batch of one query. The stream validates every value (:func:`streaming_jobs.transforms.validated`:
+micro-batch of one query. With ``model.scoring: online`` the hot path (:mod:`streaming_jobs.online`)
+scores instead, and the ``predictions`` query keeps the first message per event id. The stream validates every value (:func:`streaming_jobs.transforms.validated`:
 the stream's own verdict, or the one its producer attached in the message headers). Only valid
 records take part in de-duplication: a rejected record is keyed by its Kafka coordinates and
 carries no event time, so it is never dropped, never counts as a duplicate and never moves the
@@ -125,6 +128,11 @@ class StreamJob:
         """The rows each commit of a lake table adds, as a stream."""
         return self.spark.readStream.format(TABLE_FORMAT).load(self.uri(table))
 
+    @property
+    def online(self) -> bool:
+        """The hot path scores this stream (``model.scoring: online``): predictions come from its topic."""
+        return self.contract.model is not None and self.contract.model.scoring == "online"
+
     def tables(self) -> list[str]:
         """The stream's lake tables (predictions only with a model)."""
         c = self.contract
@@ -199,6 +207,19 @@ class StreamJob:
         with session_conf(self.spark, "spark.sql.streaming.noDataMicroBatches.enabled", "false"):
             return self._writer(deduped, "silver", available_now).foreachBatch(writer).start()
 
+    def predictions_query(self, available_now: bool) -> StreamingQuery:
+        """``model.scoring: online``: the predictions topic, de-duplicated by event id within the
+        watermark, into the predictions table (and the store)."""
+        from streaming_jobs.online import parsed_predictions
+
+        c = self.contract
+        records = self.kafka_stream(c.predictions_topic, max_offsets=self.settings.spark.max_offsets_per_trigger)
+        deduped = (parsed_predictions(records, c).withWatermark(T.DEDUP_TIME, c.watermark)
+                   .dropDuplicatesWithinWatermark(["_dedup_other", *c.dedup_key]))
+        writer = PredictionsBatchWriter(self)
+        with session_conf(self.spark, "spark.sql.streaming.noDataMicroBatches.enabled", "false"):
+            return self._writer(deduped, "predictions", available_now).foreachBatch(writer).start()
+
     def gold_query(self, aggregate: str, available_now: bool) -> StreamingQuery:
         c = self.contract
         silver = self._table_stream("silver").withWatermark(c.event_time.field, c.watermark)
@@ -233,7 +254,7 @@ class StreamJob:
 
     def _run_stages(self, progress: dict[str, list[dict[str, Any]]] | None) -> dict[str, int]:
         stages = [
-            ["bronze", "silver"],
+            ["bronze", "silver", *(["predictions"] if self.online else [])],
             [f"gold_{a.name}" for a in self.contract.aggregates],
         ]
         totals: dict[str, int] = {}
@@ -269,7 +290,8 @@ class StreamJob:
     def start_queries(self) -> list[StreamingQuery]:
         """Every query of the stream, running with its trigger interval."""
         self.create_tables()
-        names = ["bronze", "silver", *[f"gold_{a.name}" for a in self.contract.aggregates]]
+        names = ["bronze", "silver", *(["predictions"] if self.online else []),
+                 *[f"gold_{a.name}" for a in self.contract.aggregates]]
         return [self._start(n, available_now=False) for n in names]
 
     @staticmethod
@@ -308,7 +330,8 @@ class SilverBatchWriter:
     """foreachBatch function of the ``silver`` query.
 
     Writes rejected records to dead_letter (and the dead-letter topic); filters, enriches and writes
-    the valid de-duplicated records to silver; scores them into predictions; records the batch's
+    the valid de-duplicated records to silver; scores them into predictions (unless the hot path
+    scores the stream: :class:`PredictionsBatchWriter`); records the batch's
     counts in ``_ops/<stream>/silver_batches``.  Each table write is idempotent by the query's id
     and the batch id, so a batch replayed after a crash adds nothing twice.
     """
@@ -323,18 +346,14 @@ class SilverBatchWriter:
 
         self.silver = table("silver")
         self.dead_letter = table("dead_letter")
-        self.predictions = table("predictions") if c.model is not None else None
+        scores = c.model is not None and not job.online
+        self.predictions = table("predictions") if scores else None
         self.stats = BatchRecordLog(ops_uri(job.settings, c, "silver_batches"))
         self._app_id: str | None = None
         self._scorer: Any = None
         self._pool: ThreadPoolExecutor | None = None
-        self._store: Any = None
-        if c.model is not None and job.settings.predictions_store.kind == "dynamodb":
-            from streamsight.store import DynamoPredictions
-
-            self._store = DynamoPredictions.from_settings(job.settings)
-            self._store.check()
-        if c.model is not None:
+        self._store = _predictions_store(job) if scores else None
+        if scores:
             from ml.scoring import ProductionScorer
 
             self._scorer = ProductionScorer(job.spark, job.settings, c)
@@ -366,23 +385,9 @@ class SilverBatchWriter:
         scored = self._scorer.score(silver)
         if scored is None or self.predictions is None:
             return 0, None
-        if self._store is None:
-            return self._write(self.predictions, scored, batch_id), self._scorer.last_version
-        # The store first: a batch that fails after it is replayed, and its puts replace themselves.
-        # Committed in the lake already (a replay), the store has the batch too.
         app = self.app_id(scored.sparkSession)
-        if self.predictions.is_committed(scored.sparkSession, batch_id, app):
-            return scored.count(), self._scorer.last_version
-        from streamsight.store import put_partition
-
-        c = self.job.contract
-        scored = scored.persist()
-        try:
-            scored.foreachPartition(put_partition(self._store.config(), c.name, c.key, list(c.dedup_key),
-                                                  c.event_time.field))
-            return self.predictions.append(scored, batch_id, app), self._scorer.last_version
-        finally:
-            scored.unpersist()
+        return (_write_predictions(self.predictions, self._store, self.job.contract, scored, batch_id, app),
+                self._scorer.last_version)
 
     def _in_background(self, work: Callable[[], Any]) -> Future[tuple[Any, float]]:
         """Run ``work`` on the writer's helper thread, which inherits this thread's Spark job
@@ -464,6 +469,89 @@ class SilverBatchWriter:
             if scoring is not None:  # a failed silver write: let the scoring thread finish first
                 wait([scoring])
             batch.unpersist()
+
+
+class PredictionsBatchWriter:
+    """foreachBatch function of the ``predictions`` query (``model.scoring: online``).
+
+    Each micro-batch holds the predictions-topic messages not seen before within the watermark
+    (the hot path sends a batch's predictions again after a crash or a restart). Those that parse go
+    to the store and then the predictions table; any other message goes to dead_letter with
+    ``BAD_PREDICTION_MESSAGE``. Both writes are idempotent by this query's id and the batch id.
+    """
+
+    def __init__(self, job: StreamJob) -> None:
+        self.job = job
+        c = job.contract
+
+        def table(name: str) -> BatchTable:
+            columns, partitions = table_columns(c, name)
+            return BatchTable(job.uri(name), columns, partitions)
+
+        self.predictions = table("predictions")
+        self.dead_letter = table("dead_letter")
+        self._store = _predictions_store(job)
+        self._app_id: str | None = None
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        from pyspark.sql import functions as F
+
+        from streamsight.lake import DEAD_LETTER_COLUMNS
+
+        spark, c = batch.sparkSession, self.job.contract
+        if self._app_id is None:
+            self._app_id = query_id(spark, self.job.checkpoint("predictions"))
+        app = self._app_id
+        began = time.monotonic()
+        batch = batch.persist()
+        try:
+            columns = [col for col, _ in self.predictions.columns if col != "_batch_id"]
+            good = batch.where("_ok").select(*[F.col(f"`{col}`") for col in columns],
+                                             F.lit(batch_id).cast("bigint").alias("_batch_id"))
+            bad = batch.where("NOT _ok").select(*[col for col, _ in DEAD_LETTER_COLUMNS])
+            dead = 0
+            if not self.dead_letter.is_committed(spark, batch_id, app) and not bad.isEmpty():
+                dead = self.dead_letter.append(bad, batch_id, app)
+                log.warning("%s predictions batch %d: %d message(s) of %s are not predictions (dead_letter, %s)",
+                            c.name, batch_id, dead, c.predictions_topic, "BAD_PREDICTION_MESSAGE")
+            rows = _write_predictions(self.predictions, self._store, c, good, batch_id, app)
+            log.info("%s predictions batch %d: %d predictions, %d dead letters in %.1fs", c.name, batch_id, rows,
+                     dead, time.monotonic() - began)
+        finally:
+            batch.unpersist()
+
+
+def _predictions_store(job: StreamJob) -> Any:
+    """The predictions store (``predictions_store.kind: dynamodb``), checked; None when off."""
+    if job.contract.model is None or job.settings.predictions_store.kind != "dynamodb":
+        return None
+    from streamsight.store import DynamoPredictions
+
+    store = DynamoPredictions.from_settings(job.settings)
+    store.check()
+    return store
+
+
+def _write_predictions(table: BatchTable, store: Any, contract: Contract, scored: DataFrame, batch_id: int,
+                       app: str) -> int:
+    """``scored`` (the predictions table's columns) into the store, then the table, as batch
+    ``batch_id`` of query ``app``: the rows. The store first: a batch that fails after it is
+    replayed, and its puts replace themselves. Committed in the lake already (a replay), the store
+    has the batch too."""
+    spark = scored.sparkSession
+    if table.is_committed(spark, batch_id, app):
+        return scored.count()
+    if store is None:
+        return table.append(scored, batch_id, app)
+    from streamsight.store import put_partition
+
+    scored = scored.persist()
+    try:
+        scored.foreachPartition(put_partition(store.config(), contract.name, contract.key, list(contract.dedup_key),
+                                              contract.event_time.field))
+        return table.append(scored, batch_id, app)
+    finally:
+        scored.unpersist()
 
 
 def _local_table(spark: SparkSession, rows: list[Any], schema: Any) -> DataFrame:

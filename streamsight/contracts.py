@@ -129,6 +129,10 @@ class ModelSpec(_Model):
     features: list[str] = Field(min_length=1)
     categorical_features: list[str] = Field(default_factory=list)
     positive_label: int = 1
+    scoring: Literal["batch", "online"] = Field(
+        default="batch", description="batch: the stream job scores each silver micro-batch into the "
+        "predictions table; online: `streamsight online` scores each record into the predictions topic, and "
+        "the stream job fills the predictions table (and the store) from that topic")
 
 
 @dataclass(frozen=True)

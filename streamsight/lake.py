@@ -97,16 +97,25 @@ def reference_columns(contract: Contract) -> list[tuple[str, str]]:
 
 
 def prediction_columns(contract: Contract) -> list[tuple[str, str]]:
-    silver = dict(silver_columns(contract))
+    """The predictions table's columns: the scored record's (:func:`scored_record_columns`, with
+    ``event_date`` after the event time), the score's, and the lineage columns."""
+    record = scored_record_columns(contract)
+    if not record:
+        return []
+    at = [c for c, _ in record].index(contract.event_time.field) + 1
+    return [*record[:at], ("event_date", "date"), *record[at:], *PREDICTION_COLUMNS,
+            ("_kafka_timestamp", "timestamp"), ("_batch_id", "bigint")]
+
+
+def scored_record_columns(contract: Contract) -> list[tuple[str, str]]:
+    """The record's columns a prediction keeps (key, de-duplication key, event time, features,
+    label), with silver's types; none without a model."""
     if contract.model is None:
         return []
-    keep = [contract.key, *contract.dedup_key, contract.event_time.field, "event_date",
+    silver = dict(silver_columns(contract))
+    keep = [contract.key, *contract.dedup_key, contract.event_time.field,
             *contract.model.features, *contract.model.categorical_features, contract.model.label]
-    seen: list[str] = []
-    for col in keep:
-        if col not in seen:
-            seen.append(col)
-    return [(c, silver[c]) for c in seen] + PREDICTION_COLUMNS + [("_kafka_timestamp", "timestamp"), ("_batch_id", "bigint")]
+    return [(c, silver[c]) for c in dict.fromkeys(keep)]
 
 
 def gold_columns(contract: Contract, aggregate_name: str) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ingestion import sources
 from ingestion.producer import produce
@@ -21,7 +22,7 @@ from streamsight.contracts import load_contracts
 from streamsight.lake import models_uri
 from streamsight.settings import load_settings
 from tests.conftest import AI4I_CSV
-from tests.integration.helpers import ROOT, cli, cli_env, isolated_contract, read_topic, register_small_gbt, wait_for
+from tests.integration.helpers import CONTRACTS, ROOT, cli, cli_env, isolated_contract, read_topic, register_small_gbt, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +36,14 @@ def _first_per_event(servers: str, topic: str) -> dict[str, dict[str, Any]]:
     return first
 
 
-def test_the_online_path_scores_each_valid_record_and_follows_a_promotion(spark, kafka_broker, trained_model, tmp_path,
-                                                                          monkeypatch):
-    contracts_dir = isolated_contract(tmp_path, kafka_broker, create_predictions_topic=False)
+def test_the_online_path_scores_each_valid_record_follows_a_promotion_and_fills_the_lake_once(
+        spark, kafka_broker, trained_model, tmp_path, monkeypatch):
+    """The hot path scores into its topic; the stream job (``model.scoring: online``) fills the
+    lake's predictions table and DynamoDB (moto's server, a stand-in) from that topic, once per
+    event id whatever the topic repeats."""
+    shipped = yaml.safe_load((CONTRACTS / "machine_telemetry.yaml").read_text(encoding="utf-8"))
+    contracts_dir = isolated_contract(tmp_path, kafka_broker, create_predictions_topic=False,
+                                      model={**shipped["model"], "scoring": "online"})
     env = {**cli_env(tmp_path, kafka_broker, contracts_dir), "STREAMSIGHT_LOG_LEVEL": "INFO",
            "STREAMSIGHT_ONLINE__CHECKPOINT_INTERVAL": "5 seconds", "STREAMSIGHT_ONLINE__MODEL_REFRESH_S": "1"}
     for key in ("STREAMSIGHT_LAKE_DIR", "STREAMSIGHT_CONTRACTS_DIR", "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS"):
@@ -107,6 +113,71 @@ def test_the_online_path_scores_each_valid_record_and_follows_a_promotion(spark,
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=120)
     assert code == 0, log.read_text()[-3000:]
+    _fill_the_lake_from_the_topic(spark, kafka_broker, settings, contract, got, tmp_path, monkeypatch)
+
+
+def _fill_the_lake_from_the_topic(spark: Any, kafka_broker: Any, settings: Any, contract: Any,
+                                  first: dict[str, dict[str, Any]], tmp_path: Path, monkeypatch: Any) -> None:
+    """``first``: the first message per event id. The topic gets again some of its messages as
+    they were (a replay), one event's again with another version and score, and a message that is no
+    prediction; then the stream job runs until idle."""
+    import boto3
+    import confluent_kafka
+
+    from streaming_jobs.online import BAD_PREDICTION
+    from streaming_jobs.pipeline import batch_stats, run
+    from streamsight.lake import read_table, table_uri
+    from streamsight.store import DynamoPredictions
+    from tests.moto_server import start_moto, stop
+
+    servers, topic = kafka_broker.bootstrap_servers, contract.predictions_topic
+    producer = confluent_kafka.Producer({"bootstrap.servers": servers, "enable.idempotence": True})
+    messages = sorted(read_topic(servers, topic), key=lambda m: m.timestamp()[1])
+    for m in messages[:10] + messages[-10:]:
+        producer.produce(topic, m.value(), key=m.key())
+    newest = json.loads(messages[-1].value())
+    producer.produce(topic, json.dumps({**newest, "model_version": 99, "probability": 0.5}), key=messages[-1].key())
+    producer.produce(topic, b"not a prediction", key=b"x")
+    assert producer.flush(30) == 0
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    moto, endpoint = start_moto(tmp_path / "moto.log")
+    try:
+        for name, value in {"STREAMSIGHT_PREDICTIONS_STORE__KIND": "dynamodb",
+                            "STREAMSIGHT_PREDICTIONS_STORE__TABLE": "preds",
+                            "STREAMSIGHT_AWS__ENDPOINT_URL": endpoint}.items():
+            monkeypatch.setenv(name, value)
+        settings = load_settings()
+        DynamoPredictions.from_settings(settings).ensure_table()
+        totals = run(spark, settings, contract.name, until_idle=True)
+        assert totals is not None and totals["input_rows"]["predictions"] == len(messages) + 22
+
+        lake = read_table(spark, table_uri(settings.lake_uri, contract, "predictions")).collect()
+        assert sorted(r["event_id"] for r in lake) == sorted(first)  # each event once
+        dynamo = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+        items = [i for page in dynamo.get_paginator("scan").paginate(TableName="preds") for i in page["Items"]]
+        assert sorted(i["event_id"]["S"] for i in items) == sorted(first)
+        stored = {i["event_id"]["S"]: i for i in items}
+        silver = {r["event_id"]: r for r in read_table(spark, table_uri(settings.lake_uri, contract, "silver")).collect()}
+        for row in lake:  # the first message's score and version, the record's own fields
+            sent = first[row["event_id"]]
+            assert (row["model_version"], row["probability"], row["prediction"]) == (
+                sent["model_version"], sent["probability"], sent["prediction"])
+            assert int(stored[row["event_id"]]["model_version"]["N"]) == sent["model_version"]
+            assert row["machine_id"] == sent["key"] == silver[row["event_id"]]["machine_id"]
+            for col in ("event_time", "event_date", "torque_nm", "tool_wear_min", "type", "machine_failure"):
+                assert row[col] == silver[row["event_id"]][col], col
+        assert {r["_kafka_timestamp"] for r in lake} and all(r["scored_at"] >= r["_kafka_timestamp"] for r in lake)
+        # silver did not score (the hot path did); the message that is no prediction is a dead letter.
+        assert sum(r["predictions"] for r in batch_stats(spark, settings, contract).collect()) == 0
+        dead = read_table(spark, table_uri(settings.lake_uri, contract, "dead_letter")).where(
+            f"error_code = '{BAD_PREDICTION}'").collect()
+        assert [(r["raw_value"], r["source"], r["topic"]) for r in dead] == [(b"not a prediction", topic, topic)]
+    finally:
+        stop(moto)
 
 
 def test_the_online_path_needs_a_slot_per_partition_plus_one(spark, kafka_broker, tmp_path, caplog):

@@ -108,3 +108,28 @@ def test_the_ddl_declares_delta_tables_at_their_locations():
     contract = load_contract(PROJECT_ROOT / "conf" / "contracts" / "machine_telemetry.yaml")
     for table, statement in contract.ddl("s3a://bucket/lake").items():
         assert "USING delta" in statement and statement.endswith(f"LOCATION '{table_uri('s3a://bucket/lake', contract, table)}'")
+
+
+def test_predictions_keep_the_scored_records_columns_and_scoring_is_batch_or_online(tmp_path):
+    import yaml
+
+    from streamsight.lake import prediction_columns, scored_record_columns
+
+    path = PROJECT_ROOT / "conf" / "contracts" / "machine_telemetry.yaml"
+    contract = load_contract(path)
+    assert contract.model is not None and contract.model.scoring == "batch"
+    record = scored_record_columns(contract)
+    assert [c for c, _ in record] == ["machine_id", "event_id", "event_time", "air_temperature_k",
+                                      "process_temperature_k", "rotational_speed_rpm", "torque_nm", "tool_wear_min",
+                                      "type", "machine_failure"]
+    columns = prediction_columns(contract)
+    assert columns[:4] == [*record[:3], ("event_date", "date")] and columns[4:11] == record[3:]
+    assert [c for c, _ in columns[11:]] == ["probability", "prediction", "model_name", "model_version", "scored_at",
+                                           "_kafka_timestamp", "_batch_id"]
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc["model"]["scoring"] = "sometimes"
+    bad = tmp_path / "machine_telemetry.yaml"
+    bad.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"model\.scoring") as raised:
+        load_contract(bad)
+    assert "'batch' or 'online'" in str(raised.value) and str(bad) in str(raised.value)
