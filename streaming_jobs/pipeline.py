@@ -25,8 +25,10 @@ Delta Lake table, created with its declared columns when the job starts::
 
 ``bronze`` and ``silver`` both read Kafka, so an event reaches silver and predictions in one
 micro-batch of one query. With ``model.scoring: online`` the hot path (:mod:`streaming_jobs.online`)
-scores instead, and the ``predictions`` query keeps the first message per event id. The stream validates every value (:func:`streaming_jobs.transforms.validated`:
-the stream's own verdict, or the one its producer attached in the message headers). Only valid
+scores instead, and the ``predictions`` query keeps the first message per event id.
+
+The stream validates every value (:func:`streaming_jobs.transforms.validated`: the stream's own
+verdict, or the one its producer attached in the message headers). Only valid
 records take part in de-duplication: a rejected record is keyed by its Kafka coordinates and
 carries no event time, so it is never dropped, never counts as a duplicate and never moves the
 watermark.
