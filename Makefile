@@ -36,10 +36,12 @@ $(STAMP): requirements.lock pyproject.toml
 
 # The JVM jars of pom.xml (Apache Kafka; Spark's Kafka connector and Delta Lake; hadoop-aws; Hadoop's
 # HDFS daemons; s3proxy) into .jvm/: Maven fetches them once per machine (~/.m2), later runs are
-# offline. streamsight/jars.py says what it does. The demo needs Kafka's and Spark's only (a command
+# offline. streamsight/jars.py says what it does. Then the Spark driver's class-data-sharing archive
+# (streamsight/spark.py, once per Java and PySpark). The demo needs Kafka's and Spark's only (a command
 # that needs another profile resolves it when first run).
 jars: setup
 	@$(BIN)/python -m streamsight.jars >/dev/null
+	@$(BIN)/python -m streamsight.spark >/dev/null
 
 jars-demo: setup
 	@$(BIN)/python -m streamsight.jars broker spark >/dev/null

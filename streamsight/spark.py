@@ -124,6 +124,9 @@ def build_session(settings: Settings, app_name: str, extra_jars: Iterable[Path |
     profiles = ["spark", *(["s3"] if settings.lake_uri.startswith(S3_SCHEMES) else [])]
     paths = [*(str(p) for profile in profiles for p in jars.classpath(profile)), *map(str, extra_jars)]
     conf["spark.jars"] = ",".join(p for p in (*paths, conf.get("spark.jars", "")) if p)
+    options = driver_java_options(settings, conf.get("spark.driver.extraJavaOptions", ""))
+    if options:
+        conf["spark.driver.extraJavaOptions"] = options
     builder = SparkSession.builder.master(settings.spark.master).appName(app_name)
     for key, value in conf.items():
         builder = builder.config(key, value)
@@ -131,6 +134,89 @@ def build_session(settings: Settings, app_name: str, extra_jars: Iterable[Path |
     spark.sparkContext.setLogLevel("ERROR")
     _check_delta(spark)
     return spark
+
+
+def driver_java_options(settings: Settings, options: str) -> str:
+    """``options`` and, with ``spark.class_data_sharing`` and an archive for this Java and PySpark,
+    the flags that map it (silent if the JVM cannot use it: it then loads its classes as usual)."""
+    archive = class_archive()
+    if not (settings.spark.class_data_sharing and archive.is_file()):
+        return options
+    return f"{options} -XX:SharedArchiveFile={archive} -Xlog:cds*=off -Xlog:cds+dynamic=off".strip()
+
+
+def class_archive() -> Path:
+    """The driver JVM's class-data-sharing archive for this process's Java and PySpark (a dynamic
+    CDS archive: Spark's classes as a JVM that ran :func:`_archive_workload` left them, mapped rather
+    than loaded and verified at each start)."""
+    import hashlib
+
+    import pyspark
+
+    java = os.path.realpath(jars.java_executable("Spark"))
+    spark_jars = Path(pyspark.__file__).parent / "jars"  # the JVM refuses an archive if they changed
+    installed = spark_jars.stat().st_mtime_ns if spark_jars.is_dir() else 0
+    key = hashlib.sha256(f"{java}|{pyspark.__version__}|{spark_jars}|{installed}".encode()).hexdigest()[:16]
+    return jars.jvm_dir() / "cds" / f"spark-driver-{key}.jsa"
+
+
+def write_class_archive(timeout_s: float = 300) -> Path:
+    """Write :func:`class_archive` unless it exists: a session in a child process runs
+    :func:`_archive_workload` with ``-XX:ArchiveClassesAtExit``; the archive is complete once that
+    JVM has exited."""
+    import subprocess
+    import tempfile
+    import time
+
+    archive = class_archive()
+    if archive.is_file():
+        return archive
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_suffix(f".{os.getpid()}.partial")
+    with tempfile.TemporaryDirectory() as scratch:
+        done = subprocess.run([sys.executable, "-m", "streamsight.spark", "--workload", str(partial), scratch],
+                              capture_output=True, text=True, timeout=timeout_s)
+        if done.returncode != 0:
+            raise RuntimeError(f"the class-data-sharing workload failed:\n{done.stderr[-3000:]}")
+        pid = int(Path(scratch, "jvm.pid").read_text())  # the JVM dumps the archive as it exits, after Python
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the JVM {pid} writing {partial} did not exit within {timeout_s:g}s")
+            time.sleep(0.2)
+    if not partial.is_file():
+        raise RuntimeError(f"the JVM wrote no archive at {partial}")
+    partial.replace(archive)
+    return archive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _archive_workload(partial: str, scratch: str) -> None:
+    """What most commands do first: a session with the jars, Delta writes and reads, SQL, a
+    streaming query. Writes the JVM's pid to ``<scratch>/jvm.pid``."""
+    from streamsight.settings import load_settings
+
+    settings = load_settings(lake_dir=scratch, spark={"master": "local[2]", "class_data_sharing": False,
+                                                      "conf": {"spark.driver.extraJavaOptions":
+                                                               f"-XX:ArchiveClassesAtExit={partial}"}})
+    spark = build_session(settings, "streamsight-class-archive")
+    table, copy = f"{scratch}/table", f"{scratch}/copy"
+    spark.range(1000).selectExpr("id", "id % 7 AS k", "current_timestamp() AS t").write.format("delta").save(table)
+    spark.read.format("delta").load(table).groupBy("k").count().collect()
+    query = (spark.readStream.format("delta").load(table).writeStream.format("delta")
+             .option("checkpointLocation", f"{scratch}/_checkpoint").trigger(availableNow=True).start(copy))
+    query.awaitTermination()
+    spark.sql(f"SELECT k, count(*) FROM delta.`{copy}` GROUP BY k").collect()
+    pid = int(spark.sparkContext._jvm.ProcessHandle.current().pid())  # type: ignore[union-attr]
+    Path(scratch, "jvm.pid").write_text(str(pid))
+    spark.stop()
 
 
 def _check_delta(spark: SparkSession) -> None:
@@ -155,3 +241,10 @@ def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
             spark.conf.unset(key)
         else:
             spark.conf.set(key, previous)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--workload"]:
+        _archive_workload(sys.argv[2], sys.argv[3])
+    else:
+        print(write_class_archive())

@@ -133,3 +133,18 @@ def test_predictions_keep_the_scored_records_columns_and_scoring_is_batch_or_onl
     with pytest.raises(ConfigError, match=r"model\.scoring") as raised:
         load_contract(bad)
     assert "'batch' or 'online'" in str(raised.value) and str(bad) in str(raised.value)
+
+
+def test_a_session_maps_the_class_archive_when_there_is_one(tmp_path, monkeypatch):
+    from streamsight.spark import class_archive, driver_java_options
+
+    monkeypatch.setenv("STREAMSIGHT_JVM_DIR", str(tmp_path))
+    archive = class_archive()
+    assert archive.parent == tmp_path / "cds" and archive.suffix == ".jsa"
+    settings = load_settings()
+    assert driver_java_options(settings, "-Da=1") == "-Da=1"  # none written yet
+    archive.parent.mkdir()
+    archive.write_bytes(b"")
+    assert driver_java_options(settings, "-Da=1") == (f"-Da=1 -XX:SharedArchiveFile={archive} "
+                                                      "-Xlog:cds*=off -Xlog:cds+dynamic=off")
+    assert driver_java_options(load_settings(spark={"class_data_sharing": False}), "") == ""
