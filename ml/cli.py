@@ -49,14 +49,16 @@ def train_command(
     settings: Settings,
     model: str,
     *,
+    stream: str | None = None,
     train_fraction: float = 0.8,
     promote: bool = True,
     session_factory: SessionFactory | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` on its stream's silver table; print a summary; return the metadata."""
-    from ml.train import contract_for_model, summary_line, train_model
+    """Train ``model`` on its stream's silver table (``stream``'s, for a model named by a contract's
+    ``model.route_by`` field); print a summary; return the metadata."""
+    from ml.train import contract_for_model, routed_contract, summary_line, train_model
 
-    contract = contract_for_model(settings, model)
+    contract = routed_contract(settings, stream, model) if stream else contract_for_model(settings, model)
     spark = _session(settings, f"streamsight-train-{model}", session_factory)
     meta = train_model(spark, settings, contract, train_fraction=train_fraction, promote=promote)
     typer.echo(summary_line(meta))

@@ -32,7 +32,8 @@ _PROBABILITY = "_ss_probability"  # the classifier's probability vector (see ml.
 class ProductionScorer:
     """Scores DataFrames with the contract model's current ``production`` version."""
 
-    def __init__(self, spark: SparkSession, settings: Settings, contract: Contract) -> None:
+    def __init__(self, spark: SparkSession, settings: Settings, contract: Contract, model_name: str | None = None,
+                 registry: Any = None) -> None:
         from ml.registry import ModelRegistry
         from streamsight.lake import models_uri, prediction_columns
 
@@ -40,8 +41,8 @@ class ProductionScorer:
             raise ConfigError(f"contract {contract.name!r} has no model: block; nothing to score")
         self.spark = spark
         self.contract = contract
-        self.model_name = contract.model.name
-        self.registry = ModelRegistry(spark, models_uri(settings.lake_uri))
+        self.model_name = model_name or contract.model.name
+        self.registry = registry or ModelRegistry(spark, models_uri(settings.lake_uri))
         self.columns = prediction_columns(contract)
         self._lock = threading.Lock()
         self._loaded: tuple[int, PipelineModel, dict[str, Any]] | None = None
@@ -110,3 +111,62 @@ class ProductionScorer:
 
 
 _ADDED = {"probability", "prediction", "model_name", "model_version", "scored_at"}
+
+
+UNKNOWN_MODEL = "UNKNOWN_MODEL"  # dead-letter reason code: a record names no usable model
+
+
+class ModelRouter:
+    """Scorers by model name, for a contract whose ``model.route_by`` field names each record's model.
+
+    A name is usable when the registry holds a ``production`` version of it trained on this stream
+    (its metadata's ``contract``). A model trained and promoted under a new name is usable from the
+    next micro-batch on; nothing is configured per name.
+    """
+
+    def __init__(self, spark: SparkSession, settings: Settings, contract: Contract) -> None:
+        from ml.registry import ModelRegistry
+        from streamsight.lake import models_uri
+
+        assert contract.model is not None and contract.model.route_by is not None
+        self.spark, self.settings, self.contract = spark, settings, contract
+        self.registry = ModelRegistry(spark, models_uri(settings.lake_uri))
+        self._scorers: dict[str, ProductionScorer] = {}
+        self._refused: dict[str, str] = {}  # name -> why, logged once per reason
+
+    def route(self) -> Any:
+        """The column naming each record's model (the contract's model when the field is absent)."""
+        from pyspark.sql import functions as F
+
+        assert self.contract.model is not None and self.contract.model.route_by is not None
+        return F.coalesce(F.col(f"`{self.contract.model.route_by}`"), F.lit(self.contract.model.name))
+
+    def scorers(self, names: list[str]) -> tuple[dict[str, ProductionScorer], dict[str, str]]:
+        """``({name: scorer with its production version loaded}, {name: why it is unusable})``."""
+        from ml.registry import _NAME
+
+        usable: dict[str, ProductionScorer] = {}
+        refused: dict[str, str] = {}
+        for name in names:
+            why = self._why_not(name) if _NAME.match(name) else "is not a model name"
+            if why is None:
+                usable[name] = self._scorers[name]
+                continue
+            refused[name] = why
+            if self._refused.get(name) != why:
+                log.warning("%s: records naming model %r go to the dead letter: it %s", self.contract.name, name, why)
+                self._refused[name] = why
+        return usable, refused
+
+    def _why_not(self, name: str) -> str | None:
+        scorer = self._scorers.get(name) or ProductionScorer(self.spark, self.settings, self.contract, name,
+                                                             registry=self.registry)
+        loaded = scorer.current()
+        if loaded is None:
+            return "has no production version"
+        trained_on = loaded[2].get("contract")
+        if trained_on != self.contract.name:
+            return f"was trained on stream {trained_on!r}, not {self.contract.name!r}"
+        self._scorers[name] = scorer
+        self._refused.pop(name, None)
+        return None

@@ -229,6 +229,23 @@ def contract_for_model(settings: Settings, model_name: str) -> Contract:
                       f"(known: {', '.join(known) or 'none'})")
 
 
+def routed_contract(settings: Settings, stream: str, model_name: str) -> Contract:
+    """Stream ``stream``'s contract with its model named ``model_name``: its own model, or another
+    one its ``model.route_by`` field may name (same features and label, trained on its silver)."""
+    from streamsight.contracts import get_contract
+
+    contract = get_contract(settings.contracts_dir, stream)
+    spec = contract.model
+    if spec is None:
+        raise ConfigError(f"contract {stream!r} has no model: block; nothing to train")
+    if model_name == spec.name:
+        return contract
+    if spec.route_by is None:
+        raise ConfigError(f"contract {stream!r} scores with model {spec.name!r} only: --model {model_name} needs "
+                          "model.route_by (a field naming each record's model)")
+    return contract.model_copy(update={"model": spec.model_copy(update={"name": model_name})})
+
+
 def summary_line(meta: dict[str, Any]) -> str:
     m, b = meta["metrics"], meta["baseline_metrics"]
     return (f"{meta['model_name']} v{meta['version']} ({meta['algorithm']}): test AUC-PR {_fmt(m['auc_pr'])} "

@@ -314,6 +314,10 @@ def preflight(settings: Settings, stream: str) -> Checked:
     contract = get_contract(settings.contracts_dir, stream)
     if contract.model is None:
         raise ConfigError(f"contract {contract.name!r} has no model: block; the online path scores")
+    if contract.model.route_by is not None:
+        raise ConfigError(f"contract {contract.name!r} routes each record to the model its "
+                          f"{contract.model.route_by!r} field names (model.route_by); the online path scores "
+                          "with one model, so the stream job scores this stream")
     fields = {f.name for f in contract.fields}
     joined = [c for c in (*contract.model.features, *contract.model.categorical_features) if c not in fields]
     if joined:

@@ -355,7 +355,12 @@ class SilverBatchWriter:
         self._scorer: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._store = _predictions_store(job) if scores else None
-        if scores:
+        self._router: Any = None
+        if scores and c.model is not None and c.model.route_by is not None:
+            from ml.scoring import ModelRouter
+
+            self._router = ModelRouter(job.spark, job.settings, c)
+        elif scores:
             from ml.scoring import ProductionScorer
 
             self._scorer = ProductionScorer(job.spark, job.settings, c)
@@ -390,6 +395,23 @@ class SilverBatchWriter:
         app = self.app_id(scored.sparkSession)
         return (_write_predictions(self.predictions, self._store, self.job.contract, scored, batch_id, app),
                 self._scorer.last_version)
+
+    def _score_routed(self, silver: DataFrame, batch_id: int, scorers: dict[str, Any]) -> tuple[int, None]:
+        """Score each model's records of ``silver`` (``model.route_by``) with its scorer, into
+        predictions in one write: (rows, None)."""
+        from functools import reduce
+
+        assert self.predictions is not None
+        route = self._router.route()
+        parts = [p for p in (scorer.score(silver.where(route == name)) for name, scorer in sorted(scorers.items()))
+                 if p is not None]
+        if not parts:
+            return 0, None
+        log.info("%s silver batch %d: scoring with %s", self.job.contract.name, batch_id,
+                 ", ".join(f"{name} v{scorer.last_version}" for name, scorer in sorted(scorers.items())))
+        scored = reduce(DataFrame.unionByName, parts)
+        app = self.app_id(scored.sparkSession)
+        return _write_predictions(self.predictions, self._store, self.job.contract, scored, batch_id, app), None
 
     def _in_background(self, work: Callable[[], Any]) -> Future[tuple[Any, float]]:
         """Run ``work`` on the writer's helper thread, which inherits this thread's Spark job
@@ -437,7 +459,16 @@ class SilverBatchWriter:
             counted = batch.observe(seen, F.count_if(F.col("_accepted")).alias("valid"),
                                     F.count_if(~F.col("_accepted")).alias("dead"))
             silver_df = self._silver_rows(counted, batch_id)
-            if self._scorer is not None:
+            unknown: DataFrame | None = None  # records naming no usable model (model.route_by)
+            if self._router is not None:
+                route = self._router.route()
+                names = [r[0] for r in silver_df.select(route.alias("m")).distinct().collect()]
+                usable, refused = self._router.scorers(names)
+                if usable:
+                    scoring = self._in_background(lambda: self._score_routed(silver_df, batch_id, usable))
+                if refused:
+                    unknown = _unknown_model_rows(silver_df.where(route.isin(list(refused))), c, route, refused)
+            elif self._scorer is not None:
                 scoring = self._in_background(lambda: self._score(silver_df, batch_id))
             lap = time.monotonic()
             timings["plan"] = round(lap - began, 3)
@@ -445,11 +476,13 @@ class SilverBatchWriter:
             timings["silver"] = round(time.monotonic() - lap, 3)
             rows_in, dead_rows = int(seen.get["valid"]), int(seen.get["dead"])
             lap = time.monotonic()
-            if dead_rows:
+            dead_letters = 0
+            if dead_rows or unknown is not None:
                 dead = T.invalid_rows(batch)
+                dead = dead.unionByName(unknown) if unknown is not None else dead
                 if not self.dead_letter.is_committed(spark, batch_id, self.app_id(spark)):
                     self._publish_dead_letters(dead)
-                self._write(self.dead_letter, dead, batch_id)
+                dead_letters = self._write(self.dead_letter, dead, batch_id)
             timings["dead_letter"] = round(time.monotonic() - lap, 3)
             predictions, version = 0, None
             if scoring is not None:
@@ -459,14 +492,15 @@ class SilverBatchWriter:
             timings["total"] = round(lap - began, 3)
             self.stats.write(spark, self.app_id(spark), batch_id, {
                 "batch_id": batch_id, "rows_in": rows_in, "filtered": rows_in - silver_rows, "silver": silver_rows,
-                "predictions": predictions, "model_version": version, "dead_letter": dead_rows,
+                "predictions": predictions, "model_version": version, "dead_letter": dead_letters,
                 "committed_at": datetime.now(UTC).isoformat(), "seconds": dict(timings),
             })
             if self.job.metrics is not None:
-                self.job.metrics.publish(c.name, {DEAD_LETTER_RATE: dead_letter_rate(dead_rows, rows_in + dead_rows)})
+                self.job.metrics.publish(c.name, {DEAD_LETTER_RATE: dead_letter_rate(dead_letters,
+                                                                                     rows_in + dead_rows)})
             timings["record"] = round(time.monotonic() - lap, 3)
             log.info("%s silver batch %d: %d in, %d silver, %d predictions, %d dead letters; seconds %s",
-                     c.name, batch_id, rows_in, silver_rows, predictions, dead_rows, timings)
+                     c.name, batch_id, rows_in, silver_rows, predictions, dead_letters, timings)
         finally:
             if scoring is not None:  # a failed silver write: let the scoring thread finish first
                 wait([scoring])
@@ -521,6 +555,25 @@ class PredictionsBatchWriter:
                      dead, time.monotonic() - began)
         finally:
             batch.unpersist()
+
+
+def _unknown_model_rows(silver: DataFrame, contract: Contract, route: Any, refused: dict[str, str]) -> DataFrame:
+    """Silver rows naming a model that cannot score them (``refused``: name -> why), shaped as dead
+    letters (``UNKNOWN_MODEL``; the raw value is the record's fields as JSON)."""
+    from pyspark.sql import functions as F
+
+    from ml.scoring import UNKNOWN_MODEL
+    from streamsight.lake import DEAD_LETTER_COLUMNS
+
+    record = F.to_json(F.struct(*[F.col(f"`{f.name}`") for f in contract.fields]))
+    why = F.create_map(*[F.lit(v) for item in sorted(refused.items()) for v in item])[route]
+    reason = F.concat(F.lit("model.route_by names model "), route, F.lit(", which "), why)
+    now = F.current_timestamp()
+    columns = {"raw_value": record.cast("binary"), "error_code": F.lit(UNKNOWN_MODEL), "reason": reason,
+               "source": F.lit("stream"), "topic": F.lit(contract.raw_topic),
+               "partition": F.col("_kafka_partition"), "offset": F.col("_kafka_offset"),
+               "kafka_timestamp": F.col("_kafka_timestamp"), "ingest_time": now, "ingest_date": F.to_date(now)}
+    return silver.select(*[columns[c].cast(t).alias(c) for c, t in DEAD_LETTER_COLUMNS])
 
 
 def _predictions_store(job: StreamJob) -> Any:

@@ -133,6 +133,10 @@ class ModelSpec(_Model):
         default="batch", description="batch: the stream job scores each silver micro-batch into the "
         "predictions table; online: `streamsight online` scores each record into the predictions topic, and "
         "the stream job fills the predictions table (and the store) from that topic")
+    route_by: str | None = Field(
+        default=None, description="A string field naming the model that scores each record (its production "
+        "version, trained on this stream); a record without it goes to `name`, one naming a model that has no "
+        "production version for this stream goes to the dead letter with UNKNOWN_MODEL")
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,14 @@ class Contract(_Model):
             need("model.label", self.model.label, names)
             for col in [*self.model.features, *self.model.categorical_features]:
                 need("model.features", col, silver_cols)
+            route = self.model.route_by
+            if route is not None:
+                need("model.route_by", route, names)
+                if schema["properties"][route]["type"] != "string":
+                    raise ValueError(f"model.route_by: {route!r} must be a string field (a model's name)")
+                if self.model.scoring == "online":
+                    raise ValueError("model.route_by: the hot path (model.scoring: online) scores with one model; "
+                                     "routing by field runs in the stream job (model.scoring: batch)")
         return self
 
     def _reference_columns_hint(self) -> set[str]:

@@ -307,11 +307,13 @@ def online(
 def train(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Model name (a contract's model.name).")],
+    stream: Annotated[Optional[str], typer.Option(
+        help="Train on this stream's silver: a model its model.route_by field may name, under any name.")] = None,
 ) -> None:
     """Train a new model version on silver history and promote it if it is at least as good."""
     from ml.cli import train_command
 
-    train_command(_settings(ctx), model)
+    train_command(_settings(ctx), model, stream=stream)
 
 
 @app.command()

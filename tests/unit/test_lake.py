@@ -148,3 +148,22 @@ def test_a_session_maps_the_class_archive_when_there_is_one(tmp_path, monkeypatc
     assert driver_java_options(settings, "-Da=1") == (f"-Da=1 -XX:SharedArchiveFile={archive} "
                                                       "-Xlog:cds*=off -Xlog:cds+dynamic=off")
     assert driver_java_options(load_settings(spark={"class_data_sharing": False}), "") == ""
+
+
+@pytest.mark.parametrize("model, schema_extra, message", [
+    ({"route_by": "model_nam"}, {}, r"model\.route_by: 'model_nam' is not a field"),
+    ({"route_by": "tool_wear_min"}, {}, r"model\.route_by: 'tool_wear_min' must be a string field"),
+    ({"route_by": "model_name", "scoring": "online"}, {"model_name": {"type": "string"}},
+     r"model\.route_by: the hot path \(model\.scoring: online\) scores with one model"),
+])
+def test_a_contract_routing_by_field_is_checked_at_load(tmp_path, model, schema_extra, message):
+    import yaml
+
+    path = PROJECT_ROOT / "conf" / "contracts" / "machine_telemetry.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc["model"].update(model)
+    doc["schema"]["properties"].update(schema_extra)
+    bad = tmp_path / "machine_telemetry.yaml"
+    bad.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_contract(bad)
