@@ -13,8 +13,10 @@ INFRA_STAMP := $(INFRA)/.installed
 demo: setup check-java jars-demo
 	$(BIN)/streamsight demo
 
-# Lint and types first (ruff, mypy: pinned in requirements.lock), then the suite.
-test: setup setup-infra check-java jars
+# Lint and types first (ruff, mypy: pinned in requirements.lock), then the suite. The two venvs
+# install side by side (two jobs: each pip is mostly one core), then the jars.
+test:
+	@$(MAKE) --no-print-directory -j2 setup-infra check-java jars
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
