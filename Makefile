@@ -41,9 +41,9 @@ $(STAMP): requirements.lock pyproject.toml
 # offline. streamsight/jars.py says what it does. Then the Spark driver's class-data-sharing archive
 # (streamsight/spark.py, once per Java and PySpark). The demo needs Kafka's and Spark's only (a command
 # that needs another profile resolves it when first run).
-jars: setup
+jars: setup check-java
 	@$(BIN)/python -m streamsight.jars >/dev/null
-	@$(BIN)/python -m streamsight.spark >/dev/null
+	@$(BIN)/python -m streamsight.spark >/dev/null || echo "streamsight: no class-data-sharing archive (a speed-up only)"
 
 jars-demo: setup
 	@$(BIN)/python -m streamsight.jars broker spark >/dev/null

@@ -103,12 +103,15 @@ def promote_command(
 ) -> None:
     """Point ``production`` of ``model`` at ``version`` (scorers pick it up at their next batch)."""
     from ml.registry import ModelRegistry, RegistryError
-    from ml.train import contract_for_model
+    from streamsight.contracts import load_contracts
     from streamsight.lake import models_uri
 
-    contract_for_model(settings, model)
+    declared = {c.model.name for c in load_contracts(settings.contracts_dir).values() if c.model}
     spark = _session(settings, "streamsight-promote", session_factory)
     registry = ModelRegistry(spark, models_uri(settings.lake_uri))
+    if model not in declared and not registry.versions(model):  # a model a model.route_by field may name
+        raise ConfigError(f"unknown model {model!r}: no contract declares it and the registry has no versions of it "
+                          f"(declared: {', '.join(sorted(declared)) or 'none'})")
     previous = registry.get_alias(model, PRODUCTION_ALIAS)
     try:
         registry.set_alias(model, PRODUCTION_ALIAS, version)

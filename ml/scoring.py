@@ -5,7 +5,8 @@ The streaming job keeps one :class:`ProductionScorer` for the life of the query 
 ``aliases.json`` (one small file read) and reloads the model only when the ``production`` alias
 points at a different version than the one in memory, so a model promoted with
 ``streamsight promote`` (or by a better training run) is used from the next micro-batch on, without
-restarting the query. Scoring is the model's own ``PipelineModel.transform``.
+restarting the query. Scoring is the model's own ``PipelineModel.transform``. With
+``model.route_by``, a :class:`ModelRouter` keeps one scorer per model name the records use.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class ProductionScorer:
                          float(metadata["threshold"]), f"v{previous}" if previous else "none")
             return self._loaded
 
-    def score(self, df: DataFrame) -> DataFrame | None:
+    def score(self, df: DataFrame, loaded: tuple[int, PipelineModel, dict[str, Any]] | None = None
+              ) -> DataFrame | None:
         """``df`` with ``probability``, ``prediction``, ``model_name``, ``model_version`` and
         ``scored_at``, selected (and cast) to ``streamsight.lake.prediction_columns(contract)``;
         ``None`` when no model is in production.
@@ -90,7 +92,7 @@ class ProductionScorer:
         from pyspark.ml.functions import vector_to_array
         from pyspark.sql import functions as F
 
-        loaded = self.current()
+        loaded = loaded or self.current()
         if loaded is None:
             return None
         version, model, metadata = loaded
@@ -114,6 +116,8 @@ _ADDED = {"probability", "prediction", "model_name", "model_version", "scored_at
 
 
 UNKNOWN_MODEL = "UNKNOWN_MODEL"  # dead-letter reason code: a record names no usable model
+MAX_ROUTED_MODELS = 100  # models one stream job keeps loaded
+Routed = tuple[ProductionScorer, tuple[int, "PipelineModel", dict[str, Any]]]
 
 
 class ModelRouter:
@@ -141,32 +145,38 @@ class ModelRouter:
         assert self.contract.model is not None and self.contract.model.route_by is not None
         return F.coalesce(F.col(f"`{self.contract.model.route_by}`"), F.lit(self.contract.model.name))
 
-    def scorers(self, names: list[str]) -> tuple[dict[str, ProductionScorer], dict[str, str]]:
-        """``({name: scorer with its production version loaded}, {name: why it is unusable})``."""
+    def scorers(self, names: list[str]) -> tuple[dict[str, Routed], dict[str, str]]:
+        """``({name: (scorer, the production version it checked)}, {name: why it is unusable})``:
+        score with that version (a promotion meanwhile is the next batch's)."""
         from ml.registry import _NAME
 
-        usable: dict[str, ProductionScorer] = {}
+        usable: dict[str, Routed] = {}
         refused: dict[str, str] = {}
         for name in names:
-            why = self._why_not(name) if _NAME.match(name) else "is not a model name"
-            if why is None:
-                usable[name] = self._scorers[name]
+            loaded, why = self._check(name) if _NAME.fullmatch(name) else (None, "is not a model name")
+            if loaded is not None:
+                usable[name] = (self._scorers[name], loaded)
                 continue
-            refused[name] = why
+            refused[name] = why = why or "cannot score"
             if self._refused.get(name) != why:
                 log.warning("%s: records naming model %r go to the dead letter: it %s", self.contract.name, name, why)
+                if len(self._refused) >= 10 * MAX_ROUTED_MODELS:  # names seen once each: log them again later
+                    self._refused.clear()
                 self._refused[name] = why
         return usable, refused
 
-    def _why_not(self, name: str) -> str | None:
+    def _check(self, name: str) -> tuple[Any, str | None]:
+        """``(loaded production version, None)`` or ``(None, why not)``."""
         scorer = self._scorers.get(name) or ProductionScorer(self.spark, self.settings, self.contract, name,
                                                              registry=self.registry)
         loaded = scorer.current()
         if loaded is None:
-            return "has no production version"
+            return None, "has no production version"
         trained_on = loaded[2].get("contract")
         if trained_on != self.contract.name:
-            return f"was trained on stream {trained_on!r}, not {self.contract.name!r}"
+            return None, f"was trained on stream {trained_on!r}, not {self.contract.name!r}"
+        if len(self._scorers) >= MAX_ROUTED_MODELS and name not in self._scorers:
+            return None, f"would be model number {MAX_ROUTED_MODELS + 1} of this job (at most {MAX_ROUTED_MODELS})"
         self._scorers[name] = scorer
         self._refused.pop(name, None)
-        return None
+        return loaded, None

@@ -232,7 +232,7 @@ def contract_for_model(settings: Settings, model_name: str) -> Contract:
 def routed_contract(settings: Settings, stream: str, model_name: str) -> Contract:
     """Stream ``stream``'s contract with its model named ``model_name``: its own model, or another
     one its ``model.route_by`` field may name (same features and label, trained on its silver)."""
-    from streamsight.contracts import get_contract
+    from streamsight.contracts import get_contract, load_contracts
 
     contract = get_contract(settings.contracts_dir, stream)
     spec = contract.model
@@ -243,6 +243,10 @@ def routed_contract(settings: Settings, stream: str, model_name: str) -> Contrac
     if spec.route_by is None:
         raise ConfigError(f"contract {stream!r} scores with model {spec.name!r} only: --model {model_name} needs "
                           "model.route_by (a field naming each record's model)")
+    owners = [c.name for c in load_contracts(settings.contracts_dir).values() if c.model and c.model.name == model_name]
+    if owners:
+        raise ConfigError(f"model {model_name!r} is contract {owners[0]!r}'s own model; a model --stream {stream} "
+                          "trains needs a name no contract declares")
     return contract.model_copy(update={"model": spec.model_copy(update={"name": model_name})})
 
 

@@ -115,7 +115,7 @@ def parsed_predictions(records: DataFrame, contract: Contract) -> DataFrame:
     """Predictions-topic rows (Spark's Kafka source) -> the predictions table's columns (but
     ``_batch_id``), plus ``_ok`` (the message parsed, with the fields the table and the store
     need), the de-duplication columns (:func:`streaming_jobs.transforms.dedup_keyed`'s) and, for a
-    message that did not parse, the dead-letter table's columns."""
+    message that did not parse, the dead-letter table's columns prefixed with ``_dl_``."""
     from pyspark.sql import functions as F
 
     from streamsight.lake import prediction_columns
@@ -137,13 +137,15 @@ def parsed_predictions(records: DataFrame, contract: Contract) -> DataFrame:
         ok.alias("_ok"),
         F.when(~ok, coords).alias("_dedup_other"),
         F.when(ok, record[contract.event_time.field]).alias(DEDUP_TIME),
-        F.when(~ok, F.col("value")).alias("raw_value"),
-        F.lit(BAD_PREDICTION).alias("error_code"),
+        # the dead-letter table's columns, prefixed: a record's own columns may share their names
+        F.when(~ok, F.col("value")).alias("_dl_raw_value"),
+        F.lit(BAD_PREDICTION).alias("_dl_error_code"),
         F.lit("not a prediction message: JSON with record, probability, prediction, model name and version, "
-              "scored_at").alias("reason"),
-        F.lit(contract.predictions_topic).alias("source"),
-        "topic", "partition", "offset", F.col("timestamp").alias("kafka_timestamp"),
-        now.alias("ingest_time"), F.to_date(now).alias("ingest_date"),
+              "scored_at").alias("_dl_reason"),
+        F.lit(contract.predictions_topic).alias("_dl_source"),
+        F.col("topic").alias("_dl_topic"), F.col("partition").alias("_dl_partition"),
+        F.col("offset").alias("_dl_offset"), F.col("timestamp").alias("_dl_kafka_timestamp"),
+        now.alias("_dl_ingest_time"), F.to_date(now).alias("_dl_ingest_date"),
     )
 
 

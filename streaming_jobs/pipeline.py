@@ -35,7 +35,7 @@ watermark.
 
 Exactly-once: Delta's streaming sink records each query's batch ids in the table's log; the
 foreachBatch tables are written with :class:`streaming_jobs.lake_writer.BatchTable` (Delta's
-idempotent writes, keyed by the silver query's id and the batch id), so a batch re-run after a
+idempotent writes, keyed by the writing query's id, silver's or predictions', and the batch id), so a batch re-run after a
 crash is skipped for every table it already committed. The dead-letter topic gets a batch's
 messages before its dead_letter table commit: a crash between the two publishes them again (at
 least once; each message's key is its record's Kafka coordinates). With ``predictions_store.kind:
@@ -396,20 +396,23 @@ class SilverBatchWriter:
         return (_write_predictions(self.predictions, self._store, self.job.contract, scored, batch_id, app),
                 self._scorer.last_version)
 
-    def _score_routed(self, silver: DataFrame, batch_id: int, scorers: dict[str, Any]) -> tuple[int, None]:
+    def _score_routed(self, silver: DataFrame, batch_id: int, scorers: dict[str, Any],
+                      dead_letters: Future[bool] | None) -> tuple[int, None]:
         """Score each model's records of ``silver`` (``model.route_by``) with its scorer, into
-        predictions in one write: (rows, None)."""
+        predictions in one write: (rows, None). With records naming unusable models, the write
+        waits for ``dead_letters`` (their commit): a replay after a crash between the two then
+        finds them dead-lettered, whatever the registry says by then, and loses none."""
         from functools import reduce
 
         assert self.predictions is not None
         route = self._router.route()
-        parts = [p for p in (scorer.score(silver.where(route == name)) for name, scorer in sorted(scorers.items()))
-                 if p is not None]
-        if not parts:
-            return 0, None
+        parts = [scorer.score(silver.where(route == name), loaded) for name, (scorer, loaded) in sorted(scorers.items())]
         log.info("%s silver batch %d: scoring with %s", self.job.contract.name, batch_id,
-                 ", ".join(f"{name} v{scorer.last_version}" for name, scorer in sorted(scorers.items())))
+                 ", ".join(f"{name} v{loaded[0]}" for name, (_, loaded) in sorted(scorers.items())))
         scored = reduce(DataFrame.unionByName, parts)
+        if dead_letters is not None and not dead_letters.result():
+            raise RuntimeError(f"{self.job.contract.name} silver batch {batch_id}: its dead letters were not written; "
+                               "predictions wait for them")
         app = self.app_id(scored.sparkSession)
         return _write_predictions(self.predictions, self._store, self.job.contract, scored, batch_id, app), None
 
@@ -448,6 +451,7 @@ class SilverBatchWriter:
         began = time.monotonic()
         timings: dict[str, float] = {}
         scoring: Future[tuple[tuple[int, int | None], float]] | None = None
+        dead_letters_written: Future[bool] | None = None  # routed records' dead letters committed
         try:
             # The silver write is the batch's first job: it reads Kafka, parses, de-duplicates
             # (filling the cache) and counts valid and rejected rows on the way (an Observation).
@@ -464,10 +468,12 @@ class SilverBatchWriter:
                 route = self._router.route()
                 names = [r[0] for r in silver_df.select(route.alias("m")).distinct().collect()]
                 usable, refused = self._router.scorers(names)
-                if usable:
-                    scoring = self._in_background(lambda: self._score_routed(silver_df, batch_id, usable))
                 if refused:
                     unknown = _unknown_model_rows(silver_df.where(route.isin(list(refused))), c, route, refused)
+                    dead_letters_written = Future()
+                if usable:
+                    scoring = self._in_background(lambda: self._score_routed(
+                        silver_df, batch_id, usable, dead_letters_written if refused else None))
             elif self._scorer is not None:
                 scoring = self._in_background(lambda: self._score(silver_df, batch_id))
             lap = time.monotonic()
@@ -483,6 +489,8 @@ class SilverBatchWriter:
                 if not self.dead_letter.is_committed(spark, batch_id, self.app_id(spark)):
                     self._publish_dead_letters(dead)
                 dead_letters = self._write(self.dead_letter, dead, batch_id)
+            if dead_letters_written is not None:
+                dead_letters_written.set_result(True)
             timings["dead_letter"] = round(time.monotonic() - lap, 3)
             predictions, version = 0, None
             if scoring is not None:
@@ -502,6 +510,8 @@ class SilverBatchWriter:
             log.info("%s silver batch %d: %d in, %d silver, %d predictions, %d dead letters; seconds %s",
                      c.name, batch_id, rows_in, silver_rows, predictions, dead_letters, timings)
         finally:
+            if dead_letters_written is not None and not dead_letters_written.done():
+                dead_letters_written.set_result(False)  # a write failed: the scoring thread gives up
             if scoring is not None:  # a failed silver write: let the scoring thread finish first
                 wait([scoring])
             batch.unpersist()
@@ -544,7 +554,7 @@ class PredictionsBatchWriter:
             columns = [col for col, _ in self.predictions.columns if col != "_batch_id"]
             good = batch.where("_ok").select(*[F.col(f"`{col}`") for col in columns],
                                              F.lit(batch_id).cast("bigint").alias("_batch_id"))
-            bad = batch.where("NOT _ok").select(*[col for col, _ in DEAD_LETTER_COLUMNS])
+            bad = batch.where("NOT _ok").select(*[F.col(f"_dl_{col}").alias(col) for col, _ in DEAD_LETTER_COLUMNS])
             dead = 0
             if not self.dead_letter.is_committed(spark, batch_id, app) and not bad.isEmpty():
                 dead = self.dead_letter.append(bad, batch_id, app)

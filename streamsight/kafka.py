@@ -239,6 +239,8 @@ def stream_acls(contracts: Iterable[Contract], pipeline: str = PIPELINE_PRINCIPA
         for topic in (c.dead_letter_topic, c.predictions_topic):
             for op in (AclOperation.WRITE, AclOperation.DESCRIBE):
                 acls.append(allow(pipeline, T, topic, op))
+        if c.model is not None and c.model.scoring == "online":  # the stream job fills the lake from it
+            acls.append(allow(pipeline, T, c.predictions_topic, AclOperation.READ))
     return acls
 
 

@@ -102,8 +102,10 @@ def prediction_columns(contract: Contract) -> list[tuple[str, str]]:
     record = scored_record_columns(contract)
     if not record:
         return []
-    at = [c for c, _ in record].index(contract.event_time.field) + 1
-    return [*record[:at], ("event_date", "date"), *record[at:], *PREDICTION_COLUMNS,
+    names = [c for c, _ in record]
+    at = names.index(contract.event_time.field) + 1
+    date = [] if "event_date" in names else [("event_date", "date")]
+    return [*record[:at], *date, *record[at:], *PREDICTION_COLUMNS,
             ("_kafka_timestamp", "timestamp"), ("_batch_id", "bigint")]
 
 

@@ -84,7 +84,8 @@ class SparkSettings(BaseModel):
     shuffle_partitions: int = Field(default=4, ge=1)
     driver_memory: str = "2g"
     max_offsets_per_trigger: int | None = Field(
-        default=200_000, ge=1, description="Most Kafka records in one micro-batch of the silver query.")
+        default=200_000, ge=1, description="Most Kafka records in one micro-batch of the silver query (and of "
+        "the predictions query of a stream scored online).")
     bronze_max_offsets_per_trigger: int | None = Field(
         default=1_000_000, ge=1,
         description="Most Kafka records in one micro-batch of the bronze query, which takes few, large ones "

@@ -139,8 +139,10 @@ def build_session(settings: Settings, app_name: str, extra_jars: Iterable[Path |
 def driver_java_options(settings: Settings, options: str) -> str:
     """``options`` and, with ``spark.class_data_sharing`` and an archive for this Java and PySpark,
     the flags that map it (silent if the JVM cannot use it: it then loads its classes as usual)."""
+    if not settings.spark.class_data_sharing:
+        return options
     archive = class_archive()
-    if not (settings.spark.class_data_sharing and archive.is_file()):
+    if not archive.is_file():
         return options
     return f"{options} -XX:SharedArchiveFile={archive} -Xlog:cds*=off -Xlog:cds+dynamic=off".strip()
 

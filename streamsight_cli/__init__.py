@@ -306,7 +306,7 @@ def online(
 @app.command()
 def train(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option(help="Model name (a contract's model.name).")],
+    model: Annotated[str, typer.Option(help="Model name (a contract's model.name; with --stream, a new name).")],
     stream: Annotated[Optional[str], typer.Option(
         help="Train on this stream's silver: a model its model.route_by field may name, under any name.")] = None,
 ) -> None:

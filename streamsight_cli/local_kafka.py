@@ -47,7 +47,8 @@ from streamsight_cli.processes import stop_process
 # principal -> what it is for (the ACLs are in streamsight.kafka.grant_stream_acls)
 PRINCIPALS = {
     "admin": "super user: topics, ACLs, credentials",
-    "streamsight-pipeline": "streaming jobs: read raw topics, write dead-letter and predictions topics",
+    "streamsight-pipeline": "streaming jobs: read raw topics, write dead-letter and predictions topics "
+                            "(and read the predictions topics of streams with model.scoring: online)",
     "streamsight-producer": "producers: write raw topics only",
 }
 SUPER_USERS = ("ANONYMOUS", "admin")

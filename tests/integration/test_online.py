@@ -176,6 +176,17 @@ def _fill_the_lake_from_the_topic(spark: Any, kafka_broker: Any, settings: Any, 
         dead = read_table(spark, table_uri(settings.lake_uri, contract, "dead_letter")).where(
             f"error_code = '{BAD_PREDICTION}'").collect()
         assert [(r["raw_value"], r["source"], r["topic"]) for r in dead] == [(b"not a prediction", topic, topic)]
+
+        # Re-sent after that run: the next run's batch meets them in the query's state (or behind
+        # its watermark) and adds nothing.
+        for m in messages[-5:]:
+            producer.produce(topic, m.value(), key=m.key())
+        assert producer.flush(30) == 0
+        again = run(spark, settings, contract.name, until_idle=True)
+        assert again is not None and again["input_rows"]["predictions"] == 5
+        assert read_table(spark, table_uri(settings.lake_uri, contract, "predictions")).count() == len(first)
+        pages = dynamo.get_paginator("scan").paginate(TableName="preds")
+        assert sum(len(page["Items"]) for page in pages) == len(first)
     finally:
         stop(moto)
 

@@ -27,6 +27,7 @@ def _events(skip: int, limit: int, model: str | None) -> list[sources.Event]:
 
 def test_a_model_trained_and_promoted_under_a_new_name_is_used_while_the_stream_runs(
         spark, kafka_broker, trained_model, tmp_path, monkeypatch):
+    from ml.cli import promote_command
     from ml.scoring import UNKNOWN_MODEL
     from ml.train import routed_contract, train_model
     from streaming_jobs.pipeline import StreamJob
@@ -75,12 +76,13 @@ def test_a_model_trained_and_promoted_under_a_new_name_is_used_while_the_stream_
         assert len(dead) == len(pumps) + len(odd)
         assert table("silver").count() == 58  # every valid record is in silver, whatever it names
 
-        # Train and promote pump_x on this stream, as `streamsight train --model pump_x --stream ...`
-        # does; no code, configuration or restart.
+        # Train pump_x on this stream, as `streamsight train --model pump_x --stream ...` does, and
+        # promote it with `streamsight promote`'s code; no code, configuration or restart.
         meta = train_model(spark, settings, routed_contract(settings, contract.name, "pump_x"),
-                           silver=spark.createDataFrame(ai4i_silver(2000)), promote=True,
+                           silver=spark.createDataFrame(ai4i_silver(2000)), promote=False,
                            algorithms=("logistic_regression",), refit=False)
-        assert (meta["model_name"], meta["version"], meta["aliases"]) == ("pump_x", 1, ["production"])
+        assert (meta["model_name"], meta["version"], meta["aliases"]) == ("pump_x", 1, [])
+        promote_command(settings, "pump_x", 1, session_factory=lambda _settings, _name: spark)
         later = _events(60, 20, "pump_x")
         assert produce(settings, contract, iter(later), progress=False).ok
         rows = wait_for(lambda: scored(55), timeout=180, what="predictions of the events naming pump_x")
@@ -110,3 +112,7 @@ def test_training_a_model_under_another_name_needs_route_by(machine_contract, tm
     routed = routed_contract(load_settings(contracts_dir=str(tmp_path)), "machine_telemetry", "pump_x")
     assert routed.model is not None and (routed.model.name, routed.model.features) == ("pump_x",
                                                                                       machine_contract.model.features)
+    other = {**doc, "name": "other", "topics": {}, "model": {**doc["model"], "name": "other_model", "route_by": None}}
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other), encoding="utf-8")
+    with pytest.raises(ConfigError, match="model 'other_model' is contract 'other''s own model"):
+        routed_contract(load_settings(contracts_dir=str(tmp_path)), "machine_telemetry", "other_model")

@@ -186,7 +186,7 @@ def test_cli_lists_and_promotes(ml_spark, env, second, capsys):
 
     with pytest.raises(ModelNotFoundError):
         promote_command(env["settings"], "machine_failure", 99, session_factory=factory)
-    with pytest.raises(streamsight.ConfigError, match=r"no contract .* declares model 'nope'"):
+    with pytest.raises(streamsight.ConfigError, match=r"unknown model 'nope': no contract declares it"):
         promote_command(env["settings"], "nope", 1, session_factory=factory)
     with pytest.raises(streamsight.ConfigError, match="unknown model 'nope'"):
         models_command(env["settings"], "nope", session_factory=factory)

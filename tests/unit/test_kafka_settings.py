@@ -103,3 +103,22 @@ def test_the_online_checkpoint_interval_is_checked_at_start(monkeypatch):
         monkeypatch.setenv("STREAMSIGHT_ONLINE__CHECKPOINT_INTERVAL", bad)
         with pytest.raises(ConfigError, match=f"STREAMSIGHT_ONLINE__CHECKPOINT_INTERVAL.*{says}"):
             load_settings()
+
+
+def test_the_pipeline_reads_the_predictions_topic_only_of_streams_scored_online():
+    from confluent_kafka.admin import AclOperation
+
+    from streamsight.contracts import load_contract
+    from streamsight.kafka import PIPELINE_PRINCIPAL, stream_acls
+    from streamsight.settings import PROJECT_ROOT
+
+    batch = load_contract(PROJECT_ROOT / "conf" / "contracts" / "machine_telemetry.yaml")
+    assert batch.model is not None
+    online = batch.model_copy(update={"model": batch.model.model_copy(update={"scoring": "online"})})
+
+    def reads(contract):
+        return {a.name for a in stream_acls([contract]) if a.principal == f"User:{PIPELINE_PRINCIPAL}"
+                and a.operation == AclOperation.READ}
+
+    assert batch.raw_topic in reads(batch) and batch.predictions_topic not in reads(batch)
+    assert reads(online) == reads(batch) | {batch.predictions_topic}
