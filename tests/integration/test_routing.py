@@ -11,9 +11,9 @@ import yaml
 
 from ingestion import sources
 from ingestion.producer import produce
-from streamsight.contracts import load_contracts
+from streamsight.contracts import REJECTION_HEADERS, load_contracts
 from tests.conftest import AI4I_CSV, ai4i_silver
-from tests.integration.helpers import CONTRACTS, isolated_contract, wait_for
+from tests.integration.helpers import CONTRACTS, isolated_contract, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +74,8 @@ def test_a_model_trained_and_promoted_under_a_new_name_is_used_while_the_stream_
         assert by_reason == {"model.route_by names model pump_x, which has no production version",
                              "model.route_by names model ../etc, which is not a model name"}
         assert len(dead) == len(pumps) + len(odd)
+        topic = [dict(m.headers() or []) for m in read_topic(kafka_broker.bootstrap_servers, contract.dead_letter_topic)]
+        assert sorted(h[REJECTION_HEADERS["code"]] for h in topic) == [UNKNOWN_MODEL.encode()] * len(dead)
         assert table("silver").count() == 58  # every valid record is in silver, whatever it names
 
         # Train pump_x on this stream, as `streamsight train --model pump_x --stream ...` does, and
