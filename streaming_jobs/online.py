@@ -108,7 +108,7 @@ def message_schema(contract: Contract) -> str:
 
     return ("stream string, key string, event_id string, event_time timestamp, probability double, "
             "prediction int, model_name string, model_version int, produce_time timestamp, scored_at timestamp, "
-            f"record struct<{ddl(scored_record_columns(contract)).replace('` ', '`: ')}>")
+            f"record struct<{ddl(scored_record_columns(contract))}>")
 
 
 def parsed_predictions(records: DataFrame, contract: Contract) -> DataFrame:

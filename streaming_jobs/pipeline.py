@@ -114,6 +114,11 @@ class StreamJob:
     def uri(self, table: str) -> str:
         return table_uri(self.settings.lake_uri, self.contract, table)
 
+    def batch_table(self, table: str) -> BatchTable:
+        """One of the stream's tables, for writes in ``foreachBatch``."""
+        columns, partitions = table_columns(self.contract, table)
+        return BatchTable(self.uri(table), columns, partitions)
+
     def checkpoint(self, query: str) -> str:
         return checkpoint_uri(self.settings.lake_uri, self.contract, query)
 
@@ -341,15 +346,10 @@ class SilverBatchWriter:
     def __init__(self, job: StreamJob) -> None:
         self.job = job
         c = job.contract
-
-        def table(name: str) -> BatchTable:
-            columns, partitions = table_columns(c, name)
-            return BatchTable(job.uri(name), columns, partitions)
-
-        self.silver = table("silver")
-        self.dead_letter = table("dead_letter")
+        self.silver = job.batch_table("silver")
+        self.dead_letter = job.batch_table("dead_letter")
         scores = c.model is not None and not job.online
-        self.predictions = table("predictions") if scores else None
+        self.predictions = job.batch_table("predictions") if scores else None
         self.stats = BatchRecordLog(ops_uri(job.settings, c, "silver_batches"))
         self._app_id: str | None = None
         self._scorer: Any = None
@@ -528,14 +528,8 @@ class PredictionsBatchWriter:
 
     def __init__(self, job: StreamJob) -> None:
         self.job = job
-        c = job.contract
-
-        def table(name: str) -> BatchTable:
-            columns, partitions = table_columns(c, name)
-            return BatchTable(job.uri(name), columns, partitions)
-
-        self.predictions = table("predictions")
-        self.dead_letter = table("dead_letter")
+        self.predictions = job.batch_table("predictions")
+        self.dead_letter = job.batch_table("dead_letter")
         self._store = _predictions_store(job)
         self._app_id: str | None = None
 
