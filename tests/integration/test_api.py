@@ -343,7 +343,9 @@ def test_predict_answers_as_the_mllib_model_in_every_form(spark, server, trained
     vector = server.post(path, {"data": [records[0][f] for f in FEATURES]}, key="scorer").json()
     assert vector["probability"] == body["probability"]
     vectors = server.post(path, {"data": [[r[f] for f in FEATURES] for r in records[:3]]}, key="scorer").json()
-    assert [p["probability"] for p in vectors["predictions"]] == [p["probability"] for p in many["predictions"][:3]]
+    # the same rows in a batch of another size: numpy may sum in another order (last-bit differences)
+    assert [p["probability"] for p in vectors["predictions"]] == pytest.approx(
+        [p["probability"] for p in many["predictions"][:3]], rel=1e-12, abs=1e-15)
 
     info = server.get("/v1/models/machine_failure", key="scorer").json()
     assert info["features"] == FEATURES and info["version"] == 1
