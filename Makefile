@@ -8,15 +8,16 @@ STAMP  := $(VENV)/.installed
 INFRA       := .venv-infra
 INFRA_STAMP := $(INFRA)/.installed
 
-.PHONY: demo test setup setup-infra check-java jars jars-demo bench clean
+.PHONY: demo test setup setup-infra check-java check-chromium jars jars-demo bench clean
 
 demo: setup check-java jars-demo
 	$(BIN)/streamsight demo
 
 # Lint and types first (ruff, mypy: pinned in requirements.lock), then the suite. The two venvs
-# install side by side (two jobs: each pip is mostly one core), then the jars.
+# install side by side (two jobs: each pip is mostly one core), then the jars; Chromium for the
+# dashboard test (Debian's package, scripts/check-chromium).
 test:
-	@$(MAKE) --no-print-directory -j2 setup-infra check-java jars
+	@$(MAKE) --no-print-directory -j2 setup-infra check-java check-chromium jars
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -57,6 +58,9 @@ $(INFRA_STAMP): requirements-infra.lock
 
 check-java:
 	@scripts/check-java
+
+check-chromium:
+	@scripts/check-chromium
 
 clean:
 	rm -rf var/ .pytest_cache

@@ -7,7 +7,8 @@ A query file starts with a header of ``-- key: value`` comment lines:
 * ``requires`` -- comma list of capabilities the stream must have, else the query is skipped with
   a note: ``model`` (the contract declares a model) and ``category`` (the model has at least one
   categorical feature),
-* ``order`` -- position in the report (default 1000, then by name).
+* ``order`` -- position in the report (default 1000, then by name),
+* ``dashboard`` -- ``yes``: the query is also a panel of the live dashboard (``streamsight dashboard``).
 
 Placeholders in the SQL (contract-driven, so no stream's column names are hard-coded):
 
@@ -62,6 +63,7 @@ class NamedQuery:
     order: int
     template: str
     path: Path
+    dashboard: bool = False
 
     def render(self, contract: Contract) -> str:
         """The runnable SQL for one stream. Raises :class:`QuerySkipped`."""
@@ -144,6 +146,9 @@ def parse(path: Path) -> NamedQuery:
     unknown = [r for r in requires if r not in CAPABILITIES]
     if unknown:
         raise ValueError(f"{path}: unknown requirement(s) {unknown}; known: {', '.join(CAPABILITIES)}")
+    dashboard = (meta.get("dashboard") or ["no"])[0].lower()
+    if dashboard not in ("yes", "no"):
+        raise ValueError(f"{path}: dashboard must be yes or no, not {dashboard!r}")
     return NamedQuery(
         name=path.stem,
         title=" ".join(meta.get("title", [path.stem.replace("_", " ")])),
@@ -152,6 +157,7 @@ def parse(path: Path) -> NamedQuery:
         order=int((meta.get("order") or ["1000"])[0]),
         template="\n".join(lines[body_start:]),
         path=path,
+        dashboard=dashboard == "yes",
     )
 
 

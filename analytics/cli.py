@@ -1,4 +1,4 @@
-"""Functions behind ``streamsight sql`` and ``streamsight report`` (the root CLI wires them up).
+"""Functions behind ``streamsight sql``, ``report`` and ``dashboard`` (the root CLI wires them up).
 
 Both build their Spark session with ``streamsight.spark.build_session`` (imported when called);
 ``sql``'s has the catalog (the embedded metastore, with ``catalog.kind=hive``). Pass ``spark=`` to
@@ -11,6 +11,8 @@ configuration problem (contracts directory, settings).
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -119,3 +121,35 @@ def report_command(settings: Settings, stream: str | None, *, spark: SparkSessio
         raise ConfigError(f"no contract for stream {stream!r} in {settings.contracts_dir} (known: {known})")
     session = _session(settings, "streamsight-report", spark)
     return build_report(session, settings, contracts, stream)
+
+
+def dashboard_command(settings: Settings, *, once: bool = False, spark: SparkSession | None = None,
+                      stop: threading.Event | None = None) -> Path:
+    """Build the live dashboard every ``dashboard.refresh_s`` seconds until ``stop`` is set, or once;
+    returns its path.
+
+    A build that fails (the lake unreachable for a moment) is logged and retried at the next tick;
+    the page keeps its last good version meanwhile.
+    """
+    import logging
+
+    from analytics.report import build_dashboard
+    from streamsight.contracts import load_contracts
+
+    log = logging.getLogger("streamsight.dashboard")
+    contracts = load_contracts(settings.contracts_dir)
+    session = _session(settings, "streamsight-dashboard", spark)
+    stop = stop or threading.Event()
+    options = settings.dashboard
+    while True:
+        started = time.monotonic()
+        try:
+            build_dashboard(session, settings, contracts, window=options.window, refresh_s=options.refresh_s)
+        except StreamsightError:
+            raise
+        except Exception as exc:
+            if once:
+                raise
+            log.warning("the dashboard could not be built (retrying in %s s): %s", options.refresh_s, exc)
+        if once or stop.wait(max(0.0, options.refresh_s - (time.monotonic() - started))):
+            return settings.dashboard_file

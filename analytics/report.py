@@ -11,6 +11,11 @@
   - all streams (``stream=None``): ``<reports_dir>/report.html``
   - one stream: ``<reports_dir>/<stream>/report.html``
 
+:func:`build_dashboard` writes the live page ``<reports_dir>/dashboard/index.html`` (served at
+``GET /dashboard``): the same summary, model card and renderers, for the queries whose header says
+``dashboard: yes``, over the rows written in the last window (:func:`analytics.views.register_views`
+``since``); the page reloads itself.
+
 For each stream the HTML shows a summary (row count of every lake table, the dead-letter share,
 data freshness), the model card (production version and its metrics, versions seen in the
 predictions), then one panel per chart with its SQL in a ``<details>`` block. A query whose tables
@@ -32,6 +37,7 @@ import base64
 import datetime as dt
 import html
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +116,45 @@ def build_report(
     tz = _tz_name(spark)
     out.write_text(_render_html(reports, settings, tz), encoding="utf-8")
     log.info("report written to %s", out)
+    return out
+
+
+@dataclass(frozen=True)
+class Live:
+    """What makes a page the live dashboard: its window and how often it reloads."""
+
+    window: str
+    since: dt.datetime
+    refresh_s: float
+
+
+def build_dashboard(
+    spark: SparkSession,
+    settings: Settings,
+    contracts: Mapping[str, Contract] | Iterable[Contract],
+    *,
+    window: str,
+    refresh_s: float,
+    now: dt.datetime | None = None,
+) -> Path:
+    """Every stream's dashboard panels over the rows written in the ``window`` (an interval such as
+    ``"1 hour"``) before ``now``; the page reloads every ``refresh_s`` seconds. Written atomically
+    (a reader never sees half a page); returns its path."""
+    from streamsight.contracts import interval_seconds
+
+    by_name = {c.name: c for c in (contracts.values() if isinstance(contracts, Mapping) else contracts)}
+    selected = [by_name[n] for n in sorted(by_name)]
+    since = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(seconds=interval_seconds(window))
+    out = settings.dashboard_file
+    out.parent.mkdir(parents=True, exist_ok=True)
+    views = register_views(spark, settings, selected, since=since)
+    queries = {name: q for name, q in load_named_queries().items() if q.dashboard}
+    reports = [_stream_report(spark, settings, c, views, queries, out.parent / c.name) for c in selected]
+    partial = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+    partial.write_text(_render_html(reports, settings, _tz_name(spark), Live(window, since, refresh_s)),
+                       encoding="utf-8")
+    partial.replace(out)
+    log.info("dashboard written to %s", out)
     return out
 
 
@@ -534,7 +579,7 @@ def _result_table(result: SqlResult, max_rows: int = HTML_TABLE_ROWS) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>{tail}"
 
 
-def _summary_html(rep: StreamReport) -> str:
+def _summary_html(rep: StreamReport, live: Live | None) -> str:
     rows = "".join(
         f"<tr><td>{_esc(t)}</td><td><code>{_esc(v)}</code></td><td class='num'>{n:,}</td>"
         f"<td><code>{_esc(loc)}</code></td></tr>"
@@ -542,7 +587,8 @@ def _summary_html(rep: StreamReport) -> str:
     )
     parts = [
         "<h3>Summary</h3>",
-        f"<table><tr><th>table</th><th>view</th><th>rows</th><th>location</th></tr>{rows}</table>",
+        f"<table><tr><th>table</th><th>view</th><th>{'rows written in the window' if live else 'rows'}</th>"
+        f"<th>location</th></tr>{rows}</table>",
     ]
     share = "–" if rep.dead_letter_share is None else f"{100 * rep.dead_letter_share:.2f}%"
     facts = [("dead-letter share", share + " of validated records (dead_letter / (silver + dead_letter))")]
@@ -605,7 +651,7 @@ def _panel_html(stream: str, panel: Panel) -> str:
     return "\n".join(parts)
 
 
-def _render_html(reports: list[StreamReport], settings: Settings, tz: str) -> str:
+def _render_html(reports: list[StreamReport], settings: Settings, tz: str, live: Live | None = None) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     names = [r.contract.name for r in reports]
     nav = " · ".join(f"<a href='#stream-{_esc(n)}'>{_esc(n)}</a>" for n in names)
@@ -620,15 +666,23 @@ def _render_html(reports: list[StreamReport], settings: Settings, tz: str) -> st
         panels = "\n".join(_panel_html(c.name, p) for p in rep.panels if p.status != "skipped")
         sections.append(
             f"<section id='stream-{_esc(c.name)}'><h2>{_esc(c.name)}</h2>"
-            f"<p class='desc'>{_esc(c.description)}</p>{_summary_html(rep)}"
+            f"<p class='desc'>{_esc(c.description)}</p>{_summary_html(rep, live)}"
             f"<h3>Charts</h3>{notes}{panels}</section>"
         )
+    if live is None:
+        title, head, scope, refresh = "Streamsight report", "Streamsight lake report", "", ""
+    else:
+        since = live.since.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        title, head = "Streamsight dashboard", "Streamsight live dashboard"
+        refresh = f"<meta http-equiv='refresh' content='{max(1, round(live.refresh_s))}'>"
+        scope = (f"Rows written in the last {_esc(live.window)} (since {since}) · "
+                 f"rebuilt every {live.refresh_s:g} s · ")
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>Streamsight report: {_esc(', '.join(names))}</title><style>{_CSS}</style></head><body>"
-        "<h1>Streamsight lake report</h1>"
-        f"<p class='meta'>Generated {now} · lake <code>{_esc(settings.lake_uri)}</code> · "
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'>{refresh}"
+        f"<title>{title}: {_esc(', '.join(names))}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{head}</h1>"
+        f"<p class='meta'>{scope}Generated {now} · lake <code>{_esc(settings.lake_uri)}</code> · "
         f"times in {_esc(tz)} · streams: {nav or 'none'}</p>"
         + "\n".join(sections)
         + "</body></html>\n"

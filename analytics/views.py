@@ -7,7 +7,8 @@
 files. A table that does not exist yet becomes an *empty* view with the declared schema from
 :func:`streamsight.lake.table_columns`, so queries never fail on a fresh lake. Declared columns
 missing from an existing table (written by an older contract version) are added as typed ``NULL``
-columns.
+columns. With ``since``, each table's view holds only the rows written since then
+(:func:`streamsight.lake.write_time_column`): the live dashboard's window.
 
 It also creates ``model_registry``: one row per registered model version, read from
 ``<lake>/_models/<model>/v<N>/metadata.json`` and ``<lake>/_models/<model>/aliases.json`` through the
@@ -17,13 +18,14 @@ skipped. Columns: see :data:`REGISTRY_COLUMNS`.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from streamsight.contracts import Contract
-from streamsight.lake import is_table, models_uri, read_table, table_columns, table_uri
+from streamsight.lake import is_table, models_uri, read_table, table_columns, table_uri, write_time_column
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -212,8 +214,11 @@ def register_views(
     spark: SparkSession,
     settings: Settings,
     contracts: Mapping[str, Contract] | Iterable[Contract],
+    *,
+    since: dt.datetime | None = None,
 ) -> dict[str, str]:
-    """Create a temp view per lake table of every contract, plus ``model_registry``.
+    """Create a temp view per lake table of every contract, plus ``model_registry``; with ``since``
+    (timezone-aware), a table's view has only the rows written at or after it.
 
     Returns view name -> table URI, or ``"(empty)"`` for a table that does not exist yet (an empty
     view with the declared schema), or ``"(unreadable: <error>)"`` when the table exists but cannot
@@ -236,6 +241,8 @@ def register_views(
                 continue
             if frame is None:
                 frame = empty_frame(spark, columns)
+            elif since is not None:
+                frame = _written_since(frame, table, since)
             frame.createOrReplaceTempView(view)
     models = [c.model.name for c in selected if c.model is not None]
     try:
@@ -249,6 +256,17 @@ def register_views(
     registry_frame(spark, rows).createOrReplaceTempView(REGISTRY_VIEW)
     views[REGISTRY_VIEW] = models_uri(settings.lake_uri) if rows else EMPTY
     return views
+
+
+def _written_since(frame: DataFrame, table: str, since: dt.datetime) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    if since.tzinfo is None:
+        raise ValueError("since must be timezone-aware")
+    kept = frame.where(F.col(write_time_column(table)) >= F.lit(since))
+    if "ingest_date" in frame.columns:  # the partition column: whole days before the window are pruned
+        kept = kept.where(F.col("ingest_date") >= F.lit(since.date() - dt.timedelta(days=1)))
+    return kept
 
 
 def refused(views: dict[str, str]) -> dict[str, str]:

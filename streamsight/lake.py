@@ -151,6 +151,21 @@ def table_columns(contract: Contract, table: str) -> tuple[list[tuple[str, str]]
     raise ValueError(f"unknown table {table!r}")
 
 
+# The column that says when a row was written: what a time window over a table filters on.
+_WRITE_TIME = {"bronze": "ingest_time", "dead_letter": "ingest_time", "silver": "_ingest_time",
+               "predictions": "scored_at"}
+
+
+def write_time_column(table: str) -> str:
+    """When a row of ``table`` reached the lake (a gold row: the end of its window)."""
+    if table.startswith("gold_"):
+        return "window_end"
+    try:
+        return _WRITE_TIME[table]
+    except KeyError:
+        raise ValueError(f"unknown table {table!r}") from None
+
+
 def ddl(columns: list[tuple[str, str]]) -> str:
     """``[("a", "int")]`` -> ``"`a` int"``."""
     return ", ".join(f"`{name}` {kind}" for name, kind in columns)

@@ -163,7 +163,7 @@ class ApiKey(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Who holds the key (in logs).")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the key, lower-case hex.")
-    scopes: tuple[Literal["events:write", "predict", "predictions:read"], ...] = Field(
+    scopes: tuple[Literal["events:write", "predict", "predictions:read", "dashboard:read"], ...] = Field(
         default=("events:write",), min_length=1, description="What the key may do.")
     streams: tuple[str, ...] = Field(default=("*",), min_length=1, description="Streams it may use ('*': all).")
     rate_limit: str | None = Field(default=None, description="Its own limit (e.g. '20/second'), else api.rate_limit.")
@@ -248,6 +248,25 @@ class ApiSettings(BaseModel):
         return _rate_limit(value)
 
 
+class DashboardSettings(BaseModel):
+    """The live page (``streamsight dashboard`` builds it; ``GET /dashboard`` serves it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: str = Field(default="1 hour", description="The page covers the rows written in this last interval. "
+                        "Env: STREAMSIGHT_DASHBOARD__WINDOW.")
+    refresh_s: float = Field(default=60.0, ge=5, le=86400, description="How often it is rebuilt and the page "
+                             "reloads. Env: STREAMSIGHT_DASHBOARD__REFRESH_S.")
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        from streamsight.contracts import interval_seconds
+
+        interval_seconds(value)
+        return value.strip()
+
+
 def _rate_limit(value: str) -> str:
     from limits import parse_many
 
@@ -284,6 +303,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     predictions_store: PredictionsStoreSettings = Field(default_factory=PredictionsStoreSettings)
     online: OnlineSettings = Field(default_factory=OnlineSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
 
     @field_validator("lake_dir")
     @classmethod
@@ -313,6 +333,11 @@ class Settings(BaseSettings):
     @property
     def api_keys_file(self) -> Path:
         return self.api.keys_file or self.run_dir / "api-keys.yaml"
+
+    @property
+    def dashboard_file(self) -> Path:
+        """The live page ``streamsight dashboard`` writes and ``GET /dashboard`` serves."""
+        return self.reports_dir / "dashboard" / "index.html"
 
     @property
     def lake_uri(self) -> str:

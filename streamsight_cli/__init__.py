@@ -371,6 +371,28 @@ def report(
 
 
 @app.command()
+def dashboard(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="Build the page once and exit.")] = False,
+) -> None:
+    """Build the live dashboard (the report's throughput, dead-letter, latency and riskiest-keys panels
+    over the last dashboard.window) every dashboard.refresh_s seconds until SIGTERM or Ctrl-C;
+    `streamsight serve` shows it at /dashboard (`serve --dashboard` runs this alongside). A stop
+    mid-build loses nothing: the page is replaced whole or not at all."""
+    import signal
+
+    from analytics.cli import dashboard_command
+
+    def stop_now(_signum: int, _frame: Any) -> None:
+        raise SystemExit(0)
+
+    settings = _settings(ctx)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop_now)
+    print(dashboard_command(settings, once=once))
+
+
+@app.command()
 def contracts(
     ctx: typer.Context,
     ddl: Annotated[bool, typer.Option(help="Print CREATE TABLE statements for every lake table.")] = False,
@@ -401,11 +423,15 @@ def serve(
                                                 envvar="STREAMSIGHT_API__HOST")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (default api.port); 0 picks a free one.", min=0,
                                                 max=65535, envvar="STREAMSIGHT_API__PORT")] = None,
+    with_dashboard: Annotated[bool, typer.Option(
+        "--dashboard", help="Also run `streamsight dashboard` (its own process, with a Spark session) while "
+        "serving, so /dashboard stays current.")] = False,
 ) -> None:
     """Serve the HTTP API until SIGTERM or Ctrl-C; prints its base URL first (OpenAPI at /docs).
 
     POST /v1/streams/{stream}/events publishes records to a stream; POST /v1/models/{name}/predict
-    scores records; GET /v1/predictions reads the predictions store; /healthz, /readyz, /metrics.
+    scores records; GET /v1/predictions reads the predictions store; GET /dashboard shows the live
+    page `streamsight dashboard` builds; /healthz, /readyz, /metrics.
     Requests need an API key (streamsight api-key create) unless api.auth is none.
     """
     from streamsight.contracts import load_contracts
@@ -419,7 +445,16 @@ def serve(
     if settings.predictions_store.kind == "dynamodb":
         DynamoPredictions.from_settings(settings).check()  # likewise the predictions store
     run_server(settings, contracts, servers, host=host or settings.api.host,
-               port=settings.api.port if port is None else port, announce=lambda url: print(url, flush=True))
+               port=settings.api.port if port is None else port, announce=lambda url: print(url, flush=True),
+               dashboard=_dashboard_command(ctx) if with_dashboard else None)
+
+
+def _dashboard_command(ctx: typer.Context) -> list[str]:
+    """``streamsight dashboard`` with this command's global options."""
+    flags = {"profile": "--profile", "lake_dir": "--lake", "contracts_dir": "--contracts", "log_level": "--log-level"}
+    args = [arg for key, flag in flags.items() if (ctx.obj or {}).get(key) is not None
+            for arg in (flag, str(ctx.obj[key]))]
+    return [sys.executable, "-m", "streamsight_cli", *args, "dashboard"]
 
 
 @app.command("predictions-store")
@@ -444,7 +479,7 @@ def api_key_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Who holds the key (shown in logs).")],
     scope: Annotated[Optional[list[str]], typer.Option(
-        help="events:write, predict or predictions:read (repeatable; default events:write).")] = None,
+        help="events:write, predict, predictions:read or dashboard:read (repeatable; default events:write).")] = None,
     stream: Annotated[Optional[list[str]], typer.Option(help="A stream it may use (repeatable; default all).")] = None,
     rate_limit: Annotated[Optional[str], typer.Option(help="Its own rate limit, e.g. 100/second.")] = None,
 ) -> None:

@@ -15,10 +15,14 @@ The app factory includes each stage's router (``ingestion.http_api`` publishes e
   traceback goes to the log).
 * ``/healthz`` (the process answers), ``/readyz`` (a Kafka broker answers, and each contract's
   production model, if it has one, loads).
+* ``/dashboard``: the page ``streamsight dashboard`` last wrote (``Settings.dashboard_file``). A
+  browser gives the key as HTTP Basic's password (the 401 asks for it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -26,6 +30,7 @@ import os
 import re
 import secrets
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -37,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import TypeAdapter, ValidationError
 
 from streamsight.errors import ConfigError
@@ -136,29 +141,40 @@ class KeyRing:
 
     @staticmethod
     def presented(request: Request) -> str | None:
+        """The key: a bearer token, ``X-API-Key``, or the password of HTTP Basic (what a browser sends)."""
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
+        if scheme.lower() == "basic" and value.strip():
+            try:
+                _user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return None
+            return password or None
         return request.headers.get("x-api-key") or None
 
-    def check(self, request: Request, scope: str) -> ApiKey | None:
-        """The request's key if it may use ``scope`` (on the path's stream, if any); raises 401/403/429."""
+    def check(self, request: Request, scope: str, *, all_streams: bool = False,
+              challenge: str = "Bearer") -> ApiKey | None:
+        """The request's key if it may use ``scope`` (on the path's stream, if any; on every stream with
+        ``all_streams``); raises 401 (with ``challenge`` as WWW-Authenticate), 403 or 429."""
         if not self.enabled:
             return None
         presented = self.presented(request)
         if presented is None:
             raise HTTPException(401, "an API key is required (Authorization: Bearer <key> or X-API-Key)",
-                                headers={"WWW-Authenticate": "Bearer"})
+                                headers={"WWW-Authenticate": challenge})
         key = self._by_digest.get(digest(presented))
         if key is None:
-            raise HTTPException(401, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(401, "the API key is not valid", headers={"WWW-Authenticate": challenge})
         request.state.api_key = key.name
         if scope not in key.scopes:
             raise HTTPException(403, f"key {key.name!r} does not have the scope {scope!r}")
         stream = request.path_params.get("stream") or request.query_params.get("stream")
         if stream is not None and "*" not in key.streams and stream not in key.streams:
             raise HTTPException(403, f"key {key.name!r} may not use stream {stream!r}")
+        if all_streams and "*" not in key.streams:
+            raise HTTPException(403, f"key {key.name!r} may use only some streams; this page shows every stream")
         limit = self._limits[key.name]
         if not self._limiter.hit(limit, key.name):
             reset = self._limiter.get_window_stats(limit, key.name).reset_time
@@ -259,8 +275,46 @@ class RequestContext:
                 "client": client[0] if client else None})
 
 
-def create_app(settings: Settings, contracts: dict[str, Contract], servers: str, keys: KeyRing) -> FastAPI:
-    """The FastAPI app: the stages' routers behind keys, request ids, logs and metrics."""
+class DashboardBuilder:
+    """``streamsight dashboard`` as a child process of the server: started with the app, stopped (SIGTERM,
+    then SIGKILL after 30 s) when the app shuts down; on Linux the kernel also ends it if the server dies."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                     preexec_fn=_end_with_parent if sys.platform == "linux" else None)
+        log.info("dashboard builder started (pid %s)", self.proc.pid)
+
+    def state(self) -> str:
+        code = None if self.proc is None else self.proc.poll()
+        return "running" if self.proc is not None and code is None else f"exited with {code}"
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _end_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
+def create_app(settings: Settings, contracts: dict[str, Contract], servers: str, keys: KeyRing,
+               dashboard: DashboardBuilder | None = None) -> FastAPI:
+    """The FastAPI app: the stages' routers behind keys, request ids, logs and metrics; the app's
+    shutdown stops ``dashboard``."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     import streamsight
@@ -290,6 +344,8 @@ def create_app(settings: Settings, contracts: dict[str, Contract], servers: str,
             yield
         finally:
             publisher.close()
+            if dashboard is not None:
+                await asyncio.to_thread(dashboard.stop)
 
     app = FastAPI(title="Streamsight", version=streamsight.__version__, lifespan=lifespan,
                   description="Publish events to Streamsight's streams; score records with their models.")
@@ -325,8 +381,6 @@ def create_app(settings: Settings, contracts: dict[str, Contract], servers: str,
     @app.get("/readyz", tags=["operations"], summary="A Kafka broker answers; the contracts' production models load",
              responses={503: {"description": "Not ready"}})
     async def readyz(request: Request) -> JSONResponse:
-        import asyncio
-
         from ml.online import ModelUnavailable
 
         broker = await request.app.state.publisher.reachable()
@@ -338,8 +392,25 @@ def create_app(settings: Settings, contracts: dict[str, Contract], servers: str,
             except ModelUnavailable as exc:
                 models[name] = f"cannot be served: {exc}"
         ready = broker and not any(str(v).startswith("cannot") for v in models.values())
-        return JSONResponse({"status": "ready" if ready else "not ready", "broker": broker, "models": models},
-                            status_code=200 if ready else 503)
+        body = {"status": "ready" if ready else "not ready", "broker": broker, "models": models}
+        if dashboard is not None:  # informative: a stopped builder leaves /dashboard stale, the API works
+            body["dashboard_builder"] = dashboard.state()
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/dashboard", tags=["dashboard"], response_class=HTMLResponse,
+             summary="The live page: each stream's last window of throughput, dead letters, latency, riskiest keys",
+             responses={**refusals, 503: {"model": ErrorBody, "description": "Not built yet; retry after Retry-After"}})
+    async def dashboard_page(request: Request) -> HTMLResponse:
+        """What `streamsight dashboard` last built (the page reloads itself). A browser may give the key
+        as the password of HTTP Basic; the key needs the scope ``dashboard:read`` and every stream."""
+        keys.check(request, "dashboard:read", all_streams=True, challenge='Basic realm="streamsight", charset="UTF-8"')
+        try:
+            page = await asyncio.to_thread(settings.dashboard_file.read_bytes)
+        except FileNotFoundError:
+            raise HTTPException(503, "the dashboard has not been built yet: run `streamsight dashboard` (or "
+                                "`streamsight serve --dashboard`)",
+                                headers={"Retry-After": str(round(settings.dashboard.refresh_s))}) from None
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:
@@ -388,8 +459,9 @@ def _json_logging(level: str) -> None:
 
 
 def serve(settings: Settings, contracts: dict[str, Contract], servers: str, *, host: str, port: int,
-          announce: Callable[[str], None]) -> None:
-    """Bind ``host:port`` (0: a free port), call ``announce`` with the base URL, serve until SIGTERM."""
+          announce: Callable[[str], None], dashboard: list[str] | None = None) -> None:
+    """Bind ``host:port`` (0: a free port), call ``announce`` with the base URL, serve until SIGTERM
+    (with the dashboard builder ``dashboard``, a command, alongside)."""
     import uvicorn
 
     if settings.api.auth == "keys":
@@ -403,7 +475,6 @@ def serve(settings: Settings, contracts: dict[str, Contract], servers: str, *, h
     _json_logging(settings.log_level)
     if not ring.enabled:
         log.warning("api.auth is none: every client may use the API")
-    app = create_app(settings, contracts, servers, ring)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -412,12 +483,20 @@ def serve(settings: Settings, contracts: dict[str, Contract], servers: str, *, h
     except OSError as exc:
         raise ConfigError(f"STREAMSIGHT_API__PORT (api.port): cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(2048)
+    builder = DashboardBuilder(dashboard) if dashboard else None
+    if builder is not None:
+        builder.start()  # before the app's threads exist (a fork with threads may deadlock in preexec_fn)
+    app = create_app(settings, contracts, servers, ring, builder)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     announce(f"http://{shown}:{bound}")
     config = uvicorn.Config(app, log_config=None, access_log=False, server_header=False,
                             timeout_graceful_shutdown=max(5, int(settings.api.publish_timeout_s) + 2))
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        if builder is not None:
+            builder.stop()
 
 
-__all__ = ["ApiMetrics", "KeyRing", "create_app", "create_key", "digest", "load_keys", "revoke_key", "serve"]
+__all__ = ["ApiMetrics", "DashboardBuilder", "KeyRing", "create_app", "create_key", "digest", "load_keys", "revoke_key", "serve"]

@@ -1,6 +1,7 @@
 -- title: Dead-letter records by reason code
 -- description: Rejected records per error_code, with their share of all dead-letter records and one example reason.
 -- order: 20
+-- dashboard: yes
 WITH counts AS (
     SELECT coalesce(error_code, 'UNKNOWN') AS error_code,
            count(*) AS records,

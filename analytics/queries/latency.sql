@@ -3,6 +3,7 @@
 -- description: 'ingest (bronze)' uses the bronze ingest time of each silver row, predictions use scored_at. Exact percentiles
 -- description: over latencies rounded to the millisecond.
 -- order: 30
+-- dashboard: yes
 WITH latencies AS (
     SELECT 'ingest (bronze)' AS stage,
            round((unix_micros(_ingest_time) - unix_micros(_kafka_timestamp)) / 1e6, 3) AS latency_s

@@ -2,6 +2,7 @@
 -- description: Records committed to each lake table per minute of lake write time
 -- description: (bronze and dead_letter: ingest_time; silver: _ingest_time).
 -- order: 10
+-- dashboard: yes
 SELECT minute, layer, count(*) AS events
 FROM (
     SELECT date_trunc('MINUTE', ingest_time) AS minute, 'bronze' AS layer FROM {stream}_bronze

@@ -3,6 +3,7 @@
 -- description: (by event time) and the number of predicted failures.
 -- requires: model
 -- order: 50
+-- dashboard: yes
 SELECT CAST({key} AS STRING) AS {key},
        count(*) AS predictions,
        max(probability) AS max_probability,

@@ -10,6 +10,7 @@ import base64
 import datetime as dt
 import io
 import json
+import os
 import re
 import shutil
 import struct
@@ -573,12 +574,17 @@ def test_top_risk_matches_pandas(spark, lake, views):
 
 # -- report -----------------------------------------------------------------------------------------
 
-def test_build_report_all_streams(spark, lake, views):
+@pytest.fixture(scope="module")
+def report(spark, lake, views) -> Path:
+    """The report of every stream."""
     from analytics.report import build_report
 
-    html_path = build_report(spark, lake.settings, lake.contracts)
-    assert html_path == Path(lake.settings.reports_dir) / "report.html"
-    html = html_path.read_text(encoding="utf-8")
+    return build_report(spark, lake.settings, lake.contracts)
+
+
+def test_build_report_all_streams(lake, report):
+    assert report == Path(lake.settings.reports_dir) / "report.html"
+    html = report.read_text(encoding="utf-8")
 
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
     assert len(images) == len(EXPECTED_CHARTS)
@@ -650,3 +656,119 @@ def test_report_on_fresh_lake(spark, lake, tmp_path):
         assert not list((tmp_path / "reports").rglob("*.png"))
     finally:
         register_views(spark, lake.settings, lake.contracts)  # restore the shared views
+
+
+# -- the live dashboard -----------------------------------------------------------------------------
+
+DASHBOARD_CHARTS = ["throughput", "dead_letter_reasons", "latency", "top_risk"]
+
+
+def test_dashboard_shows_only_the_rows_written_in_its_window(spark, lake, views):
+    from analytics.report import build_dashboard
+    from analytics.views import register_views
+
+    cutoff = lake.silver["_ingest_time"].sort_values().iloc[len(lake.silver) // 2]
+    written = {"silver": lake.silver["_ingest_time"], "bronze": lake.bronze["ingest_time"],
+               "dead_letter": lake.dead_letter["ingest_time"], "predictions": lake.predictions["scored_at"]}
+    try:
+        path = build_dashboard(spark, lake.settings, lake.contracts, window="1 hour", refresh_s=30,
+                               now=cutoff.to_pydatetime() + dt.timedelta(hours=1))
+    finally:
+        register_views(spark, lake.settings, lake.contracts)  # restore the shared views
+    assert path == lake.settings.dashboard_file
+    html = path.read_text(encoding="utf-8")
+    assert "<meta http-equiv='refresh' content='30'>" in html and "Rows written in the last 1 hour" in html
+    for table, times in written.items():
+        n = int((times >= cutoff).sum())
+        assert 0 < n < len(times), table
+        assert re.search(rf"<code>{STREAM}_{table}</code></td><td class='num'>{n:,}</td>", html), table
+    assert re.findall(rf"<div class='panel' id='{STREAM}-([a-z_]+)'>", html) == DASHBOARD_CHARTS
+    assert html.count("data:image/png") == len(DASHBOARD_CHARTS)
+
+    recent = lake.predictions[lake.predictions["scored_at"] >= cutoff]
+    per_machine = recent.groupby("machine_id").agg(max_probability=("probability", "max"),
+                                                   avg_probability=("probability", "mean"))
+    expected = per_machine.sort_values(["max_probability", "avg_probability"], ascending=False).head(15)
+    top = pd.read_csv(path.parent / STREAM / "top_risk.csv")
+    assert list(top["machine_id"]) == list(expected.index)
+    assert list(top["max_probability"]) == pytest.approx(list(expected["max_probability"]), rel=1e-5)  # CSV: 6 digits
+    reasons = pd.read_csv(path.parent / STREAM / "dead_letter_reasons.csv")
+    counts = lake.dead_letter.loc[lake.dead_letter["ingest_time"] >= cutoff, "error_code"].value_counts()
+    assert dict(zip(reasons["error_code"], reasons["records"])) == counts.to_dict()
+
+
+def test_served_dashboard_and_report_render_every_chart_in_chromium(spark, lake, report, kafka_broker, tmp_path):
+    """`serve --dashboard` with its builder process; the page through HTTP Basic in headless Chromium,
+    reloading itself with a rebuilt page; then report.html from disk."""
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+    import yaml
+
+    from streamsight_cli.api import digest
+    from tests.chromium import browser, rendered_images
+    from tests.integration.helpers import ROOT, wait_for
+
+    keys = {"viewer": "ss_viewer-key-for-tests-0123456789", "narrow": "ss_narrow-key-for-tests-0123456789",
+            "writer": "ss_writer-key-for-tests-0123456789"}
+    (tmp_path / "keys.yaml").write_text(yaml.safe_dump([
+        {"name": "viewer", "sha256": digest(keys["viewer"]), "scopes": ["dashboard:read"]},
+        {"name": "narrow", "sha256": digest(keys["narrow"]), "scopes": ["dashboard:read"], "streams": [STREAM]},
+        {"name": "writer", "sha256": digest(keys["writer"]), "scopes": ["events:write"]},
+    ]), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "STREAMSIGHT_LAKE_DIR": str(lake.settings.lake_dir),
+           "STREAMSIGHT_CONTRACTS_DIR": str(lake.settings.contracts_dir),
+           "STREAMSIGHT_REPORTS_DIR": str(tmp_path / "reports"), "STREAMSIGHT_RUN_DIR": str(tmp_path / "run"),
+           "STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
+           "STREAMSIGHT_API__KEYS_FILE": str(tmp_path / "keys.yaml"), "STREAMSIGHT_SPARK__MASTER": "local[2]",
+           "STREAMSIGHT_SPARK__SHUFFLE_PARTITIONS": "2",
+           "STREAMSIGHT_DASHBOARD__WINDOW": "36500 days",  # the test lake's rows are from 2024
+           "STREAMSIGHT_DASHBOARD__REFRESH_S": "5", "STREAMSIGHT_LOG_LEVEL": "WARNING"}
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "serve", "--port", "0", "--dashboard"],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+    try:
+        url = (proc.stdout.readline() if proc.stdout else "").strip() + "/dashboard"
+        assert url.startswith("http://"), log.read_text()
+        builder = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
+
+        def get(key: str | None) -> httpx.Response:
+            return httpx.get(url, auth=("someone", keys[key]) if key else None, timeout=30)
+
+        not_yet = get("viewer")  # the builder's Spark session takes seconds to start
+        assert not_yet.status_code == 503 and "streamsight dashboard" in not_yet.json()["detail"]
+        assert not_yet.headers["Retry-After"] == "5"
+        anonymous = get(None)
+        assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Basic ")
+        assert get("writer").status_code == 403 and "dashboard:read" in get("writer").json()["detail"]
+        assert get("narrow").status_code == 403 and "every stream" in get("narrow").json()["detail"]
+        served = wait_for(lambda: (r := get("viewer")).status_code == 200 and r, timeout=240, what="the dashboard")
+        assert served.headers["Cache-Control"] == "no-store"
+        assert httpx.get(url.replace("/dashboard", "/readyz")).json()["dashboard_builder"] == "running"
+
+        with browser() as chromium:
+            context = chromium.new_context(http_credentials={"username": "someone", "password": keys["viewer"]})
+            page = context.new_page()
+            assert page.goto(url).status == 200
+            first = page.locator("p.meta").inner_text()
+            images = rendered_images(page)
+            assert len(images) == len(DASHBOARD_CHARTS) and all(i["rendered"] for i in images), images
+            assert page.locator(f"#stream-{OTHER} .nodata").count() == 3  # no rows: panels, not broken charts
+            deadline = time.monotonic() + 120
+            while page.locator("p.meta").inner_text() == first:  # the page reloads itself, rebuilt
+                assert time.monotonic() < deadline, "the dashboard did not reload with a newer page"
+                page.wait_for_event("load", timeout=30_000)
+            assert all(i["rendered"] for i in rendered_images(page))
+
+            page = context.new_page()
+            page.goto(report.as_uri())
+            images = rendered_images(page)
+            assert len(images) == len(EXPECTED_CHARTS) and all(i["rendered"] for i in images), images
+            context.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code in (0, -signal.SIGTERM), log.read_text()[-3000:]
+    assert not Path(f"/proc/{builder}").exists()  # serve stopped its builder

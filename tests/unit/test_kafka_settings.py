@@ -105,6 +105,20 @@ def test_the_online_checkpoint_interval_is_checked_at_start(monkeypatch):
             load_settings()
 
 
+def test_the_dashboard_settings_are_checked_at_start(monkeypatch, tmp_path):
+    import pytest
+
+    from streamsight.errors import ConfigError
+
+    monkeypatch.setenv("STREAMSIGHT_REPORTS_DIR", str(tmp_path))
+    assert load_settings().dashboard_file == tmp_path / "dashboard" / "index.html"
+    for name, bad, says in (("WINDOW", "lately", "not an interval"), ("REFRESH_S", "1", "greater than or equal to 5")):
+        monkeypatch.setenv(f"STREAMSIGHT_DASHBOARD__{name}", bad)
+        with pytest.raises(ConfigError, match=f"STREAMSIGHT_DASHBOARD__{name}.*{says}"):
+            load_settings()
+        monkeypatch.delenv(f"STREAMSIGHT_DASHBOARD__{name}")
+
+
 def test_the_pipeline_reads_the_predictions_topic_only_of_streams_scored_online():
     from confluent_kafka.admin import AclOperation
 
