@@ -5,8 +5,9 @@ many at a time, :class:`~ingestion.columnar.EventBatch` objects, for one stream 
   decides), CloudTrail-style ``{"Records": [...]}`` JSON, or CSV (values coerced to the contract's
   field types).
 * :func:`ai4i_source` — replays the AI4I 2020 predictive-maintenance CSV as machine telemetry.
-* :func:`synthetic_source` — realistic telemetry for many machines (the AI4I failure physics), or,
-  for any other contract, schema-driven random records; optional injected faults; in batches.
+* :func:`synthetic_source` — realistic telemetry for many machines (the AI4I failure physics),
+  vibration sequences of degrading pump and fan bearings, or, for any other contract,
+  schema-driven random records; optional injected faults; in batches.
 """
 
 from __future__ import annotations
@@ -263,6 +264,55 @@ class _Fleet:
         return columns
 
 
+_SEQUENCE_FIELDS = ("sequence_id", "sensor_id", "asset", "model", "failure")
+_ASSETS = {"pump": ("pump_vibration", 2.8), "fan": ("fan_vibration", 1.4)}  # model, healthy mm/s
+
+
+class _Sensors:
+    """Vibration sensors on pumps and fans, one sequence of ``samples`` RMS velocity readings (mm/s)
+    each per round. A bearing degrades at its own pace; wear raises the level and the rise within a
+    sequence and adds impulses, and past 0.85 it fails (``failure`` 1, 2 % of labels flipped). A
+    failed bearing is replaced, on average after a few rounds."""
+
+    def __init__(self, sensors: int, samples: int, rng: np.random.Generator) -> None:
+        self.ids = pa.array([f"VS-{i:05d}" for i in range(sensors)], pa.string())
+        kinds = rng.choice(np.array(list(_ASSETS)), size=sensors, p=[0.6, 0.4])
+        self.asset = pa.array(kinds.tolist(), pa.string())
+        self.model = pa.array([_ASSETS[k][0] for k in kinds], pa.string())
+        self.base = np.array([_ASSETS[k][1] for k in kinds]) * rng.lognormal(0, 0.15, sensors)
+        self.wear = rng.uniform(0, 0.9, sensors)
+        self.pace = rng.uniform(0.002, 0.02, sensors)
+        self.samples = samples
+
+    def round(self, rng: np.random.Generator, seq_ids: pa.Array, event_time: pa.Array) -> dict[str, Any]:
+        n, k = len(self.base), self.samples
+        self.wear = self.wear + self.pace * rng.uniform(0.5, 1.5, n)
+        rise = np.linspace(0.0, 1.0, k)[None, :] * (self.base * 1.5 * self.wear**2)[:, None]
+        level = (self.base * (1 + 2.5 * self.wear**3))[:, None]
+        impulses = (rng.random((n, k)) < 0.3 * self.wear[:, None] ** 4) * (self.base * 4)[:, None]
+        readings = np.clip(level + rise + impulses + rng.normal(0, 1, (n, k)) * (0.15 * self.base)[:, None], 0.01, 100)
+        failing = self.wear > 0.85
+        failure = failing ^ (rng.random(n) < 0.02)
+        columns: dict[str, Any] = {
+            "sequence_id": pc.binary_join_element_wise(self.ids, seq_ids, "-"),
+            "sensor_id": self.ids, "ts": event_time, "asset": self.asset, "model": self.model,
+            **{f"v{i + 1}": np.round(readings[:, i], 3) for i in range(k)},
+            "failure": failure.astype(np.int64),
+        }
+        self.wear = np.where(failing & (rng.random(n) < 0.3), 0.0, self.wear)  # the bearing is replaced
+        return columns
+
+
+def _sequence_samples(names: set[str]) -> int:
+    """How many ``v<i>`` readings a sensor-sequence contract declares (0: not such a contract)."""
+    if not names >= set(_SEQUENCE_FIELDS):
+        return 0
+    k = 0
+    while f"v{k + 1}" in names:
+        k += 1
+    return k
+
+
 def _event_time(contract: Contract, ts: datetime) -> Any:
     fmt = contract.event_time.format
     return int(ts.timestamp() * 1000) if fmt == "epoch_millis" else ts.timestamp() if fmt == "epoch_seconds" else _iso(ts)
@@ -301,9 +351,11 @@ def synthetic_source(contract: Contract, *, machines: int = 200, seed: int = 7,
     ``BATCH_EVENTS`` events; the caller bounds it with ``--count`` or ``--duration``.
 
     Telemetry contracts (the ``machine_telemetry`` fields) get the AI4I physics for ``machines``
-    machines; other contracts of string, number, integer and boolean fields get schema-driven random
-    records (object and array fields too, though records with them take the producer's slower row
-    path).  Each round every machine emits one reading, and event time advances ``interval_ms``
+    machines, sensor-sequence contracts (``sensor_sequences``: its ids, ``asset``, ``model``,
+    ``failure`` and readings ``v1``..``vN``) degrading bearings for ``machines`` sensors; other
+    contracts of string, number, integer and boolean fields get schema-driven random records
+    (object and array fields too, though records with them take the producer's slower row path).
+    Each round every machine emits one reading, and event time advances ``interval_ms``
     per round (or follows the wall clock when ``realtime``).  Faults, as shares: ``duplicates``
     (an earlier record of an earlier round re-sent, about that share of all events), and of the
     round's own records ``malformed`` (truncated JSON), ``schema`` (a contract violation) and
@@ -317,8 +369,11 @@ def synthetic_source(contract: Contract, *, machines: int = 200, seed: int = 7,
     row_rng = random.Random(seed)  # for the per-record faults
     faults = faults or FaultSpec()
     names = {f.name for f in contract.fields}
-    telemetry = names >= set(_TELEMETRY_FIELDS)
-    fleet = _Fleet(machines, rng) if telemetry else None
+    fleet: _Fleet | _Sensors | None = None
+    if names >= set(_TELEMETRY_FIELDS):
+        fleet = _Fleet(machines, rng)
+    elif samples := _sequence_samples(names):
+        fleet = _Sensors(machines, samples, rng)
     per_round = machines
     rounds_per_batch = max(1, BATCH_EVENTS // per_round)
     clock = start or datetime.now(UTC).replace(microsecond=0)

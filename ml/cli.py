@@ -57,10 +57,13 @@ def train_command(
     """Train ``model`` on its stream's silver table (``stream``'s, for a model named by a contract's
     ``model.route_by`` field); print a summary; return the metadata."""
     from ml.train import contract_for_model, routed_contract, summary_line, train_model
+    from streamsight.contracts import get_contract
 
     contract = routed_contract(settings, stream, model) if stream else contract_for_model(settings, model)
     spark = _session(settings, f"streamsight-train-{model}", session_factory)
-    meta = train_model(spark, settings, contract, train_fraction=train_fraction, promote=promote)
+    fallback = get_contract(settings.contracts_dir, contract.name).model
+    meta = train_model(spark, settings, contract, train_fraction=train_fraction, promote=promote,
+                       fallback_model=fallback.name if fallback is not None else None)
     typer.echo(summary_line(meta))
     return meta
 

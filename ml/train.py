@@ -4,7 +4,8 @@ What :func:`train_model` does, for the contract's ``model:`` block (name, label,
 categorical_features, positive_label):
 
 1. Reads the silver table (or the DataFrame it is given) and drops rows whose label or event time
-   is null (counted and logged).
+   is null (counted and logged). With ``model.route_by``, it keeps the rows that name this model
+   (and, for the stream's fallback model, those that name none): the rows it will score.
 2. Splits **by time**: rows ordered by event time, then the contract's de-duplication key (for
    ``machine_telemetry``: ``event_time, event_id``). The first ``train_fraction`` is the training
    part, the rest is held out as the test set and used only for the final evaluation. The last
@@ -114,8 +115,12 @@ def train_model(
     refit: bool = True,
     seed: int = 42,
     params: dict[str, dict[str, Any]] | None = None,
+    fallback_model: str | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate, register (and maybe promote) the contract's model; return its metadata."""
+    """Train, evaluate, register (and maybe promote) the contract's model; return its metadata.
+
+    ``fallback_model``: with ``model.route_by``, the model that scores records naming none (the
+    stream's own ``model.name``; default: this model, as when it is the contract's own)."""
     from pyspark.sql import functions as F
 
     from ml.registry import ModelRegistry
@@ -146,13 +151,16 @@ def train_model(
     order_cols = [time_col, *[c for c in contract.dedup_key if c != time_col]]
     numeric = [c for c in spec.features if c not in spec.categorical_features]
     categorical = list(spec.categorical_features)
-    needed = list(dict.fromkeys([*order_cols, *numeric, *categorical, spec.label]))
+    routes = [spec.route_by] if spec.route_by else []
+    needed = list(dict.fromkeys([*order_cols, *numeric, *categorical, spec.label, *routes]))
     missing = [c for c in needed if c not in silver.columns]
     if missing:
         raise TrainingError(f"the silver data of {contract.name!r} lacks column(s) {missing}")
 
     # -- label, exclusions ----------------------------------------------------------------------
     data = silver.select(*needed)
+    if spec.route_by:  # the rows this model scores
+        data = data.where(F.coalesce(F.col(spec.route_by), F.lit(fallback_model or spec.name)) == F.lit(spec.name))
     counts = data.agg(
         F.count(F.lit(1)).alias("total"),
         F.sum(F.col(spec.label).isNull().cast("long")).alias("null_label"),
