@@ -147,3 +147,28 @@ def test_synthetic_start_and_realtime_exclude_each_other(machine_contract):
         next(events)
     first = next(synthetic_source(machine_contract, machines=5, realtime=True))  # either alone is fine
     assert first.table.num_rows > 0
+
+
+def test_synthetic_sensor_sequences_are_valid_and_a_wearing_bearing_shows_in_its_readings():
+    import numpy as np
+
+    from streamsight.contracts import load_contract
+    from streamsight.settings import PROJECT_ROOT
+
+    contract = load_contract(PROJECT_ROOT / "conf" / "contracts" / "sensor_sequences.yaml")
+    batch = next(synthetic_source(contract, machines=100, seed=11, start=datetime(2026, 1, 1, tzinfo=UTC)))
+    rows = rows_as_dicts(batch.table)
+    validator = RecordValidator(contract)
+    assert plain_table(batch.table) and all(validator.check_record(r) is None for r in rows)
+    assert len({r["sequence_id"] for r in rows}) == len(rows) == batch.table.num_rows
+    assert {(r["asset"], r["model"]) for r in rows} == {("pump", "pump_vibration"), ("fan", "fan_vibration")}
+    readings = np.array([[r[f"v{i}"] for i in range(1, 9)] for r in rows])
+    failure = np.array([r["failure"] for r in rows]) == 1
+    assert 0.01 < failure.mean() < 0.15
+    for asset in ("pump", "fan"):  # per asset: failing bearings run hotter and rise within a sequence
+        mine = np.array([r["asset"] == asset for r in rows])
+        level, rise = readings.mean(axis=1), readings[:, -1] - readings[:, 0]
+        assert level[mine & failure].mean() > 1.5 * level[mine & ~failure].mean()
+        assert rise[mine & failure].mean() > rise[mine & ~failure].mean()
+    pumps, fans = (np.array([r["asset"] == a for r in rows]) for a in ("pump", "fan"))
+    assert readings[pumps & ~failure].mean() > 1.5 * readings[fans & ~failure].mean()  # each asset its own scale
