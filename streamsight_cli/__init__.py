@@ -340,6 +340,37 @@ def promote(
     promote_command(_settings(ctx), model, version)
 
 
+class Target(str, Enum):
+    local = "local"
+
+
+@app.command()
+def deploy(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="Model name (any name the registry holds).")],
+    target: Annotated[Target, typer.Option(help="local: this machine's serving process, in the foreground.")] = Target.local,
+    version: Annotated[Optional[int], typer.Option(help="The version to serve (default: production, when it starts).",
+                                                   min=1)] = None,
+    endpoint: Annotated[Optional[str], typer.Option(help="The endpoint name (default: the model's).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (SageMaker's 8080); 0 picks a free one.", min=0, max=65535)] = 8080,
+) -> None:
+    """Serve one version of a model behind SageMaker's container contract (GET /ping, POST /invocations,
+    CSV or JSON lines) and the runtime API's path (POST /endpoints/NAME/invocations, for boto3's
+    sagemaker-runtime with endpoint_url) until SIGTERM; prints its URL first."""
+    from ml.portable import PortableError
+    from ml.registry import RegistryError
+    from ml.serving import load_version
+    from ml.serving import serve as run_serving
+
+    settings = _settings(ctx)
+    try:
+        served = load_version(settings, model, version)
+    except (RegistryError, PortableError) as exc:
+        raise StreamsightError(f"--model {model}: {exc}") from None
+    run_serving(served, endpoint or model, host=host, port=port, announce=lambda url: print(url, flush=True))
+
+
 @app.command()
 def sql(
     ctx: typer.Context,

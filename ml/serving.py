@@ -1,0 +1,237 @@
+"""One model version behind SageMaker's inference-container contract (FastAPI on uvicorn).
+
+* ``GET /ping``: 200 once the model is loaded.
+* ``POST /invocations``: scores the records of the body, in order.
+
+  - ``text/csv``: a record per line, the feature values in the model's order (its numeric features,
+    then its categorical ones, as ``{"data": [...]}`` of the HTTP API), no header: what
+    SageMaker's built-in XGBoost container takes;
+  - ``application/jsonlines``: a JSON value per line, ``{"features": [...]}`` (that order) or an
+    object of the features by name.
+
+  The answer follows ``Accept``: ``text/csv`` (the default: one probability per line) or
+  ``application/jsonlines`` (``{"score": p, "label": 0|1}`` per line, the label at the version's
+  threshold). A bad record answers 400 naming its line and feature, and nothing is scored; another
+  content type 415, another ``Accept`` 406, a body over 6 MiB (SageMaker's limit) 413.
+* ``POST /endpoints/{name}/invocations``: the SageMaker runtime API's path, so boto3's
+  ``sagemaker-runtime`` client given this process's URL as ``endpoint_url`` calls it as it calls an
+  endpoint (its request signature is not checked). Errors come back as the runtime sends them: a
+  name other than the served endpoint's is a ``ValidationError`` (400), a record the model refuses
+  a ``ModelError`` (424) carrying the container's status and message.
+
+The model is a registry version's ``scorer.json`` (:mod:`ml.portable`, no Spark), read through
+:class:`ml.online.RegistryFiles` (``streamsight deploy --target local``), or the ``scorer.json`` and
+``metadata.json`` of a model folder (``/opt/ml/model`` in a container).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+
+from ml.online import ServedModel
+from ml.portable import PortableModel
+from ml.registry import METADATA_FILE, SCORER_FILE, RegistryError
+from streamsight.web import read_body
+
+if TYPE_CHECKING:  # pragma: no cover
+    from streamsight.settings import Settings
+
+log = logging.getLogger("ml.serving")
+
+MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker's invocation payload limit
+CSV, JSON_LINES = "text/csv", "application/jsonlines"
+
+
+class BadRecord(Exception):
+    """A record the model cannot score: which line, which feature and why."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+
+
+def load_version(settings: Settings, name: str, version: int | None = None) -> ServedModel:
+    """Version ``version`` of model ``name`` from the lake's registry (default: its production one)."""
+    from ml.online import RegistryFiles, storage_options
+    from streamsight.lake import models_uri
+
+    files = RegistryFiles(models_uri(settings.lake_uri), storage_options(settings))
+    chosen = files.production(name) if version is None else version
+    if chosen is None:
+        raise RegistryError(f"model {name!r} has no production version (name one with --version)")
+    metadata = files.read_json(name, f"v{chosen}", METADATA_FILE)
+    doc = files.read_json(name, f"v{chosen}", SCORER_FILE)
+    if metadata is None or doc is None:
+        missing = METADATA_FILE if metadata is None else SCORER_FILE
+        raise RegistryError(f"model {name!r} v{chosen} has no {missing} in {files.root_uri}")
+    return ServedModel(name, chosen, PortableModel(doc), float(metadata["threshold"]), metadata)
+
+
+def load_folder(folder: Path) -> ServedModel:
+    """The model of a folder holding ``scorer.json`` and ``metadata.json`` (a SageMaker model folder)."""
+    try:
+        metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+        doc = json.loads((folder / SCORER_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise RegistryError(f"{folder} holds no {Path(exc.filename).name}") from None
+    return ServedModel(str(metadata["model_name"]), int(metadata["version"]), PortableModel(doc),
+                       float(metadata["threshold"]), metadata)
+
+
+class Invocations:
+    """Parses a body into records, checks them against the model's input schema and scores them."""
+
+    def __init__(self, served: ServedModel) -> None:
+        import fastjsonschema
+
+        self.served = served
+        self.features = served.scorer.features
+        self.categorical = served.scorer.categorical
+        self._check: Callable[[Any], Any] = fastjsonschema.compile(served.scorer.input_schema)
+
+    def records(self, body: bytes, content_type: str) -> list[dict[str, Any]]:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRecord(1, f"the body is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        if content_type == CSV:
+            rows = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text)), start=1) if row]
+            records = [(n, self._from_values(n, row, text_values=True)) for n, row in rows]
+        else:
+            records = [(n, self._from_json(n, line)) for n, line in enumerate(text.splitlines(), start=1)
+                       if line.strip()]
+        if not records:
+            raise BadRecord(1, "the body holds no records")
+        for n, record in records:
+            missing = [f for f in self.features if record.get(f) is None]
+            if missing:
+                raise BadRecord(n, f"{missing[0]} is missing (or empty)")
+            try:
+                self._check(record)
+            except Exception as exc:  # fastjsonschema.JsonSchemaValueException
+                raise BadRecord(n, str(getattr(exc, "message", exc)).removeprefix("data.")) from None
+        return [r for _, r in records]
+
+    def _from_values(self, line: int, values: list[Any], *, text_values: bool) -> dict[str, Any]:
+        if len(values) != len(self.features):
+            raise BadRecord(line, f"{len(values)} values; the model takes {len(self.features)}: {', '.join(self.features)}")
+        record: dict[str, Any] = {}
+        for name, value in zip(self.features, values, strict=True):
+            if text_values and name not in self.categorical:
+                value = value.strip()
+                try:
+                    record[name] = float(value) if value else None
+                except ValueError:
+                    raise BadRecord(line, f"{name}: {value!r} is not a number") from None
+            else:
+                record[name] = value if value != "" else None
+        return record
+
+    def _from_json(self, line: int, text: str) -> dict[str, Any]:
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise BadRecord(line, f"not JSON: {exc}") from None
+        if isinstance(value, dict) and set(value) == {"features"}:
+            values = value["features"]
+            if not isinstance(values, list):
+                raise BadRecord(line, "features must be an array")
+            return self._from_values(line, values, text_values=False)
+        if not isinstance(value, dict):
+            raise BadRecord(line, 'a line must be {"features": [...]} or an object of the features by name')
+        return value
+
+    def answer(self, records: list[dict[str, Any]], accept: str) -> Response:
+        probabilities = self.served.scorer.probabilities(records).tolist()
+        if accept == JSON_LINES:
+            lines = (json.dumps({"score": p, "label": int(p >= self.served.threshold)}) for p in probabilities)
+            body = "\n".join(lines) + "\n"
+        else:
+            body = "".join(f"{p!r}\n" for p in probabilities)
+        return Response(body.encode("utf-8"), headers={"Content-Type": accept})  # as asked: no charset added
+
+
+def _media(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def create_app(served: ServedModel, endpoint: str) -> FastAPI:
+    """The container's app for ``served``, answering the runtime path of endpoint ``endpoint``."""
+    invocations = Invocations(served)
+    app = FastAPI(title=f"Streamsight model {served.name} v{served.version}", openapi_url=None, docs_url=None,
+                  redoc_url=None)
+
+    async def score(request: Request) -> Response:
+        content_type = _media(request.headers.get("content-type")) or CSV
+        if content_type not in (CSV, JSON_LINES):
+            raise HTTPException(415, f"send {CSV} or {JSON_LINES} (got {content_type})")
+        accept = _media(request.headers.get("accept"))
+        accept = CSV if accept in ("", "*/*") else accept
+        if accept not in (CSV, JSON_LINES):
+            raise HTTPException(406, f"this model answers {CSV} or {JSON_LINES} (asked for {accept})")
+        body = await read_body(request, MAX_BODY_BYTES)
+        try:
+            records = invocations.records(body, content_type)
+        except BadRecord as exc:
+            raise HTTPException(400, str(exc)) from None
+        return invocations.answer(records, accept)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if not request.url.path.startswith("/endpoints/"):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        if exc.status_code == 404:  # another endpoint's name
+            return JSONResponse({"message": exc.detail}, status_code=400,
+                                headers={"x-amzn-ErrorType": "ValidationError"})
+        return JSONResponse({"message": f"Received client error ({exc.status_code}) from primary with message "
+                             f"\"{exc.detail}\"", "OriginalStatusCode": exc.status_code, "OriginalMessage": exc.detail},
+                            status_code=424, headers={"x-amzn-ErrorType": "ModelError"})
+
+    @app.get("/ping")
+    async def ping() -> Response:
+        return Response(status_code=200)
+
+    @app.post("/invocations")
+    async def invoke(request: Request) -> Response:
+        return await score(request)
+
+    @app.post("/endpoints/{name}/invocations")
+    async def runtime_invoke(name: str, request: Request) -> Response:
+        if name != endpoint:
+            raise HTTPException(404, f"Endpoint {name} not found (this process serves {endpoint})")
+        response = await score(request)
+        response.headers["x-Amzn-Invoked-Production-Variant"] = "local"
+        return response
+
+    return app
+
+
+def serve(served: ServedModel, endpoint: str, *, host: str, port: int, announce: Callable[[str], None]) -> None:
+    """Bind ``host:port`` (0: a free port), call ``announce`` with the URL, serve until SIGTERM."""
+    import socket
+
+    import uvicorn
+
+    from streamsight.errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"--port: cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(1024)
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    log.info("serving %s v%d as endpoint %s", served.name, served.version, endpoint)
+    announce(f"http://{shown}:{sock.getsockname()[1]}")
+    config = uvicorn.Config(create_app(served, endpoint), log_config=None, access_log=False, server_header=False)
+    uvicorn.Server(config).run(sockets=[sock])

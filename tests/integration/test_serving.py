@@ -1,0 +1,121 @@
+"""``streamsight deploy --target local``: a model version behind SageMaker's container contract, as a
+real process, called with boto3's ``sagemaker-runtime`` client (``endpoint_url``) as an endpoint is."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ai4i_silver
+from tests.integration.helpers import ROOT
+
+pytestmark = pytest.mark.integration
+
+ENDPOINT = "failure-endpoint"
+
+
+@pytest.fixture(scope="module")
+def endpoint(spark, trained_model, tmp_path_factory) -> Iterator[dict[str, Any]]:
+    import os
+
+    lake = tmp_path_factory.mktemp("serving") / "lake"
+    trained_model.install(spark, str(lake))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "STREAMSIGHT_LAKE_DIR": str(lake), "STREAMSIGHT_LOG_LEVEL": "INFO"}
+    proc = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "deploy", "--model", trained_model.name,
+                             "--endpoint", ENDPOINT, "--port", "0"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = (proc.stdout.readline() if proc.stdout else "").strip()
+    try:
+        assert url.startswith("http://"), proc.stderr.read() if proc.stderr else url
+        yield {"url": url, "env": env, "lake": lake, "proc": proc}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def runtime(endpoint) -> Any:
+    import boto3
+
+    return boto3.client("sagemaker-runtime", endpoint_url=endpoint["url"], region_name="us-east-1",
+                        aws_access_key_id="local", aws_secret_access_key="local")
+
+
+@pytest.fixture(scope="module")
+def expected(endpoint, trained_model) -> tuple[Any, list[dict[str, Any]], list[float]]:
+    """The production version's portable scorer, 40 AI4I rows and their probabilities."""
+    from ml.online import RegistryFiles
+    from ml.portable import PortableModel
+
+    files = RegistryFiles(str(endpoint["lake"] / "_models"))
+    scorer = PortableModel(files.read_json(trained_model.name, "v1", "scorer.json"))
+    rows = ai4i_silver(2040).iloc[2000:]  # rows the model was not trained on
+    records = [{f: row[f] for f in scorer.features} for row in rows.to_dict("records")]
+    return scorer, records, scorer.probabilities(records).tolist()
+
+
+def _csv(records: list[dict[str, Any]], features: list[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([[r[f] for f in features] for r in records])
+    return out.getvalue()
+
+
+def test_the_runtime_client_gets_each_records_probability_in_csv_and_json_lines(runtime, expected, trained_model):
+    scorer, records, probabilities = expected
+    answer = runtime.invoke_endpoint(EndpointName=ENDPOINT, ContentType="text/csv", Accept="text/csv",
+                                     Body=_csv(records, scorer.features))
+    assert answer["ContentType"] == "text/csv"
+    got = [float(line) for line in answer["Body"].read().decode().splitlines()]
+    assert got == pytest.approx(probabilities, rel=1e-12, abs=1e-15) and len(set(got)) > 1
+
+    threshold = trained_model.metadata["threshold"]
+    lines = [json.dumps({"features": [r[f] for f in scorer.features]}) for r in records[:20]]
+    lines += [json.dumps(r) for r in records[20:]]  # an object of the features by name
+    answer = runtime.invoke_endpoint(EndpointName=ENDPOINT, ContentType="application/jsonlines",
+                                     Accept="application/jsonlines", Body="\n".join(lines))
+    scored = [json.loads(line) for line in answer["Body"].read().decode().splitlines()]
+    assert [s["score"] for s in scored] == pytest.approx(probabilities, rel=1e-12, abs=1e-15)
+    assert [s["label"] for s in scored] == [int(p >= threshold) for p in probabilities]
+
+
+def test_refusals_come_back_as_the_runtime_sends_them(runtime, expected, endpoint):
+    from botocore.exceptions import ClientError
+
+    scorer, records, _ = expected
+    with pytest.raises(ClientError) as other:
+        runtime.invoke_endpoint(EndpointName="nobody", ContentType="text/csv", Body=_csv(records[:1], scorer.features))
+    assert other.value.response["Error"]["Code"] == "ValidationError" and "nobody" in str(other.value)
+
+    bad = [dict(r) for r in records[:3]]
+    bad[1]["torque_nm"] = "lots"
+    with pytest.raises(runtime.exceptions.ModelError) as refused:
+        runtime.invoke_endpoint(EndpointName=ENDPOINT, ContentType="text/csv", Body=_csv(bad, scorer.features))
+    assert refused.value.response["OriginalStatusCode"] == 400
+    assert refused.value.response["OriginalMessage"] == "line 2: torque_nm: 'lots' is not a number"
+
+    url = endpoint["url"]
+    assert httpx.get(f"{url}/ping").status_code == 200
+    short = httpx.post(f"{url}/invocations", content="1,2,3\n", headers={"Content-Type": "text/csv"})
+    assert short.status_code == 400 and f"the model takes {len(scorer.features)}" in short.json()["detail"]
+    out_of_range = dict(records[0], torque_nm=-5.0)
+    answer = httpx.post(f"{url}/invocations", content=json.dumps(out_of_range), headers={"Content-Type": "application/jsonlines"})
+    assert answer.status_code == 400 and answer.json()["detail"].startswith("line 1: torque_nm must be bigger")
+    assert httpx.post(f"{url}/invocations", content="{}", headers={"Content-Type": "application/json"}).status_code == 415
+    assert httpx.post(f"{url}/invocations", content="1", headers={"Content-Type": "text/csv", "Accept": "image/png"}
+                      ).status_code == 406
+
+
+def test_deploying_a_model_the_registry_does_not_hold_fails_at_start(endpoint):
+    proc = subprocess.run([sys.executable, "-m", "streamsight_cli", "deploy", "--model", "nothing_here", "--port", "0"],
+                          env=endpoint["env"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--model nothing_here: model 'nothing_here' has no production version" in proc.stderr
