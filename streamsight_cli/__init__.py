@@ -347,7 +347,10 @@ class Target(str, Enum):
 @app.command()
 def deploy(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option(help="Model name (any name the registry holds).")],
+    model: Annotated[Optional[str], typer.Option(help="Model name (any name the registry holds).")] = None,
+    model_dir: Annotated[Optional[Path], typer.Option(
+        help="Instead of --model: a folder holding a version's scorer.json and metadata.json (a SageMaker "
+        "model folder, /opt/ml/model in the container).")] = None,
     target: Annotated[Target, typer.Option(help="local: this machine's serving process, in the foreground.")] = Target.local,
     version: Annotated[Optional[int], typer.Option(help="The version to serve (default: production, when it starts).",
                                                    min=1)] = None,
@@ -360,15 +363,22 @@ def deploy(
     sagemaker-runtime with endpoint_url) until SIGTERM; prints its URL first."""
     from ml.portable import PortableError
     from ml.registry import RegistryError
-    from ml.serving import load_version
+    from ml.serving import load_folder, load_version
     from ml.serving import serve as run_serving
 
-    settings = _settings(ctx)
+    if (model is None) == (model_dir is None):
+        raise StreamsightError("give --model NAME or --model-dir PATH (one of them)")
     try:
-        served = load_version(settings, model, version)
+        if model_dir is not None:
+            if version is not None:
+                raise StreamsightError("--version goes with --model; a model folder holds one version")
+            served = load_folder(model_dir)
+        else:
+            assert model is not None
+            served = load_version(_settings(ctx), model, version)
     except (RegistryError, PortableError) as exc:
-        raise StreamsightError(f"--model {model}: {exc}") from None
-    run_serving(served, endpoint or model, host=host, port=port, announce=lambda url: print(url, flush=True))
+        raise StreamsightError(f"{f'--model {model}' if model else f'--model-dir {model_dir}'}: {exc}") from None
+    run_serving(served, endpoint or served.name, host=host, port=port, announce=lambda url: print(url, flush=True))
 
 
 @app.command()

@@ -119,3 +119,33 @@ def test_deploying_a_model_the_registry_does_not_hold_fails_at_start(endpoint):
                           env=endpoint["env"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "--model nothing_here: model 'nothing_here' has no production version" in proc.stderr
+
+
+def test_the_containers_serve_entry_scores_a_model_folder(endpoint, expected, trained_model, tmp_path):
+    """docker/sagemaker/serve, as SageMaker starts the image: the model folder of one version (what
+    model.tar.gz unpacks to) at SM_MODEL_DIR, the port from SAGEMAKER_BIND_TO_PORT."""
+    import os
+
+    scorer, records, probabilities = expected
+    version = endpoint["lake"] / "_models" / trained_model.name / "v1"
+    for name in ("scorer.json", "metadata.json"):
+        (tmp_path / name).write_bytes((version / name).read_bytes())
+    env = {**endpoint["env"], "SM_MODEL_DIR": str(tmp_path), "SAGEMAKER_BIND_TO_PORT": "0",
+           "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    proc = subprocess.Popen([str(ROOT / "docker" / "sagemaker" / "serve")], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = (proc.stdout.readline() if proc.stdout else "").strip().replace("0.0.0.0", "127.0.0.1")
+        assert url.startswith("http://"), proc.stderr.read() if proc.stderr else url
+        assert httpx.get(f"{url}/ping").status_code == 200
+        answer = httpx.post(f"{url}/invocations", content=_csv(records, scorer.features),
+                            headers={"Content-Type": "text/csv"})
+        assert answer.status_code == 200 and answer.headers["content-type"] == "text/csv"
+        assert [float(x) for x in answer.text.splitlines()] == pytest.approx(probabilities, rel=1e-12, abs=1e-15)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    (tmp_path / "scorer.json").unlink()
+    empty = subprocess.run([str(ROOT / "docker" / "sagemaker" / "serve")], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert empty.returncode == 2 and f"--model-dir {tmp_path}: {tmp_path} holds no scorer.json" in empty.stderr
