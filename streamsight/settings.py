@@ -248,6 +248,27 @@ class ApiSettings(BaseModel):
         return _rate_limit(value)
 
 
+class SageMakerSettings(BaseModel):
+    """Where ``streamsight deploy --target sagemaker`` puts a model: its artifact in S3, the image that
+    serves it (the Dockerfile's ``sagemaker`` stage, pushed to ECR) and the endpoint's instances."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image_uri: str | None = Field(default=None, description="The inference image (ECR URI). "
+                                  "Env: STREAMSIGHT_SAGEMAKER__IMAGE_URI.")
+    execution_role_arn: str | None = Field(
+        default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$",
+        description="The role SageMaker assumes to read the artifact. Env: STREAMSIGHT_SAGEMAKER__EXECUTION_ROLE_ARN.")
+    artifacts_uri: str | None = Field(default=None, pattern=r"^s3a?://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
+                                      description="s3://bucket/prefix for model.tar.gz files. "
+                                      "Env: STREAMSIGHT_SAGEMAKER__ARTIFACTS_URI.")
+    instance_type: str = Field(default="ml.m5.large", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    instance_count: int = Field(default=1, ge=1, le=100)
+    wait_timeout_s: float = Field(default=1800.0, gt=0, le=7200, description="How long deploy waits for "
+                                  "InService. Env: STREAMSIGHT_SAGEMAKER__WAIT_TIMEOUT_S.")
+    poll_s: float = Field(default=15.0, gt=0, le=300, description="How often deploy asks for the endpoint's status.")
+
+
 class DashboardSettings(BaseModel):
     """The live page (``streamsight dashboard`` builds it; ``GET /dashboard`` serves it)."""
 
@@ -304,6 +325,7 @@ class Settings(BaseSettings):
     predictions_store: PredictionsStoreSettings = Field(default_factory=PredictionsStoreSettings)
     online: OnlineSettings = Field(default_factory=OnlineSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    sagemaker: SageMakerSettings = Field(default_factory=SageMakerSettings)
 
     @field_validator("lake_dir")
     @classmethod

@@ -342,6 +342,7 @@ def promote(
 
 class Target(str, Enum):
     local = "local"
+    sagemaker = "sagemaker"
 
 
 @app.command()
@@ -351,7 +352,9 @@ def deploy(
     model_dir: Annotated[Optional[Path], typer.Option(
         help="Instead of --model: a folder holding a version's scorer.json and metadata.json (a SageMaker "
         "model folder, /opt/ml/model in the container).")] = None,
-    target: Annotated[Target, typer.Option(help="local: this machine's serving process, in the foreground.")] = Target.local,
+    target: Annotated[Target, typer.Option(
+        help="local: this machine's serving process, in the foreground; sagemaker: a SageMaker endpoint "
+        "(settings sagemaker.*), waiting for InService.")] = Target.local,
     version: Annotated[Optional[int], typer.Option(help="The version to serve (default: production, when it starts).",
                                                    min=1)] = None,
     endpoint: Annotated[Optional[str], typer.Option(help="The endpoint name (default: the model's).")] = None,
@@ -360,7 +363,8 @@ def deploy(
 ) -> None:
     """Serve one version of a model behind SageMaker's container contract (GET /ping, POST /invocations,
     CSV or JSON lines) and the runtime API's path (POST /endpoints/NAME/invocations, for boto3's
-    sagemaker-runtime with endpoint_url) until SIGTERM; prints its URL first."""
+    sagemaker-runtime with endpoint_url) until SIGTERM, printing its URL first; or, with --target
+    sagemaker, make it a SageMaker endpoint and print what was made as JSON."""
     from ml.portable import PortableError
     from ml.registry import RegistryError
     from ml.serving import load_folder, load_version
@@ -368,6 +372,16 @@ def deploy(
 
     if (model is None) == (model_dir is None):
         raise StreamsightError("give --model NAME or --model-dir PATH (one of them)")
+    if target is Target.sagemaker:
+        from ml.sagemaker import deploy as to_sagemaker
+
+        if model is None:
+            raise StreamsightError("--target sagemaker deploys a registry version: give --model NAME")
+        try:
+            print(json.dumps(to_sagemaker(_settings(ctx), model, version, endpoint), indent=2))
+        except RegistryError as exc:
+            raise StreamsightError(f"--model {model}: {exc}") from None
+        return
     try:
         if model_dir is not None:
             if version is not None:

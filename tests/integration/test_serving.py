@@ -149,3 +149,60 @@ def test_the_containers_serve_entry_scores_a_model_folder(endpoint, expected, tr
     empty = subprocess.run([str(ROOT / "docker" / "sagemaker" / "serve")], env=env, capture_output=True, text=True,
                            timeout=120)
     assert empty.returncode == 2 and f"--model-dir {tmp_path}: {tmp_path} holds no scorer.json" in empty.stderr
+
+
+def test_deploy_to_sagemaker_uploads_the_version_and_brings_an_endpoint_into_service(endpoint, trained_model,
+                                                                                       tmp_path, monkeypatch):
+    """The control plane is moto's server (a stand-in for S3 and SageMaker): the CLI as a real process."""
+    import tarfile
+
+    import boto3
+
+    from tests.moto_server import start_moto, stop
+
+    moto, url = start_moto(tmp_path / "moto.log")
+    try:
+        creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        clients = {k: boto3.client(k, endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                                   aws_secret_access_key="testing") for k in ("s3", "sagemaker")}
+        clients["s3"].create_bucket(Bucket="models-bucket")
+        settings = {"STREAMSIGHT_AWS__ENDPOINT_URL": url, "STREAMSIGHT_SAGEMAKER__ARTIFACTS_URI": "s3://models-bucket/serving",
+                    "STREAMSIGHT_SAGEMAKER__IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/streamsight:sagemaker",
+                    "STREAMSIGHT_SAGEMAKER__EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/streamsight-sagemaker",
+                    "STREAMSIGHT_SAGEMAKER__POLL_S": "1"}
+        env = {**endpoint["env"], **creds, **settings}
+        env.pop("AWS_PROFILE", None)
+
+        def deploy(*args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "streamsight_cli", "deploy", "--target", "sagemaker", *args],
+                                  env={**env, **(extra or {})}, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+        done = deploy("--model", trained_model.name)
+        assert done.returncode == 0, done.stderr
+        made = json.loads(done.stdout)
+        assert (made["endpoint"], made["action"], made["status"], made["version"]) == ("machine-failure", "created",
+                                                                                        "InService", 1)
+        described = clients["sagemaker"].describe_endpoint(EndpointName="machine-failure")
+        assert described["EndpointStatus"] == "InService"
+        config = clients["sagemaker"].describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
+        (variant,) = config["ProductionVariants"]
+        assert (variant["VariantName"], variant["InstanceType"], variant["InitialInstanceCount"]) == (
+            "AllTraffic", "ml.m5.large", 1)
+        container = clients["sagemaker"].describe_model(ModelName=variant["ModelName"])["PrimaryContainer"]
+        assert container["Image"] == settings["STREAMSIGHT_SAGEMAKER__IMAGE_URI"]
+        assert container["ModelDataUrl"] == made["model_data_url"] == "s3://models-bucket/serving/machine_failure/v1/model.tar.gz"
+        archive = clients["s3"].get_object(Bucket="models-bucket", Key="serving/machine_failure/v1/model.tar.gz")["Body"].read()
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            assert sorted(tar.getnames()) == ["metadata.json", "scorer.json"]
+            unpacked = tmp_path / "opt-ml-model"
+            tar.extractall(unpacked, filter="data")
+        version = endpoint["lake"] / "_models" / trained_model.name / "v1"
+        for name in ("scorer.json", "metadata.json"):
+            assert json.loads((unpacked / name).read_text()) == json.loads((version / name).read_text())
+
+        missing = deploy("--model", trained_model.name, extra={"STREAMSIGHT_SAGEMAKER__IMAGE_URI": ""})
+        assert missing.returncode == 2 and "STREAMSIGHT_SAGEMAKER__IMAGE_URI (sagemaker.image_uri) is not set" in missing.stderr
+        unreachable = deploy("--model", trained_model.name, extra={"STREAMSIGHT_AWS__ENDPOINT_URL": "http://127.0.0.1:1"})
+        assert unreachable.returncode == 2 and "cannot reach AWS (http://127.0.0.1:1)" in unreachable.stderr
+    finally:
+        stop(moto)

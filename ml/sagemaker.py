@@ -1,0 +1,154 @@
+"""``streamsight deploy --target sagemaker``: one model version as a SageMaker endpoint, with boto3.
+
+1. The version's ``scorer.json`` and ``metadata.json`` go into ``model.tar.gz`` (what SageMaker
+   unpacks into ``/opt/ml/model``), uploaded to ``<sagemaker.artifacts_uri>/<model>/v<N>/``.
+2. A SageMaker model (``sagemaker.image_uri``: the Dockerfile's ``sagemaker`` stage, whose ``serve``
+   is :mod:`ml.serving`; ``sagemaker.execution_role_arn``), an endpoint configuration of one variant
+   (``AllTraffic``: ``sagemaker.instance_type`` x ``instance_count``), then the endpoint: created, or
+   switched to the new configuration when it exists (``UpdateEndpoint``: SageMaker replaces the
+   instances behind it without downtime).
+3. Waits until the endpoint is ``InService`` (``sagemaker.wait_timeout_s``); ``Failed`` stops the
+   wait with SageMaker's reason.
+
+Missing settings fail before any call, naming the setting; an AWS API that does not answer fails
+within seconds (botocore's connect timeout, three attempts), with the error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+import time
+from typing import TYPE_CHECKING, Any
+
+from ml.registry import METADATA_FILE, SCORER_FILE, RegistryError
+from streamsight.errors import ConfigError, StreamsightError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from streamsight.settings import Settings
+
+VARIANT = "AllTraffic"
+_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's names
+
+
+class DeployError(StreamsightError):
+    """SageMaker refused a call, or the endpoint did not come into service."""
+
+
+def endpoint_name(model: str) -> str:
+    """A model name as a SageMaker name (letters, digits, hyphens)."""
+    name = re.sub(r"[^a-zA-Z0-9-]+", "-", model).strip("-")
+    if not _NAME.match(name):
+        raise ConfigError(f"--endpoint: {name!r} is not a SageMaker endpoint name (letters, digits, hyphens, 63 at most)")
+    return name
+
+
+def model_archive(files: dict[str, bytes]) -> bytes:
+    """``model.tar.gz`` holding ``files`` at its root (fixed times and owners: the same model gives the
+    same bytes)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(files[name]), 0, 0o644
+            tar.addfile(info, io.BytesIO(files[name]))
+    return out.getvalue()
+
+
+def _required(settings: Settings) -> tuple[str, str, str, str]:
+    sm = settings.sagemaker
+    for field, value in (("image_uri", sm.image_uri), ("execution_role_arn", sm.execution_role_arn),
+                         ("artifacts_uri", sm.artifacts_uri)):
+        if not value:
+            raise ConfigError(f"STREAMSIGHT_SAGEMAKER__{field.upper()} (sagemaker.{field}) is not set: "
+                              "deploy --target sagemaker needs it")
+    assert sm.image_uri and sm.execution_role_arn and sm.artifacts_uri
+    bucket, _, prefix = sm.artifacts_uri.split("://", 1)[1].partition("/")
+    return sm.image_uri, sm.execution_role_arn, bucket, prefix.strip("/")
+
+
+def _clients(settings: Settings) -> tuple[Any, Any]:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
+    kwargs = {"region_name": settings.aws.region, "endpoint_url": settings.aws.endpoint_url, "config": config}
+    return boto3.client("s3", **kwargs), boto3.client("sagemaker", **kwargs)
+
+
+def deploy(settings: Settings, model: str, version: int | None = None, endpoint: str | None = None, *,
+           clients: tuple[Any, Any] | None = None, clock: Any = time) -> dict[str, Any]:
+    """Deploy ``model`` v``version`` (default: production) to endpoint ``endpoint`` (default: the model's
+    name); returns what was made and the endpoint's final status."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ml.online import RegistryFiles, storage_options
+    from streamsight.lake import models_uri
+
+    image, role, bucket, prefix = _required(settings)
+    name = endpoint_name(endpoint or model)
+    files = RegistryFiles(models_uri(settings.lake_uri), storage_options(settings))
+    chosen = files.production(model) if version is None else version
+    if chosen is None:
+        raise RegistryError(f"model {model!r} has no production version (name one with --version)")
+    docs = {f: files.read_json(model, f"v{chosen}", f) for f in (SCORER_FILE, METADATA_FILE)}
+    missing = [f for f, doc in docs.items() if doc is None]
+    if missing:
+        raise RegistryError(f"model {model!r} v{chosen} has no {missing[0]} in {files.root_uri}")
+    archive = model_archive({f: json.dumps(doc, indent=1).encode("utf-8") for f, doc in docs.items()})
+    key = "/".join(p for p in (prefix, model, f"v{chosen}", "model.tar.gz") if p)
+    made = f"{name[:40]}-v{chosen}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
+    s3, sm = clients or _clients(settings)
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=archive)
+        sm.create_model(ModelName=made, ExecutionRoleArn=role, PrimaryContainer={
+            "Image": image, "ModelDataUrl": f"s3://{bucket}/{key}",
+            "Environment": {"STREAMSIGHT_MODEL": model, "STREAMSIGHT_MODEL_VERSION": str(chosen)}})
+        sm.create_endpoint_config(EndpointConfigName=made, ProductionVariants=[{
+            "VariantName": VARIANT, "ModelName": made, "InstanceType": settings.sagemaker.instance_type,
+            "InitialInstanceCount": settings.sagemaker.instance_count}])
+        if _exists(sm, name):
+            sm.update_endpoint(EndpointName=name, EndpointConfigName=made)
+            action = "updated"
+        else:
+            sm.create_endpoint(EndpointName=name, EndpointConfigName=made)
+            action = "created"
+        status = _wait(sm, name, settings.sagemaker.wait_timeout_s, settings.sagemaker.poll_s, clock)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise DeployError(f"SageMaker refused {exc.operation_name}: {error.get('Code')}: {error.get('Message')}") from None
+    except BotoCoreError as exc:
+        raise DeployError(f"cannot reach AWS ({settings.aws.endpoint_url or settings.aws.region}): {exc}") from None
+    return {"endpoint": name, "action": action, "endpoint_arn": status.get("EndpointArn"), "model": model,
+            "version": chosen, "sagemaker_model": made, "endpoint_config": made,
+            "model_data_url": f"s3://{bucket}/{key}", "status": status["EndpointStatus"]}
+
+
+def _exists(sm: Any, name: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        sm.describe_endpoint(EndpointName=name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ValidationException":  # SageMaker: no such endpoint
+            return False
+        raise
+    return True
+
+
+def _wait(sm: Any, name: str, timeout_s: float, poll_s: float, clock: Any) -> dict[str, Any]:
+    """The endpoint's description once it is InService; raises on Failed or after ``timeout_s``."""
+    deadline = clock.monotonic() + timeout_s
+    while True:
+        status = sm.describe_endpoint(EndpointName=name)
+        state = status["EndpointStatus"]
+        if state == "InService":
+            return dict(status)
+        if state == "Failed":
+            raise DeployError(f"endpoint {name} failed: {status.get('FailureReason', 'no reason given')}")
+        if clock.monotonic() >= deadline:
+            raise DeployError(f"endpoint {name} is still {state} after {timeout_s:g} s "
+                              "(sagemaker.wait_timeout_s); it may still come into service")
+        clock.sleep(poll_s)  # SageMaker's status changes in minutes; the loop is bounded by the deadline

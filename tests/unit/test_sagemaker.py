@@ -1,0 +1,124 @@
+"""``ml.sagemaker.deploy``'s paths moto's server does not cover (it has no UpdateEndpoint) and its
+waiting, with botocore's Stubber standing in for S3 and SageMaker (a stand-in: no AWS here)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+
+from streamsight.settings import load_settings
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/streamsight:sagemaker"
+ROLE = "arn:aws:iam::123456789012:role/streamsight-sagemaker"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    version = tmp_path / "lake" / "_models" / "pump_vibration" / "v3"
+    version.mkdir(parents=True)
+    (version / "scorer.json").write_text(json.dumps({"format": "streamsight.portable/1"}))
+    (version / "metadata.json").write_text(json.dumps({"model_name": "pump_vibration", "version": 3, "threshold": 0.4}))
+    (version.parent / "aliases.json").write_text(json.dumps({"production": 3}))
+    for name, value in {"IMAGE_URI": IMAGE, "EXECUTION_ROLE_ARN": ROLE, "ARTIFACTS_URI": "s3://models/serving",
+                        "WAIT_TIMEOUT_S": "60", "POLL_S": "20"}.items():
+        monkeypatch.setenv(f"STREAMSIGHT_SAGEMAKER__{name}", value)
+    return load_settings(lake_dir=str(tmp_path / "lake"))
+
+
+def _clients() -> tuple[Any, Any, Stubber, Stubber]:
+    kwargs = {"region_name": "us-east-1", "aws_access_key_id": "x", "aws_secret_access_key": "x"}
+    s3, sm = boto3.client("s3", **kwargs), boto3.client("sagemaker", **kwargs)
+    return s3, sm, Stubber(s3), Stubber(sm)
+
+
+def _status(state: str, **extra: Any) -> dict[str, Any]:
+    return {"EndpointName": "pump-vibration", "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/pump-vibration",
+            "EndpointConfigName": "c", "EndpointStatus": state, "CreationTime": 0, "LastModifiedTime": 0, **extra}
+
+
+def _made(s3_stub: Stubber, sm_stub: Stubber) -> None:
+    s3_stub.add_response("put_object", {}, {"Bucket": "models", "Key": "serving/pump_vibration/v3/model.tar.gz", "Body": ANY})
+    sm_stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m"}, {
+        "ModelName": ANY, "ExecutionRoleArn": ROLE, "PrimaryContainer": {
+            "Image": IMAGE, "ModelDataUrl": "s3://models/serving/pump_vibration/v3/model.tar.gz",
+            "Environment": {"STREAMSIGHT_MODEL": "pump_vibration", "STREAMSIGHT_MODEL_VERSION": "3"}}})
+    config_arn = "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/c"
+    sm_stub.add_response("create_endpoint_config", {"EndpointConfigArn": config_arn},
+                         {"EndpointConfigName": ANY, "ProductionVariants": ANY})
+
+
+def test_an_existing_endpoint_is_switched_to_the_new_configuration_and_waited_for(settings):
+    from ml.sagemaker import deploy
+
+    s3, sm, s3_stub, sm_stub = _clients()
+    _made(s3_stub, sm_stub)
+    sm_stub.add_response("describe_endpoint", _status("InService"), {"EndpointName": "pump-vibration"})
+    sm_stub.add_response("update_endpoint", {"EndpointArn": _status("x")["EndpointArn"]},
+                         {"EndpointName": "pump-vibration", "EndpointConfigName": ANY})
+    for state in ("Updating", "Updating", "InService"):
+        sm_stub.add_response("describe_endpoint", _status(state), {"EndpointName": "pump-vibration"})
+    clock = FakeClock()
+    with s3_stub, sm_stub:
+        made = deploy(settings, "pump_vibration", clients=(s3, sm), clock=clock)
+        s3_stub.assert_no_pending_responses()
+        sm_stub.assert_no_pending_responses()
+    assert (made["action"], made["status"], made["version"], made["endpoint"]) == ("updated", "InService", 3,
+                                                                                    "pump-vibration")
+    assert clock.slept == [20.0, 20.0]
+
+
+@pytest.mark.parametrize("states, says", [
+    (["Creating", "Failed"], "endpoint pump-vibration failed: image not found"),
+    (["Creating"] * 4, "still Creating after 60 s (sagemaker.wait_timeout_s)"),  # at 0, 20, 40 and 60 s
+])
+def test_a_failed_or_slow_endpoint_stops_the_wait_with_the_reason(settings, states, says):
+    from ml.sagemaker import DeployError, deploy
+
+    s3, sm, s3_stub, sm_stub = _clients()
+    _made(s3_stub, sm_stub)
+    sm_stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint",
+                             expected_params={"EndpointName": "pump-vibration"})
+    sm_stub.add_response("create_endpoint", {"EndpointArn": _status("x")["EndpointArn"]},
+                         {"EndpointName": "pump-vibration", "EndpointConfigName": ANY})
+    for state in states:
+        extra = {"FailureReason": "image not found"} if state == "Failed" else {}
+        sm_stub.add_response("describe_endpoint", _status(state, **extra), {"EndpointName": "pump-vibration"})
+    with s3_stub, sm_stub, pytest.raises(DeployError, match=re.escape(says)):
+        deploy(settings, "pump_vibration", clients=(s3, sm), clock=FakeClock())
+    sm_stub.assert_no_pending_responses()
+
+
+def test_names_and_archives():
+    import io
+    import tarfile
+
+    from ml.sagemaker import endpoint_name, model_archive
+    from streamsight.errors import ConfigError
+
+    assert endpoint_name("machine_failure") == "machine-failure"
+    with pytest.raises(ConfigError, match="not a SageMaker endpoint name"):
+        endpoint_name("x" * 64)
+    files = {"scorer.json": b'{"a": 1}', "metadata.json": b'{"b": 2}'}
+    archive = model_archive(files)
+    assert archive == model_archive(dict(reversed(files.items())))  # the same model, the same bytes
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        assert {m.name: tar.extractfile(m).read() for m in tar.getmembers()} == files  # type: ignore[union-attr]
