@@ -59,7 +59,7 @@ def test_portable_probabilities_equal_mllib(spark, algorithm):
     got = scorer.probabilities(records)
     assert len(got) == len(expected) == len(rows)
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
-    assert np.ptp(got) > 0.5 and len(np.unique(got)) > 100  # scored, not a constant
+    assert np.ptp(got) > 0.5 and len(np.unique(got)) > 20  # scored, not a constant (trees: a value per leaf path)
     if algorithm == "gbt":
         assert len(doc["stages"][-1]["trees"]) == 8
 
