@@ -216,22 +216,12 @@ def create_app(served: ServedModel, endpoint: str) -> FastAPI:
 
 def serve(served: ServedModel, endpoint: str, *, host: str, port: int, announce: Callable[[str], None]) -> None:
     """Bind ``host:port`` (0: a free port), call ``announce`` with the URL, serve until SIGTERM."""
-    import socket
-
     import uvicorn
 
-    from streamsight.errors import ConfigError
+    from streamsight.web import listening_socket
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        raise ConfigError(f"--port: cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(1024)
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    sock, url = listening_socket(host, port, "--port", backlog=1024)
     log.info("serving %s v%d as endpoint %s", served.name, served.version, endpoint)
-    announce(f"http://{shown}:{sock.getsockname()[1]}")
+    announce(url)
     config = uvicorn.Config(create_app(served, endpoint), log_config=None, access_log=False, server_header=False)
     uvicorn.Server(config).run(sockets=[sock])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -46,3 +47,21 @@ async def json_body(request: Request, limit: int) -> Any:
         raise HTTPException(400, f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except ValueError as exc:
         raise HTTPException(400, f"the body is not valid JSON: {exc}") from None
+
+
+def listening_socket(host: str, port: int, setting: str, backlog: int = 2048) -> tuple[socket.socket, str]:
+    """A socket listening on ``host:port`` (0: a free port) and its base URL; a port that cannot be
+    bound fails naming ``setting``."""
+    from streamsight.errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"{setting}: cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(backlog)
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    return sock, f"http://{shown}:{sock.getsockname()[1]}"

@@ -29,7 +29,6 @@ import logging
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -47,7 +46,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from streamsight.errors import ConfigError
 from streamsight.settings import ApiKey, Settings
-from streamsight.web import ErrorBody
+from streamsight.web import ErrorBody, listening_socket
 
 if TYPE_CHECKING:  # pragma: no cover
     from streamsight.contracts import Contract
@@ -475,21 +474,12 @@ def serve(settings: Settings, contracts: dict[str, Contract], servers: str, *, h
     _json_logging(settings.log_level)
     if not ring.enabled:
         log.warning("api.auth is none: every client may use the API")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        raise ConfigError(f"STREAMSIGHT_API__PORT (api.port): cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(2048)
+    sock, url = listening_socket(host, port, "STREAMSIGHT_API__PORT (api.port)")
     builder = DashboardBuilder(dashboard) if dashboard else None
     if builder is not None:
         builder.start()  # before the app's threads exist (a fork with threads may deadlock in preexec_fn)
     app = create_app(settings, contracts, servers, ring, builder)
-    bound = sock.getsockname()[1]
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
-    announce(f"http://{shown}:{bound}")
+    announce(url)
     config = uvicorn.Config(app, log_config=None, access_log=False, server_header=False,
                             timeout_graceful_shutdown=max(5, int(settings.api.publish_timeout_s) + 2))
     try:
