@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRA_BIN = ROOT / ".venv-infra" / "bin"
@@ -18,6 +19,17 @@ T_MOTO_START = 60
 
 class MotoError(RuntimeError):
     pass
+
+
+# What boto3 needs to sign requests to moto's server (any values do); no profile may override them.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def use_test_credentials(monkeypatch: Any) -> None:
+    """Set :data:`CREDENTIALS` in this test's environment and drop ``AWS_PROFILE``."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
 def free_port() -> int:

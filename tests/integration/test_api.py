@@ -389,12 +389,9 @@ def test_the_stream_puts_each_prediction_once_in_dynamodb_and_get_reads_them(spa
     from streamsight.settings import load_settings
     from streamsight.store import put_partition
     from tests.integration.helpers import cli
-    from tests.moto_server import start_moto, stop
+    from tests.moto_server import start_moto, stop, use_test_credentials
 
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    use_test_credentials(monkeypatch)
     moto, endpoint = start_moto(tmp_path / "moto.log")
     server = None
     try:

@@ -20,7 +20,7 @@ from streamsight.contracts import load_contracts
 from streamsight.settings import load_settings
 from tests.conftest import AI4I_CSV
 from tests.integration.helpers import cli_env, isolated_contract, wait_for
-from tests.moto_server import start_moto, stop
+from tests.moto_server import start_moto, stop, use_test_credentials
 
 pytestmark = pytest.mark.integration
 
@@ -84,10 +84,7 @@ def test_listener_counts_and_warns_of_rows_dropped_behind_the_watermark(caplog):
 
 @pytest.fixture
 def moto(tmp_path, monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    use_test_credentials(monkeypatch)
     proc, endpoint = start_moto(tmp_path / "moto.log")
     yield endpoint
     stop(proc)

@@ -128,7 +128,7 @@ def _fill_the_lake_from_the_topic(spark: Any, kafka_broker: Any, settings: Any, 
     from streaming_jobs.pipeline import batch_stats, run
     from streamsight.lake import read_table, table_uri
     from streamsight.store import DynamoPredictions
-    from tests.moto_server import start_moto, stop
+    from tests.moto_server import start_moto, stop, use_test_credentials
 
     servers, topic = kafka_broker.bootstrap_servers, contract.predictions_topic
     producer = confluent_kafka.Producer({"bootstrap.servers": servers, "enable.idempotence": True})
@@ -140,10 +140,7 @@ def _fill_the_lake_from_the_topic(spark: Any, kafka_broker: Any, settings: Any, 
     producer.produce(topic, b"not a prediction", key=b"x")
     assert producer.flush(30) == 0
 
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    use_test_credentials(monkeypatch)
     moto, endpoint = start_moto(tmp_path / "moto.log")
     try:
         for name, value in {"STREAMSIGHT_PREDICTIONS_STORE__KIND": "dynamodb",

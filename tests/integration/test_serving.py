@@ -158,11 +158,10 @@ def test_deploy_to_sagemaker_uploads_the_version_and_brings_an_endpoint_into_ser
 
     import boto3
 
-    from tests.moto_server import start_moto, stop
+    from tests.moto_server import CREDENTIALS, start_moto, stop
 
     moto, url = start_moto(tmp_path / "moto.log")
     try:
-        creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
         clients = {k: boto3.client(k, endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
                                    aws_secret_access_key="testing") for k in ("s3", "sagemaker")}
         clients["s3"].create_bucket(Bucket="models-bucket")
@@ -170,7 +169,7 @@ def test_deploy_to_sagemaker_uploads_the_version_and_brings_an_endpoint_into_ser
                     "STREAMSIGHT_SAGEMAKER__IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/streamsight:sagemaker",
                     "STREAMSIGHT_SAGEMAKER__EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/streamsight-sagemaker",
                     "STREAMSIGHT_SAGEMAKER__POLL_S": "1"}
-        env = {**endpoint["env"], **creds, **settings}
+        env = {**endpoint["env"], **CREDENTIALS, **settings}
         env.pop("AWS_PROFILE", None)
 
         def deploy(*args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
