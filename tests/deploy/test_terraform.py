@@ -84,7 +84,8 @@ INVENTORY_OUTPUTS = {
 }
 
 # Every AWS service the configuration calls, all pointed at moto by the override.
-MOTO_SERVICES = ("autoscaling", "cloudwatch", "dynamodb", "ec2", "glue", "iam", "kms", "logs", "route53", "s3", "sns", "sts")
+MOTO_SERVICES = ("autoscaling", "cloudwatch", "dynamodb", "ec2", "ecr", "glue", "iam", "kms", "logs", "route53", "s3", "sns",
+                 "sts")
 
 # Matches AMIs that moto ships under Canonical's owner id, so the real data "aws_ami" lookup runs.
 MOTO_AMI_NAME_FILTER = "ubuntu/images/hvm-ssd/ubuntu-*-amd64-server-*"
@@ -467,6 +468,21 @@ def test_apply_and_destroy_dev_against_moto(background: Background) -> None:
     (dynamo,) = [st for st in spark_policy["Statement"] if st.get("Sid") == "PutAndReadOnlinePredictions"]
     assert sorted(dynamo["Resource"]) == sorted([table["arn"], f"{table['arn']}/index/by_stream"])
     assert not any(a in dynamo["Action"] for a in ("dynamodb:*", "dynamodb:DeleteTable", "dynamodb:Scan"))
+
+    # What `streamsight deploy --target sagemaker` needs: the inference image's repository (immutable
+    # tags, scanned, the lake's key) and the role SageMaker runs endpoints with, which may read the
+    # model artifacts' prefix only.
+    (repository,) = [a for _, a in resources(state, "aws_ecr_repository")]
+    assert outputs["sagemaker_image_repository_url"] == repository["repository_url"]
+    assert repository["image_tag_mutability"] == "IMMUTABLE" and repository["image_scanning_configuration"][0]["scan_on_push"]
+    assert repository["encryption_configuration"][0] == {"encryption_type": "KMS", "kms_key": outputs["kms_key_arn"]}
+    (role,) = [a for _, a in resources(state, "aws_iam_role") if a["name"] == "streamsight-dev-sagemaker-execution"]
+    assert outputs["sagemaker_execution_role_arn"] == role["arn"]
+    assert json.loads(role["assume_role_policy"])["Statement"][0]["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    execution = next(json.loads(a["policy"]) for _, a in resources(state, "aws_iam_role_policy") if a["name"] == "inference")
+    (artifacts,) = [st for st in execution["Statement"] if st.get("Sid") == "ReadModelArtifacts"]
+    assert outputs["sagemaker_artifacts_uri"] == f"s3://{bucket}/sagemaker-models"
+    assert artifacts["Resource"].endswith(f":{bucket}/sagemaker-models/*") and artifacts["Action"] == "s3:GetObject"
 
     assert result.left_after_destroy == [], f"destroy left resources in the state: {result.left_after_destroy}"
 

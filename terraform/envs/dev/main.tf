@@ -25,6 +25,17 @@ module "lake" {
   tags = local.tags
 }
 
+module "serving" {
+  source = "../../modules/serving"
+
+  name                = local.name
+  lake_bucket_arn     = module.lake.bucket_arn
+  kms_key_arn         = module.lake.kms_key_arn
+  force_delete_images = true
+
+  tags = local.tags
+}
+
 module "network" {
   source = "../../modules/network"
 

@@ -105,3 +105,18 @@ output "predictions_table_name" {
   description = "DynamoDB table of online predictions: STREAMSIGHT_PREDICTIONS_STORE__TABLE."
   value       = module.lake.predictions_table_name
 }
+
+output "sagemaker_image_repository_url" {
+  description = "Push the Dockerfile's sagemaker stage here; STREAMSIGHT_SAGEMAKER__IMAGE_URI = this URL:TAG."
+  value       = module.serving.repository_url
+}
+
+output "sagemaker_execution_role_arn" {
+  description = "STREAMSIGHT_SAGEMAKER__EXECUTION_ROLE_ARN: the role the endpoints run with."
+  value       = module.serving.execution_role_arn
+}
+
+output "sagemaker_artifacts_uri" {
+  description = "STREAMSIGHT_SAGEMAKER__ARTIFACTS_URI: where deploy uploads model.tar.gz."
+  value       = "s3://${module.lake.bucket_name}/${module.serving.artifacts_prefix}"
+}
