@@ -357,7 +357,8 @@ def deploy(
         "(settings sagemaker.*), waiting for InService.")] = Target.local,
     version: Annotated[Optional[int], typer.Option(help="The version to serve (default: production, when it starts).",
                                                    min=1)] = None,
-    endpoint: Annotated[Optional[str], typer.Option(help="The endpoint name (default: the model's).")] = None,
+    endpoint: Annotated[Optional[str], typer.Option(
+        help="The endpoint name (default: the model's, with hyphens for underscores).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (SageMaker's 8080); 0 picks a free one.", min=0, max=65535)] = 8080,
 ) -> None:
@@ -392,7 +393,10 @@ def deploy(
             served = load_version(_settings(ctx), model, version)
     except (RegistryError, PortableError) as exc:
         raise StreamsightError(f"{f'--model {model}' if model else f'--model-dir {model_dir}'}: {exc}") from None
-    run_serving(served, endpoint or served.name, host=host, port=port, announce=lambda url: print(url, flush=True))
+    from ml.sagemaker import endpoint_name
+
+    run_serving(served, endpoint_name(endpoint or served.name), host=host, port=port,
+                announce=lambda url: print(url, flush=True))
 
 
 @app.command()
