@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -384,9 +385,11 @@ def deploy(
             raise StreamsightError(f"--model {model}: {exc}") from None
         return
     try:
-        if model_dir is not None:
+        if model_dir is not None:  # a container: no settings file, logs to stderr (SageMaker's CloudWatch)
             if version is not None:
                 raise StreamsightError("--version goes with --model; a model folder holds one version")
+            logging.basicConfig(level=os.environ.get("STREAMSIGHT_LOG_LEVEL", "INFO"), stream=sys.stderr,
+                                format="%(asctime)s %(levelname)s %(name)s: %(message)s")
             served = load_folder(model_dir)
         else:
             assert model is not None

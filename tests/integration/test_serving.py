@@ -145,6 +145,7 @@ def test_the_containers_serve_entry_scores_a_model_folder(endpoint, expected, tr
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert "serving machine_failure v1 as endpoint machine-failure" in (proc.stderr.read() if proc.stderr else "")
     (tmp_path / "scorer.json").unlink()
     empty = subprocess.run([str(ROOT / "docker" / "sagemaker" / "serve")], env=env, capture_output=True, text=True,
                            timeout=120)
