@@ -83,6 +83,26 @@ class RegistryFiles:
         version = aliases.get(PRODUCTION_ALIAS) if isinstance(aliases, dict) else None
         return None if version is None else int(version)
 
+    def version_files(self, name: str, version: int | None = None) -> tuple[int, dict[str, Any], dict[str, Any]]:
+        """``(version, metadata.json, scorer.json)`` of ``version`` of ``name`` (default: its production
+        one); raises :class:`RegistryError` naming what is missing."""
+        chosen = self.production(name) if version is None else version
+        if chosen is None:
+            raise RegistryError(f"model {name!r} has no production version (name one with --version)")
+        metadata = self.read_json(name, f"v{chosen}", METADATA_FILE)
+        if metadata is None:
+            raise RegistryError(f"model {name!r} v{chosen} has no {METADATA_FILE} in {self.root_uri}")
+        doc = self.read_json(name, f"v{chosen}", SCORER_FILE)
+        if doc is None:
+            raise RegistryError(f"model {name!r} v{chosen} has no {SCORER_FILE} in {self.root_uri} (trained before "
+                                "online scoring existed: train it again)")
+        return chosen, metadata, doc
+
+    def served(self, name: str, version: int | None = None) -> ServedModel:
+        """That version, ready to score."""
+        chosen, metadata, doc = self.version_files(name, version)
+        return ServedModel(name, chosen, PortableModel(doc), float(metadata["threshold"]), metadata)
+
 
 @dataclass
 class ServedModel:
@@ -155,7 +175,7 @@ class ModelCatalog:
             if version is None:
                 entry.served, entry.problem = None, None
             elif entry.served is None or entry.served.version != version or entry.problem is not None:
-                entry.served, entry.problem = self._load(name, version), None
+                entry.served, entry.problem = self.files.served(name, version), None
                 log.info("serving %s v%d", name, version)
         except (RegistryError, PortableError, OSError, ValueError, KeyError) as exc:
             if entry.served is not None and entry.problem is None:
@@ -165,12 +185,3 @@ class ModelCatalog:
                 log.error("model %s cannot be served: %s", name, exc)
         entry.checked = time.monotonic()
 
-    def _load(self, name: str, version: int) -> ServedModel:
-        metadata = self.files.read_json(name, f"v{version}", METADATA_FILE)
-        doc = self.files.read_json(name, f"v{version}", SCORER_FILE)
-        if metadata is None:
-            raise RegistryError(f"model {name!r} v{version} has no {METADATA_FILE}")
-        if doc is None:
-            raise RegistryError(f"model {name!r} v{version} has no {SCORER_FILE} (trained before online "
-                                "scoring existed: train it again)")
-        return ServedModel(name, version, PortableModel(doc), float(metadata["threshold"]), metadata)

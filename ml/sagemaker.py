@@ -23,7 +23,7 @@ import tarfile
 import time
 from typing import TYPE_CHECKING, Any
 
-from ml.registry import METADATA_FILE, SCORER_FILE, RegistryError
+from ml.registry import METADATA_FILE, SCORER_FILE
 from streamsight.errors import ConfigError, StreamsightError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,14 +90,9 @@ def deploy(settings: Settings, model: str, version: int | None = None, endpoint:
     image, role, bucket, prefix = _required(settings)
     name = endpoint_name(endpoint or model)
     files = RegistryFiles(models_uri(settings.lake_uri), storage_options(settings))
-    chosen = files.production(model) if version is None else version
-    if chosen is None:
-        raise RegistryError(f"model {model!r} has no production version (name one with --version)")
-    docs = {f: files.read_json(model, f"v{chosen}", f) for f in (SCORER_FILE, METADATA_FILE)}
-    missing = [f for f, doc in docs.items() if doc is None]
-    if missing:
-        raise RegistryError(f"model {model!r} v{chosen} has no {missing[0]} in {files.root_uri}")
-    archive = model_archive({f: json.dumps(doc, indent=1).encode("utf-8") for f, doc in docs.items()})
+    chosen, metadata, scorer = files.version_files(model, version)
+    archive = model_archive({f: json.dumps(doc, indent=1).encode("utf-8")
+                             for f, doc in ((METADATA_FILE, metadata), (SCORER_FILE, scorer))})
     key = "/".join(p for p in (prefix, model, f"v{chosen}", "model.tar.gz") if p)
     made = f"{name[:40]}-v{chosen}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
     s3, sm = clients or _clients(settings)

@@ -63,16 +63,7 @@ def load_version(settings: Settings, name: str, version: int | None = None) -> S
     from ml.online import RegistryFiles, storage_options
     from streamsight.lake import models_uri
 
-    files = RegistryFiles(models_uri(settings.lake_uri), storage_options(settings))
-    chosen = files.production(name) if version is None else version
-    if chosen is None:
-        raise RegistryError(f"model {name!r} has no production version (name one with --version)")
-    metadata = files.read_json(name, f"v{chosen}", METADATA_FILE)
-    doc = files.read_json(name, f"v{chosen}", SCORER_FILE)
-    if metadata is None or doc is None:
-        missing = METADATA_FILE if metadata is None else SCORER_FILE
-        raise RegistryError(f"model {name!r} v{chosen} has no {missing} in {files.root_uri}")
-    return ServedModel(name, chosen, PortableModel(doc), float(metadata["threshold"]), metadata)
+    return RegistryFiles(models_uri(settings.lake_uri), storage_options(settings)).served(name, version)
 
 
 def load_folder(folder: Path) -> ServedModel:

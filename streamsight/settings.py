@@ -137,6 +137,14 @@ class CatalogSettings(BaseModel):
     metastore_dir: Path = Field(default=Path("var/metastore"), description="hive: the metastore's folder.")
 
 
+def _interval(value: str) -> str:
+    """An interval such as ``'7 days'`` (the contracts' notation), stripped; else ValueError."""
+    from streamsight.contracts import interval_seconds
+
+    interval_seconds(value)
+    return value.strip()
+
+
 class RetentionSettings(BaseModel):
     """What ``streamsight lake maintain`` keeps unless a contract says otherwise (its ``retention``)."""
 
@@ -147,13 +155,7 @@ class RetentionSettings(BaseModel):
     log: str = Field(default="30 days", description="Versions stay readable this long (Delta's "
                      "logRetentionDuration). Env: STREAMSIGHT_RETENTION__LOG.")
 
-    @field_validator("files", "log")
-    @classmethod
-    def _interval(cls, value: str) -> str:
-        from streamsight.contracts import interval_seconds
-
-        interval_seconds(value)
-        return value.strip()
+    _intervals = field_validator("files", "log")(_interval)
 
 
 class ApiKey(BaseModel):
@@ -279,13 +281,7 @@ class DashboardSettings(BaseModel):
     refresh_s: float = Field(default=60.0, ge=5, le=86400, description="How often it is rebuilt and the page "
                              "reloads. Env: STREAMSIGHT_DASHBOARD__REFRESH_S.")
 
-    @field_validator("window")
-    @classmethod
-    def _window(cls, value: str) -> str:
-        from streamsight.contracts import interval_seconds
-
-        interval_seconds(value)
-        return value.strip()
+    _window = field_validator("window")(_interval)
 
 
 def _rate_limit(value: str) -> str:
