@@ -241,6 +241,8 @@ class StoredPrediction(BaseModel):
     model_name: str
     model_version: int
     scored_at: str = Field(description="When the streaming job scored it (ISO 8601, UTC).")
+    scored_by: str = Field(description="mllib (in the job), sagemaker:<endpoint>, or local-copy (the endpoint "
+                           "failed and the job's copy of the model scored it).")
 
 
 class StoredPredictions(BaseModel):

@@ -1,7 +1,7 @@
 """Production models for online scoring, read from the registry without Spark.
 
 :class:`RegistryFiles` reads the registry's files (``aliases.json``, ``metadata.json``,
-``scorer.json``) through delta-rs's object store (local disk, ``hdfs://``, ``s3a://``): no JVM.
+``scorer.json``; and writes ``backend.json``) through delta-rs's object store (local disk, ``hdfs://``, ``s3a://``): no JVM.
 :class:`ModelCatalog` keeps each model's production version in memory as a
 :class:`~ml.portable.PortableModel` and re-reads the model's ``aliases.json`` at most every
 ``refresh_s`` seconds, so a promotion (or a model trained under a new name) is served from the next
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ def storage_options(settings: Settings) -> dict[str, str]:
 
 
 class RegistryFiles:
-    """Read-only access to a registry's JSON files (no Spark)."""
+    """A registry's JSON files without Spark: read, and each model's ``backend.json`` set."""
 
     def __init__(self, root_uri: str, options: dict[str, str] | None = None) -> None:
         from pyarrow.fs import FileSystem, LocalFileSystem, PyFileSystem, SubTreeFileSystem
@@ -59,7 +60,8 @@ class RegistryFiles:
         root = root_uri.rstrip("/")
         self.root_uri = root_uri
         self._fs: FileSystem
-        if "://" not in root or root.startswith("file:"):  # a directory that may not exist yet
+        self._local = "://" not in root or root.startswith("file:")
+        if self._local:  # a directory that may not exist yet
             self._fs = SubTreeFileSystem(root.removeprefix("file://").removeprefix("file:"), LocalFileSystem())
         else:
             from deltalake.fs import DeltaStorageHandler
@@ -76,6 +78,40 @@ class RegistryFiles:
                 return json.loads(f.read())
         except FileNotFoundError:
             return None
+
+    def write_json(self, doc: Any, *parts: str | int) -> None:
+        """Create or replace ``<root>/<parts...>``: a local file by rename (readers see the old or the
+        new content); elsewhere with one write (an object store's PUT is atomic)."""
+        path = "/".join(str(p) for p in parts)
+        data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        parent = path.rpartition("/")[0]
+        if parent:
+            self._fs.create_dir(parent, recursive=True)
+        if self._local:
+            staged = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with self._fs.open_output_stream(staged) as f:
+                f.write(data)
+            self._fs.move(staged, path)
+        else:
+            with self._fs.open_output_stream(path) as f:
+                f.write(data)
+
+    def backend(self, name: str) -> dict[str, Any]:
+        """How the stream scores ``name`` (``backend.json``; default in the job: :mod:`ml.endpoint`)."""
+        from ml.endpoint import BACKEND_FILE, MLLIB
+
+        _check_name(name)
+        doc = self.read_json(name, BACKEND_FILE)
+        return doc if isinstance(doc, dict) else {"backend": MLLIB}
+
+    def set_backend(self, name: str, doc: dict[str, Any]) -> None:
+        from ml.endpoint import BACKEND_FILE
+
+        _check_name(name)
+        if doc.get("version") is not None and self.read_json(name, f"v{doc['version']}", METADATA_FILE) is None:
+            raise RegistryError(f"model {name!r} has no version {doc['version']} in {self.root_uri}")
+        self.write_json(doc, name, BACKEND_FILE)
+        log.info("model %s: scored by %s", name, doc)
 
     def production(self, name: str) -> int | None:
         _check_name(name)

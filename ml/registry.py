@@ -4,10 +4,12 @@ Layout under ``streamsight.lake.models_uri(lake_uri)``::
 
     <model_name>/
         aliases.json            {"production": 2}
+        backend.json            how the stream scores it: {"backend": "mllib"} (also when absent) or
+                                {"backend": "sagemaker", "endpoint": NAME, "version": N} (ml.endpoint)
         v1/
             _CLAIM              created first, with create(overwrite=false): reserves the number
             model/              MLlib PipelineModel.save
-        scorer.json         the same pipeline for scoring without Spark (ml.portable), when given
+            scorer.json         the same pipeline for scoring without Spark (ml.portable), when given
             metadata.json       written last: a version exists once this file does
         v2/ ...
 

@@ -5,8 +5,10 @@ The streaming job keeps one :class:`ProductionScorer` for the life of the query 
 ``aliases.json`` (one small file read) and reloads the model only when the ``production`` alias
 points at a different version than the one in memory, so a model promoted with
 ``streamsight promote`` (or by a better training run) is used from the next micro-batch on, without
-restarting the query. Scoring is the model's own ``PipelineModel.transform``. With
-``model.route_by``, a :class:`ModelRouter` keeps one scorer per model name the records use.
+restarting the query. Scoring is the model's own ``PipelineModel.transform``, or, when the
+registry sends the production version to a SageMaker endpoint, calls to that endpoint from the
+tasks (:mod:`ml.endpoint`); the ``scored_by`` column says which. With ``model.route_by``, a
+:class:`ModelRouter` keeps one scorer per model name the records use.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ml import PRODUCTION_ALIAS
+from ml.endpoint import MLLIB
 from streamsight.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,6 +51,9 @@ class ProductionScorer:
         self._lock = threading.Lock()
         self._loaded: tuple[int, PipelineModel, dict[str, Any]] | None = None
         self.last_version: int | None = None
+        self.settings = settings
+        self._local_copy: tuple[int, dict[str, Any]] | None = None  # (version, scorer.json)
+        self._said: str | None = None  # the last backend choice logged
 
     def current(self) -> tuple[int, PipelineModel, dict[str, Any]] | None:
         """``(version, model, metadata)`` of the production version, or ``None`` if there is none.
@@ -82,9 +88,9 @@ class ProductionScorer:
 
     def score(self, df: DataFrame, loaded: tuple[int, PipelineModel, dict[str, Any]] | None = None
               ) -> DataFrame | None:
-        """``df`` with ``probability``, ``prediction``, ``model_name``, ``model_version`` and
-        ``scored_at``, selected (and cast) to ``streamsight.lake.prediction_columns(contract)``;
-        ``None`` when no model is in production.
+        """``df`` with ``probability``, ``prediction``, ``model_name``, ``model_version``,
+        ``scored_by`` and ``scored_at``, selected (and cast) to
+        ``streamsight.lake.prediction_columns(contract)``; ``None`` when no model is in production.
 
         ``df`` needs the contract's key, de-duplication key, event time, ``event_date``, features,
         label (may be null) and the lineage columns ``_kafka_timestamp`` and ``_batch_id``.
@@ -100,10 +106,14 @@ class ProductionScorer:
         missing = [c for c, _ in self.columns if c not in df.columns and c not in _ADDED]
         if missing:
             raise ValueError(f"cannot score {self.contract.name!r}: input lacks column(s) {missing}")
-        scored = model.transform(df)
-        probability = vector_to_array(F.col(_PROBABILITY)).getItem(1)
+        endpoint = self.endpoint(int(version))
+        if endpoint is None:
+            scored = model.transform(df)
+            scored = (scored.withColumn("probability", vector_to_array(F.col(_PROBABILITY)).getItem(1).cast("double"))
+                      .withColumn("scored_by", F.lit(MLLIB)))
+        else:
+            scored = self._invoke(df, endpoint, int(version))
         scored = (scored
-                  .withColumn("probability", probability.cast("double"))
                   .withColumn("prediction", (F.col("probability") >= F.lit(float(metadata["threshold"])))
                               .cast("int"))
                   .withColumn("model_name", F.lit(self.model_name))
@@ -111,8 +121,50 @@ class ProductionScorer:
                   .withColumn("scored_at", F.current_timestamp()))
         return scored.select(*[F.col(f"`{c}`").cast(t).alias(c) for c, t in self.columns])
 
+    def endpoint(self, version: int) -> str | None:
+        """The SageMaker endpoint that scores production version ``version``, per the registry's
+        ``backend.json`` (re-read each call), or None: in the job."""
+        from ml.endpoint import BACKEND_FILE, endpoint_for
 
-_ADDED = {"probability", "prediction", "model_name", "model_version", "scored_at"}
+        why: str | None = None
+        try:
+            doc = self.registry._read_json(f"{self.registry._model_uri(self.model_name)}/{BACKEND_FILE}")
+        except Exception as exc:  # an unreadable choice: score in the job
+            doc, why = None, f"cannot read {BACKEND_FILE} ({exc}): scoring in the job"
+        endpoint, not_used = endpoint_for(doc, version)
+        said = why or not_used or (f"scoring with SageMaker endpoint {endpoint}" if endpoint else "scoring in the job")
+        if said != self._said:
+            (log.warning if why or not_used else log.info)("%s v%d: %s", self.model_name, version, said)
+            self._said = said
+        return endpoint
+
+    def _invoke(self, df: DataFrame, endpoint: str, version: int) -> DataFrame:
+        """``df``'s prediction columns with ``probability`` and ``scored_by`` from ``endpoint``
+        (:class:`ml.endpoint.EndpointScorer`, in the tasks)."""
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+        from ml.endpoint import EndpointClient, EndpointScorer
+        from ml.registry import SCORER_FILE
+
+        if self._local_copy is None or self._local_copy[0] != version:
+            doc = self.registry._read_json(f"{self.registry._version_uri(self.model_name, version)}/{SCORER_FILE}")
+            if doc is None:
+                raise ValueError(f"{self.model_name} v{version} has no {SCORER_FILE}: the endpoint would have no "
+                                 "local copy to fall back on (train it again)")
+            self._local_copy = (version, doc)
+        doc = self._local_copy[1]
+        keep = [c for c in dict.fromkeys([*(c for c, _ in self.columns if c not in _ADDED), *doc["features"]])
+                if c in df.columns]
+        base = df.select(*[F.col(f"`{c}`") for c in keep])
+        schema = StructType([*base.schema.fields, StructField("probability", DoubleType()),
+                             StructField("scored_by", StringType())])
+        scorer = EndpointScorer(EndpointClient.from_settings(self.settings, endpoint), doc["features"],
+                                doc["categorical"], doc)
+        return base.mapInArrow(scorer, schema)
+
+
+_ADDED = {"probability", "prediction", "model_name", "model_version", "scored_by", "scored_at"}
 
 
 UNKNOWN_MODEL = "UNKNOWN_MODEL"  # dead-letter reason code: a record names no usable model

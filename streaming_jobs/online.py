@@ -17,8 +17,8 @@ record is scored and sent when it arrives. Rejected records are the micro-batch 
 
 Each message: ``stream``, ``key``, ``event_id`` (the de-duplication key, joined by ``|`` when it has
 several fields), ``event_time``, ``probability``, ``prediction``, ``model_name``,
-``model_version``, ``produce_time`` (the raw record's Kafka timestamp) and ``scored_at`` (the
-task's clock when it scored the record), times in ISO 8601 UTC with milliseconds; ``record``: the
+``model_version``, ``produce_time`` (the raw record's Kafka timestamp), ``scored_at`` (the
+task's clock when it scored the record) and ``scored_by`` (``mllib``), times in ISO 8601 UTC with milliseconds; ``record``: the
 record's columns the predictions table keeps (:func:`streamsight.lake.scored_record_columns`).
 
 Delivery is at least once, as with every Kafka sink: after a crash or a restart the records of
@@ -96,6 +96,7 @@ def prediction_messages(records: DataFrame, contract: Contract, model: Any, *, v
         F.lit(int(version)).alias("model_version"),
         _iso(F.col("_kafka_timestamp")).alias("produce_time"),
         _iso(F.timestamp_millis(now_ms)).alias("scored_at"),
+        F.lit("mllib").alias("scored_by"),
         record.alias("record"),
     )
     return scored.select(F.col(contract.key).cast("string").cast("binary").alias("key"),
@@ -108,7 +109,7 @@ def message_schema(contract: Contract) -> str:
 
     return ("stream string, key string, event_id string, event_time timestamp, probability double, "
             "prediction int, model_name string, model_version int, produce_time timestamp, scored_at timestamp, "
-            f"record struct<{ddl(scored_record_columns(contract))}>")
+            f"scored_by string, record struct<{ddl(scored_record_columns(contract))}>")
 
 
 def parsed_predictions(records: DataFrame, contract: Contract) -> DataFrame:
@@ -129,6 +130,7 @@ def parsed_predictions(records: DataFrame, contract: Contract) -> DataFrame:
     columns = {**record, "event_date": F.to_date(record[contract.event_time.field]),
                **{c: F.col(f"m.{c}") for c in ("probability", "prediction", "model_name", "model_version",
                                                 "scored_at")},
+               "scored_by": F.coalesce(F.col("m.scored_by"), F.lit("mllib")),  # messages from before the field
                "_kafka_timestamp": F.col("m.produce_time")}
     coords = F.concat_ws(":", F.col("topic"), F.col("partition").cast("string"), F.col("offset").cast("string"))
     now = F.current_timestamp()

@@ -47,6 +47,7 @@ LINEAGE_COLUMNS = [
 PREDICTION_COLUMNS = [
     ("probability", "double"), ("prediction", "int"), ("model_name", "string"),
     ("model_version", "int"), ("scored_at", "timestamp"),
+    ("scored_by", "string"),  # mllib (in the job), sagemaker:<endpoint>, local-copy (ml.endpoint)
 ]
 
 

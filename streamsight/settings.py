@@ -269,6 +269,22 @@ class SageMakerSettings(BaseModel):
     wait_timeout_s: float = Field(default=1800.0, gt=0, le=7200, description="How long deploy waits for "
                                   "InService. Env: STREAMSIGHT_SAGEMAKER__WAIT_TIMEOUT_S.")
     poll_s: float = Field(default=15.0, gt=0, le=300, description="How often deploy asks for the endpoint's status.")
+    # Scoring a stream with an endpoint (a model whose registry backend is sagemaker: ml.endpoint)
+    runtime_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$",
+                                    description="The SageMaker runtime API's URL, when not AWS's own (e.g. the "
+                                    "local serving process of deploy --target local). "
+                                    "Env: STREAMSIGHT_SAGEMAKER__RUNTIME_URL.")
+    batch_records: int = Field(default=500, ge=1, le=10000, description="Records per InvokeEndpoint call.")
+    max_concurrency: int = Field(default=4, ge=1, le=64, description="Calls in flight per Spark task.")
+    max_attempts: int = Field(default=4, ge=1, le=10, description="Attempts per call (throttling, 5xx, "
+                              "timeouts and lost connections are retried with jittered exponential backoff).")
+    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    read_timeout_s: float = Field(default=10.0, gt=0, le=120, description="An answer slower than this is retried.")
+    breaker_failures: int = Field(default=3, ge=1, le=1000, description="Failed calls in a row (after their "
+                                  "retries) that open the circuit: the task's calls then score with the "
+                                  "model's local copy.")
+    breaker_reset_s: float = Field(default=30.0, gt=0, le=3600, description="How long the circuit stays open "
+                                   "before one call tries the endpoint again.")
 
 
 class DashboardSettings(BaseModel):

@@ -4,7 +4,8 @@ Item layout (one item per scored event)::
 
     pk   "<stream>#<key>"                       partition key: one stream's one key (a machine)
     sk   "<event time, ISO 8601 UTC>#<event id>" sort key: newest last, unique per event
-    stream, key, event_id, event_time, probability, prediction, model_name, model_version, scored_at
+    stream, key, event_id, event_time, probability, prediction, model_name, model_version, scored_at,
+    scored_by
 
 plus the global secondary index ``by_stream`` (``stream``, ``sk``) for a stream's newest predictions
 across keys. A put of an event replaces that event's item (same ``pk`` and ``sk``), so a replayed
@@ -157,7 +158,7 @@ def _item(stream: str, row: dict[str, Any]) -> dict[str, Any]:
         "key": str(row["key"]), "event_id": row["event_id"], "event_time": iso(event_time),
         "probability": Decimal(repr(float(row["probability"]))), "prediction": int(row["prediction"]),
         "model_name": row["model_name"], "model_version": int(row["model_version"]),
-        "scored_at": iso(row["scored_at"]),
+        "scored_at": iso(row["scored_at"]), "scored_by": row.get("scored_by") or "mllib",
     }
 
 
@@ -169,6 +170,7 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
     out["probability"] = float(item["probability"]["N"])
     out["prediction"] = int(item["prediction"]["N"])
     out["model_version"] = int(item["model_version"]["N"])
+    out["scored_by"] = item.get("scored_by", {}).get("S", "mllib")  # items written before the attribute
     return out
 
 

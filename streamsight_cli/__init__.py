@@ -341,6 +341,46 @@ def promote(
     promote_command(_settings(ctx), model, version)
 
 
+class Backend(str, Enum):
+    mllib = "mllib"
+    sagemaker = "sagemaker"
+
+
+def _registry_files(settings: Any) -> Any:
+    from ml.online import RegistryFiles, storage_options
+    from streamsight.lake import models_uri
+
+    return RegistryFiles(models_uri(settings.lake_uri), storage_options(settings))
+
+
+@app.command()
+def backend(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="Model name.")],
+    use: Annotated[Optional[Backend], typer.Option(
+        help="mllib: the job scores with its own copy; sagemaker: with --endpoint (without: print the choice).")] = None,
+    endpoint: Annotated[Optional[str], typer.Option(help="The endpoint (default: the model's name, hyphenated).")] = None,
+    version: Annotated[Optional[int], typer.Option(
+        help="The version the endpoint serves (default: production now).", min=1)] = None,
+) -> None:
+    """Choose how the stream scores a model: in the job (mllib) or with a SageMaker endpoint, which it
+    uses while the endpoint serves the production version. Running jobs follow at their next batch."""
+    from ml.endpoint import backend_doc
+    from ml.registry import RegistryError
+
+    files = _registry_files(_settings(ctx))
+    try:
+        if use is not None:
+            if use is Backend.sagemaker and version is None:
+                version = files.production(model)
+                if version is None:
+                    raise StreamsightError(f"--model {model} has no production version: give --version")
+            files.set_backend(model, backend_doc(use.value, endpoint or model, version))
+        print(json.dumps(files.backend(model)))
+    except RegistryError as exc:
+        raise StreamsightError(f"--model {model}: {exc}") from None
+
+
 class Target(str, Enum):
     local = "local"
     sagemaker = "sagemaker"
@@ -362,6 +402,9 @@ def deploy(
         help="The endpoint name (default: the model's, with hyphens for underscores).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (SageMaker's 8080); 0 picks a free one.", min=0, max=65535)] = 8080,
+    use: Annotated[bool, typer.Option(
+        help="--target sagemaker: once in service, the stream scores this model with the endpoint "
+        "(the registry's backend.json).")] = True,
 ) -> None:
     """Serve one version of a model behind SageMaker's container contract (GET /ping, POST /invocations,
     CSV or JSON lines) and the runtime API's path (POST /endpoints/NAME/invocations, for boto3's
@@ -380,7 +423,14 @@ def deploy(
         if model is None:
             raise StreamsightError("--target sagemaker deploys a registry version: give --model NAME")
         try:
-            print(json.dumps(to_sagemaker(_settings(ctx), model, version, endpoint), indent=2))
+            settings = _settings(ctx)
+            made = to_sagemaker(settings, model, version, endpoint)
+            if use:
+                from ml.endpoint import SAGEMAKER, backend_doc
+
+                made["backend"] = backend_doc(SAGEMAKER, made["endpoint"], made["version"])
+                _registry_files(settings).set_backend(model, made["backend"])
+            print(json.dumps(made, indent=2))
         except RegistryError as exc:
             raise StreamsightError(f"--model {model}: {exc}") from None
         return
@@ -632,13 +682,16 @@ def bench_capacity(
     lake: Annotated[Optional[list[str]], typer.Option(
         help="local (a folder) or hdfs (a fresh local HDFS, the lake in its encryption zone); repeat to "
              "run each in turn, side by side: --lake local --lake hdfs --lake local --lake hdfs.")] = None,
+    scoring: Annotated[Optional[list[str]], typer.Option(
+        help="mllib (in the job) or endpoint (the model behind deploy --target local, called from the tasks "
+             "as a SageMaker endpoint); repeat for runs side by side, within each --lake.")] = None,
     output: Annotated[Optional[Path], _OUTPUT] = None,
 ) -> None:
     """How fast the job drains a pre-filled raw topic (bronze, silver, dead letter, predictions, gold)."""
     from streamsight_cli.bench import run_capacity
 
     print(json.dumps(run_capacity(_settings(ctx), events=events, partitions=partitions, output=output,
-                                  lakes=tuple(lake or ("local",)))))
+                                  lakes=tuple(lake or ("local",)), scorings=tuple(scoring or ("mllib",)))))
 
 
 @bench_app.command("sustained")

@@ -7,12 +7,16 @@ process (local Spark), on the stream ``bench_telemetry``: a copy of ``machine_te
 ``--partitions`` partitions. Before a pipeline bench, 20,000 events are streamed and a model is
 trained and promoted on them, so every measured event is scored.
 
-* ``capacity --events N [--lake local --lake hdfs ...]``: the raw topic is filled with N events
+* ``capacity --events N [--lake local --lake hdfs ...] [--scoring mllib --scoring endpoint ...]``: the raw topic is filled with N events
   first (faults: 0.1 % malformed, 0.2 % schema violations, 1 % duplicates), then the job (bronze,
   silver, dead letter, predictions, gold) drains it with ``Trigger.AvailableNow``: ``events_per_s``
   = N / the drain's wall time. Each ``--lake`` is one run, in order, on a fresh Kafka and lake: a
-  folder (``local``) or a fresh local HDFS with the lake in its encryption zone (``hdfs``); with
-  several, the output has every run and each kind's median against the first kind's.
+  folder (``local``) or a fresh local HDFS with the lake in its encryption zone (``hdfs``). Each
+  ``--scoring`` is one run within each lake: ``mllib`` scores in the job; ``endpoint`` serves the
+  model with ``streamsight deploy --target local`` (its own process) and makes it the model's
+  backend, so the tasks call it as a SageMaker endpoint (:mod:`ml.endpoint`); ``scored_by``
+  counts the run's predictions by what scored them. With several runs, the output has every run
+  and each kind's median against the first kind's.
 * ``sustained --rate R --seconds S --warmup-seconds W``: one producer at R events/s for W + S
   seconds (event time = wall clock), the job running as in production; figures cover the events
   produced after W. ``p50_s`` / ``p95_s`` / ``p99_s``: produce time (Kafka timestamp) to the
@@ -49,7 +53,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,36 +268,89 @@ def _warm_job(b: _Bench) -> tuple[Any, Any]:
     return spark, job
 
 
+SCORINGS = ("mllib", "endpoint")
+
+
 def run_capacity(settings: Settings, *, events: int, partitions: int = 8, output: Path | None = None,
-                 lakes: tuple[str, ...] = ("local",)) -> dict[str, Any]:
+                 lakes: tuple[str, ...] = ("local",), scorings: tuple[str, ...] = ("mllib",)) -> dict[str, Any]:
     """Fill the raw topic with ``events``, then time the job draining it (module docstring), once
-    per entry of ``lakes`` in that order; with more than one, the runs side by side and each lake
-    kind's median against the first's."""
+    per entry of ``lakes`` and, within each, of ``scorings``, in that order; with more than one run,
+    the runs side by side and each kind's median against the first kind's."""
     from statistics import median
 
     unknown = [lake for lake in lakes if lake not in LAKES]
     if unknown or not lakes:
         raise StreamsightError(f"--lake: {', '.join(unknown) or 'none'} (choose from {', '.join(LAKES)})")
-    runs = [_capacity_once(settings, events=events, partitions=partitions, lake=lake) for lake in lakes]
+    unknown = [s for s in scorings if s not in SCORINGS]
+    if unknown or not scorings:
+        raise StreamsightError(f"--scoring: {', '.join(unknown) or 'none'} (choose from {', '.join(SCORINGS)})")
+    runs = [_capacity_once(settings, events=events, partitions=partitions, lake=lake, scoring=scoring)
+            for lake in lakes for scoring in scorings]
     if len(runs) == 1:
         return _write(runs[0], output, settings, "capacity")
-    medians = {k: median(r["events_per_s"] for r in runs if r["lake"] == k) for k in dict.fromkeys(lakes)}
-    first = lakes[0]
-    result = {"bench": "capacity", "events": events, "lakes": list(lakes),
+    by = "scoring" if len(set(lakes)) == 1 else "lake" if len(set(scorings)) == 1 else None
+
+    def kind(run: dict[str, Any]) -> str:
+        return str(run[by]) if by else f"{run['lake']}+{run['scoring']}"
+
+    kinds = list(dict.fromkeys(kind(r) for r in runs))
+    medians = {k: median(r["events_per_s"] for r in runs if kind(r) == k) for k in kinds}
+    result = {"bench": "capacity", "events": events, "lakes": list(lakes), "scorings": list(scorings),
               "events_per_s_median": medians,
-              "slowdown_vs_" + first: {k: round(medians[first] / v, 2) for k, v in medians.items()},
+              "slowdown_vs_" + kinds[0]: {k: round(medians[kinds[0]] / v, 2) for k, v in medians.items()},
               "runs": runs}
     return _write(result, output, settings, "capacity")
 
 
-def _capacity_once(settings: Settings, *, events: int, partitions: int, lake: str) -> dict[str, Any]:
-    with _bench(settings, partitions, lake) as b:
+@contextmanager
+def _endpoint_scoring(b: _Bench, spark: Any) -> Iterator[tuple[Settings, Any, int]]:
+    """The bench model served by ``streamsight deploy --target local`` (its own process) and chosen
+    as the stream's backend: ``(settings pointing at it, a StreamJob using it)``."""
+    from ml.endpoint import SAGEMAKER, backend_doc
+    from ml.online import RegistryFiles
+    from streaming_jobs.pipeline import StreamJob
+    from streamsight.lake import models_uri
+
+    assert b.contract.model is not None
+    name = b.contract.model.name
+    env = {**b.env, "STREAMSIGHT_LAKE_DIR": b.settings.lake_dir}
+    proc = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "deploy", "--model", name, "--port", "0"],
+                            env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        url = (proc.stdout.readline() if proc.stdout else "").strip()
+        if not url.startswith("http"):
+            raise StreamsightError(f"deploy --target local did not start (exit {proc.poll()})")
+        files = RegistryFiles(models_uri(b.settings.lake_uri))
+        files.set_backend(name, backend_doc(SAGEMAKER, name, files.production(name)))
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # the local process checks no signature
+            os.environ.setdefault(key, "bench")
+        settings = b.settings.model_copy(update={"sagemaker": b.settings.sagemaker.model_copy(
+            update={"runtime_url": url})})
+        yield settings, StreamJob(spark, settings, b.contract, settings.kafka.bootstrap_servers), proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def _scored_by(spark: Any, job: Any) -> dict[str, int]:
+    """Predictions by what scored them."""
+    return {r["scored_by"]: r["n"] for r in read_table(spark, job.uri("predictions")).groupBy("scored_by")
+            .agg({"*": "count"}).withColumnRenamed("count(1)", "n").collect()}
+
+
+def _capacity_once(settings: Settings, *, events: int, partitions: int, lake: str,
+                   scoring: str = "mllib") -> dict[str, Any]:
+    with _bench(settings, partitions, lake) as b, ExitStack() as stack:
         spark, job = _warm_job(b)
         try:
+            pids = {"spark_jvm": spark._jvm.java.lang.ProcessHandle.current().pid(), "driver_python": os.getpid(),
+                    "kafka": b.kafka_pid, **b.lake_pids}
+            if scoring == "endpoint":
+                _, job, pids["serving"] = stack.enter_context(_endpoint_scoring(b, spark))
             filled = _summary(_producer(b.env, count=events, seed=2, faults="malformed=0.001,schema=0.002,duplicates=0.01"))
             silver_before = read_table(spark, job.uri("silver")).count()
-            watch = _CpuWatch({"spark_jvm": spark._jvm.java.lang.ProcessHandle.current().pid(),
-                               "driver_python": os.getpid(), "kafka": b.kafka_pid, **b.lake_pids})
+            scored_before = _scored_by(spark, job)
+            watch = _CpuWatch(pids)
             watch.start()
             began = time.monotonic()
             progress: dict[str, list[dict[str, Any]]] = {}
@@ -301,16 +358,19 @@ def _capacity_once(settings: Settings, *, events: int, partitions: int, lake: st
             seconds = time.monotonic() - began
             cpu = watch.stop()
             silver = read_table(spark, job.uri("silver")).count() - silver_before
+            scored = {k: n - scored_before.get(k, 0) for k, n in _scored_by(spark, job).items()}
             result = {
-                "bench": "capacity", "lake": b.lake, "events": events, "seconds": round(seconds, 1),
+                "bench": "capacity", "lake": b.lake, "scoring": scoring, "events": events, "seconds": round(seconds, 1),
                 "events_per_s": round(events / seconds, 1),
                 "input_rows": totals, "silver_rows": silver, "producer": filled,
+                "scored_by": {k: n for k, n in scored.items() if n},
                 "partitions": partitions, "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
                 "cpu_seconds": cpu,
                 "micro_batch_medians": {q: _progress_medians(p) for q, p in progress.items()},
                 "machine": _machine(spark), "broker": b.broker,
             }
         finally:
+            stack.close()
             spark.stop()
         return result
 

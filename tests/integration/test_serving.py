@@ -199,6 +199,10 @@ def test_deploy_to_sagemaker_uploads_the_version_and_brings_an_endpoint_into_ser
         version = endpoint["lake"] / "_models" / trained_model.name / "v1"
         for name in ("scorer.json", "metadata.json"):
             assert json.loads((unpacked / name).read_text()) == json.loads((version / name).read_text())
+        # The stream now scores the model with the endpoint (the registry's choice).
+        chosen = {"backend": "sagemaker", "endpoint": "machine-failure", "version": 1}
+        assert made["backend"] == chosen
+        assert json.loads((version.parent / "backend.json").read_text()) == chosen
 
         missing = deploy("--model", trained_model.name, extra={"STREAMSIGHT_SAGEMAKER__IMAGE_URI": ""})
         assert missing.returncode == 2 and "STREAMSIGHT_SAGEMAKER__IMAGE_URI (sagemaker.image_uri) is not set" in missing.stderr

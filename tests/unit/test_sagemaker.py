@@ -122,3 +122,96 @@ def test_names_and_archives():
     assert archive == model_archive(dict(reversed(files.items())))  # the same model, the same bytes
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         assert {m.name: tar.extractfile(m).read() for m in tar.getmembers()} == files  # type: ignore[union-attr]
+
+
+def test_the_stream_uses_an_endpoint_only_while_it_serves_the_production_version(settings):
+    from ml.endpoint import backend_doc, endpoint_for
+    from ml.online import RegistryFiles
+    from streamsight.errors import ConfigError
+    from streamsight.lake import models_uri
+
+    files = RegistryFiles(models_uri(settings.lake_uri))
+    assert files.backend("pump_vibration") == {"backend": "mllib"}  # no choice recorded: in the job
+    files.set_backend("pump_vibration", backend_doc("sagemaker", "pump_vibration", 3))
+    doc = files.backend("pump_vibration")
+    assert doc == {"backend": "sagemaker", "endpoint": "pump-vibration", "version": 3}
+    assert endpoint_for(doc, 3) == ("pump-vibration", None)
+    endpoint, why = endpoint_for(doc, 4)
+    assert endpoint is None and why is not None and "serves v3, production is v4" in why
+    assert endpoint_for({"backend": "mllib"}, 3) == (None, None) == endpoint_for(None, 3)
+    with pytest.raises(Exception, match="has no version 9"):
+        files.set_backend("pump_vibration", backend_doc("sagemaker", "pump_vibration", 9))
+    with pytest.raises(ConfigError, match="choose mllib or sagemaker"):
+        backend_doc("tensorflow")
+    with pytest.raises(ConfigError, match="needs the endpoint's name and the model version"):
+        backend_doc("sagemaker", "pump-vibration")
+
+
+def _runtime(monkeypatch: pytest.MonkeyPatch, **settings: Any) -> tuple[Any, Stubber]:
+    """An EndpointClient whose sagemaker-runtime client is stubbed."""
+    from ml.endpoint import EndpointClient
+
+    client = EndpointClient("pump-vibration", "us-east-1", None, backoff_s=0.001, max_backoff_s=0.002, **settings)
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1", aws_access_key_id="x",
+                           aws_secret_access_key="x")
+    monkeypatch.setattr(EndpointClient, "client", lambda self: runtime)
+    return client, Stubber(runtime)
+
+
+def _answer(text: str) -> dict[str, Any]:
+    from io import BytesIO
+
+    from botocore.response import StreamingBody
+
+    return {"Body": StreamingBody(BytesIO(text.encode()), len(text)), "ContentType": "text/csv"}
+
+
+def test_endpoint_calls_retry_throttling_and_5xx_but_not_a_refused_record(monkeypatch):
+    from ml.endpoint import EndpointFailure, RecordsRefused
+
+    client, stub = _runtime(monkeypatch, max_attempts=3)
+    with stub:
+        stub.add_client_error("invoke_endpoint", "ThrottlingException", http_status_code=400)
+        stub.add_client_error("invoke_endpoint", "ServiceUnavailable", http_status_code=503)
+        stub.add_response("invoke_endpoint", _answer("0.25\n0.75\n"))
+        assert client.invoke(b"1,2\n3,4\n", 2) == [0.25, 0.75]
+        stub.assert_no_pending_responses()
+
+        for code in ("ModelNotReadyException", "InternalFailure", "ThrottlingException"):
+            stub.add_client_error("invoke_endpoint", code, http_status_code=429 if code.startswith("Model") else 500)
+        with pytest.raises(EndpointFailure, match="ThrottlingException"):  # three attempts, then given up
+            client.invoke(b"1,2\n", 1)
+        stub.assert_no_pending_responses()
+
+        stub.add_client_error("invoke_endpoint", "ModelError", "line 1: torque is missing", http_status_code=424)
+        with pytest.raises(RecordsRefused, match="ModelError"):  # one attempt: the records are the problem
+            client.invoke(b",2\n", 1)
+        stub.assert_no_pending_responses()
+
+        stub.add_response("invoke_endpoint", _answer("0.5\n"))
+        with pytest.raises(EndpointFailure, match="1 probabilities for 2 records"):
+            client.invoke(b"1,2\n3,4\n", 2)
+
+
+def test_an_open_circuit_skips_the_endpoint_and_the_local_copy_scores(monkeypatch):
+    import pyarrow as pa
+
+    from ml.endpoint import LOCAL_COPY, EndpointScorer, scored_by
+
+    client, stub = _runtime(monkeypatch, max_attempts=1, breaker_failures=2, breaker_reset_s=3600, batch_records=2,
+                            max_concurrency=1)  # chunks in order
+    monkeypatch.setattr("ml.endpoint._BREAKERS", {})
+    scorer = EndpointScorer(client, ["x"], [], {})
+    # the local copy (ml.portable, checked against MLlib elsewhere) replaced by a visible rule
+    monkeypatch.setattr(EndpointScorer, "local", lambda self, records: [(r["x"] or 0) / 10 for r in records])
+    batch = pa.RecordBatch.from_pydict({"id": [1, 2, 3, 4, 5, 6, 7], "x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, None]})
+    with stub:
+        stub.add_response("invoke_endpoint", _answer("0.9\n0.8\n"), {
+            "EndpointName": "pump-vibration", "ContentType": "text/csv", "Accept": "text/csv", "Body": b"1.0\n2.0\n"})
+        stub.add_client_error("invoke_endpoint", "InternalFailure", http_status_code=500)
+        stub.add_client_error("invoke_endpoint", "InternalFailure", http_status_code=500)  # opens the circuit
+        out = pa.Table.from_batches(list(scorer(iter([batch]))))
+        stub.assert_no_pending_responses()  # the fourth chunk made no call
+    assert out.column("id").to_pylist() == [1, 2, 3, 4, 5, 6, 7]
+    assert out.column("probability").to_pylist() == pytest.approx([0.9, 0.8, 0.3, 0.4, 0.5, 0.6, 0.0])
+    assert out.column("scored_by").to_pylist() == [scored_by("pump-vibration")] * 2 + [LOCAL_COPY] * 5

@@ -1,0 +1,245 @@
+"""Scoring a stream's records with a SageMaker endpoint, inside the Spark job.
+
+Each model's scoring backend is recorded in the registry, in ``<model>/backend.json``:
+``{"backend": "mllib"}`` (the default: the job's own ``PipelineModel``) or
+``{"backend": "sagemaker", "endpoint": NAME, "version": N}``, which ``streamsight deploy --target
+sagemaker`` writes once the endpoint is in service and ``streamsight models backend`` sets by hand.
+The stream uses the endpoint only while it serves the production version; otherwise it scores in
+the job and says why in its log.
+
+:class:`EndpointScorer` is the function of ``DataFrame.mapInArrow``. Each task sends its rows to
+``InvokeEndpoint`` (boto3's ``sagemaker-runtime`` client) as CSV bodies of
+``sagemaker.batch_records`` records, at most ``sagemaker.max_concurrency`` at a time:
+
+* throttling (``ThrottlingException``, ``ModelNotReadyException``, HTTP 429), 5xx answers, read
+  timeouts and lost connections are retried with jittered exponential backoff (tenacity), up to
+  ``sagemaker.max_attempts`` attempts;
+* a call that still fails counts against a circuit breaker (pybreaker, one per endpoint in each
+  Python worker): after ``sagemaker.breaker_failures`` failures in a row the circuit opens and calls
+  are not made for ``sagemaker.breaker_reset_s``; then one call tries the endpoint again;
+* the records of a failed or skipped call are scored by the model's local copy (its ``scorer.json``,
+  :mod:`ml.portable`: the same probabilities), so every record gets its prediction.
+
+Each output row says what scored it: ``sagemaker:<endpoint>`` or ``local-copy``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+    from streamsight.settings import Settings
+
+log = logging.getLogger("ml.endpoint")
+
+BACKEND_FILE = "backend.json"
+MLLIB, SAGEMAKER = "mllib", "sagemaker"
+BACKENDS = (MLLIB, SAGEMAKER)
+LOCAL_COPY = "local-copy"  # scored_by of records the endpoint did not score
+_THROTTLING = {"ThrottlingException", "Throttling", "ModelNotReadyException", "TooManyRequestsException"}
+
+
+def scored_by(endpoint: str) -> str:
+    return f"{SAGEMAKER}:{endpoint}"
+
+
+def backend_doc(backend: str, endpoint: str | None = None, version: int | None = None) -> dict[str, Any]:
+    """A checked ``backend.json`` document."""
+    from ml.sagemaker import endpoint_name
+    from streamsight.errors import ConfigError
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r}: choose {' or '.join(BACKENDS)}")
+    if backend == MLLIB:
+        return {"backend": MLLIB}
+    if not endpoint or version is None:
+        raise ConfigError("backend sagemaker needs the endpoint's name and the model version it serves")
+    return {"backend": SAGEMAKER, "endpoint": endpoint_name(endpoint), "version": int(version)}
+
+
+def endpoint_for(doc: Any, production: int) -> tuple[str | None, str | None]:
+    """``(endpoint, None)`` when ``doc`` (a ``backend.json``, or None) sends production version
+    ``production`` to an endpoint; ``(None, why not)`` when it names an endpoint serving another
+    version; ``(None, None)`` for in-job scoring."""
+    if not isinstance(doc, dict) or doc.get("backend") != SAGEMAKER:
+        return None, None
+    if int(doc.get("version", -1)) != int(production):
+        return None, (f"endpoint {doc.get('endpoint')} serves v{doc.get('version')}, production is v{production}: "
+                      "scoring in the job until that version is deployed")
+    return str(doc["endpoint"]), None
+
+
+class EndpointFailure(Exception):
+    """An InvokeEndpoint call that failed, after its retries when the failure was transient."""
+
+
+class RecordsRefused(EndpointFailure):
+    """The endpoint refused the records themselves (a 4xx other than throttling): not the endpoint's
+    health, so the circuit does not count it."""
+
+
+class _Transient(EndpointFailure):
+    """Throttling, a 5xx, a timeout or a lost connection: worth another attempt."""
+
+
+@dataclass(frozen=True)
+class EndpointClient:
+    """How the job's Python workers call one endpoint (picklable: it travels with the task)."""
+
+    endpoint: str
+    region: str
+    runtime_url: str | None
+    batch_records: int = 500
+    max_concurrency: int = 4
+    max_attempts: int = 4
+    connect_timeout_s: float = 2.0
+    read_timeout_s: float = 10.0
+    breaker_failures: int = 3
+    breaker_reset_s: float = 30.0
+    backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, endpoint: str) -> EndpointClient:
+        sm = settings.sagemaker
+        return cls(endpoint, settings.aws.region, sm.runtime_url, sm.batch_records, sm.max_concurrency,
+                   sm.max_attempts, sm.connect_timeout_s, sm.read_timeout_s, sm.breaker_failures, sm.breaker_reset_s)
+
+    def client(self) -> Any:
+        """This process's ``sagemaker-runtime`` client for these settings (made once; thread-safe)."""
+        key = (self.region, self.runtime_url, self.connect_timeout_s, self.read_timeout_s, self.max_concurrency)
+        with _LOCK:
+            if key not in _CLIENTS:
+                import boto3
+                from botocore.config import Config
+
+                config = Config(connect_timeout=self.connect_timeout_s, read_timeout=self.read_timeout_s,
+                                retries={"total_max_attempts": 1},  # retried here, with the breaker's count
+                                max_pool_connections=self.max_concurrency)
+                _CLIENTS[key] = boto3.client("sagemaker-runtime", region_name=self.region,
+                                             endpoint_url=self.runtime_url, config=config)
+            return _CLIENTS[key]
+
+    def breaker(self) -> Any:
+        """This process's circuit breaker for the endpoint."""
+        import pybreaker
+
+        key = (self.endpoint, self.runtime_url)
+        with _LOCK:
+            if key not in _BREAKERS:
+                _BREAKERS[key] = pybreaker.CircuitBreaker(
+                    fail_max=self.breaker_failures, reset_timeout=self.breaker_reset_s,
+                    exclude=[RecordsRefused], name=self.endpoint)
+            return _BREAKERS[key]
+
+    def invoke(self, body: bytes, records: int) -> list[float]:
+        """The endpoint's probabilities for a CSV body of ``records`` records, retried while the
+        failure is transient; raises :class:`EndpointFailure`."""
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+        retrying = Retrying(stop=stop_after_attempt(self.max_attempts), reraise=True,
+                            wait=wait_exponential_jitter(initial=self.backoff_s, max=self.max_backoff_s),
+                            retry=retry_if_exception_type(_Transient))
+        return retrying(self._invoke_once, body, records)
+
+    def _invoke_once(self, body: bytes, records: int) -> list[float]:
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionError,
+            HTTPClientError,
+            ReadTimeoutError,
+        )
+
+        try:
+            answer = self.client().invoke_endpoint(EndpointName=self.endpoint, ContentType="text/csv",
+                                                   Accept="text/csv", Body=body)
+            text = answer["Body"].read().decode("utf-8")
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            what = f"{error.get('Code')} ({status}): {error.get('Message')}"
+            if error.get("Code") in _THROTTLING or status == 429 or status >= 500:
+                raise _Transient(what) from None
+            raise RecordsRefused(what) from None
+        except (ReadTimeoutError, ConnectionError, HTTPClientError) as exc:  # timeouts, refused or reset
+            raise _Transient(str(exc)) from None
+        except BotoCoreError as exc:  # e.g. no credentials: the circuit counts it, the local copy scores
+            raise EndpointFailure(str(exc)) from None
+        try:
+            values = [float(line) for line in text.split()]
+        except ValueError:
+            raise EndpointFailure(f"the answer is not one probability per line: {text[:200]!r}") from None
+        if len(values) != records:
+            raise EndpointFailure(f"{len(values)} probabilities for {records} records")
+        return values
+
+
+_LOCK = threading.Lock()
+_CLIENTS: dict[tuple[Any, ...], Any] = {}
+_BREAKERS: dict[tuple[Any, ...], Any] = {}
+
+
+class EndpointScorer:
+    """``mapInArrow`` function: each row with ``probability`` and ``scored_by`` appended.
+
+    ``features`` (numeric, then categorical: the CSV order of :mod:`ml.serving`) are read from the
+    input; ``scorer`` is the version's ``scorer.json``, the local copy.
+    """
+
+    def __init__(self, client: EndpointClient, features: list[str], categorical: list[str],
+                 scorer: dict[str, Any]) -> None:
+        self.endpoint = client
+        self.features, self.categorical, self.scorer = list(features), set(categorical), scorer
+        self._local: Any = None
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
+        with ThreadPoolExecutor(max_workers=self.endpoint.max_concurrency) as pool:
+            for batch in batches:
+                size = self.endpoint.batch_records
+                chunks = [batch.slice(at, size) for at in range(0, batch.num_rows, size)]
+                for chunk, (probabilities, by) in zip(chunks, pool.map(self.score, chunks), strict=True):
+                    yield pa.RecordBatch.from_arrays(
+                        [*chunk.columns, pa.array(probabilities, pa.float64()), pa.array([by] * chunk.num_rows)],
+                        names=[*chunk.schema.names, "probability", "scored_by"])
+
+    def score(self, chunk: pa.RecordBatch) -> tuple[list[float], str]:
+        """The chunk's probabilities and what scored them."""
+        import pybreaker
+
+        records = chunk.select(self.features).to_pylist()
+        try:
+            return self.endpoint.breaker().call(self.endpoint.invoke, self.csv(records), len(records)), \
+                scored_by(self.endpoint.endpoint)
+        except pybreaker.CircuitBreakerError:
+            pass  # open: the local copy scores until the next trial call
+        except EndpointFailure as exc:
+            log.warning("endpoint %s: %s; %d records scored by the local copy", self.endpoint.endpoint, exc,
+                        len(records))
+        return self.local(records), LOCAL_COPY
+
+    def csv(self, records: list[dict[str, Any]]) -> bytes:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        for record in records:
+            writer.writerow(["" if record[f] is None else record[f] if f in self.categorical else repr(float(record[f]))
+                             for f in self.features])
+        return out.getvalue().encode("utf-8")
+
+    def local(self, records: list[dict[str, Any]]) -> list[float]:
+        from ml.portable import PortableModel
+
+        if self._local is None:
+            self._local = PortableModel(self.scorer)
+        return [float(p) for p in self._local.probabilities(records)]
