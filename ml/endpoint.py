@@ -120,11 +120,15 @@ class EndpointClient:
         with _LOCK:
             if key not in _CLIENTS:
                 import boto3
+                from botocore import UNSIGNED
                 from botocore.config import Config
 
+                # A runtime other than AWS's (runtime_url) may be called without credentials, unsigned.
+                unsigned = self.runtime_url is not None and boto3.Session().get_credentials() is None
                 config = Config(connect_timeout=self.connect_timeout_s, read_timeout=self.read_timeout_s,
                                 retries={"total_max_attempts": 1},  # retried here, with the breaker's count
-                                max_pool_connections=self.max_concurrency)
+                                max_pool_connections=self.max_concurrency,
+                                **({"signature_version": UNSIGNED} if unsigned else {}))
                 _CLIENTS[key] = boto3.client("sagemaker-runtime", region_name=self.region,
                                              endpoint_url=self.runtime_url, config=config)
             return _CLIENTS[key]

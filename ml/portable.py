@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,17 +34,35 @@ class PortableError(Exception):
 
 
 def feature_order(contract: Contract) -> tuple[list[str], list[str]]:
-    """``(features, categorical)`` of the contract's model: the numeric features, then the categorical
-    ones (the order of the pipeline's inputs and of the API's ``{"data": [...]}`` form)."""
+    """``(inputs, categorical)`` of the contract's model: the record fields it reads -- its features
+    that are fields, in order, then the fields its derived features read, in the schema's order --
+    numeric ones first, then the string ones (``categorical``). The order of the API's
+    ``{"data": [...]}`` form and of the serving CSV."""
     spec = contract.model
     if spec is None:
         raise PortableError(f"contract {contract.name!r} has no model: block")
-    categorical = list(spec.categorical_features)
-    return [*[f for f in spec.features if f not in categorical], *categorical], categorical
+    fields = {f.name: f for f in contract.fields}
+    used = [f for f in contract.model_reads() if f in fields]  # a reference column cannot be an input
+    categorical = [f for f in used if f in spec.categorical_features or fields[f].json_type == "string"]
+    return [*[f for f in used if f not in categorical], *categorical], categorical
+
+
+def derived_for(contract: Contract) -> list[dict[str, str]]:
+    """The contract's derived columns the model's features need, in order: name, Spark type, the
+    Spark SQL expression and its DuckDB translation (what :class:`PortableModel` evaluates)."""
+    import sqlglot
+
+    spec = contract.model
+    if spec is None:
+        raise PortableError(f"contract {contract.name!r} has no model: block")
+    needed = set(contract.model_reads(derived=True))
+    return [{"name": d.name, "type": d.type, "expr": d.expr,
+             "duckdb": sqlglot.transpile(d.expr, read="spark", write="duckdb", identify=True)[0]}
+            for d in contract.derived if d.name in needed]
 
 
 def input_schema(contract: Contract) -> dict[str, Any]:
-    """The JSON Schema of one input record of the contract's model: each feature as the contract
+    """The JSON Schema of one input record of the contract's model: each input field as the contract
     declares it, all required."""
     features, _ = feature_order(contract)
     properties = contract.payload_schema.get("properties", {})
@@ -53,11 +72,12 @@ def input_schema(contract: Contract) -> dict[str, Any]:
 # -- export (needs the fitted model, hence Spark) ---------------------------------------------------
 
 def export(model: PipelineModel, *, features: list[str], categorical: list[str],
-           input_schema: dict[str, Any]) -> dict[str, Any]:
-    """The JSON document of a fitted pipeline: its stages' parameters, in order."""
+           input_schema: dict[str, Any], derived: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """The JSON document of a fitted pipeline: its inputs, the derived columns computed from them
+    (:func:`derived_for`), its stages' parameters, in order."""
     stages = [_stage(stage) for stage in model.stages]
     return {"format": FORMAT, "features": list(features), "categorical": list(categorical),
-            "input_schema": input_schema, "stages": stages}
+            "input_schema": input_schema, "derived": list(derived or []), "stages": stages}
 
 
 def _stage(stage: Any) -> dict[str, Any]:
@@ -150,6 +170,9 @@ class PortableModel:
         self.features: list[str] = list(doc["features"])
         self.categorical: set[str] = set(doc["categorical"])
         self.input_schema: dict[str, Any] = doc["input_schema"]
+        self.derived: list[dict[str, str]] = list(doc.get("derived") or [])
+        self._query = _derived_query(self.derived) if self.derived else None
+        self._local = threading.local()  # a DuckDB connection per thread
         self._stages = [_prepare(s) for s in doc["stages"]]
         if not self._stages or self._stages[-1]["kind"] not in ("logistic", "gbt"):
             raise PortableError("the pipeline does not end with a classifier")
@@ -164,6 +187,8 @@ class PortableModel:
                 cols[name] = values
             else:
                 cols[name] = np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
+        if self._query is not None:
+            self._add_derived(records, cols)
         vector = np.zeros((n, 0))
         for stage in self._stages:
             kind = stage["kind"]
@@ -205,6 +230,50 @@ class PortableModel:
                     margin += weight * _predict_tree(tree, vector)
                 return 1.0 / (1.0 + np.exp(-2.0 * margin))  # Spark's logistic loss
         raise PortableError("the pipeline does not end with a classifier")  # pragma: no cover
+
+
+    def _add_derived(self, records: list[dict[str, Any]], cols: dict[str, Any]) -> None:
+        """The derived columns of ``records`` (DuckDB, on the inputs as the contract types them)."""
+        import pyarrow as pa
+
+        properties = self.input_schema.get("properties", {})
+        arrays = {}
+        for name in self.features:
+            kind = properties.get(name, {}).get("type")
+            values = [r.get(name) for r in records]
+            if kind == "integer":
+                arrays[name] = pa.array([None if v is None else int(v) for v in values], pa.int64())
+            elif kind == "number":
+                arrays[name] = pa.array([None if v is None else float(v) for v in values], pa.float64())
+            else:
+                arrays[name] = pa.array(values, pa.bool_() if kind == "boolean" else pa.string())
+        connection = getattr(self._local, "duckdb", None)
+        if connection is None:
+            import duckdb
+
+            connection = self._local.duckdb = duckdb.connect()
+        assert self._query is not None
+        connection.register("inputs", pa.table(arrays))
+        try:
+            out = connection.sql(self._query).to_arrow_table()
+        finally:
+            connection.unregister("inputs")
+        for d in self.derived:
+            values = out.column(d["name"]).to_pylist()
+            cols[d["name"]] = values if d["type"] == "string" else np.array(
+                [math.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+_DUCKDB_TYPES = {"double": "DOUBLE", "int": "INTEGER", "bigint": "BIGINT", "boolean": "BOOLEAN", "string": "VARCHAR"}
+
+
+def _derived_query(derived: list[dict[str, str]]) -> str:
+    """One DuckDB query adding each derived column to the table ``inputs`` (each may use the ones before)."""
+    query = "SELECT * FROM inputs"
+    for d in derived:
+        name = d["name"].replace('"', '""')
+        query = f'SELECT *, CAST(({d["duckdb"]}) AS {_DUCKDB_TYPES[d["type"]]}) AS "{name}" FROM ({query})'
+    return query
 
 
 def _prepare(stage: dict[str, Any]) -> dict[str, Any]:

@@ -92,17 +92,21 @@ class ProductionScorer:
         ``scored_by`` and ``scored_at``, selected (and cast) to
         ``streamsight.lake.prediction_columns(contract)``; ``None`` when no model is in production.
 
-        ``df`` needs the contract's key, de-duplication key, event time, ``event_date``, features,
-        label (may be null) and the lineage columns ``_kafka_timestamp`` and ``_batch_id``.
+        ``df`` needs the contract's key, de-duplication key, event time, ``event_date``, the fields
+        the model reads, label (may be null) and the lineage columns ``_kafka_timestamp`` and
+        ``_batch_id``; derived columns it lacks are computed.
         """
         from pyspark.ml.functions import vector_to_array
         from pyspark.sql import functions as F
+
+        from streamsight.lake import with_derived
 
         loaded = loaded or self.current()
         if loaded is None:
             return None
         version, model, metadata = loaded
         self.last_version = int(version)  # the version this DataFrame is scored with
+        df = with_derived(df, self.contract)  # the contract's derived columns it lacks
         missing = [c for c, _ in self.columns if c not in df.columns and c not in _ADDED]
         if missing:
             raise ValueError(f"cannot score {self.contract.name!r}: input lacks column(s) {missing}")

@@ -126,7 +126,7 @@ def train_model(
     from pyspark.sql import functions as F
 
     from ml.registry import ModelRegistry
-    from streamsight.lake import models_uri, read_table, table_uri
+    from streamsight.lake import models_uri, read_table, table_uri, with_derived
 
     started = time.monotonic()
     spec = contract.model
@@ -154,10 +154,15 @@ def train_model(
     numeric = [c for c in spec.features if c not in spec.categorical_features]
     categorical = list(spec.categorical_features)
     routes = [spec.route_by] if spec.route_by else []
-    needed = list(dict.fromkeys([*order_cols, *numeric, *categorical, spec.label, *routes]))
-    missing = [c for c in needed if c not in silver.columns]
+    derived = contract.model_reads(derived=True)
+    read = [c for c in contract.model_reads() if c not in derived]
+    needed = list(dict.fromkeys([*order_cols, *read, *numeric, *categorical, spec.label, *routes]))
+    missing = [c for c in needed if c not in silver.columns and c not in derived]
     if missing:
         raise TrainingError(f"the silver data of {contract.name!r} lacks column(s) {missing}")
+    # The derived columns, computed now from the fields (rows written before one was declared hold
+    # nulls in it).
+    silver = with_derived(silver.drop(*[d for d in derived if d in silver.columns]), contract)
 
     # -- label, exclusions ----------------------------------------------------------------------
     data = silver.select(*needed)
@@ -418,8 +423,9 @@ def _train_on_split(
                       "previous_production": current},
     }
     meta["training_seconds"] = round(time.monotonic() - started, 2)
-    scorer = portable.export(model, features=[*numeric, *categorical], categorical=categorical,
-                             input_schema=portable.input_schema(contract))
+    inputs, string_inputs = portable.feature_order(contract)
+    scorer = portable.export(model, features=inputs, categorical=string_inputs,
+                             input_schema=portable.input_schema(contract), derived=portable.derived_for(contract))
     version = registry.register(spec.name, model, meta, scorer=scorer)
     if do_promote:
         registry.set_alias(spec.name, PRODUCTION_ALIAS, version)

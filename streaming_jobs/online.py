@@ -322,11 +322,11 @@ def preflight(settings: Settings, stream: str) -> Checked:
         raise ConfigError(f"contract {contract.name!r} routes each record to the model its "
                           f"{contract.model.route_by!r} field names (model.route_by); the online path scores "
                           "with one model, so the stream job scores this stream")
-    fields = {f.name for f in contract.fields}
+    fields = {f.name for f in contract.fields} | {d.name for d in contract.derived}
     joined = [c for c in (*contract.model.features, *contract.model.categorical_features) if c not in fields]
     if joined:
         raise ConfigError(f"contract {contract.name!r}: model feature(s) {joined} come from the reference join, "
-                          "which the online path does not do; it scores the record's own fields")
+                          "which the online path does not do; it scores the record's own fields and derived columns")
     servers = check_broker(settings)
     return Checked(contract, servers, check_topics(settings, contract, servers))
 

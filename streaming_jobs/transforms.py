@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from streaming_jobs.validation import validate
 from streamsight.contracts import REJECTION_HEADERS, Contract
-from streamsight.lake import BRONZE_COLUMNS, DEAD_LETTER_COLUMNS, silver_columns
+from streamsight.lake import BRONZE_COLUMNS, DEAD_LETTER_COLUMNS, silver_columns, with_derived
 
 
 def to_bronze(kafka_df: DataFrame) -> DataFrame:
@@ -61,13 +61,14 @@ def validated(bronze: DataFrame, contract: Contract) -> DataFrame:
 
 
 def valid_rows(checked: DataFrame, contract: Contract) -> DataFrame:
-    """Valid :func:`validated` rows, shaped like silver before de-duplication, filter and enrichment."""
+    """Valid :func:`validated` rows, shaped like silver before de-duplication, filter and enrichment
+    (the contract's derived columns added)."""
     et = contract.event_time.field
     cols: list[Column] = []
     for f in contract.fields:
         src = "p__event_ts" if f.name == et else f"p__{f.name}"
         cols.append(F.col(src).alias(f.name))
-    return (
+    return with_derived(
         checked.where(F.col("_accepted"))
         .select(
             *cols,
@@ -77,8 +78,7 @@ def valid_rows(checked: DataFrame, contract: Contract) -> DataFrame:
             F.col("offset").alias("_kafka_offset"),
             F.col("kafka_timestamp").alias("_kafka_timestamp"),
             F.col("ingest_time").alias("_ingest_time"),
-        )
-    )
+        ), contract)
 
 
 DEDUP_TIME = "_dedup_time"

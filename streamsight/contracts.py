@@ -123,6 +123,48 @@ class Retention(_Model):
     _f = field_validator("files", "log")(classmethod(lambda cls, v: None if v is None else _interval(v)))
 
 
+DERIVED_TYPES = ("double", "int", "bigint", "boolean", "string")
+
+
+class Derived(_Model):
+    """A column computed from the record: a Spark SQL expression over its fields and the derived
+    columns before it. The stream adds it to every valid record (silver and everything after);
+    ``ml.portable`` evaluates the same expression outside Spark (DuckDB, via sqlglot)."""
+
+    name: str
+    type: Literal["double", "int", "bigint", "boolean", "string"]
+    expr: str = Field(min_length=1)
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("must be lower_snake_case, start with a letter, at most 63 characters")
+        return v
+
+
+def expression_columns(expr: str) -> set[str]:
+    """The columns a derived expression reads; raises ValueError for an expression that is not a
+    single row-wise Spark SQL expression of functions both Spark and DuckDB know."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(expr, read="spark")
+    except sqlglot.errors.ParseError as exc:
+        raise ValueError(f"not a Spark SQL expression: {str(exc).splitlines()[0]}") from None
+    for node in tree.walk():
+        if isinstance(node, (exp.Select, exp.Subquery, exp.Query)):
+            raise ValueError("a subquery is not a row-wise expression")
+        if isinstance(node, (exp.AggFunc, exp.Window)):
+            raise ValueError(f"{node.sql(dialect='spark')}: aggregates and windows are not row-wise")
+        if isinstance(node, exp.Anonymous):
+            raise ValueError(f"{node.name}(): not a function this expression can use (Spark's and DuckDB's "
+                             "common ones: arithmetic, comparisons, CASE, abs, least, greatest, coalesce ...)")
+    return {c.name for c in tree.find_all(exp.Column)}
+
+
 class ModelSpec(_Model):
     name: str
     label: str
@@ -178,6 +220,8 @@ class Contract(_Model):
     filter: str | None = None
     reference: Reference | None = None
     partition_by: list[str] = Field(default_factory=lambda: ["event_date"])
+    derived: list[Derived] = Field(default_factory=list, description="Columns computed from each valid "
+                                   "record, usable in the filter, aggregates and model features.")
     aggregates: list[Aggregate] = Field(default_factory=list)
     model: ModelSpec | None = None
     retention: Retention = Field(default_factory=Retention)
@@ -244,7 +288,27 @@ class Contract(_Model):
             need("dedup_key", col, names)
         if self.reference:
             need("reference.key", self.reference.key, names)
-        silver_cols = names | {"event_date", "event_hour"} | self._reference_columns_hint()
+        known = set(names)
+        for i, d in enumerate(self.derived):
+            where = f"derived.{i}.{d.name}"
+            if d.name in known | {"event_date", "event_hour"} | self._reference_columns_hint():
+                raise ValueError(f"{where}: {d.name!r} is already a column")
+            try:
+                columns = expression_columns(d.expr)
+            except ValueError as exc:
+                raise ValueError(f"{where}.expr: {exc}") from None
+            for col in sorted(columns):
+                need(f"{where}.expr", col, known)  # fields, and derived columns declared before it
+            known.add(d.name)
+        derived = {d.name: d for d in self.derived}
+        if self.filter:
+            try:
+                columns = expression_columns(self.filter)
+            except ValueError as exc:
+                raise ValueError(f"filter: {exc}") from None
+            for col in sorted(columns):
+                need("filter", col, known)  # the filter runs before the reference join
+        silver_cols = known | {"event_date", "event_hour"} | self._reference_columns_hint()
         for col in self.partition_by:
             need("partition_by", col, silver_cols)
         for agg in self.aggregates:
@@ -257,6 +321,10 @@ class Contract(_Model):
             need("model.label", self.model.label, names)
             for col in [*self.model.features, *self.model.categorical_features]:
                 need("model.features", col, silver_cols)
+                if col in derived and col not in self.model.categorical_features and derived[col].type in (
+                        "string", "boolean"):
+                    raise ValueError(f"model.features: derived column {col!r} is {derived[col].type}; a numeric "
+                                     "feature must be double, int or bigint (or list it in categorical_features)")
             route = self.model.route_by
             if route is not None:
                 need("model.route_by", route, names)
@@ -266,6 +334,32 @@ class Contract(_Model):
                     raise ValueError("model.route_by: the hot path (model.scoring: online) scores with one model; "
                                      "routing by field runs in the stream job (model.scoring: batch)")
         return self
+
+    def model_reads(self, *, derived: bool = False) -> list[str]:
+        """The fields the model reads: its features that are fields, in order, then the fields its
+        derived features read, in the schema's order (``derived``: the derived columns its features
+        need instead, in declaration order)."""
+        if self.model is None:
+            return []
+        by_name = {d.name: d for d in self.derived}
+        columns = [*self.model.features, *self.model.categorical_features]
+        fields: set[str] = set()
+        needed: set[str] = set()
+
+        def visit(column: str) -> None:
+            if column in by_name:
+                needed.add(column)
+                for used in expression_columns(by_name[column].expr):
+                    visit(used)
+            else:
+                fields.add(column)
+
+        for column in columns:
+            visit(column)
+        if derived:
+            return [d.name for d in self.derived if d.name in needed]
+        schema = [f.name for f in self.fields]
+        return list(dict.fromkeys([*[c for c in columns if c in schema], *[f for f in schema if f in fields]]))
 
     def _reference_columns_hint(self) -> set[str]:
         if not self.reference or not self.reference.columns:

@@ -75,6 +75,7 @@ def silver_columns(contract: Contract) -> list[tuple[str, str]]:
         spark_type = "timestamp" if f.name == contract.event_time.field else f.spark_type
         cols.append((f.name, spark_type))
     cols += [("event_date", "date"), ("event_hour", "int")]
+    cols += [(d.name, d.type) for d in contract.derived]
     cols += reference_columns(contract)
     cols += LINEAGE_COLUMNS
     return cols
@@ -111,12 +112,12 @@ def prediction_columns(contract: Contract) -> list[tuple[str, str]]:
 
 
 def scored_record_columns(contract: Contract) -> list[tuple[str, str]]:
-    """The record's columns a prediction keeps (key, de-duplication key, event time, features,
-    label), with silver's types; none without a model."""
+    """The record's columns a prediction keeps (key, de-duplication key, event time, the fields the
+    model reads, its features, label), with silver's types; none without a model."""
     if contract.model is None:
         return []
     silver = dict(silver_columns(contract))
-    keep = [contract.key, *contract.dedup_key, contract.event_time.field,
+    keep = [contract.key, *contract.dedup_key, contract.event_time.field, *contract.model_reads(),
             *contract.model.features, *contract.model.categorical_features, contract.model.label]
     return [(c, silver[c]) for c in dict.fromkeys(keep)]
 
@@ -252,3 +253,13 @@ def check_lake(settings: Settings, timeout: float = 5.0) -> None:
     except OSError as exc:
         raise LakeUnavailableError(f"STREAMSIGHT_LAKE_DIR: {settings.lake_uri}: {what} at {endpoint[0]}:{endpoint[1]} "
                                    f"cannot be reached ({exc.strerror or exc}); is it running?") from None
+
+
+def with_derived(df: DataFrame, contract: Contract) -> DataFrame:
+    """``df`` (the record's fields as columns) with the contract's derived columns it lacks, in order."""
+    from pyspark.sql import functions as F
+
+    for d in contract.derived:
+        if d.name not in df.columns:
+            df = df.withColumn(d.name, F.expr(d.expr).cast(d.type))
+    return df

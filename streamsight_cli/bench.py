@@ -7,11 +7,12 @@ process (local Spark), on the stream ``bench_telemetry``: a copy of ``machine_te
 ``--partitions`` partitions. Before a pipeline bench, 20,000 events are streamed and a model is
 trained and promoted on them, so every measured event is scored.
 
-* ``capacity --events N [--lake local --lake hdfs ...] [--scoring mllib --scoring endpoint ...]``: the raw topic is filled with N events
-  first (faults: 0.1 % malformed, 0.2 % schema violations, 1 % duplicates), then the job (bronze,
-  silver, dead letter, predictions, gold) drains it with ``Trigger.AvailableNow``: ``events_per_s``
-  = N / the drain's wall time. Each ``--lake`` is one run, in order, on a fresh Kafka and lake: a
-  folder (``local``) or a fresh local HDFS with the lake in its encryption zone (``hdfs``). Each
+* ``capacity --events N [--lake local --lake hdfs ...] [--scoring mllib --scoring endpoint ...]``: the
+  raw topic is filled with N events first (faults: 0.1 % malformed, 0.2 % schema violations, 1 %
+  duplicates), then the job (bronze, silver, dead letter, predictions, gold) drains it with
+  ``Trigger.AvailableNow``: ``events_per_s`` = N / the drain's wall time. Each ``--lake`` is one
+  run, in order, on a fresh Kafka and lake: a folder (``local``) or a fresh local HDFS with the
+  lake in its encryption zone (``hdfs``). Each
   ``--scoring`` is one run within each lake: ``mllib`` scores in the job; ``endpoint`` serves the
   model with ``streamsight deploy --target local`` (its own process) and makes it the model's
   backend, so the tasks call it as a SageMaker endpoint (:mod:`ml.endpoint`); ``scored_by``
@@ -322,8 +323,6 @@ def _endpoint_scoring(b: _Bench, spark: Any) -> Iterator[tuple[Settings, Any, in
             raise StreamsightError(f"deploy --target local did not start (exit {proc.poll()})")
         files = RegistryFiles(models_uri(b.settings.lake_uri))
         files.set_backend(name, backend_doc(SAGEMAKER, name, files.production(name)))
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # the local process checks no signature
-            os.environ.setdefault(key, "bench")
         settings = b.settings.model_copy(update={"sagemaker": b.settings.sagemaker.model_copy(
             update={"runtime_url": url})})
         yield settings, StreamJob(spark, settings, b.contract, settings.kafka.bootstrap_servers), proc.pid

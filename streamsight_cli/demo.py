@@ -1,11 +1,11 @@
 """``streamsight demo``: the whole product on this machine, then a reconciliation of every count.
 
 1. start Apache Kafka (``streamsight_cli.local_kafka``: a fresh one on free ports, stopped at the end);
-2. replay the first 6,000 AI4I rows; stream until caught up; train model v1 on that early silver
-   data and promote it;
-3. replay the remaining AI4I rows, a synthetic stream with injected faults (malformed JSON, schema
-   violations, duplicates, late events) validated by the producer, and a few poison messages sent
-   unvalidated (a misbehaving producer) that only the stream-side validation can catch;
+2. replay the 10,000 AI4I rows; stream until caught up; train model v1 on the first 70 % of them by
+   event time, test it on the last 30 % (the SUMMARY's ``model.auc_pr``), and promote it;
+3. send a synthetic stream with injected faults (malformed JSON, schema violations, duplicates, late
+   events) validated by the producer, and a few poison messages sent unvalidated (a misbehaving
+   producer) that only the stream-side validation can catch;
 4. stream until caught up (scoring with v1), write the report;
 5. reconcile: bronze = every record published to the raw topic (valid or flagged by its
    producer); dead-letter = producer rejects + stream rejects; every valid event id is in silver
@@ -90,17 +90,15 @@ def _run(settings: Settings, contract: Any, broker: str) -> dict[str, Any]:
         _prepare_lake(spark, settings)
         _say(f"lake {settings.lake_uri}")
         runs: list[ProduceSummary] = []
-        early = 6000
-        runs.append(produce(settings, contract, sources.ai4i_source(AI4I_CSV, limit=early), progress=False))
-        _say(f"replayed AI4I rows 1-{early}")
+        runs.append(produce(settings, contract, sources.ai4i_source(AI4I_CSV), progress=False))
+        _say("replayed the 10,000 AI4I readings")
         job = StreamJob(spark, settings, contract, servers)
         job.run_until_idle()
-        _say("streamed the early data; training model v1")
-        meta = train_model(spark, settings, contract, promote=True)
+        _say("streamed them; training model v1 on the first 70 % by event time, testing it on the last 30 %")
+        meta = train_model(spark, settings, contract, promote=True, train_fraction=0.7)
         _say(f"model {meta['model_name']} v{meta['version']}: test AUC-PR {meta['metrics']['auc_pr']:.3f} "
              f"(baseline {meta['baseline_metrics']['auc_pr']:.3f})")
 
-        runs.append(produce(settings, contract, sources.ai4i_source(AI4I_CSV, skip=early), progress=False))
         synthetic_start = sources.AI4I_START + timedelta(minutes=10_000)
         faults = sources.FaultSpec(malformed=0.01, schema=0.02, duplicates=0.03, late=0.02, late_by="5 minutes")
         runs.append(produce(settings, contract, sources.synthetic_source(
@@ -109,7 +107,7 @@ def _run(settings: Settings, contract: Any, broker: str) -> dict[str, Any]:
         runs.append(produce(settings, contract, sources.synthetic_source(
             contract, machines=10, seed=99, faults=poison, start=synthetic_start), count=200,
             validate=False, progress=False))
-        _say("replayed the rest of AI4I, 6,000 synthetic events with faults and 200 unvalidated poison messages")
+        _say("sent 6,000 synthetic events with faults and 200 unvalidated poison messages")
         job.run_until_idle()
         _say("streamed everything; writing the report")
         from analytics.report import build_report

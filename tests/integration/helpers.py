@@ -117,14 +117,17 @@ def register_small_gbt(spark: Any, lake_uri: str, contract: Any) -> int:
     from ml import portable
     from ml.registry import ModelRegistry
     from ml.train import LABEL, WEIGHT, _pipeline
-    from streamsight.lake import models_uri
+    from streamsight.lake import models_uri, with_derived
     from tests.conftest import ai4i_silver
 
     assert contract.model is not None
-    numeric, categorical = list(contract.model.features), list(contract.model.categorical_features)
-    rows = spark.createDataFrame(ai4i_silver(3000).iloc[1000:]).withColumn(
+    categorical = list(contract.model.categorical_features)
+    numeric = [f for f in contract.model.features if f not in categorical]
+    rows = with_derived(spark.createDataFrame(ai4i_silver(3000).iloc[1000:]), contract).withColumn(
         LABEL, F.col("machine_failure").cast("double")).withColumn(WEIGHT, F.lit(1.0))
     gbt = _pipeline("gbt", numeric, categorical, seed=3, params={"gbt": {"maxIter": 5}}).fit(rows)
+    inputs, strings = portable.feature_order(contract)
     return ModelRegistry(spark, models_uri(lake_uri)).register(
         "machine_failure", gbt, {"threshold": 0.5}, scorer=portable.export(
-            gbt, features=numeric + categorical, categorical=categorical, input_schema=portable.input_schema(contract)))
+            gbt, features=inputs, categorical=strings, input_schema=portable.input_schema(contract),
+            derived=portable.derived_for(contract)))

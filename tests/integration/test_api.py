@@ -244,11 +244,14 @@ def _mllib_probabilities(spark, settings, version: int, records: list[dict[str, 
     from pyspark.ml.functions import vector_to_array
 
     from ml.registry import ModelRegistry
-    from streamsight.lake import models_uri
+    from streamsight.contracts import load_contract
+    from streamsight.lake import models_uri, with_derived
+    from tests.integration.helpers import CONTRACTS
 
     model = ModelRegistry(spark, models_uri(settings.lake_uri)).load("machine_failure", version)
     frame = spark.createDataFrame([{f: (float(r[f]) if f != "type" else r[f]) for f in FEATURES} for r in records],
                                   ", ".join(f"{f} double" if f != "type" else "type string" for f in FEATURES))
+    frame = with_derived(frame, load_contract(CONTRACTS / "machine_telemetry.yaml"))  # as the stream computes them
     return [r[0] for r in model.transform(frame).select(vector_to_array("_ss_probability")[1]).collect()]
 
 

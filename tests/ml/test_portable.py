@@ -1,5 +1,7 @@
 """The exported pipeline scores as MLlib does: each algorithm's pipeline, as ml.train builds it, fitted
-in Spark, then every row's probability from PipelineModel.transform against PortableModel's."""
+in Spark, then every row's probability from PipelineModel.transform against PortableModel's; with the
+shipped contract's derived columns among the features, computed by Spark on one side and by DuckDB
+(the expressions translated by sqlglot) on the other."""
 
 from __future__ import annotations
 
@@ -16,6 +18,19 @@ pytestmark = pytest.mark.integration
 
 NUMERIC = ["air_temperature_k", "process_temperature_k", "rotational_speed_rpm", "torque_nm", "tool_wear_min"]
 CATEGORICAL = ["type"]
+DERIVED = ["power_w", "strain_over_limit_nm_min", "temperature_difference_k", "power_risk", "heat_dissipation_risk"]
+
+
+def _contract() -> object:
+    """The shipped machine_telemetry contract, its model reading the raw readings and some derived columns."""
+    from streamsight.contracts import load_contract
+    from tests.integration.helpers import CONTRACTS
+
+    contract = load_contract(CONTRACTS / "machine_telemetry.yaml")
+    assert contract.model is not None
+    model = contract.model.model_copy(update={"features": [*NUMERIC, *DERIVED, *CATEGORICAL],
+                                              "categorical_features": CATEGORICAL})
+    return contract.model_copy(update={"model": model})
 
 
 def _rows_to_score() -> pd.DataFrame:
@@ -39,21 +54,28 @@ def test_portable_probabilities_equal_mllib(spark, algorithm):
     from pyspark.sql import functions as F
 
     from ml.train import LABEL, PROBABILITY, WEIGHT, _pipeline
+    from streamsight.lake import with_derived
 
+    contract = _contract()
+    assert portable.feature_order(contract) == ([*NUMERIC, *CATEGORICAL], CATEGORICAL)
     history = ai4i_silver(3000)
     history["tool_wear_min"] = history["tool_wear_min"].astype("float64")
-    train = (spark.createDataFrame(history[[*NUMERIC, *CATEGORICAL, "machine_failure"]])
+    train = (with_derived(spark.createDataFrame(history[[*NUMERIC, *CATEGORICAL, "machine_failure"]]), contract)
              .withColumn(LABEL, F.col("machine_failure").cast("double")).withColumn(WEIGHT, F.lit(1.0)))
     params = {"gbt": {"maxIter": 8}, "logistic_regression": {"maxIter": 20}}
-    model = _pipeline(algorithm, NUMERIC, CATEGORICAL, seed=7, params=params).fit(train)
+    model = _pipeline(algorithm, [*NUMERIC, *DERIVED], CATEGORICAL, seed=7, params=params).fit(train)
 
     rows = _rows_to_score()
-    frame = spark.createDataFrame(rows.astype(object).where(rows.notna(), None),
-                                  schema=", ".join([f"{c} double" for c in NUMERIC] + ["type string"]))
+    frame = with_derived(spark.createDataFrame(rows.astype(object).where(rows.notna(), None),
+                                               schema=", ".join([f"{c} double" for c in NUMERIC] + ["type string"])),
+                         contract)
     expected = [r[0] for r in model.transform(frame).select(vector_to_array(PROBABILITY)[1]).collect()]
 
+    derived = portable.derived_for(contract)
+    assert [d["name"] for d in derived] == ["temperature_difference_k", "power_w", "strain_over_limit_nm_min",
+                                            "heat_dissipation_risk", "power_risk"]
     doc = portable.export(model, features=[*NUMERIC, *CATEGORICAL], categorical=CATEGORICAL,
-                          input_schema={"type": "object"})
+                          input_schema=portable.input_schema(contract), derived=derived)
     scorer = portable.PortableModel(json.loads(json.dumps(doc)))  # what the registry stores
     records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows.to_dict("records")]
     got = scorer.probabilities(records)

@@ -126,7 +126,7 @@ def test_metadata_has_every_field(ml_spark, env):
     assert set(meta["candidates"]) == {"logistic_regression", "gbt"}
     assert meta["label"] == "machine_failure"
     assert meta["features"] == env["contract"].model.features
-    assert meta["categorical_features"] == ["type"]
+    assert meta["categorical_features"] == env["contract"].model.categorical_features
     ts(meta["created_at"])
     for key in ("auc_pr", "auc_roc", "precision", "recall", "f1", "tp", "fp", "tn", "fn"):
         assert key in meta["metrics"] and key in meta["baseline_metrics"], key

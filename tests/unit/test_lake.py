@@ -119,12 +119,15 @@ def test_predictions_keep_the_scored_records_columns_and_scoring_is_batch_or_onl
     contract = load_contract(path)
     assert contract.model is not None and contract.model.scoring == "batch"
     record = scored_record_columns(contract)
-    assert [c for c, _ in record] == ["machine_id", "event_id", "event_time", "air_temperature_k",
+    # the fields the model reads (in the schema's order), then its features (derived columns), the label
+    assert [c for c, _ in record] == ["machine_id", "event_id", "event_time", "type", "air_temperature_k",
                                       "process_temperature_k", "rotational_speed_rpm", "torque_nm", "tool_wear_min",
-                                      "type", "machine_failure"]
+                                      "heat_dissipation_risk", "power_risk", "overstrain_risk", "tool_wear_risk",
+                                      "machine_failure"]
+    assert dict(record)["power_risk"] == "int"
     columns = prediction_columns(contract)
-    assert columns[:4] == [*record[:3], ("event_date", "date")] and columns[4:11] == record[3:]
-    assert [c for c, _ in columns[11:]] == ["probability", "prediction", "model_name", "model_version", "scored_at",
+    assert columns[:4] == [*record[:3], ("event_date", "date")] and columns[4:15] == record[3:]
+    assert [c for c, _ in columns[15:]] == ["probability", "prediction", "model_name", "model_version", "scored_at",
                                            "scored_by", "_kafka_timestamp", "_batch_id"]
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     doc["model"]["scoring"] = "sometimes"

@@ -1,0 +1,69 @@
+"""Derived columns in a contract: what loads, and each kind of error, named with the file and the field."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streamsight.contracts import ContractError, load_contract
+from tests.integration.helpers import CONTRACTS
+
+BASE = yaml.safe_load((CONTRACTS / "machine_telemetry.yaml").read_text(encoding="utf-8"))
+BASE["reference"]["path"] = str((CONTRACTS / BASE["reference"]["path"]).resolve())
+
+
+def _write(tmp_path: Path, change: Any) -> Path:
+    doc = copy.deepcopy(BASE)
+    change(doc)
+    path = tmp_path / "machine_telemetry.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+def test_the_shipped_derived_columns_load_in_order():
+    contract = load_contract(CONTRACTS / "machine_telemetry.yaml")
+    assert [d.name for d in contract.derived][:3] == ["temperature_difference_k", "power_w", "strain_over_limit_nm_min"]
+    assert contract.model is not None and set(contract.model.features) <= {d.name for d in contract.derived}
+    # the model reads these fields, through its derived features
+    assert contract.model_reads() == ["type", "air_temperature_k", "process_temperature_k", "rotational_speed_rpm",
+                                      "torque_nm", "tool_wear_min"]
+
+
+def _derive(**entry: Any) -> Any:
+    return lambda doc: doc["derived"].append({"name": "extra", "type": "double", **entry})
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    (_derive(expr="torque_nm *"), r"derived\.7\.extra\.expr: not a Spark SQL expression"),
+    (_derive(expr="torque_nm * speed"), r"derived\.7\.extra\.expr: 'speed' is not a field"),
+    (_derive(expr="sum(torque_nm)"), r"derived\.7\.extra\.expr: SUM\(torque_nm\): aggregates and windows"),
+    (_derive(expr="my_udf(torque_nm)"), r"derived\.7\.extra\.expr: my_udf\(\): not a function"),
+    (_derive(expr="(SELECT 1)"), r"derived\.7\.extra\.expr: a subquery"),
+    (_derive(expr="1", type="decimal"), r"derived\.7\.type: Input should be 'double'"),
+    (_derive(name="torque_nm", expr="1"), r"derived\.7\.torque_nm: 'torque_nm' is already a column"),
+    (_derive(name="Bad-Name", expr="1"), r"derived\.7\.name: Value error, must be lower_snake_case"),
+    (lambda doc: doc["derived"].insert(0, {"name": "early", "type": "double", "expr": "power_w * 2"}),
+     r"derived\.0\.early\.expr: 'power_w' is not a field"),  # a derived column reads only those declared before it
+    (lambda doc: doc["derived"].append({"name": "band", "type": "string", "expr": "'high'"})
+     or doc["model"]["features"].append("band"), r"model\.features: derived column 'band' is string"),
+    (lambda doc: doc.update(filter="torque > 0"), r"filter: 'torque' is not a field"),
+])
+def test_a_bad_derived_column_fails_at_load_naming_file_and_field(tmp_path, change, says):
+    path = _write(tmp_path, change)
+    with pytest.raises(ContractError, match=says) as raised:
+        load_contract(path)
+    assert str(path) in str(raised.value)
+
+
+def test_derived_columns_are_usable_in_the_filter_and_aggregates(tmp_path):
+    def change(doc: dict[str, Any]) -> None:
+        doc["filter"] = "power_w > 0"
+        doc["aggregates"][0]["metrics"].append({"name": "avg_power_w", "agg": "avg", "column": "power_w"})
+        doc["aggregates"][0]["group_by"] = ["type", "power_risk"]
+
+    contract = load_contract(_write(tmp_path, change))
+    assert contract.filter == "power_w > 0" and contract.aggregates[0].group_by == ["type", "power_risk"]
