@@ -5,8 +5,8 @@ A query file starts with a header of ``-- key: value`` comment lines:
 * ``title`` -- chart title (may use the *raw* placeholders below, e.g. ``by {category_name}``),
 * ``description`` -- one sentence for the report (repeatable; lines are joined),
 * ``requires`` -- comma list of capabilities the stream must have, else the query is skipped with
-  a note: ``model`` (the contract declares a model) and ``category`` (the model has at least one
-  categorical feature),
+  a note: ``model`` (the contract declares a model) and ``category`` (predictions have a column to
+  group by: :func:`category`),
 * ``order`` -- position in the report (default 1000, then by name),
 * ``dashboard`` -- ``yes``: the query is also a panel of the live dashboard (``streamsight dashboard``).
 
@@ -17,7 +17,8 @@ Placeholders in the SQL (contract-driven, so no stream's column names are hard-c
 ``{key}``             the message key column, as a quoted identifier (`` `machine_id` ``)
 ``{event_time}``      the event-time column, quoted identifier
 ``{label}``           the model's label column, quoted identifier (needs ``model``)
-``{category}``        the model's first categorical feature, quoted identifier (needs ``category``)
+``{category}``        the model's first categorical feature (else the first string field it reads), quoted
+                      identifier (needs ``category``)
 ``{model_literal}``   the model name as a SQL string literal (``'machine_failure'``)
 ``*_name`` variants   ``{key_name}``, ``{category_name}``, ``{model_name}``... : raw names, for titles
 ====================  =================================================================
@@ -85,11 +86,22 @@ class NamedQuery:
         return substitute(self.title, placeholders(contract), self.name)
 
 
+def category(contract: Contract) -> str | None:
+    """The column predictions are grouped by: the model's first categorical feature, else the first
+    string field it reads (through its derived features, say), else None."""
+    if contract.model is None:
+        return None
+    if contract.model.categorical_features:
+        return contract.model.categorical_features[0]
+    strings = {f.name for f in contract.fields if f.json_type == "string"} - {contract.key, *contract.dedup_key}
+    return next((f for f in contract.model_reads() if f in strings), None)
+
+
 def capabilities(contract: Contract) -> set[str]:
     caps: set[str] = set()
     if contract.model is not None:
         caps.add("model")
-        if contract.model.categorical_features:
+        if category(contract) is not None:
             caps.add("category")
     return caps
 
@@ -109,8 +121,9 @@ def placeholders(contract: Contract) -> dict[str, str]:
         raw["label"] = contract.model.label
         values["model_literal"] = _literal(contract.model.name)
         values["model_name"] = contract.model.name
-        if contract.model.categorical_features:
-            raw["category"] = contract.model.categorical_features[0]
+        grouped_by = category(contract)
+        if grouped_by is not None:
+            raw["category"] = grouped_by
     for name, column in raw.items():
         values[name] = _ident(column)
         values[f"{name}_name"] = column

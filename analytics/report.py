@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from analytics.catalog import NamedQuery, QuerySkipped, load_named_queries
+from analytics.catalog import category as catalog_category
 from analytics.sql import NUMERIC_TYPE, SqlError, SqlResult, cell_text, execute
 from analytics.views import EMPTY, REGISTRY_VIEW, refused, register_views
 from streamsight.contracts import Contract
@@ -452,7 +453,7 @@ def _plot_probability(df: pd.DataFrame, contract: Contract, title: str, ctx: _Ch
     fig = _figure()
     ax = fig.add_subplot()
     starts = np.round(np.arange(20) * 0.05, 2)
-    category = contract.model.categorical_features[0] if contract.model else "category"
+    category = catalog_category(contract) or "category"
     for name, group in df.groupby("category", sort=True):
         counts = dict(zip(np.round(group["bucket_start"].astype(float), 2), group["predictions"].astype(int)))
         y = [counts.get(s, 0) for s in starts]

@@ -148,6 +148,12 @@ class ModelRegistry:
         log.info("model %s: alias %s -> v%d (was %s)", name, alias, version,
                  f"v{previous}" if previous is not None else "unset")
 
+    def read_file(self, name: str, file: str, version: int | None = None) -> Any:
+        """A model's JSON file (``backend.json``), or a version's (``scorer.json``): parsed, or None."""
+        _check_name(name)
+        folder = self._model_uri(name) if version is None else self._version_uri(name, int(version))
+        return self._read_json(f"{folder}/{file}")
+
     def load(self, name: str, version: int) -> PipelineModel:
         """Load one version's :class:`~pyspark.ml.PipelineModel`."""
         from pyspark.ml import PipelineModel

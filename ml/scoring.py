@@ -132,7 +132,7 @@ class ProductionScorer:
 
         why: str | None = None
         try:
-            doc = self.registry._read_json(f"{self.registry._model_uri(self.model_name)}/{BACKEND_FILE}")
+            doc = self.registry.read_file(self.model_name, BACKEND_FILE)
         except Exception as exc:  # an unreadable choice: score in the job
             doc, why = None, f"cannot read {BACKEND_FILE} ({exc}): scoring in the job"
         endpoint, not_used = endpoint_for(doc, version)
@@ -152,7 +152,7 @@ class ProductionScorer:
         from ml.registry import SCORER_FILE
 
         if self._local_copy is None or self._local_copy[0] != version:
-            doc = self.registry._read_json(f"{self.registry._version_uri(self.model_name, version)}/{SCORER_FILE}")
+            doc = self.registry.read_file(self.model_name, SCORER_FILE, version)
             if doc is None:
                 raise ValueError(f"{self.model_name} v{version} has no {SCORER_FILE}: the endpoint would have no "
                                  "local copy to fall back on (train it again)")

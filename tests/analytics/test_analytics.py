@@ -21,10 +21,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
+from ml import portable
 from streamsight.contracts import Contract, load_contracts
 from streamsight.lake import models_uri, table_columns, table_uri
 from streamsight.settings import PROJECT_ROOT, Settings, load_settings
@@ -150,6 +152,13 @@ def lake(spark, tmp_path_factory) -> Lake:
     silver["event_hour"] = silver["event_time"].dt.hour.astype("int64")
     reference = pd.read_csv(contracts_dir / "reference" / "product_types.csv")
     silver = silver.merge(reference, on="type", how="left")
+    # the contract's derived columns, as ml.portable computes them outside Spark (DuckDB)
+    derived = portable.derived_for(contract)
+    connection = duckdb.connect()
+    connection.register("inputs", silver[contract.model_reads()])
+    computed = connection.sql(portable._derived_query(derived)).df()
+    for d in derived:
+        silver[d["name"]] = computed[d["name"]].to_numpy()
     silver["_kafka_partition"] = np.arange(n) % 4
     silver["_kafka_offset"] = np.arange(n) // 4
     silver["_kafka_timestamp"] = produce
@@ -195,6 +204,7 @@ def lake(spark, tmp_path_factory) -> Lake:
     predictions["model_name"] = "machine_failure"
     predictions["model_version"] = np.where(np.arange(n) < n // 2, 1, 2)
     predictions["scored_at"] = predictions["_ingest_time"] + _ms(rng.integers(100, 3000, n))
+    predictions["scored_by"] = "mllib"
 
     gold = pd.DataFrame({
         "window_start": [base] * 3, "window_end": [base + pd.Timedelta(hours=1)] * 3, "type": ["L", "M", "H"],
