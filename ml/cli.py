@@ -52,17 +52,20 @@ def train_command(
     stream: str | None = None,
     train_fraction: float = 0.8,
     promote: bool = True,
+    algorithms: tuple[str, ...] | None = None,
     session_factory: SessionFactory | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on its stream's silver table (``stream``'s, for a model named by a contract's
-    ``model.route_by`` field); print a summary; return the metadata."""
-    from ml.train import contract_for_model, routed_contract, summary_line, train_model
+    ``model.route_by`` field) with each of ``algorithms`` (default: :data:`ml.train.ALGORITHMS`),
+    keeping the best; print a summary; return the metadata."""
+    from ml.train import ALGORITHMS, contract_for_model, routed_contract, summary_line, train_model
     from streamsight.contracts import get_contract
 
     contract = routed_contract(settings, stream, model) if stream else contract_for_model(settings, model)
     spark = _session(settings, f"streamsight-train-{model}", session_factory)
     fallback = get_contract(settings.contracts_dir, contract.name).model
     meta = train_model(spark, settings, contract, train_fraction=train_fraction, promote=promote,
+                       algorithms=algorithms or ALGORITHMS,
                        fallback_model=fallback.name if fallback is not None else None)
     typer.echo(summary_line(meta))
     return meta

@@ -1,14 +1,17 @@
-"""Score a trained pipeline without Spark: its fitted parameters as JSON, evaluated with NumPy.
+"""Score a trained pipeline without Spark: its fitted parameters as JSON, evaluated with NumPy
+(DuckDB computes the contract's derived columns; XGBoost evaluates its boosters).
 
 :func:`export` reads a fitted :class:`~pyspark.ml.PipelineModel` as :mod:`ml.train` builds it
 (Imputer, the SQLTransformer of pairwise products and differences, StringIndexer, OneHotEncoder,
-VectorAssembler, StandardScaler, then LogisticRegression or GBTClassifier) into a JSON document;
+VectorAssembler, StandardScaler, then LogisticRegression, GBTClassifier or XGBoost's
+SparkXGBClassifier, whose booster is kept in XGBoost's own JSON) into a JSON document;
 any other stage, or a statement other than those products and differences, is refused. The
 registry stores the document as ``scorer.json`` beside the MLlib model, and :class:`PortableModel`
 evaluates it on plain records in microseconds, for the HTTP API. Its probabilities are the
 pipeline's own (the agreement test compares them with ``PipelineModel.transform`` on every row).
 
-The document also carries the model's input schema: the contract's JSON Schema of each feature.
+The document also carries the model's inputs (the record fields it reads) with their JSON Schema,
+and the contract's derived columns its features need, as Spark SQL and translated for DuckDB.
 """
 
 from __future__ import annotations
@@ -119,6 +122,8 @@ def _stage(stage: Any) -> dict[str, Any]:
             raise PortableError(f"logistic regression with {stage.numClasses} classes is not supported")
         return {"kind": "logistic", "coefficients": stage.coefficients.toArray().tolist(),
                 "intercept": float(stage.intercept)}
+    if kind == "SparkXGBClassifierModel":  # XGBoost's Spark estimator: its booster, as XGBoost's JSON
+        return {"kind": "xgboost", "booster": bytes(stage.get_booster().save_raw("json")).decode("utf-8")}
     if kind == "GBTClassificationModel":
         return {"kind": "gbt", "weights": [float(w) for w in stage.treeWeights],
                 "trees": [_tree(tree._java_obj.rootNode()) for tree in stage.trees]}
@@ -174,7 +179,7 @@ class PortableModel:
         self._query = _derived_query(self.derived) if self.derived else None
         self._local = threading.local()  # a DuckDB connection per thread
         self._stages = [_prepare(s) for s in doc["stages"]]
-        if not self._stages or self._stages[-1]["kind"] not in ("logistic", "gbt"):
+        if not self._stages or self._stages[-1]["kind"] not in ("logistic", "gbt", "xgboost"):
             raise PortableError("the pipeline does not end with a classifier")
 
     def probabilities(self, records: list[dict[str, Any]]) -> np.ndarray:
@@ -224,6 +229,8 @@ class PortableModel:
             elif kind == "logistic":
                 margin = vector @ stage["coefficients"] + stage["intercept"]
                 return 1.0 / (1.0 + np.exp(-margin))
+            elif kind == "xgboost":
+                return np.asarray(stage["booster"].inplace_predict(vector), dtype=np.float64)
             elif kind == "gbt":
                 margin = np.zeros(n)
                 for weight, tree in zip(stage["weights"], stage["trees"], strict=True):
@@ -292,6 +299,12 @@ def _prepare(stage: dict[str, Any]) -> dict[str, Any]:
         return {**stage, "coefficients": np.asarray(stage["coefficients"], dtype=np.float64)}
     if kind == "gbt":
         return stage
+    if kind == "xgboost":
+        import xgboost
+
+        booster = xgboost.Booster()
+        booster.load_model(bytearray(stage["booster"].encode("utf-8")))
+        return {**stage, "booster": booster}
     if kind in ("impute", "pairs", "one_hot", "assemble"):
         return stage
     raise PortableError(f"unknown stage kind {kind!r}")

@@ -10,6 +10,7 @@ Layout under ``streamsight.lake.models_uri(lake_uri)``::
             _CLAIM              created first, with create(overwrite=false): reserves the number
             model/              MLlib PipelineModel.save
             scorer.json         the same pipeline for scoring without Spark (ml.portable), when given
+            sagemaker-xgboost.tar.gz  an XGBoost model's booster as SageMaker's built-in container loads it
             metadata.json       written last: a version exists once this file does
         v2/ ...
 
@@ -73,9 +74,9 @@ class ModelRegistry:
 
     # -- public API ---------------------------------------------------------------------------
     def register(self, name: str, model: PipelineModel, metadata: dict[str, Any],
-                 scorer: dict[str, Any] | None = None) -> int:
-        """Store ``model`` (and its :mod:`ml.portable` document ``scorer``) as the next version of
-        ``name``; return the version number.
+                 scorer: dict[str, Any] | None = None, files: dict[str, bytes] | None = None) -> int:
+        """Store ``model`` (and its :mod:`ml.portable` document ``scorer``, and ``files`` by name) as
+        the next version of ``name``; return the version number.
 
         ``metadata`` must be JSON-serialisable; ``version`` and ``model_name`` are set in the stored
         copy (and in ``metadata`` itself). An existing version is never overwritten.
@@ -86,6 +87,8 @@ class ModelRegistry:
         model.write().save(f"{vdir}/{MODEL_DIR}")
         if scorer is not None:
             self._write_json(f"{vdir}/{SCORER_FILE}", scorer)
+        for file, data in (files or {}).items():
+            self._hfs.write_bytes(self._path(f"{vdir}/{file}"), data, overwrite=False)
         metadata["version"] = version
         metadata["model_name"] = name
         self._write_json(f"{vdir}/{METADATA_FILE}", metadata)

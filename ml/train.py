@@ -68,7 +68,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("ml.train")
 
-ALGORITHMS = ("logistic_regression", "gbt")
+ALGORITHMS = ("logistic_regression", "gbt")  # the candidates a training compares by default
+KNOWN_ALGORITHMS = (*ALGORITHMS, "xgboost")  # xgboost: XGBoost's own Spark estimator
 MIN_ROWS = 100
 MIN_TRAIN_ROWS = 50
 MIN_SLICE_ROWS = 10
@@ -82,6 +83,7 @@ ROWS_PER_PARTITION = 100_000
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "logistic_regression": {"maxIter": 30, "regParam": 1e-3, "elasticNetParam": 0.0},
     "gbt": {"maxIter": 20, "maxDepth": 5, "stepSize": 0.3, "maxBins": 256},
+    "xgboost": {"n_estimators": 100, "max_depth": 5, "learning_rate": 0.1},
 }
 # Internal column names; prefixed so they never clash with silver columns.
 LABEL = "_ss_label"
@@ -137,9 +139,9 @@ def train_model(
     if not 0.0 < validation_fraction < 1.0:
         raise TrainingError(f"validation_fraction must be between 0 and 1 (exclusive), got {validation_fraction}")
     beta = _beta(threshold_metric)
-    unknown = [a for a in algorithms if a not in ALGORITHMS]
+    unknown = [a for a in algorithms if a not in KNOWN_ALGORITHMS]
     if unknown or not algorithms:
-        raise TrainingError(f"unknown algorithm(s) {unknown}; choose from {', '.join(ALGORITHMS)}")
+        raise TrainingError(f"unknown algorithm(s) {unknown}; choose from {', '.join(KNOWN_ALGORITHMS)}")
 
     if silver is None:
         uri = table_uri(settings.lake_uri, contract, "silver")
@@ -426,7 +428,10 @@ def _train_on_split(
     inputs, string_inputs = portable.feature_order(contract)
     scorer = portable.export(model, features=inputs, categorical=string_inputs,
                              input_schema=portable.input_schema(contract), derived=portable.derived_for(contract))
-    version = registry.register(spec.name, model, meta, scorer=scorer)
+    files = {}
+    if algorithm == "xgboost":
+        files[XGBOOST_ARCHIVE], meta["sagemaker_builtin_xgboost"] = xgboost_archive(model)
+    version = registry.register(spec.name, model, meta, scorer=scorer, files=files)
     if do_promote:
         registry.set_alias(spec.name, PRODUCTION_ALIAS, version)
     meta["aliases"] = sorted(a for a, v in registry.aliases(spec.name).items() if v == version)
@@ -475,10 +480,21 @@ def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: 
                                     stringOrderType="alphabetAsc"))
         stages.append(OneHotEncoder(inputCols=idx, outputCols=ohe, handleInvalid="keep"))
         assembled += ohe
+    hyper = {**DEFAULT_PARAMS.get(algorithm, {}), **((params or {}).get(algorithm) or {})}
+    if algorithm == "xgboost":
+        # Trees need no scaling: the booster reads the assembled vector itself, which is what
+        # SageMaker's built-in XGBoost container is then sent (see xgboost_archive).
+        from xgboost.spark import SparkXGBClassifier
+
+        stages.append(VectorAssembler(inputCols=assembled, outputCol=FEATURES, handleInvalid="keep"))
+        stages.append(SparkXGBClassifier(
+            features_col=FEATURES, label_col=LABEL, weight_col=WEIGHT, prediction_col=PREDICTION,
+            probability_col=PROBABILITY, raw_prediction_col=RAW_PREDICTION, random_state=seed, num_workers=1,
+            **hyper))
+        return Pipeline(stages=stages)
     stages.append(VectorAssembler(inputCols=assembled, outputCol="_ss_assembled", handleInvalid="keep"))
     stages.append(StandardScaler(inputCol="_ss_assembled", outputCol=FEATURES, withMean=True, withStd=True))
     common: dict[str, Any] = {"featuresCol": FEATURES, "labelCol": LABEL, "weightCol": WEIGHT, "predictionCol": PREDICTION}
-    hyper = {**DEFAULT_PARAMS.get(algorithm, {}), **((params or {}).get(algorithm) or {})}
     classifier: LogisticRegression | GBTClassifier
     if algorithm == "logistic_regression":
         classifier = LogisticRegression(**common, **hyper)
@@ -489,6 +505,28 @@ def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: 
     classifier.setProbabilityCol(PROBABILITY).setRawPredictionCol(RAW_PREDICTION)
     stages.append(classifier)
     return Pipeline(stages=stages)
+
+
+XGBOOST_ARCHIVE = "sagemaker-xgboost.tar.gz"
+
+
+def xgboost_archive(model: Any) -> tuple[bytes, dict[str, Any]]:
+    """An XGBoost pipeline's booster as SageMaker's built-in XGBoost container loads it
+    (``model.tar.gz`` holding ``xgboost-model``, XGBoost's JSON), and what that container must be
+    sent: CSV rows of the assembled vector, whose columns are listed (imputed values, products and
+    differences, one-hot slots)."""
+    from ml.sagemaker import model_archive
+
+    assembler, booster = model.stages[-2], model.stages[-1].get_booster()
+    archive = model_archive({"xgboost-model": bytes(booster.save_raw("json"))})
+    return archive, {"archive": XGBOOST_ARCHIVE, "content_type": "text/csv",
+                     "vector": list(assembler.getInputCols()), "xgboost_version": _xgboost_version()}
+
+
+def _xgboost_version() -> str:
+    import xgboost
+
+    return str(xgboost.__version__)
 
 
 def _weighted(df: DataFrame, rows: int, positives: int) -> DataFrame:
@@ -633,6 +671,8 @@ def _beta(metric: str) -> float:
 
 def _params(model: Any) -> dict[str, Any]:
     last = model.stages[-1]
+    if type(last).__name__ == "SparkXGBClassifierModel":
+        return {k: last.getOrDefault(k) for k in (*DEFAULT_PARAMS["xgboost"], "random_state") if last.hasParam(k)}
     names = ("maxIter", "maxDepth", "stepSize", "maxBins", "subsamplingRate", "regParam",
              "elasticNetParam", "tol", "seed")
     out = {}

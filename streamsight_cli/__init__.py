@@ -310,11 +310,18 @@ def train(
     model: Annotated[str, typer.Option(help="Model name (a contract's model.name; with --stream, a new name).")],
     stream: Annotated[Optional[str], typer.Option(
         help="Train on this stream's silver: a model its model.route_by field may name, under any name.")] = None,
+    algorithm: Annotated[Optional[list[str]], typer.Option(
+        help="logistic_regression, gbt or xgboost (XGBoost's Spark estimator; its version also holds the "
+             "booster for SageMaker's built-in XGBoost container); repeat to compare several "
+             "(default: logistic_regression and gbt).")] = None,
+    train_fraction: Annotated[float, typer.Option(
+        help="The first part of the rows by event time that trains; the rest tests.", min=0.05, max=0.95)] = 0.8,
 ) -> None:
     """Train a new model version on silver history and promote it if it is at least as good."""
     from ml.cli import train_command
 
-    train_command(_settings(ctx), model, stream=stream)
+    train_command(_settings(ctx), model, stream=stream, algorithms=tuple(algorithm) if algorithm else None,
+                  train_fraction=train_fraction)
 
 
 @app.command()

@@ -207,3 +207,48 @@ def test_clear_errors_for_unusable_data(ml_spark, env):
     with pytest.raises(TrainingError, match="lacks column"):
         train_model(ml_spark, settings, contract, silver=ml_spark.createDataFrame(frame.iloc[:200].drop(columns=["torque_nm"])))
     assert [v["version"] for v in registry(ml_spark, settings).versions("machine_failure")] == [1, 2]
+
+
+def test_xgboost_trains_with_its_spark_estimator_and_keeps_the_booster_for_sagemakers_container(ml_spark, env,
+                                                                                                 tmp_path):
+    """`streamsight train --algorithm xgboost`: XGBoost's Spark estimator in the pipeline; the version
+    holds the booster as SageMaker's built-in XGBoost container loads it (model.tar.gz holding
+    xgboost-model), which scores the assembled vector as the pipeline does; the portable copy too."""
+    import io
+    import tarfile
+
+    import numpy as np
+    import xgboost
+    from pyspark.ml.functions import vector_to_array
+
+    from ml.portable import PortableModel
+    from ml.registry import ModelRegistry
+    from ml.train import FEATURES, PROBABILITY, XGBOOST_ARCHIVE, train_model
+    from streamsight.lake import with_derived
+
+    settings = load_settings(lake_dir=str(tmp_path / "lake"))
+    contract = env["contract"]
+    silver = ml_spark.createDataFrame(env["frame"])
+    meta = train_model(ml_spark, settings, contract, silver=silver, algorithms=("xgboost",), refit=False)
+    assert meta["algorithm"] == "xgboost" and meta["algorithm_params"]["n_estimators"] == 100
+    assert meta["metrics"]["auc_pr"] > 10 * meta["baseline_metrics"]["auc_pr"]
+    builtin = meta["sagemaker_builtin_xgboost"]
+    assert builtin["archive"] == XGBOOST_ARCHIVE and builtin["content_type"] == "text/csv"
+
+    version = tmp_path / "lake" / "_models" / "machine_failure" / "v1"
+    with tarfile.open(fileobj=io.BytesIO((version / XGBOOST_ARCHIVE).read_bytes())) as tar:
+        assert tar.getnames() == ["xgboost-model"]
+        booster = xgboost.Booster()
+        booster.load_model(bytearray(tar.extractfile("xgboost-model").read()))  # type: ignore[union-attr]
+
+    model = ModelRegistry(ml_spark, models_uri(settings.lake_uri)).load("machine_failure", 1)
+    assert list(model.stages[-2].getInputCols()) == builtin["vector"]
+    rows = with_derived(silver.limit(400), contract)
+    scored = model.transform(rows).select(vector_to_array(FEATURES).alias("x"), vector_to_array(PROBABILITY)[1].alias("p"),
+                                          *contract.model_reads()).collect()
+    expected = np.array([r["p"] for r in scored])
+    assert np.ptp(expected) > 0.5
+    np.testing.assert_allclose(booster.inplace_predict(np.array([r["x"] for r in scored])), expected, rtol=1e-6)
+    local = PortableModel(json.loads((version / "scorer.json").read_text()))
+    records = [{c: r[c] for c in contract.model_reads()} for r in scored]
+    np.testing.assert_allclose(local.probabilities(records), expected, rtol=1e-6)
