@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -237,8 +238,7 @@ class EndpointScorer:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         for record in records:
-            writer.writerow(["" if record[f] is None else record[f] if f in self.categorical else repr(float(record[f]))
-                             for f in self.features])
+            writer.writerow([_csv_value(record[f], f in self.categorical) for f in self.features])
         return out.getvalue().encode("utf-8")
 
     def local(self, records: list[dict[str, Any]]) -> list[float]:
@@ -247,3 +247,12 @@ class EndpointScorer:
         if self._local is None:
             self._local = PortableModel(self.scorer)
         return [float(p) for p in self._local.probabilities(records)]
+
+
+def _csv_value(value: Any, kept: bool) -> str:
+    """A CSV field as ml.serving reads it: a number, text, or JSON (a boolean, an object or array)."""
+    if value is None:
+        return ""
+    if not kept:
+        return repr(float(value))
+    return json.dumps(value) if isinstance(value, (bool, dict, list)) else str(value)

@@ -204,12 +204,12 @@ async def predict(request: Request, name: Annotated[str, Path(max_length=128)],
         if not isinstance(record, dict):
             errors.append(FieldError(index=index, field=None, message="a record must be a JSON object"))
             continue
-        missing = [f for f in served.scorer.features if record.get(f) is None]
+        missing = [f for f in served.scorer.input_schema.get("required", []) if record.get(f) is None]
         if missing:
             errors += [FieldError(index=index, field=f, message=f"{f} is missing (or null)") for f in missing]
             continue
         try:
-            check(record)
+            check({k: v for k, v in record.items() if v is not None})  # a null is an absent value
         except Exception as exc:  # fastjsonschema.JsonSchemaValueException
             field = str(getattr(exc, "name", "") or "").removeprefix("data").lstrip(".") or None
             message = str(getattr(exc, "message", exc)).removeprefix("data.")

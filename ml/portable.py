@@ -16,6 +16,7 @@ and the contract's derived columns its features need, as Spark SQL and translate
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
@@ -39,14 +40,14 @@ class PortableError(Exception):
 def feature_order(contract: Contract) -> tuple[list[str], list[str]]:
     """``(inputs, categorical)`` of the contract's model: the record fields it reads -- its features
     that are fields, in order, then the fields its derived features read, in the schema's order --
-    numeric ones first, then the string ones (``categorical``). The order of the API's
-    ``{"data": [...]}`` form and of the serving CSV."""
+    numeric ones first, then the others (``categorical``: strings, booleans, objects and arrays, kept
+    as they are). The order of the API's ``{"data": [...]}`` form and of the serving CSV."""
     spec = contract.model
     if spec is None:
         raise PortableError(f"contract {contract.name!r} has no model: block")
     fields = {f.name: f for f in contract.fields}
     used = [f for f in contract.model_reads() if f in fields]  # a reference column cannot be an input
-    categorical = [f for f in used if f in spec.categorical_features or fields[f].json_type == "string"]
+    categorical = [f for f in used if f in spec.categorical_features or fields[f].json_type not in ("number", "integer")]
     return [*[f for f in used if f not in categorical], *categorical], categorical
 
 
@@ -66,10 +67,12 @@ def derived_for(contract: Contract) -> list[dict[str, str]]:
 
 def input_schema(contract: Contract) -> dict[str, Any]:
     """The JSON Schema of one input record of the contract's model: each input field as the contract
-    declares it, all required."""
+    declares it, required where the contract requires it."""
     features, _ = feature_order(contract)
     properties = contract.payload_schema.get("properties", {})
-    return {"type": "object", "required": features, "properties": {f: properties.get(f, {}) for f in features}}
+    required = set(contract.payload_schema.get("required", []))
+    return {"type": "object", "required": [f for f in features if f in required],
+            "properties": {f: properties.get(f, {}) for f in features}}
 
 
 # -- export (needs the fitted model, hence Spark) ---------------------------------------------------
@@ -252,6 +255,9 @@ class PortableModel:
                 arrays[name] = pa.array([None if v is None else int(v) for v in values], pa.int64())
             elif kind == "number":
                 arrays[name] = pa.array([None if v is None else float(v) for v in values], pa.float64())
+            elif kind in ("object", "array"):  # as Spark keeps them: their JSON text
+                arrays[name] = pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values],
+                                        pa.string())
             else:
                 arrays[name] = pa.array(values, pa.bool_() if kind == "boolean" else pa.string())
         connection = getattr(self._local, "duckdb", None)
@@ -279,7 +285,7 @@ def _derived_query(derived: list[dict[str, str]]) -> str:
     query = "SELECT * FROM inputs"
     for d in derived:
         name = d["name"].replace('"', '""')
-        query = f'SELECT *, CAST(({d["duckdb"]}) AS {_DUCKDB_TYPES[d["type"]]}) AS "{name}" FROM ({query})'
+        query = f'SELECT *, TRY_CAST(({d["duckdb"]}) AS {_DUCKDB_TYPES[d["type"]]}) AS "{name}" FROM ({query})'
     return query
 
 

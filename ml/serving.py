@@ -86,6 +86,9 @@ class Invocations:
         self.served = served
         self.features = served.scorer.features
         self.categorical = served.scorer.categorical
+        self.required = list(served.scorer.input_schema.get("required", []))
+        properties = served.scorer.input_schema.get("properties", {})
+        self._json = {f for f in self.features if properties.get(f, {}).get("type") in ("object", "array", "boolean")}
         self._check: Callable[[Any], Any] = fastjsonschema.compile(served.scorer.input_schema)
 
     def records(self, body: bytes, content_type: str) -> list[dict[str, Any]]:
@@ -102,11 +105,11 @@ class Invocations:
         if not records:
             raise BadRecord(1, "the body holds no records")
         for n, record in records:
-            missing = [f for f in self.features if record.get(f) is None]
+            missing = [f for f in self.required if record.get(f) is None]
             if missing:
                 raise BadRecord(n, f"{missing[0]} is missing (or empty)")
             try:
-                self._check(record)
+                self._check({k: v for k, v in record.items() if v is not None})  # a null is an absent value
             except Exception as exc:  # fastjsonschema.JsonSchemaValueException
                 raise BadRecord(n, str(getattr(exc, "message", exc)).removeprefix("data.")) from None
         return [r for _, r in records]
@@ -122,6 +125,11 @@ class Invocations:
                     record[name] = float(value) if value else None
                 except ValueError:
                     raise BadRecord(line, f"{name}: {value!r} is not a number") from None
+            elif text_values and name in self._json and value != "":  # JSON text in a CSV field
+                try:
+                    record[name] = json.loads(value)
+                except ValueError:
+                    raise BadRecord(line, f"{name}: {value[:80]!r} is not JSON") from None
             else:
                 record[name] = value if value != "" else None
         return record

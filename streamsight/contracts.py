@@ -87,7 +87,9 @@ class Reference(_Model):
 
 class Metric(_Model):
     name: str
-    agg: Literal["count", "sum", "avg", "min", "max", "count_distinct"]
+    agg: Literal["count", "sum", "avg", "min", "max", "count_distinct"] = Field(
+        description="count_distinct is approximate (Spark's approx_count_distinct: HyperLogLog++, 5 % relative "
+        "error), as a streaming aggregate must be")
     column: str | None = None
 
     @model_validator(mode="after")
@@ -123,9 +125,6 @@ class Retention(_Model):
     _f = field_validator("files", "log")(classmethod(lambda cls, v: None if v is None else _interval(v)))
 
 
-DERIVED_TYPES = ("double", "int", "bigint", "boolean", "string")
-
-
 class Derived(_Model):
     """A column computed from the record: a Spark SQL expression over its fields and the derived
     columns before it. The stream adds it to every valid record (silver and everything after);
@@ -154,7 +153,14 @@ def expression_columns(expr: str) -> set[str]:
         tree = sqlglot.parse_one(expr, read="spark")
     except sqlglot.errors.ParseError as exc:
         raise ValueError(f"not a Spark SQL expression: {str(exc).splitlines()[0]}") from None
+    # Spark runs in ANSI mode: these fail the whole micro-batch on one record (a zero divisor, a
+    # string that is not a number); their try_ forms give null instead, in Spark and DuckDB alike.
+    if re.search(r"(?<![\w.])cast\s*\(", expr, re.IGNORECASE):
+        raise ValueError("CAST fails the batch on a value it cannot convert: use try_cast(...)")
     for node in tree.walk():
+        if isinstance(node, (exp.Div, exp.Mod, exp.IntDiv)):
+            raise ValueError(f"{node.sql(dialect='spark')}: a division fails the batch on a zero divisor: use "
+                             "try_divide(a, b) (null then)")
         if isinstance(node, (exp.Select, exp.Subquery, exp.Query)):
             raise ValueError("a subquery is not a row-wise expression")
         if isinstance(node, (exp.AggFunc, exp.Window)):
@@ -318,7 +324,7 @@ class Contract(_Model):
                 if metric.column:
                     need(f"aggregates.{agg.name}.metrics.{metric.name}", metric.column, silver_cols)
         if self.model:
-            need("model.label", self.model.label, names)
+            need("model.label", self.model.label, known)  # a field or a derived column
             for col in [*self.model.features, *self.model.categorical_features]:
                 need("model.features", col, silver_cols)
                 if col in derived and col not in self.model.categorical_features and derived[col].type in (

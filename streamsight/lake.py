@@ -130,8 +130,10 @@ def gold_columns(contract: Contract, aggregate_name: str) -> list[tuple[str, str
     for metric in agg.metrics:
         if metric.agg in ("count", "count_distinct"):
             kind = "bigint"
-        elif metric.agg in ("min", "max") or (metric.agg == "sum" and silver[metric.column or ""] == "bigint"):
+        elif metric.agg in ("min", "max"):
             kind = silver[metric.column or ""]
+        elif metric.agg == "sum" and silver[metric.column or ""] in ("int", "bigint"):
+            kind = "bigint"  # Spark sums integers as bigint
         else:
             kind = "double"
         cols.append((metric.name, kind))
@@ -261,5 +263,5 @@ def with_derived(df: DataFrame, contract: Contract) -> DataFrame:
 
     for d in contract.derived:
         if d.name not in df.columns:
-            df = df.withColumn(d.name, F.expr(d.expr).cast(d.type))
+            df = df.withColumn(d.name, F.expr(f"try_cast(({d.expr}) AS {d.type})"))  # null, not an error
     return df

@@ -43,6 +43,9 @@ def _derive(**entry: Any) -> Any:
     (_derive(expr="sum(torque_nm)"), r"derived\.7\.extra\.expr: SUM\(torque_nm\): aggregates and windows"),
     (_derive(expr="my_udf(torque_nm)"), r"derived\.7\.extra\.expr: my_udf\(\): not a function"),
     (_derive(expr="(SELECT 1)"), r"derived\.7\.extra\.expr: a subquery"),
+    (_derive(expr="torque_nm / tool_wear_min"), r"derived\.7\.extra\.expr: torque_nm / tool_wear_min: a division "
+     r"fails the batch on a zero divisor: use try_divide"),
+    (_derive(expr="CAST(type AS INT)"), r"derived\.7\.extra\.expr: CAST fails the batch .* use try_cast"),
     (_derive(expr="1", type="decimal"), r"derived\.7\.type: Input should be 'double'"),
     (_derive(name="torque_nm", expr="1"), r"derived\.7\.torque_nm: 'torque_nm' is already a column"),
     (_derive(name="Bad-Name", expr="1"), r"derived\.7\.name: Value error, must be lower_snake_case"),
