@@ -3,9 +3,9 @@
 * ``GET /ping``: 200 once the model is loaded.
 * ``POST /invocations``: scores the records of the body, in order.
 
-  - ``text/csv``: a record per line, the feature values in the model's order (its numeric features,
-    then its categorical ones, as ``{"data": [...]}`` of the HTTP API), no header: what
-    SageMaker's built-in XGBoost container takes;
+  - ``text/csv``: a record per line, the values of the model's inputs in its order (the numeric
+    ones, then the others, as ``{"data": [...]}`` of the HTTP API; an object, array or boolean as
+    JSON text), no header;
   - ``application/jsonlines``: a JSON value per line, ``{"features": [...]}`` (that order) or an
     object of the features by name.
 
