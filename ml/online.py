@@ -79,6 +79,13 @@ class RegistryFiles:
         except FileNotFoundError:
             return None
 
+    @classmethod
+    def of(cls, settings: Settings) -> RegistryFiles:
+        """The registry of the settings' lake, with its storage options."""
+        from streamsight.lake import models_uri
+
+        return cls(models_uri(settings.lake_uri), storage_options(settings))
+
     def write_json(self, doc: Any, *parts: str | int) -> None:
         """Create or replace ``<root>/<parts...>``: a local file by rename (readers see the old or the
         new content); elsewhere with one write (an object store's PUT is atomic)."""

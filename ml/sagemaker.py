@@ -84,12 +84,11 @@ def deploy(settings: Settings, model: str, version: int | None = None, endpoint:
     name); returns what was made and the endpoint's final status."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from ml.online import RegistryFiles, storage_options
-    from streamsight.lake import models_uri
+    from ml.online import RegistryFiles
 
     image, role, bucket, prefix = _required(settings)
     name = endpoint_name(endpoint or model)
-    files = RegistryFiles(models_uri(settings.lake_uri), storage_options(settings))
+    files = RegistryFiles.of(settings)
     chosen, metadata, scorer = files.version_files(model, version)
     archive = model_archive({f: json.dumps(doc, indent=1).encode("utf-8")
                              for f, doc in ((METADATA_FILE, metadata), (SCORER_FILE, scorer))})

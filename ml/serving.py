@@ -60,10 +60,9 @@ class BadRecord(Exception):
 
 def load_version(settings: Settings, name: str, version: int | None = None) -> ServedModel:
     """Version ``version`` of model ``name`` from the lake's registry (default: its production one)."""
-    from ml.online import RegistryFiles, storage_options
-    from streamsight.lake import models_uri
+    from ml.online import RegistryFiles
 
-    return RegistryFiles(models_uri(settings.lake_uri), storage_options(settings)).served(name, version)
+    return RegistryFiles.of(settings).served(name, version)
 
 
 def load_folder(folder: Path) -> ServedModel:

@@ -515,18 +515,14 @@ def xgboost_archive(model: Any) -> tuple[bytes, dict[str, Any]]:
     (``model.tar.gz`` holding ``xgboost-model``, XGBoost's JSON), and what that container must be
     sent: CSV rows of the assembled vector, whose columns are listed (imputed values, products and
     differences, one-hot slots)."""
+    import xgboost
+
     from ml.sagemaker import model_archive
 
     assembler, booster = model.stages[-2], model.stages[-1].get_booster()
     archive = model_archive({"xgboost-model": bytes(booster.save_raw("json"))})
     return archive, {"archive": XGBOOST_ARCHIVE, "content_type": "text/csv",
-                     "vector": list(assembler.getInputCols()), "xgboost_version": _xgboost_version()}
-
-
-def _xgboost_version() -> str:
-    import xgboost
-
-    return str(xgboost.__version__)
+                     "vector": list(assembler.getInputCols()), "xgboost_version": str(xgboost.__version__)}
 
 
 def _weighted(df: DataFrame, rows: int, positives: int) -> DataFrame:

@@ -18,8 +18,8 @@ record is scored and sent when it arrives. Rejected records are the micro-batch 
 Each message: ``stream``, ``key``, ``event_id`` (the de-duplication key, joined by ``|`` when it has
 several fields), ``event_time``, ``probability``, ``prediction``, ``model_name``,
 ``model_version``, ``produce_time`` (the raw record's Kafka timestamp), ``scored_at`` (the
-task's clock when it scored the record) and ``scored_by`` (``mllib``), times in ISO 8601 UTC with milliseconds; ``record``: the
-record's columns the predictions table keeps (:func:`streamsight.lake.scored_record_columns`).
+task's clock when it scored the record) and ``scored_by`` (``mllib``), times in ISO 8601 UTC with
+milliseconds; ``record``: the record's columns the predictions table keeps (:func:`streamsight.lake.scored_record_columns`).
 
 Delivery is at least once, as with every Kafka sink: after a crash or a restart the records of
 the batch in flight are scored and sent again (with the model version then in production). A
@@ -46,6 +46,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from ml import PRODUCTION_ALIAS
+from ml.endpoint import MLLIB
 from streaming_jobs import transforms as T
 from streaming_jobs.transforms import DEDUP_TIME
 from streamsight.contracts import Contract, get_contract
@@ -96,7 +97,7 @@ def prediction_messages(records: DataFrame, contract: Contract, model: Any, *, v
         F.lit(int(version)).alias("model_version"),
         _iso(F.col("_kafka_timestamp")).alias("produce_time"),
         _iso(F.timestamp_millis(now_ms)).alias("scored_at"),
-        F.lit("mllib").alias("scored_by"),
+        F.lit(MLLIB).alias("scored_by"),
         record.alias("record"),
     )
     return scored.select(F.col(contract.key).cast("string").cast("binary").alias("key"),
@@ -130,7 +131,7 @@ def parsed_predictions(records: DataFrame, contract: Contract) -> DataFrame:
     columns = {**record, "event_date": F.to_date(record[contract.event_time.field]),
                **{c: F.col(f"m.{c}") for c in ("probability", "prediction", "model_name", "model_version",
                                                 "scored_at")},
-               "scored_by": F.coalesce(F.col("m.scored_by"), F.lit("mllib")),  # messages from before the field
+               "scored_by": F.coalesce(F.col("m.scored_by"), F.lit(MLLIB)),  # messages from before the field
                "_kafka_timestamp": F.col("m.produce_time")}
     coords = F.concat_ws(":", F.col("topic"), F.col("partition").cast("string"), F.col("offset").cast("string"))
     now = F.current_timestamp()

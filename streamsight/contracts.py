@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +49,12 @@ def interval_seconds(text: str) -> int:
     if not m:
         raise ValueError(f"{text!r} is not an interval like '30 seconds', '10 minutes', '1 hour'")
     return int(m.group(1)) * {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[m.group(2)]
+
+
+def _snake_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError("must be lower_snake_case, start with a letter, at most 63 characters")
+    return value
 
 
 def _interval(value: str) -> str:
@@ -135,15 +141,11 @@ class Derived(_Model):
     expr: str = Field(min_length=1)
     description: str | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("must be lower_snake_case, start with a letter, at most 63 characters")
-        return v
+    _name = field_validator("name")(classmethod(lambda cls, v: _snake_name(v)))
 
 
-def expression_columns(expr: str) -> set[str]:
+@lru_cache(maxsize=1024)
+def expression_columns(expr: str) -> frozenset[str]:
     """The columns a derived expression reads; raises ValueError for an expression that is not a
     single row-wise Spark SQL expression of functions both Spark and DuckDB know."""
     import sqlglot
@@ -168,7 +170,7 @@ def expression_columns(expr: str) -> set[str]:
         if isinstance(node, exp.Anonymous):
             raise ValueError(f"{node.name}(): not a function this expression can use (Spark's and DuckDB's "
                              "common ones: arithmetic, comparisons, CASE, abs, least, greatest, coalesce ...)")
-    return {c.name for c in tree.find_all(exp.Column)}
+    return frozenset(c.name for c in tree.find_all(exp.Column))
 
 
 class ModelSpec(_Model):
@@ -235,12 +237,7 @@ class Contract(_Model):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("must be lower_snake_case, start with a letter, at most 63 characters")
-        return v
+    _name = field_validator("name")(classmethod(lambda cls, v: _snake_name(v)))
 
     @field_validator("watermark")
     @classmethod

@@ -261,7 +261,8 @@ def with_derived(df: DataFrame, contract: Contract) -> DataFrame:
     """``df`` (the record's fields as columns) with the contract's derived columns it lacks, in order."""
     from pyspark.sql import functions as F
 
+    have = set(df.columns)
     for d in contract.derived:
-        if d.name not in df.columns:
+        if d.name not in have:
             df = df.withColumn(d.name, F.expr(f"try_cast(({d.expr}) AS {d.type})"))  # null, not an error
     return df

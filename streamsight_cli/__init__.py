@@ -353,13 +353,6 @@ class Backend(str, Enum):
     sagemaker = "sagemaker"
 
 
-def _registry_files(settings: Any) -> Any:
-    from ml.online import RegistryFiles, storage_options
-    from streamsight.lake import models_uri
-
-    return RegistryFiles(models_uri(settings.lake_uri), storage_options(settings))
-
-
 @app.command()
 def backend(
     ctx: typer.Context,
@@ -373,9 +366,10 @@ def backend(
     """Choose how the stream scores a model: in the job (mllib) or with a SageMaker endpoint, which it
     uses while the endpoint serves the production version. Running jobs follow at their next batch."""
     from ml.endpoint import backend_doc
+    from ml.online import RegistryFiles
     from ml.registry import RegistryError
 
-    files = _registry_files(_settings(ctx))
+    files = RegistryFiles.of(_settings(ctx))
     try:
         if use is not None:
             if use is Backend.sagemaker and version is None:
@@ -436,7 +430,9 @@ def deploy(
                 from ml.endpoint import SAGEMAKER, backend_doc
 
                 made["backend"] = backend_doc(SAGEMAKER, made["endpoint"], made["version"])
-                _registry_files(settings).set_backend(model, made["backend"])
+                from ml.online import RegistryFiles
+
+                RegistryFiles.of(settings).set_backend(model, made["backend"])
             print(json.dumps(made, indent=2))
         except RegistryError as exc:
             raise StreamsightError(f"--model {model}: {exc}") from None

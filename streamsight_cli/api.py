@@ -319,12 +319,10 @@ def create_app(settings: Settings, contracts: dict[str, Contract], servers: str,
     import streamsight
     from ingestion import http_api
     from ml import http_api as model_api
-    from ml.online import ModelCatalog, RegistryFiles, storage_options
-    from streamsight.lake import models_uri
+    from ml.online import ModelCatalog, RegistryFiles
 
     metrics = ApiMetrics()
-    catalog = ModelCatalog(RegistryFiles(models_uri(settings.lake_uri), storage_options(settings)),
-                           settings.api.model_refresh_s)
+    catalog = ModelCatalog(RegistryFiles.of(settings), settings.api.model_refresh_s)
     served_models = sorted({c.model.name for c in contracts.values() if c.model is not None})
 
     @asynccontextmanager

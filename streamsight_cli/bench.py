@@ -310,7 +310,6 @@ def _endpoint_scoring(b: _Bench, spark: Any) -> Iterator[tuple[Settings, Any, in
     from ml.endpoint import SAGEMAKER, backend_doc
     from ml.online import RegistryFiles
     from streaming_jobs.pipeline import StreamJob
-    from streamsight.lake import models_uri
 
     assert b.contract.model is not None
     name = b.contract.model.name
@@ -321,7 +320,7 @@ def _endpoint_scoring(b: _Bench, spark: Any) -> Iterator[tuple[Settings, Any, in
         url = (proc.stdout.readline() if proc.stdout else "").strip()
         if not url.startswith("http"):
             raise StreamsightError(f"deploy --target local did not start (exit {proc.poll()})")
-        files = RegistryFiles(models_uri(b.settings.lake_uri))
+        files = RegistryFiles.of(b.settings)
         files.set_backend(name, backend_doc(SAGEMAKER, name, files.production(name)))
         settings = b.settings.model_copy(update={"sagemaker": b.settings.sagemaker.model_copy(
             update={"runtime_url": url})})
