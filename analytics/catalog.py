@@ -5,8 +5,8 @@ A query file starts with a header of ``-- key: value`` comment lines:
 * ``title`` -- chart title (may use the *raw* placeholders below, e.g. ``by {category_name}``),
 * ``description`` -- one sentence for the report (repeatable; lines are joined),
 * ``requires`` -- comma list of capabilities the stream must have, else the query is skipped with
-  a note: ``model`` (the contract declares a model) and ``category`` (predictions have a column to
-  group by: :func:`category`),
+  a note: ``model`` (the contract declares a model), ``binary`` or ``multiclass`` (its model's
+  task) and ``category`` (predictions have a column to group by: :func:`category`),
 * ``order`` -- position in the report (default 1000, then by name),
 * ``dashboard`` -- ``yes``: the query is also a panel of the live dashboard (``streamsight dashboard``).
 
@@ -36,12 +36,14 @@ from pathlib import Path
 from streamsight.contracts import Contract
 
 QUERIES_DIR = Path(__file__).resolve().parent / "queries"
-CAPABILITIES = ("model", "category")
+CAPABILITIES = ("model", "binary", "multiclass", "category")
 _HEADER = re.compile(r"^--\s*([a-z_]+)\s*:\s*(.*?)\s*$")
 _IF = re.compile(r"--\s*@if\s+([a-z_]+)\s*$")
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _REASONS = {
     "model": "the stream's contract declares no model, so there are no predictions",
+    "binary": "the stream's model is not a binary one (no probability of one positive label)",
+    "multiclass": "the stream's model is not a multiclass one (no predicted classes)",
     "category": "the stream's model has no categorical feature to group by",
 }
 
@@ -71,6 +73,8 @@ class NamedQuery:
         caps = capabilities(contract)
         for need in self.requires:
             if need not in caps:
+                if need in ("binary", "multiclass") and "model" not in caps:
+                    need = "model"
                 raise QuerySkipped(self.name, _REASONS.get(need, f"needs {need}"))
         lines = []
         for line in self.template.splitlines():
@@ -100,7 +104,7 @@ def category(contract: Contract) -> str | None:
 def capabilities(contract: Contract) -> set[str]:
     caps: set[str] = set()
     if contract.model is not None:
-        caps.add("model")
+        caps.update(("model", contract.model.task))
         if category(contract) is not None:
             caps.add("category")
     return caps

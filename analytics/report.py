@@ -500,23 +500,53 @@ def _plot_model_metrics(df: pd.DataFrame, contract: Contract, title: str, ctx: _
     fig = _figure()
     ax = fig.add_subplot()
     x = np.arange(len(df))
-    metrics = [("auc_pr", "AUC-PR", "#2ca25f"), ("auc_roc", "AUC-ROC", "#99d8c9"), ("f1", "F1", "#756bb1")]
+    if "f1_macro" in df.columns:  # a multiclass model
+        metrics = [("accuracy", "accuracy", "#2ca25f"), ("f1_macro", "macro F1", "#99d8c9"),
+                   ("f1_weighted", "weighted F1", "#756bb1")]
+        base_col, base_label = "baseline_f1_macro", "baseline macro F1"
+    else:
+        metrics = [("auc_pr", "AUC-PR", "#2ca25f"), ("auc_roc", "AUC-ROC", "#99d8c9"), ("f1", "F1", "#756bb1")]
+        base_col, base_label = "baseline_auc_pr", "baseline AUC-PR"
     width = 0.26
     for i, (col, label, color) in enumerate(metrics):
         values = df[col].astype(float)
         bars = ax.bar(x + (i - 1) * width, values.fillna(0), width, label=label, color=color)
         ax.bar_label(bars, labels=["" if v != v else f"{v:.2f}" for v in values], padding=2, fontsize=8)
-    baseline = df["baseline_auc_pr"].astype(float)
+    baseline = df[base_col].astype(float)
     if baseline.notna().any():
         for xi, value in zip(x, baseline):
             if value == value:
                 ax.hlines(value, xi - 1.5 * width, xi + 1.5 * width, colors="black", linestyles="--", linewidth=1.2)
-        ax.plot([], [], color="black", linestyle="--", linewidth=1.2, label="baseline AUC-PR")
+        ax.plot([], [], color="black", linestyle="--", linewidth=1.2, label=base_label)
     ticks = [f"v{int(v)}" + ("\n(production)" if prod else "") for v, prod in zip(df["version"], df["is_production"])]
     ax.set_xticks(x, ticks)
     ax.set_ylim(0, 1.08)
     _legend(fig, title="metric")
     _style(ax, f"{contract.name}: {title}", "model version", "score (0–1)")
+    return fig
+
+
+def _plot_predicted_classes(df: pd.DataFrame, contract: Contract, title: str, ctx: _ChartContext) -> Figure:
+    import numpy as np
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    classes = sorted(df["predicted_class"].astype(str).unique())
+    actual = sorted(df["actual"].astype(str).unique(), key=lambda a: (a == "(unlabelled)", a))
+    x = np.arange(len(classes))
+    bottom = np.zeros(len(classes))
+    bars = None
+    for name in actual:
+        rows = df[df["actual"].astype(str) == name].set_index("predicted_class")["predictions"]
+        heights = np.array([float(rows.get(c, 0)) for c in classes])
+        bars = ax.bar(x, heights, 0.6, bottom=bottom, label=name, color="#bdbdbd" if name == "(unlabelled)" else None)
+        bottom += heights
+    if bars is not None:  # the totals, on the top segments
+        ax.bar_label(bars, labels=[f"{int(v):,}" for v in bottom], padding=2, fontsize=8)
+    ax.set_xticks(x, classes)
+    label = contract.model.label if contract.model else "label"
+    _legend(fig, title=f"actual {label}")
+    _style(ax, f"{contract.name}: {title}", "predicted class", "predictions (count)")
     return fig
 
 
@@ -527,6 +557,7 @@ RENDERERS: dict[str, Callable[[Any, Contract, str, _ChartContext], Any]] = {
     "probability_distribution": _plot_probability,
     "top_risk": _plot_top_risk,
     "model_metrics": _plot_model_metrics,
+    "predicted_classes": _plot_predicted_classes,
 }
 
 
@@ -613,10 +644,16 @@ def _model_html(rep: StreamReport) -> str:
         (which, f"v{shown['version']}"),
         ("registered versions", ", ".join(f"v{r['version']}" for r in card.get("versions", [])) or "–"),
         ("created at", _fmt(shown.get("created_at"))),
-        ("threshold", _fmt(shown.get("threshold"))),
     ]
-    for key, label in (("auc_pr", "AUC-PR"), ("auc_roc", "AUC-ROC"), ("f1", "F1"), ("precision", "precision"),
-                       ("recall", "recall")):
+    metrics: tuple[tuple[str, str], ...]
+    if shown.get("task") == "multiclass":
+        metrics = (("accuracy", "accuracy"), ("f1_macro", "macro F1"), ("f1_weighted", "weighted F1"),
+                   ("log_loss", "log loss"))
+    else:
+        rows.append(("threshold", _fmt(shown.get("threshold"))))
+        metrics = (("auc_pr", "AUC-PR"), ("auc_roc", "AUC-ROC"), ("f1", "F1"), ("precision", "precision"),
+                   ("recall", "recall"))
+    for key, label in metrics:
         base = shown.get(f"baseline_{key}")
         extra = f" (baseline {_fmt(base)})" if base is not None else ""
         rows.append((label, _fmt(shown.get(key)) + extra))

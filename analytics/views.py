@@ -38,18 +38,23 @@ EMPTY = "(empty)"
 NO_ACCESS = "(no access: "  # the status of a table the user may not read: no view is made
 REGISTRY_VIEW = "model_registry"
 
-# One row per model version. Metrics are flattened; ``baseline_*`` come from metadata["baseline"].
+# One row per model version. Metrics are flattened; ``baseline_*`` come from
+# metadata["baseline_metrics"] (ml.train's majority-class baseline on the same test rows). Binary
+# models fill auc_pr ... fn; multiclass ones accuracy, f1_macro, f1_weighted and log_loss.
 REGISTRY_COLUMNS: list[tuple[str, str]] = [
     ("model_name", "string"), ("version", "int"), ("is_production", "boolean"), ("aliases", "string"),
-    ("threshold", "double"), ("created_at", "string"),
+    ("task", "string"), ("threshold", "double"), ("created_at", "string"),
     ("auc_pr", "double"), ("auc_roc", "double"), ("f1", "double"), ("precision", "double"),
     ("recall", "double"), ("tp", "bigint"), ("fp", "bigint"), ("tn", "bigint"), ("fn", "bigint"),
     ("baseline_auc_pr", "double"), ("baseline_auc_roc", "double"), ("baseline_f1", "double"),
     ("baseline_precision", "double"), ("baseline_recall", "double"),
+    ("accuracy", "double"), ("f1_macro", "double"), ("f1_weighted", "double"), ("log_loss", "double"),
+    ("baseline_accuracy", "double"), ("baseline_f1_macro", "double"), ("baseline_log_loss", "double"),
     ("metadata_uri", "string"),
 ]
-_METRICS = ("auc_pr", "auc_roc", "f1", "precision", "recall", "tp", "fp", "tn", "fn")
-_BASELINE_METRICS = ("auc_pr", "auc_roc", "f1", "precision", "recall")
+_METRICS = ("auc_pr", "auc_roc", "f1", "precision", "recall", "tp", "fp", "tn", "fn",
+            "accuracy", "f1_macro", "f1_weighted", "log_loss")
+_BASELINE_METRICS = ("auc_pr", "auc_roc", "f1", "precision", "recall", "accuracy", "f1_macro", "log_loss")
 
 
 def ddl(columns: Iterable[tuple[str, str]]) -> str:
@@ -152,15 +157,15 @@ def registry_rows(spark: SparkSession, lake_uri: str, model_names: Iterable[str]
             version = _int(meta.get("version"))
             version = int(name[1:]) if version is None else version
             metrics: dict[str, Any] = meta["metrics"] if isinstance(meta.get("metrics"), dict) else {}
-            baseline: dict[str, Any] = meta["baseline"] if isinstance(meta.get("baseline"), dict) else {}
-            if isinstance(baseline.get("metrics"), dict):  # {"name": ..., "metrics": {...}} also accepted
-                baseline = baseline["metrics"]
+            baseline = meta.get("baseline_metrics")
+            baseline = baseline if isinstance(baseline, dict) else {}
             my_aliases = sorted(a for a, v in aliases.items() if _int(v) == version)
             row: dict[str, Any] = {
                 "model_name": model,
                 "version": version,
                 "is_production": "production" in my_aliases,
                 "aliases": ",".join(my_aliases) or None,
+                "task": str(meta.get("task") or "binary"),
                 "threshold": _number(meta.get("threshold")),
                 "created_at": None if meta.get("created_at") is None else str(meta["created_at"]),
                 "metadata_uri": uri,

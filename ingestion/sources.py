@@ -5,6 +5,7 @@ many at a time, :class:`~ingestion.columnar.EventBatch` objects, for one stream 
   decides), CloudTrail-style ``{"Records": [...]}`` JSON, or CSV (values coerced to the contract's
   field types).
 * :func:`ai4i_source` — replays the AI4I 2020 predictive-maintenance CSV as machine telemetry.
+* :func:`iris_source` — Fisher's iris measurements, one event per flower, in a fixed shuffled order.
 * :func:`synthetic_source` — realistic telemetry for many machines (the AI4I failure physics),
   vibration sequences of degrading pump and fan bearings, or, for any other contract,
   schema-driven random records; optional injected faults; in batches.
@@ -209,6 +210,33 @@ def ai4i_source(path: Path, *, start: datetime = AI4I_START, step_seconds: float
                 "osf": int(row["OSF"]), "rnf": int(row["RNF"]),
                 "source": "ai4i",
             })
+
+
+IRIS_START = datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def iris_source(path: Path, *, start: datetime = IRIS_START, step_seconds: float = 60.0,
+                seed: int = 1936) -> Iterator[Event]:
+    """Fisher's iris CSV (``sepal_length, ..., species``) as measurement events. The file is sorted
+    by species, so its rows are sent in an order shuffled with ``seed`` (the same every time), each
+    ``step_seconds`` after the one before: a split by event time then sees every species.
+    ``specimen_id`` is ``iris-<row number in the file>``."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"--source iris: dataset {path} not found (give its path with --path)")
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    for i, row_index in enumerate(order):
+        row = rows[row_index]
+        yield Event(payload={
+            "specimen_id": f"iris-{row_index + 1:03d}",
+            "measured_at": _iso(start + timedelta(seconds=i * step_seconds)),
+            "sepal_length_cm": float(row["sepal_length"]), "sepal_width_cm": float(row["sepal_width"]),
+            "petal_length_cm": float(row["petal_length"]), "petal_width_cm": float(row["petal_width"]),
+            "species": row["species"],
+        })
 
 
 _TELEMETRY_FIELDS = ("event_id", "machine_id", "event_time", "type", "air_temperature_k",

@@ -11,3 +11,11 @@ Importing this package does not import pyspark.
 from __future__ import annotations
 
 PRODUCTION_ALIAS = "production"
+BINARY, MULTICLASS = "binary", "multiclass"
+# The test metric that ranks candidates and decides promotion, per task (metadata["metrics"]).
+PRIMARY_METRIC = {BINARY: "auc_pr", MULTICLASS: "f1_macro"}
+
+
+def task_of(metadata: dict) -> str:
+    """A model version's task (versions trained before multiclass models existed are binary)."""
+    return str(metadata.get("task") or BINARY)

@@ -56,16 +56,16 @@ def train_command(
     session_factory: SessionFactory | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on its stream's silver table (``stream``'s, for a model named by a contract's
-    ``model.route_by`` field) with each of ``algorithms`` (default: :data:`ml.train.ALGORITHMS`),
-    keeping the best; print a summary; return the metadata."""
-    from ml.train import ALGORITHMS, contract_for_model, routed_contract, summary_line, train_model
+    ``model.route_by`` field) with each of ``algorithms`` (default: :data:`ml.train.ALGORITHMS`, or
+    ``MULTICLASS_ALGORITHMS``), keeping the best; print a summary; return the metadata."""
+    from ml.train import contract_for_model, routed_contract, summary_line, train_model
     from streamsight.contracts import get_contract
 
     contract = routed_contract(settings, stream, model) if stream else contract_for_model(settings, model)
     spark = _session(settings, f"streamsight-train-{model}", session_factory)
     fallback = get_contract(settings.contracts_dir, contract.name).model
     meta = train_model(spark, settings, contract, train_fraction=train_fraction, promote=promote,
-                       algorithms=algorithms or ALGORITHMS,
+                       algorithms=algorithms or None,
                        fallback_model=fallback.name if fallback is not None else None)
     typer.echo(summary_line(meta))
     return meta
@@ -140,6 +140,7 @@ def _row(name: str, meta: dict[str, Any]) -> dict[str, Any]:
         "aliases": meta.get("aliases", []),
         "created_at": meta.get("created_at"),
         "algorithm": meta.get("algorithm"),
+        "task": meta.get("task") or "binary",
         "auc_pr": metrics.get("auc_pr"),
         "auc_roc": metrics.get("auc_roc"),
         "f1": metrics.get("f1"),
@@ -147,6 +148,9 @@ def _row(name: str, meta: dict[str, Any]) -> dict[str, Any]:
         "recall": metrics.get("recall"),
         "threshold": meta.get("threshold"),
         "baseline_auc_pr": baseline.get("auc_pr"),
+        "accuracy": metrics.get("accuracy"),
+        "f1_macro": metrics.get("f1_macro"),
+        "baseline_f1_macro": baseline.get("f1_macro"),
         "rows_train": data.get("rows_train"),
         "rows_test": data.get("rows_test"),
         "data_until": data.get("max_event_time"),
@@ -154,8 +158,11 @@ def _row(name: str, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    headers = ["model", "version", "aliases", "created_at", "algorithm", "auc_pr", "auc_roc", "f1",
-               "precision", "recall", "threshold", "baseline_auc_pr", "rows_train", "rows_test", "data_until"]
+    multiclass = any(r.get("task") == "multiclass" for r in rows)
+    headers = ["model", "version", "aliases", "created_at", "algorithm", "task", "auc_pr", "auc_roc", "f1",
+               "precision", "recall", "threshold", "baseline_auc_pr",
+               *(["accuracy", "f1_macro", "baseline_f1_macro"] if multiclass else []),
+               "rows_train", "rows_test", "data_until"]
 
     def cell(value: Any, key: str) -> str:
         if value is None:

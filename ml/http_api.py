@@ -8,7 +8,9 @@ model's input schema (the contract's JSON Schema of each feature, all required) 
 :class:`~ml.portable.PortableModel` -- the same probabilities as the MLlib pipeline, without Spark.
 
 * ``200`` ``model``, ``version``, ``threshold`` and, for one record, ``probability`` and ``label``
-  (1 when the probability reaches the threshold); for several, ``predictions`` in request order;
+  (1 when the probability reaches the threshold); for several, ``predictions`` in request order.
+  A multiclass model has no threshold: ``label`` is the most probable class, ``probability`` its
+  probability, and ``probabilities`` holds every class's;
 * ``400`` every invalid record's index, field and message; nothing is scored;
 * ``404`` no such model, or none in production; ``413``/``415`` as for events;
 * ``503`` the production version cannot be served (e.g. trained before ``scorer.json`` existed).
@@ -91,16 +93,20 @@ class Invalid(BaseModel):
 
 
 class Prediction(BaseModel):
-    probability: float = Field(description="P(positive label).")
-    label: int = Field(description="1 when probability >= threshold, else 0.")
+    probability: float = Field(description="Binary: P(positive label); multiclass: the predicted class's.")
+    label: int | str = Field(description="Binary: 1 when probability >= threshold, else 0; multiclass: the most "
+                             "probable class.")
+    probabilities: dict[str, float] | None = Field(default=None, description="Multiclass: each class's.")
 
 
 class Predicted(BaseModel):
     model: str
     version: int
-    threshold: float
+    threshold: float | None = Field(default=None, description="Binary models' decision threshold.")
+    classes: list[str] | None = Field(default=None, description="Multiclass models' classes.")
     probability: float | None = Field(default=None, description="One record: its probability.")
-    label: int | None = Field(default=None, description="One record: its label.")
+    label: int | str | None = Field(default=None, description="One record: its label.")
+    probabilities: dict[str, float] | None = Field(default=None, description="One record, multiclass: each class's.")
     predictions: list[Prediction] | None = Field(default=None, description="Several records: in request order.")
 
 
@@ -116,7 +122,9 @@ _BODY = {"requestBody": {"required": True, "content": {"application/json": {"sch
 class ModelInfo(BaseModel):
     model: str
     version: int
-    threshold: float
+    task: str = Field(description="binary or multiclass.")
+    threshold: float | None = Field(default=None, description="Binary models' decision threshold.")
+    classes: list[str] | None = Field(default=None, description="Multiclass models' classes, in order.")
     features: list[str] = Field(description="The feature order of the {\"data\": [...]} form.")
     input_schema: dict[str, Any] = Field(description="JSON Schema of one record.")
 
@@ -126,8 +134,9 @@ class ModelInfo(BaseModel):
 async def model_info(name: Annotated[str, Path(max_length=128)],
                      predictor: Annotated[Predictor, Depends(get_predictor)]) -> Any:
     served = await predictor.model(name)
-    return ModelInfo(model=served.name, version=served.version, threshold=served.threshold,
-                     features=served.scorer.features, input_schema=served.scorer.input_schema)
+    return ModelInfo(model=served.name, version=served.version, task=served.scorer.task, threshold=served.threshold,
+                     classes=served.scorer.classes, features=served.scorer.features,
+                     input_schema=served.scorer.input_schema)
 
 
 def model_operation(generic: dict[str, Any], contract: Contract) -> dict[str, Any]:
@@ -220,15 +229,18 @@ async def predict(request: Request, name: Annotated[str, Path(max_length=128)],
                                  "nothing was scored", errors=errors,
                           request_id=getattr(request.state, "request_id", None))
         return JSONResponse(payload.model_dump(), status_code=400)
-    probabilities = served.scorer.probabilities(records).tolist()
+    predicted = served.predict(records)
     if predictor.metrics is not None:
-        predictor.metrics.predicted(served.name, served.version, len(probabilities))
-    labels = [int(p >= served.threshold) for p in probabilities]
-    answer: dict[str, Any] = {"model": served.name, "version": served.version, "threshold": served.threshold}
-    if single:
-        answer.update(probability=probabilities[0], label=labels[0])
+        predictor.metrics.predicted(served.name, served.version, len(predicted))
+    answer: dict[str, Any] = {"model": served.name, "version": served.version}
+    if served.threshold is not None:
+        answer["threshold"] = served.threshold
     else:
-        answer["predictions"] = [{"probability": p, "label": lab} for p, lab in zip(probabilities, labels, strict=True)]
+        answer["classes"] = served.scorer.classes
+    if single:
+        answer.update(predicted[0])
+    else:
+        answer["predictions"] = predicted
     return JSONResponse(answer)  # shaped as Predicted; a Response skips FastAPI's second validation
 
 
@@ -243,6 +255,8 @@ class StoredPrediction(BaseModel):
     scored_at: str = Field(description="When the streaming job scored it (ISO 8601, UTC).")
     scored_by: str = Field(description="mllib (in the job), sagemaker:<endpoint>, or local-copy (the endpoint "
                            "failed and the job's copy of the model scored it).")
+    predicted_class: str | None = Field(default=None, description="A multiclass model's predicted class "
+                                        "(prediction is its index).")
 
 
 class StoredPredictions(BaseModel):

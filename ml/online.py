@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from ml import PRODUCTION_ALIAS
+from ml import BINARY, MULTICLASS, PRODUCTION_ALIAS, task_of
 from ml.portable import PortableError, PortableModel
 from ml.registry import ALIASES_FILE, METADATA_FILE, SCORER_FILE, RegistryError, _check_name
 
@@ -112,11 +112,16 @@ class RegistryFiles:
         return doc if isinstance(doc, dict) else {"backend": MLLIB}
 
     def set_backend(self, name: str, doc: dict[str, Any]) -> None:
-        from ml.endpoint import BACKEND_FILE
+        from ml.endpoint import BACKEND_FILE, MLLIB
 
         _check_name(name)
-        if doc.get("version") is not None and self.read_json(name, f"v{doc['version']}", METADATA_FILE) is None:
-            raise RegistryError(f"model {name!r} has no version {doc['version']} in {self.root_uri}")
+        if doc.get("version") is not None:
+            metadata = self.read_json(name, f"v{doc['version']}", METADATA_FILE)
+            if metadata is None:
+                raise RegistryError(f"model {name!r} has no version {doc['version']} in {self.root_uri}")
+            if doc.get("backend") != MLLIB and task_of(metadata) != BINARY:
+                raise RegistryError(f"model {name!r} v{doc['version']} is {task_of(metadata)}: the stream sends "
+                                    "binary models' records to endpoints and scores this one in the job")
         self.write_json(doc, name, BACKEND_FILE)
         log.info("model %s: scored by %s", name, doc)
 
@@ -144,7 +149,7 @@ class RegistryFiles:
     def served(self, name: str, version: int | None = None) -> ServedModel:
         """That version, ready to score."""
         chosen, metadata, doc = self.version_files(name, version)
-        return ServedModel(name, chosen, PortableModel(doc), float(metadata["threshold"]), metadata)
+        return ServedModel.of(name, chosen, doc, metadata)
 
 
 @dataclass
@@ -154,8 +159,31 @@ class ServedModel:
     name: str
     version: int
     scorer: PortableModel
-    threshold: float
+    threshold: float | None  # a binary model's decision threshold; None for a multiclass one
     metadata: dict[str, Any]
+
+    @classmethod
+    def of(cls, name: str, version: int, doc: dict[str, Any], metadata: dict[str, Any]) -> ServedModel:
+        scorer = PortableModel(doc)
+        if scorer.task != task_of(metadata):
+            raise PortableError(f"{name} v{version}: scorer.json is {scorer.task}, metadata.json {task_of(metadata)}")
+        threshold = None if scorer.task == MULTICLASS else float(metadata["threshold"])
+        return cls(name, version, scorer, threshold, metadata)
+
+    def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each record's ``label`` and ``probability`` (binary: P(positive) and 1 at or above the
+        threshold; multiclass: the most probable class and its probability, and ``probabilities``
+        by class)."""
+        if self.threshold is not None:
+            return [{"probability": p, "label": int(p >= self.threshold)}
+                    for p in self.scorer.probabilities(records).tolist()]
+        classes = self.scorer.classes or []
+        out = []
+        for row in self.scorer.class_probabilities(records).tolist():
+            best = max(range(len(row)), key=row.__getitem__)  # the first most probable, as the stream picks
+            out.append({"probability": row[best], "label": classes[best],
+                        "probabilities": dict(zip(classes, row, strict=True))})
+        return out
 
 
 @dataclass

@@ -78,12 +78,17 @@ def input_schema(contract: Contract) -> dict[str, Any]:
 # -- export (needs the fitted model, hence Spark) ---------------------------------------------------
 
 def export(model: PipelineModel, *, features: list[str], categorical: list[str],
-           input_schema: dict[str, Any], derived: list[dict[str, str]] | None = None) -> dict[str, Any]:
+           input_schema: dict[str, Any], derived: list[dict[str, str]] | None = None,
+           classes: list[str] | None = None) -> dict[str, Any]:
     """The JSON document of a fitted pipeline: its inputs, the derived columns computed from them
-    (:func:`derived_for`), its stages' parameters, in order."""
+    (:func:`derived_for`), its stages' parameters, in order; ``classes``: a multiclass model's, in
+    the order of its probability vector."""
     stages = [_stage(stage) for stage in model.stages]
-    return {"format": FORMAT, "features": list(features), "categorical": list(categorical),
-            "input_schema": input_schema, "derived": list(derived or []), "stages": stages}
+    doc = {"format": FORMAT, "features": list(features), "categorical": list(categorical),
+           "input_schema": input_schema, "derived": list(derived or []), "stages": stages}
+    if classes is not None:
+        doc.update(task="multiclass", classes=list(classes))
+    return doc
 
 
 def _stage(stage: Any) -> dict[str, Any]:
@@ -121,8 +126,9 @@ def _stage(stage: Any) -> dict[str, Any]:
         return {"kind": "scale", "mean": stage.mean.toArray().tolist(), "std": stage.std.toArray().tolist(),
                 "with_mean": stage.getWithMean(), "with_std": stage.getWithStd()}
     if kind == "LogisticRegressionModel":
-        if stage.numClasses != 2:
-            raise PortableError(f"logistic regression with {stage.numClasses} classes is not supported")
+        if stage.numClasses > 2:  # multinomial: one row of coefficients per class
+            return {"kind": "softmax", "coefficients": stage.coefficientMatrix.toArray().tolist(),
+                    "intercepts": stage.interceptVector.toArray().tolist()}
         return {"kind": "logistic", "coefficients": stage.coefficients.toArray().tolist(),
                 "intercept": float(stage.intercept)}
     if kind == "SparkXGBClassifierModel":  # XGBoost's Spark estimator: its booster, as XGBoost's JSON
@@ -181,12 +187,29 @@ class PortableModel:
         self.derived: list[dict[str, str]] = list(doc.get("derived") or [])
         self._query = _derived_query(self.derived) if self.derived else None
         self._local = threading.local()  # a DuckDB connection per thread
+        self.task: str = doc.get("task") or "binary"
+        self.classes: list[str] | None = doc.get("classes")
         self._stages = [_prepare(s) for s in doc["stages"]]
-        if not self._stages or self._stages[-1]["kind"] not in ("logistic", "gbt", "xgboost"):
+        last = self._stages[-1]["kind"] if self._stages else None
+        if last not in ("logistic", "gbt", "xgboost", "softmax"):
             raise PortableError("the pipeline does not end with a classifier")
+        if (self.task == "multiclass") != (last == "softmax" or (last == "xgboost" and self.classes is not None)):
+            raise PortableError(f"a {self.task} model cannot end with a {last} stage")
 
     def probabilities(self, records: list[dict[str, Any]]) -> np.ndarray:
-        """P(positive) of each record, as the MLlib pipeline computes it."""
+        """P(positive) of each record (a binary model), as the MLlib pipeline computes it."""
+        if self.task != "binary":
+            raise PortableError(f"a {self.task} model has one probability per class: use class_probabilities")
+        return self._evaluate(records)
+
+    def class_probabilities(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """Each record's probability of each class (a multiclass model; rows, classes in order)."""
+        if self.task != "multiclass":
+            raise PortableError(f"a {self.task} model has one probability per record: use probabilities")
+        out = self._evaluate(records)
+        return out.reshape(len(records), len(self.classes or ()))
+
+    def _evaluate(self, records: list[dict[str, Any]]) -> np.ndarray:
         n = len(records)
         cols: dict[str, Any] = {}
         for name in self.features:
@@ -232,6 +255,11 @@ class PortableModel:
             elif kind == "logistic":
                 margin = vector @ stage["coefficients"] + stage["intercept"]
                 return 1.0 / (1.0 + np.exp(-margin))
+            elif kind == "softmax":
+                margin = vector @ stage["coefficients"].T + stage["intercepts"]
+                margin -= margin.max(axis=1, keepdims=True)
+                exp = np.exp(margin)
+                return exp / exp.sum(axis=1, keepdims=True)
             elif kind == "xgboost":
                 return np.asarray(stage["booster"].inplace_predict(vector), dtype=np.float64)
             elif kind == "gbt":
@@ -303,6 +331,9 @@ def _prepare(stage: dict[str, Any]) -> dict[str, Any]:
                 "inv_std": np.divide(1.0, std, out=np.zeros_like(std), where=std != 0.0)}
     if kind == "logistic":
         return {**stage, "coefficients": np.asarray(stage["coefficients"], dtype=np.float64)}
+    if kind == "softmax":
+        return {**stage, "coefficients": np.asarray(stage["coefficients"], dtype=np.float64),
+                "intercepts": np.asarray(stage["intercepts"], dtype=np.float64)}
     if kind == "gbt":
         return stage
     if kind == "xgboost":

@@ -17,7 +17,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ml import PRODUCTION_ALIAS
+from ml import MULTICLASS, PRODUCTION_ALIAS, task_of
 from ml.endpoint import MLLIB
 from streamsight.errors import ConfigError
 
@@ -82,15 +82,21 @@ class ProductionScorer:
                 model = self.registry.load(self.model_name, version)
                 previous = self._loaded[0] if self._loaded else None
                 self._loaded = (version, model, metadata)
-                log.info("scoring with %s v%d (threshold %.4f, was %s)", self.model_name, version,
-                         float(metadata["threshold"]), f"v{previous}" if previous else "none")
+                rule = (f"classes {', '.join(metadata['classes'])}" if task_of(metadata) == MULTICLASS
+                        else f"threshold {float(metadata['threshold']):.4f}")
+                log.info("scoring with %s v%d (%s, was %s)", self.model_name, version, rule,
+                         f"v{previous}" if previous else "none")
             return self._loaded
 
     def score(self, df: DataFrame, loaded: tuple[int, PipelineModel, dict[str, Any]] | None = None
               ) -> DataFrame | None:
         """``df`` with ``probability``, ``prediction``, ``model_name``, ``model_version``,
-        ``scored_by`` and ``scored_at``, selected (and cast) to
+        ``scored_by``, ``scored_at`` and ``predicted_class``, selected (and cast) to
         ``streamsight.lake.prediction_columns(contract)``; ``None`` when no model is in production.
+
+        A binary model's ``probability`` is P(positive) and ``prediction`` 1 at or above its
+        threshold; a multiclass model's are the most probable class's probability and index, and
+        ``predicted_class`` that class.
 
         ``df`` needs the contract's key, de-duplication key, event time, ``event_date``, the fields
         the model reads, label (may be null) and the lineage columns ``_kafka_timestamp`` and
@@ -110,16 +116,29 @@ class ProductionScorer:
         missing = [c for c, _ in self.columns if c not in df.columns and c not in _ADDED]
         if missing:
             raise ValueError(f"cannot score {self.contract.name!r}: input lacks column(s) {missing}")
-        endpoint = self.endpoint(int(version))
-        if endpoint is None:
-            scored = model.transform(df)
-            scored = (scored.withColumn("probability", vector_to_array(F.col(_PROBABILITY)).getItem(1).cast("double"))
+        if task_of(metadata) == MULTICLASS:  # in the job (the endpoint backend scores binary models)
+            probabilities = vector_to_array(F.col(_PROBABILITY))
+            index = (F.array_position(probabilities, F.array_max(probabilities)) - 1).cast("int")  # the first most probable
+            scored = (model.transform(df)
+                      .withColumn("probability", F.array_max(probabilities))
+                      .withColumn("prediction", index.cast("int"))
+                      .withColumn("predicted_class",
+                                  F.element_at(F.array(*[F.lit(c) for c in metadata["classes"]]), index + 1))
                       .withColumn("scored_by", F.lit(MLLIB)))
         else:
-            scored = self._invoke(df, endpoint, int(version))
+            endpoint = self.endpoint(int(version))
+            if endpoint is None:
+                scored = model.transform(df)
+                scored = (scored.withColumn("probability",
+                                            vector_to_array(F.col(_PROBABILITY)).getItem(1).cast("double"))
+                          .withColumn("scored_by", F.lit(MLLIB)))
+            else:
+                scored = self._invoke(df, endpoint, int(version))
+            scored = (scored
+                      .withColumn("prediction", (F.col("probability") >= F.lit(float(metadata["threshold"])))
+                                  .cast("int"))
+                      .withColumn("predicted_class", F.lit(None).cast("string")))
         scored = (scored
-                  .withColumn("prediction", (F.col("probability") >= F.lit(float(metadata["threshold"])))
-                              .cast("int"))
                   .withColumn("model_name", F.lit(self.model_name))
                   .withColumn("model_version", F.lit(int(version)).cast("int"))
                   .withColumn("scored_at", F.current_timestamp()))
@@ -168,7 +187,7 @@ class ProductionScorer:
         return base.mapInArrow(scorer, schema)
 
 
-_ADDED = {"probability", "prediction", "model_name", "model_version", "scored_by", "scored_at"}
+_ADDED = {"probability", "prediction", "model_name", "model_version", "scored_by", "scored_at", "predicted_class"}
 
 
 UNKNOWN_MODEL = "UNKNOWN_MODEL"  # dead-letter reason code: a record names no usable model

@@ -9,9 +9,11 @@
   - ``application/jsonlines``: a JSON value per line, ``{"features": [...]}`` (that order) or an
     object of the features by name.
 
-  The answer follows ``Accept``: ``text/csv`` (the default: one probability per line) or
-  ``application/jsonlines`` (``{"score": p, "label": 0|1}`` per line, the label at the version's
-  threshold). A bad record answers 400 naming its line and feature, and nothing is scored; another
+  The answer follows ``Accept``: ``text/csv`` (the default: one probability per line; a
+  multiclass model's line holds each class's, in its order, as SageMaker's built-in XGBoost
+  ``multi:softprob`` answers) or ``application/jsonlines`` (``{"score": p, "label": 0|1}`` per line,
+  the label at the version's threshold; multiclass: the most probable class, its probability and
+  ``probabilities`` by class). A bad record answers 400 naming its line and feature, and nothing is scored; another
   content type 415, another ``Accept`` 406, a body over 6 MiB (SageMaker's limit) 413.
 * ``POST /endpoints/{name}/invocations``: the SageMaker runtime API's path, so boto3's
   ``sagemaker-runtime`` client given this process's URL as ``endpoint_url`` calls it as it calls an
@@ -38,7 +40,6 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
 from ml.online import ServedModel
-from ml.portable import PortableModel
 from ml.registry import METADATA_FILE, SCORER_FILE, RegistryError
 from streamsight.web import read_body
 
@@ -72,8 +73,7 @@ def load_folder(folder: Path) -> ServedModel:
         doc = json.loads((folder / SCORER_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise RegistryError(f"{folder} holds no {Path(exc.filename).name}") from None
-    return ServedModel(str(metadata["model_name"]), int(metadata["version"]), PortableModel(doc),
-                       float(metadata["threshold"]), metadata)
+    return ServedModel.of(str(metadata["model_name"]), int(metadata["version"]), doc, metadata)
 
 
 class Invocations:
@@ -148,6 +148,14 @@ class Invocations:
         return value
 
     def answer(self, records: list[dict[str, Any]], accept: str) -> Response:
+        if self.served.threshold is None:  # multiclass
+            predicted = self.served.predict(records)
+            if accept == JSON_LINES:
+                body = "".join(json.dumps({"score": p["probability"], "label": p["label"],
+                                           "probabilities": p["probabilities"]}) + "\n" for p in predicted)
+            else:
+                body = "".join(",".join(repr(v) for v in p["probabilities"].values()) + "\n" for p in predicted)
+            return Response(body.encode("utf-8"), headers={"Content-Type": accept})
         probabilities = self.served.scorer.probabilities(records).tolist()
         if accept == JSON_LINES:
             lines = (json.dumps({"score": p, "label": int(p >= self.served.threshold)}) for p in probabilities)

@@ -56,7 +56,7 @@ if __package__ in (None, ""):  # run as a script by spark-submit: make the proje
 
     sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
 
-from ml import PRODUCTION_ALIAS, portable
+from ml import BINARY, MULTICLASS, PRIMARY_METRIC, PRODUCTION_ALIAS, portable
 from streamsight.errors import ConfigError, StreamsightError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,7 +69,9 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("ml.train")
 
 ALGORITHMS = ("logistic_regression", "gbt")  # the candidates a training compares by default
+MULTICLASS_ALGORITHMS = ("logistic_regression", "xgboost")  # by default, for a multiclass model
 KNOWN_ALGORITHMS = (*ALGORITHMS, "xgboost")  # xgboost: XGBoost's own Spark estimator
+BINARY_ONLY = ("gbt",)  # Spark's GBTClassifier has two classes
 MIN_ROWS = 100
 MIN_TRAIN_ROWS = 50
 MIN_SLICE_ROWS = 10
@@ -115,7 +117,7 @@ def train_model(
     threshold_metric: str = "f1",
     promote: bool = True,
     validation_fraction: float = 0.2,
-    algorithms: tuple[str, ...] = ALGORITHMS,
+    algorithms: tuple[str, ...] | None = None,
     refit: bool = True,
     seed: int = 42,
     params: dict[str, dict[str, Any]] | None = None,
@@ -123,6 +125,7 @@ def train_model(
 ) -> dict[str, Any]:
     """Train, evaluate, register (and maybe promote) the contract's model; return its metadata.
 
+    ``algorithms``: the candidates (default :data:`ALGORITHMS`, or :data:`MULTICLASS_ALGORITHMS`).
     ``fallback_model``: with ``model.route_by``, the model that scores records naming none (the
     stream's own ``model.name``; default: this model, as when it is the contract's own)."""
     from pyspark.sql import functions as F
@@ -139,9 +142,15 @@ def train_model(
     if not 0.0 < validation_fraction < 1.0:
         raise TrainingError(f"validation_fraction must be between 0 and 1 (exclusive), got {validation_fraction}")
     beta = _beta(threshold_metric)
+    task = spec.task
+    algorithms = tuple(algorithms or (MULTICLASS_ALGORITHMS if task == MULTICLASS else ALGORITHMS))
     unknown = [a for a in algorithms if a not in KNOWN_ALGORITHMS]
-    if unknown or not algorithms:
+    if unknown:
         raise TrainingError(f"unknown algorithm(s) {unknown}; choose from {', '.join(KNOWN_ALGORITHMS)}")
+    binary_only = [a for a in algorithms if a in BINARY_ONLY]
+    if task == MULTICLASS and binary_only:
+        raise TrainingError(f"{', '.join(binary_only)} trains binary models only; a multiclass model can use "
+                            f"{', '.join(a for a in KNOWN_ALGORITHMS if a not in BINARY_ONLY)}")
 
     if silver is None:
         uri = table_uri(settings.lake_uri, contract, "silver")
@@ -180,9 +189,24 @@ def train_model(
         log.warning("excluding %d of %d rows with a null label %r", null_label, total, spec.label)
     if null_time:
         log.warning("excluding %d rows with a null event time %r", null_time, time_col)
-    data = (data.filter(F.col(spec.label).isNotNull() & F.col(time_col).isNotNull())
-            .withColumn(LABEL, (F.col(spec.label) == F.lit(spec.positive_label)).cast("double")))
+    data = data.filter(F.col(spec.label).isNotNull() & F.col(time_col).isNotNull())
     n = total - null_label - null_time
+    classes: list[str] | None = None
+    other_class = 0
+    if task == MULTICLASS:
+        classes = contract.model_classes() or sorted(
+            str(r[0]) for r in data.select(F.col(spec.label).cast("string")).distinct().collect())
+        index = F.array_position(F.array(*[F.lit(c) for c in classes]), F.col(spec.label).cast("string")) - 1
+        data = data.withColumn(LABEL, index.cast("double"))
+        other_class = data.filter(F.col(LABEL) < 0).count()
+        if other_class:
+            log.warning("excluding %d rows whose %r is none of the classes %s", other_class, spec.label, classes)
+            data = data.filter(F.col(LABEL) >= 0)
+            n -= other_class
+        if len(classes) < 2:
+            raise TrainingError(f"{spec.label!r} has one class ({classes}); a multiclass model needs two or more")
+    else:
+        data = data.withColumn(LABEL, (F.col(spec.label) == F.lit(spec.positive_label)).cast("double"))
     if n < MIN_ROWS:
         raise TrainingError(f"too few labelled rows to train {spec.name!r}: {n} (need at least {MIN_ROWS})")
 
@@ -209,10 +233,11 @@ def train_model(
             spark, settings, contract, split, ModelRegistry(spark, models_uri(settings.lake_uri)),
             order_cols=order_cols, numeric=numeric, categorical=categorical, beta=beta,
             threshold_metric=threshold_metric, promote=promote, algorithms=algorithms, refit=refit,
-            seed=seed, params=params, started=started,
+            seed=seed, params=params, started=started, classes=classes,
             extra={"rows_total": total, "rows_excluded_null_label": null_label,
-                   "rows_excluded_null_event_time": null_time, "train_fraction": train_fraction,
-                   "validation_fraction": validation_fraction},
+                   "rows_excluded_null_event_time": null_time,
+                   **({"rows_excluded_other_class": other_class} if classes else {}),
+                   "train_fraction": train_fraction, "validation_fraction": validation_fraction},
         )
     finally:
         split.unpersist()
@@ -269,10 +294,15 @@ def routed_contract(settings: Settings, stream: str, model_name: str) -> Contrac
 
 def summary_line(meta: dict[str, Any]) -> str:
     m, b = meta["metrics"], meta["baseline_metrics"]
+    promotion = (f"{'promoted to production' if meta['promotion']['promoted'] else 'not promoted'}"
+                 f" ({meta['promotion']['reason']}); {meta['training_seconds']:.1f}s")
+    if meta.get("task") == MULTICLASS:
+        return (f"{meta['model_name']} v{meta['version']} ({meta['algorithm']}, {len(meta['classes'])} classes): test "
+                f"macro F1 {_fmt(m['f1_macro'])} (baseline {_fmt(b['f1_macro'])}), accuracy {_fmt(m['accuracy'])} "
+                f"(baseline {_fmt(b['accuracy'])}), log loss {_fmt(m['log_loss'])}; {promotion}")
     return (f"{meta['model_name']} v{meta['version']} ({meta['algorithm']}): test AUC-PR {_fmt(m['auc_pr'])} "
             f"(baseline {_fmt(b['auc_pr'])}), AUC-ROC {_fmt(m['auc_roc'])}, F1 {_fmt(m['f1'])} at threshold "
-            f"{meta['threshold']:.4f}; {'promoted to production' if meta['promotion']['promoted'] else 'not promoted'}"
-            f" ({meta['promotion']['reason']}); {meta['training_seconds']:.1f}s")
+            f"{meta['threshold']:.4f}; {promotion}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,102 +315,145 @@ def _train_on_split(
     order_cols: list[str], numeric: list[str], categorical: list[str], beta: float,
     threshold_metric: str, promote: bool, algorithms: tuple[str, ...], refit: bool, seed: int,
     params: dict[str, dict[str, Any]] | None, started: float, extra: dict[str, Any],
+    classes: list[str] | None = None,
 ) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     spec = contract.model
     assert spec is not None
+    task = MULTICLASS if classes is not None else BINARY
+    metric = PRIMARY_METRIC[task]
     time_col = order_cols[0]
     stats = {
         r[SPLIT]: r.asDict()
         for r in split.groupBy(SPLIT).agg(
             F.count(F.lit(1)).alias("rows"),
-            F.sum(LABEL).cast("long").alias("positives"),
+            F.sum(F.when(F.col(LABEL) == 1.0, 1).otherwise(0)).cast("long").alias("positives"),
             F.expr(f"min(unix_micros(`{time_col}`))").alias("min_us"),
             F.expr(f"max(unix_micros(`{time_col}`))").alias("max_us"),
         ).collect()
     }
     fit_stats, val_stats, test_stats = (stats.get(s, {"rows": 0, "positives": 0}) for s in ("fit", "validation", "test"))
     fit_pos, fit_rows = int(fit_stats["positives"] or 0), int(fit_stats["rows"])
-    if fit_pos == 0:
-        raise TrainingError(
-            f"no positive {spec.label!r} rows in the training slice ({fit_rows} rows up to "
-            f"{_iso(fit_stats.get('max_us'))}); cannot train {spec.name!r}")
-    if fit_pos == fit_rows:
-        raise TrainingError(f"every row of the training slice is positive ({fit_rows}); cannot train {spec.name!r}")
-    log.info("time split: fit %d rows (%d positive), validation %d (%d), test %d (%d)",
-             fit_rows, fit_pos, val_stats["rows"], val_stats["positives"] or 0,
-             test_stats["rows"], test_stats["positives"] or 0)
+    val_pos, val_rows = int(val_stats["positives"] or 0), int(val_stats["rows"])
+    counts: dict[str, list[int]] = {}
+    if classes is not None:  # rows per class and slice
+        counts = {s: [0] * len(classes) for s in ("fit", "validation", "test")}
+        for r in split.groupBy(SPLIT, LABEL).count().collect():
+            counts[r[SPLIT]][int(r[LABEL])] = int(r["count"])
+        absent = [c for c, k in zip(classes, counts["fit"], strict=True) if k == 0]
+        if absent:
+            raise TrainingError(f"class(es) {absent} of {spec.label!r} have no rows in the training slice ({fit_rows} "
+                                f"rows up to {_iso(fit_stats.get('max_us'))}); cannot train {spec.name!r}")
+        log.info("time split: fit %s, validation %s, test %s (rows per class %s)",
+                 counts["fit"], counts["validation"], counts["test"], classes)
+    else:
+        if fit_pos == 0:
+            raise TrainingError(
+                f"no positive {spec.label!r} rows in the training slice ({fit_rows} rows up to "
+                f"{_iso(fit_stats.get('max_us'))}); cannot train {spec.name!r}")
+        if fit_pos == fit_rows:
+            raise TrainingError(f"every row of the training slice is positive ({fit_rows}); cannot train {spec.name!r}")
+        log.info("time split: fit %d rows (%d positive), validation %d (%d), test %d (%d)",
+                 fit_rows, fit_pos, val_rows, val_pos, test_stats["rows"], test_stats["positives"] or 0)
+
+    def weighted(df: DataFrame, slices: tuple[str, ...]) -> DataFrame:
+        if classes is None:
+            return _weighted(df, sum(int(stats.get(s, {}).get("rows") or 0) for s in slices),
+                             sum(int(stats.get(s, {}).get("positives") or 0) for s in slices))
+        return _class_weighted(df, [sum(counts[s][i] for s in slices) for i in range(len(classes))])
 
     # -- candidates on the fit slice, selection and threshold on the validation slice ------------
-    fit_df = _weighted(split.filter(F.col(SPLIT) == "fit"), fit_rows, fit_pos)
+    fit_df = weighted(split.filter(F.col(SPLIT) == "fit"), ("fit",))
     val_df = split.filter(F.col(SPLIT) == "validation")
     test_df = split.filter(F.col(SPLIT) == "test")
-    val_pos = int(val_stats["positives"] or 0)
+    # a binary validation slice needs both classes for AUC-PR; a multiclass one, rows
+    can_validate = (0 < val_pos < val_rows) if classes is None else val_rows > 0
 
     candidates: dict[str, dict[str, Any]] = {}
     for algorithm in algorithms:
         t0 = time.monotonic()
         model = _pipeline(algorithm, numeric, categorical, seed, params).fit(fit_df)
-        scored = _with_p1(model.transform(val_df)).select(LABEL, _PROB1).cache()
-        auc_pr = _auc(scored, "areaUnderPR") if 0 < val_pos < val_stats["rows"] else None
-        candidates[algorithm] = {"model": model, "scored": scored, "validation_auc_pr": auc_pr,
+        if classes is None:
+            scored = _with_p1(model.transform(val_df)).select(LABEL, _PROB1).cache()
+            value = _auc(scored, "areaUnderPR") if can_validate else None
+        else:
+            scored = None
+            value = _multiclass_metrics(model.transform(val_df), classes)[metric] if can_validate else None
+        candidates[algorithm] = {"model": model, "scored": scored, f"validation_{metric}": value,
                                  "fit_seconds": round(time.monotonic() - t0, 2)}
-        log.info("candidate %s: validation AUC-PR %s (%.1fs)", algorithm, _fmt(auc_pr), time.monotonic() - t0)
+        log.info("candidate %s: validation %s %s (%.1fs)", algorithm, metric, _fmt(value), time.monotonic() - t0)
 
-    if val_pos == 0:
+    if not can_validate:
         algorithm = algorithms[0]
-        selection = f"validation slice has no positives: defaulted to {algorithm}"
+        selection = f"validation slice cannot rank candidates: defaulted to {algorithm}"
         log.warning(selection)
     else:
-        algorithm = max(algorithms, key=lambda a: candidates[a]["validation_auc_pr"] or -1.0)
-        selection = "best validation AUC-PR"
+        algorithm = max(algorithms, key=lambda a: candidates[a][f"validation_{metric}"] or -1.0)
+        selection = f"best validation {metric}"
     chosen = candidates[algorithm]
-    if val_pos == 0:
-        threshold, val_point = 0.5, None
-        log.warning("no positives in the validation slice: using threshold 0.5")
-    else:
-        threshold, val_point = _best_threshold(chosen["scored"], beta)
-    for cand in candidates.values():
-        cand["scored"].unpersist()
+    threshold: float | None = None
+    val_point = None
+    if classes is None:
+        if can_validate:
+            threshold, val_point = _best_threshold(chosen["scored"], beta)
+        else:
+            threshold = 0.5
+            log.warning("the validation slice lacks one class: using threshold 0.5")
+        for cand in candidates.values():
+            cand["scored"].unpersist()
 
     model = chosen["model"]
     if refit:
-        train_part = split.filter(F.col(SPLIT).isin("fit", "validation"))
-        rows = fit_rows + int(val_stats["rows"])
         model = _pipeline(algorithm, numeric, categorical, seed, params).fit(
-            _weighted(train_part, rows, fit_pos + val_pos))
+            weighted(split.filter(F.col(SPLIT).isin("fit", "validation")), ("fit", "validation")))
 
     # -- held-out evaluation --------------------------------------------------------------------
-    test_scored = _with_p1(model.transform(test_df)).select(LABEL, _PROB1).cache()
-    try:
-        metrics = _evaluate(test_scored, threshold, beta)
-    finally:
-        test_scored.unpersist()
-    baseline = _baseline(metrics)
+    if classes is None:
+        assert threshold is not None
+        test_scored = _with_p1(model.transform(test_df)).select(LABEL, _PROB1).cache()
+        try:
+            metrics = _evaluate(test_scored, threshold, beta)
+        finally:
+            test_scored.unpersist()
+        baseline = _baseline(metrics)
+    else:
+        metrics = _multiclass_metrics(model.transform(test_df), classes)
+        trained = [counts["fit"][i] + (counts["validation"][i] if refit else 0) for i in range(len(classes))]
+        baseline = _multiclass_baseline(counts["test"], trained, classes)
 
     # -- metadata, registration, promotion ------------------------------------------------------
-    model_rows = fit_rows + (int(val_stats["rows"]) if refit else 0)
+    model_rows = fit_rows + (val_rows if refit else 0)
     model_pos = fit_pos + (val_pos if refit else 0)
     current = registry.get_alias(spec.name, PRODUCTION_ALIAS)
-    current_auc = None
+    current_value = None
     if current is not None:
         try:
-            current_auc = (registry.metadata(spec.name, current).get("metrics") or {}).get("auc_pr")
+            current_meta = registry.metadata(spec.name, current)
+            if (current_meta.get("task") or BINARY) == task:
+                current_value = (current_meta.get("metrics") or {}).get(metric)
         except Exception as exc:  # unreadable production metadata: do not block a new model
             log.warning("cannot read metadata of production v%s: %s", current, exc)
+    value = metrics.get(metric)
     if not promote:
         do_promote, reason = False, "promotion not requested"
     elif current is None:
         do_promote, reason = True, "no production model yet"
-    elif metrics["auc_pr"] is None:
-        do_promote, reason = False, "test AUC-PR undefined (no positives in the test set)"
-    elif current_auc is None or metrics["auc_pr"] >= current_auc:
-        do_promote, reason = True, f"test AUC-PR {metrics['auc_pr']:.4f} >= production v{current}'s {_fmt(current_auc)}"
+    elif value is None:
+        do_promote, reason = False, f"test {metric} undefined (the test set lacks a class)"
+    elif current_value is None or value >= current_value:
+        do_promote, reason = True, f"test {metric} {value:.4f} >= production v{current}'s {_fmt(current_value)}"
     else:
-        do_promote, reason = False, f"test AUC-PR {metrics['auc_pr']:.4f} < production v{current}'s {current_auc:.4f}"
+        do_promote, reason = False, f"test {metric} {value:.4f} < production v{current}'s {current_value:.4f}"
 
     slices = {"train": fit_stats, "validation": val_stats, "test": test_stats}
+    per_class: dict[str, Any]
+    if classes is None:
+        per_class = {**{f"positives_{k}": int(s["positives"] or 0) for k, s in slices.items()},
+                     "positives_model_fit": model_pos}
+    else:
+        per_class = {f"class_rows_{k}": dict(zip(classes, counts[s], strict=True))
+                     for k, s in (("train", "fit"), ("validation", "validation"), ("test", "test"))}
     training_data = {
         "split": "time",
         "order_by": order_cols,
@@ -388,12 +461,11 @@ def _train_on_split(
         "min_event_time": _iso(min((int(s["min_us"]) for s in slices.values() if s.get("min_us") is not None), default=None)),
         "max_event_time": _iso(max((int(s["max_us"]) for s in slices.values() if s.get("max_us") is not None), default=None)),
         **{f"rows_{k}": int(s["rows"]) for k, s in slices.items()},
-        **{f"positives_{k}": int(s["positives"] or 0) for k, s in slices.items()},
         **{f"{k}_min_event_time": _iso(s.get("min_us")) for k, s in slices.items()},
         **{f"{k}_max_event_time": _iso(s.get("max_us")) for k, s in slices.items()},
         "refit_on_train_and_validation": refit,
         "rows_model_fit": model_rows,
-        "positives_model_fit": model_pos,
+        **per_class,
     }
     meta: dict[str, Any] = {
         "model_name": spec.name,
@@ -401,10 +473,12 @@ def _train_on_split(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "contract": contract.name,
         "contract_version": contract.version,
+        "task": task,
         "algorithm": algorithm,
         "algorithm_params": _params(model),
         "selection": selection,
-        "candidates": {a: {"validation_auc_pr": c["validation_auc_pr"], "fit_seconds": c["fit_seconds"]}
+        "primary_metric": metric,
+        "candidates": {a: {f"validation_{metric}": c[f"validation_{metric}"], "fit_seconds": c["fit_seconds"]}
                        for a, c in candidates.items()},
         "features": list(spec.features),
         "numeric_features": numeric,
@@ -412,10 +486,9 @@ def _train_on_split(
         "derived_features": ("pairwise products and differences of the numeric features"
                              if 1 < len(numeric) <= MAX_INTERACTION_FEATURES else "none"),
         "label": spec.label,
-        "positive_label": spec.positive_label,
-        "threshold": threshold,
-        "threshold_metric": threshold_metric,
-        "validation_metrics_at_threshold": val_point,
+        **({"positive_label": spec.positive_label, "threshold": threshold, "threshold_metric": threshold_metric,
+            "validation_metrics_at_threshold": val_point} if classes is None else
+           {"classes": classes, "threshold": None}),
         "metrics": metrics,
         "baseline_metrics": baseline,
         "training_data": training_data,
@@ -426,7 +499,7 @@ def _train_on_split(
     }
     meta["training_seconds"] = round(time.monotonic() - started, 2)
     inputs, string_inputs = portable.feature_order(contract)
-    scorer = portable.export(model, features=inputs, categorical=string_inputs,
+    scorer = portable.export(model, features=inputs, categorical=string_inputs, classes=classes,
                              input_schema=portable.input_schema(contract), derived=portable.derived_for(contract))
     files = {}
     if algorithm == "xgboost":
@@ -532,6 +605,73 @@ def _weighted(df: DataFrame, rows: int, positives: int) -> DataFrame:
     w_pos = rows / (2.0 * positives)
     w_neg = rows / (2.0 * (rows - positives))
     return df.withColumn(WEIGHT, F.when(F.col(LABEL) == 1.0, F.lit(w_pos)).otherwise(F.lit(w_neg)))
+
+
+def _class_weighted(df: DataFrame, rows_per_class: list[int]) -> DataFrame:
+    """Add inverse-class-frequency weights: each class carries an equal share of the total weight."""
+    from pyspark.sql import functions as F
+
+    rows, k = sum(rows_per_class), len(rows_per_class)
+    weights = F.create_map(*[v for i, n in enumerate(rows_per_class) if n
+                             for v in (F.lit(float(i)), F.lit(rows / (k * n)))])
+    return df.withColumn(WEIGHT, F.coalesce(weights[F.col(LABEL)], F.lit(1.0)))
+
+
+def _multiclass_metrics(scored: DataFrame, classes: list[str]) -> dict[str, Any]:
+    """Accuracy, macro and weighted F1, macro precision and recall, log loss, per-class figures and
+    the confusion matrix of a multiclass model's scored rows (the predicted class is the most probable
+    one). Spark counts (true class, predicted class) pairs; scikit-learn computes the figures from them."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    probs = vector_to_array(F.col(PROBABILITY))
+    predicted = F.array_position(probs, F.array_max(probs)) - 1
+    p_true = F.element_at(probs, F.col(LABEL).cast("int") + 1)
+    pairs = (scored.select(F.col(LABEL).cast("int").alias("y"), predicted.cast("int").alias("p"), p_true.alias("pt"))
+             .groupBy("y", "p").agg(F.count(F.lit(1)).alias("n"),
+                                    F.sum(-F.log(F.greatest(F.col("pt"), F.lit(1e-15)))).alias("nll"))
+             .collect())
+    return _class_report([r["y"] for r in pairs], [r["p"] for r in pairs], [int(r["n"]) for r in pairs],
+                         sum(float(r["nll"]) for r in pairs), classes)
+
+
+def _class_report(y: list[int], p: list[int], n: list[int], nll: float | None,
+                  classes: list[str]) -> dict[str, Any]:
+    """The figures of :func:`_multiclass_metrics` from (true, predicted, rows) triples and the summed
+    negative log-likelihood of the true classes."""
+    from sklearn import metrics as skm
+
+    rows = sum(n)
+    labels = list(range(len(classes)))
+    if not rows:
+        return {"rows": 0, "accuracy": None, "f1_macro": None, "f1_weighted": None, "precision_macro": None,
+                "recall_macro": None, "log_loss": None, "per_class": {}, "confusion_matrix": []}
+    prec, rec, f1, support = skm.precision_recall_fscore_support(y, p, labels=labels, sample_weight=n,
+                                                                 zero_division=0)
+    return {
+        "rows": rows,
+        "accuracy": float(skm.accuracy_score(y, p, sample_weight=n)),
+        # macro: over the classes present in the rows or the predictions (scikit-learn's default)
+        "f1_macro": float(skm.f1_score(y, p, average="macro", sample_weight=n, zero_division=0)),
+        "f1_weighted": float(skm.f1_score(y, p, average="weighted", sample_weight=n, zero_division=0)),
+        "precision_macro": float(skm.precision_score(y, p, average="macro", sample_weight=n, zero_division=0)),
+        "recall_macro": float(skm.recall_score(y, p, average="macro", sample_weight=n, zero_division=0)),
+        "log_loss": None if nll is None else nll / rows,
+        "per_class": {c: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
+                          "rows": int(support[i])} for i, c in enumerate(classes)},
+        "confusion_matrix": skm.confusion_matrix(y, p, labels=labels, sample_weight=n).astype(int).tolist(),
+    }
+
+
+def _multiclass_baseline(test_rows: list[int], trained_rows: list[int], classes: list[str]) -> dict[str, Any]:
+    """A majority-class predictor on the same test rows: always the class most frequent in training,
+    with the training class shares as its probabilities (for the log loss)."""
+    majority = max(range(len(classes)), key=lambda i: trained_rows[i])
+    total = sum(trained_rows)
+    nll = sum(k * -math.log(max(trained_rows[i] / total, 1e-15)) for i, k in enumerate(test_rows))
+    y = [i for i, k in enumerate(test_rows) if k]
+    report = _class_report(y, [majority] * len(y), [test_rows[i] for i in y], nll, classes)
+    return {"name": "majority_class", "class": classes[majority], **report}
 
 
 def _with_p1(df: DataFrame) -> DataFrame:

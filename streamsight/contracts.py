@@ -178,7 +178,13 @@ class ModelSpec(_Model):
     label: str
     features: list[str] = Field(min_length=1)
     categorical_features: list[str] = Field(default_factory=list)
-    positive_label: int = 1
+    task: Literal["binary", "multiclass"] = Field(
+        default="binary", description="binary: P(label == positive_label) and a decision threshold; multiclass: "
+        "one probability per class, the most probable class predicted")
+    positive_label: int = Field(default=1, description="binary: the label value that counts as positive")
+    classes: list[str | int] | None = Field(
+        default=None, min_length=2, description="multiclass: the label's values, in order (default: the label "
+        "field's enum; without one, the values seen in training, sorted)")
     scoring: Literal["batch", "online"] = Field(
         default="batch", description="batch: the stream job scores each silver micro-batch into the "
         "predictions table; online: `streamsight online` scores each record into the predictions topic, and "
@@ -322,6 +328,7 @@ class Contract(_Model):
                     need(f"aggregates.{agg.name}.metrics.{metric.name}", metric.column, silver_cols)
         if self.model:
             need("model.label", self.model.label, known)  # a field or a derived column
+            self._check_task(derived)
             for col in [*self.model.features, *self.model.categorical_features]:
                 need("model.features", col, silver_cols)
                 if col in derived and col not in self.model.categorical_features and derived[col].type in (
@@ -337,6 +344,40 @@ class Contract(_Model):
                     raise ValueError("model.route_by: the hot path (model.scoring: online) scores with one model; "
                                      "routing by field runs in the stream job (model.scoring: batch)")
         return self
+
+    def _check_task(self, derived: dict[str, Derived]) -> None:
+        spec = self.model
+        assert spec is not None
+        label = spec.label
+        if spec.task == "binary":
+            if spec.classes is not None:
+                raise ValueError("model.classes: only a multiclass model (model.task: multiclass) has classes")
+            return
+        if "positive_label" in spec.model_fields_set:
+            raise ValueError("model.positive_label: a multiclass model has no positive label (list model.classes)")
+        if spec.scoring == "online":
+            raise ValueError("model.scoring: the hot path (online) scores binary models; a multiclass model is "
+                             "scored in the stream job (model.scoring: batch)")
+        kind = derived[label].type if label in derived else self.payload_schema["properties"][label]["type"]
+        if kind not in ("string", "integer", "int", "bigint"):
+            raise ValueError(f"model.label: a multiclass label must be a string or an integer; {label!r} is {kind}")
+        classes = [str(c) for c in spec.classes or []]
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"model.classes: {classes} lists a class twice")
+        enum = None if label in derived else self.payload_schema["properties"][label].get("enum")
+        if enum is not None and spec.classes is not None and set(classes) != {str(v) for v in enum}:
+            raise ValueError(f"model.classes: {classes} are not the values of {label!r}'s enum {enum}")
+
+    def model_classes(self) -> list[str] | None:
+        """A multiclass model's classes as text, in order, when the contract names them (its
+        ``classes``, else the label field's enum); None otherwise (binary, or learned in training)."""
+        spec = self.model
+        if spec is None or spec.task != "multiclass":
+            return None
+        if spec.classes is not None:
+            return [str(c) for c in spec.classes]
+        prop = self.payload_schema["properties"].get(spec.label) or {}
+        return [str(v) for v in prop["enum"]] if "enum" in prop else None
 
     def model_reads(self, *, derived: bool = False) -> list[str]:
         """The fields the model reads: its features that are fields, in order, then the fields its

@@ -48,6 +48,7 @@ PREDICTION_COLUMNS = [
     ("probability", "double"), ("prediction", "int"), ("model_name", "string"),
     ("model_version", "int"), ("scored_at", "timestamp"),
     ("scored_by", "string"),  # mllib (in the job), sagemaker:<endpoint>, local-copy (ml.endpoint)
+    ("predicted_class", "string"),  # a multiclass model's predicted class (prediction is its index)
 ]
 
 

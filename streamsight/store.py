@@ -5,7 +5,7 @@ Item layout (one item per scored event)::
     pk   "<stream>#<key>"                       partition key: one stream's one key (a machine)
     sk   "<event time, ISO 8601 UTC>#<event id>" sort key: newest last, unique per event
     stream, key, event_id, event_time, probability, prediction, model_name, model_version, scored_at,
-    scored_by
+    scored_by, predicted_class (multiclass models only)
 
 plus the global secondary index ``by_stream`` (``stream``, ``sk``) for a stream's newest predictions
 across keys. A put of an event replaces that event's item (same ``pk`` and ``sk``), so a replayed
@@ -153,13 +153,16 @@ class DynamoPredictions:
 
 def _item(stream: str, row: dict[str, Any]) -> dict[str, Any]:
     event_time: datetime = row["event_time"]
-    return {
+    item = {
         "pk": f"{stream}#{row['key']}", "sk": sort_key(event_time, row["event_id"]), "stream": stream,
         "key": str(row["key"]), "event_id": row["event_id"], "event_time": iso(event_time),
         "probability": Decimal(repr(float(row["probability"]))), "prediction": int(row["prediction"]),
         "model_name": row["model_name"], "model_version": int(row["model_version"]),
         "scored_at": iso(row["scored_at"]), "scored_by": row.get("scored_by") or "mllib",
     }
+    if row.get("predicted_class") is not None:
+        item["predicted_class"] = str(row["predicted_class"])
+    return item
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
@@ -171,6 +174,8 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
     out["prediction"] = int(item["prediction"]["N"])
     out["model_version"] = int(item["model_version"]["N"])
     out["scored_by"] = item.get("scored_by", {}).get("S", "mllib")  # items written before the attribute
+    if "predicted_class" in item:
+        out["predicted_class"] = item["predicted_class"]["S"]
     return out
 
 

@@ -24,6 +24,7 @@ from streamsight.errors import StreamsightError
 
 # The AI4I 2020 dataset beside the project (../shared/data, read-only): --source ai4i and the demo.
 AI4I_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "ai4i2020" / "ai4i2020.csv"
+IRIS_CSV = AI4I_CSV.parents[1] / "iris" / "iris.csv"  # --source iris
 
 app = typer.Typer(
     name="streamsight",
@@ -213,8 +214,9 @@ def topics(
 def produce(
     ctx: typer.Context,
     stream: Annotated[str, typer.Option(help="Contract name.")],
-    source: Annotated[str, typer.Option(help="ai4i, synthetic, or file (with --path, or file:PATH).")],
-    path: Annotated[Optional[Path], typer.Option(help="File or directory for --source file; AI4I CSV for ai4i.")] = None,
+    source: Annotated[str, typer.Option(help="ai4i, iris, synthetic, or file (with --path, or file:PATH).")],
+    path: Annotated[Optional[Path], typer.Option(
+        help="File or directory for --source file; the dataset's CSV for ai4i and iris.")] = None,
     rate: Annotated[Optional[float], typer.Option(help="Events per second (default: as fast as possible).")] = None,
     count: Annotated[Optional[int], typer.Option(help="Stop after this many events.")] = None,
     duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds.")] = None,
@@ -245,6 +247,8 @@ def produce(
     events: Iterator[Any]
     if source == "ai4i":
         events = sources.ai4i_source(path or AI4I_CSV, skip=skip)
+    elif source == "iris":
+        events = sources.iris_source(path or IRIS_CSV)
     elif source == "synthetic":
         if count is None and duration is None:
             raise StreamsightError("--source synthetic is endless: give --count or --duration")
@@ -259,7 +263,7 @@ def produce(
             raise StreamsightError("--source file needs --path PATH (or --source file:PATH)")
         events = sources.file_source(contract, path)
     else:
-        raise StreamsightError(f"--source: unknown source {source!r} (ai4i, synthetic, file)")
+        raise StreamsightError(f"--source: unknown source {source!r} (ai4i, iris, synthetic, file)")
     summary = run_produce(settings, contract, events, rate=rate, count=count, duration=duration,
                           client=client.value if client else None, validate=not skip_validation, progress=progress)
     print(json.dumps({"produce": summary.as_dict()}))
@@ -425,6 +429,14 @@ def deploy(
             raise StreamsightError("--target sagemaker deploys a registry version: give --model NAME")
         try:
             settings = _settings(ctx)
+            if use:  # the stream sends binary models' records to an endpoint
+                from ml import BINARY, task_of
+                from ml.online import RegistryFiles
+
+                chosen, metadata, _ = RegistryFiles.of(settings).version_files(model, version)
+                if task_of(metadata) != BINARY:
+                    raise StreamsightError(f"--model {model}: v{chosen} is {task_of(metadata)}; the stream scores it in "
+                                           "the job: deploy it with --no-use to serve the endpoint to other callers")
             made = to_sagemaker(settings, model, version, endpoint)
             if use:
                 from ml.endpoint import SAGEMAKER, backend_doc

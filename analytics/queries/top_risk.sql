@@ -1,7 +1,7 @@
 -- title: Top 15 {key_name} by failure probability
 -- description: Highest scored probability per {key_name}, with the average and the latest score
 -- description: (by event time) and the number of predicted failures.
--- requires: model
+-- requires: binary
 -- order: 50
 -- dashboard: yes
 SELECT CAST({key} AS STRING) AS {key},

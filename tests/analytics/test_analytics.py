@@ -38,6 +38,7 @@ UTC = dt.UTC
 STREAM = "machine_telemetry"
 OTHER = "sensor_pings"  # a second stream without model, reference or aggregates
 ERROR_CODES = ["OUT_OF_RANGE", "MALFORMED_JSON", "MISSING_FIELD"]
+# machine_telemetry's charts (its model is binary: predicted_classes, order 45, is a multiclass model's)
 EXPECTED_CHARTS = ["throughput", "dead_letter_reasons", "latency", "probability_distribution", "top_risk",
                    "model_metrics"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -205,6 +206,7 @@ def lake(spark, tmp_path_factory) -> Lake:
     predictions["model_version"] = np.where(np.arange(n) < n // 2, 1, 2)
     predictions["scored_at"] = predictions["_ingest_time"] + _ms(rng.integers(100, 3000, n))
     predictions["scored_by"] = "mllib"
+    predictions["predicted_class"] = None  # a binary model
 
     gold = pd.DataFrame({
         "window_start": [base] * 3, "window_end": [base + pd.Timedelta(hours=1)] * 3, "type": ["L", "M", "H"],
@@ -229,7 +231,7 @@ def lake(spark, tmp_path_factory) -> Lake:
             "created_at": f"2024-02-2{version}T08:00:00Z",
             "metrics": {"auc_pr": auc_pr, "auc_roc": auc_roc, "f1": f1, "precision": f1 + 0.05,
                         "recall": f1 - 0.05, "tp": 40 + version, "fp": 12, "tn": 1900, "fn": 20 - version},
-            "baseline": {"auc_pr": 0.21, "auc_roc": 0.71, "f1": 0.2},
+            "baseline_metrics": {"auc_pr": 0.21, "auc_roc": 0.71, "f1": 0.2},
         }
         folder = registry_root / "machine_failure" / f"v{version}"
         folder.mkdir(parents=True)
@@ -336,7 +338,8 @@ def test_model_registry_view_reads_metadata(spark, lake, views):
         meta = lake.registry[row["version"]]
         for key in ("auc_pr", "auc_roc", "f1", "tp", "fn"):
             assert row[key] == pytest.approx(meta["metrics"][key])
-        assert row["baseline_auc_pr"] == pytest.approx(meta["baseline"]["auc_pr"])
+        assert row["baseline_auc_pr"] == pytest.approx(meta["baseline_metrics"]["auc_pr"])
+        assert row["task"] == "binary" and row["f1_macro"] is None
         assert row["is_production"] is (row["version"] == 2)
 
 
@@ -504,15 +507,19 @@ def test_named_queries_render_and_skip(lake):
     from analytics.catalog import QuerySkipped, load_named_queries
 
     queries = load_named_queries()
-    assert list(queries) == EXPECTED_CHARTS
+    assert list(queries) == [*EXPECTED_CHARTS[:4], "predicted_classes", *EXPECTED_CHARTS[4:]]
+    with pytest.raises(QuerySkipped, match="not a multiclass one"):
+        queries["predicted_classes"].render(lake.contracts[STREAM])  # machine_failure is binary
     for query in queries.values():
+        if query.name == "predicted_classes":
+            continue
         sql = query.render(lake.contracts[STREAM])
         assert "{" not in sql and "@if" not in sql
         assert "machine_telemetry_" in sql or "model_registry" in sql
     other = lake.contracts[OTHER]
     latency = queries["latency"].render(other)
     assert "predictions" not in latency and f"{OTHER}_silver" in latency
-    for name in ("probability_distribution", "top_risk", "model_metrics"):
+    for name in ("probability_distribution", "top_risk", "model_metrics", "predicted_classes"):
         with pytest.raises(QuerySkipped, match="no model"):
             queries[name].render(other)
     assert "`type`" in queries["probability_distribution"].render(lake.contracts[STREAM])

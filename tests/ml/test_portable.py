@@ -97,3 +97,48 @@ def test_stages_it_cannot_evaluate_are_refused(spark):
         portable.export(model, features=["a"], categorical=[], input_schema={})
     with pytest.raises(portable.PortableError, match="format"):
         portable.PortableModel({"format": "other"})
+
+
+IRIS = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
+
+
+@pytest.mark.parametrize("algorithm", ["logistic_regression", "xgboost"])
+def test_portable_class_probabilities_equal_mllib(spark, algorithm):
+    """A multiclass pipeline (the shipped iris contract's): every class's probability of every row,
+    including rows with missing measurements, as MLlib computes it."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    from ingestion.sources import iris_source
+    from ml.train import LABEL, PROBABILITY, WEIGHT, _pipeline
+    from streamsight.contracts import load_contract
+    from tests.conftest import DATA_DIR
+    from tests.integration.helpers import CONTRACTS
+
+    contract = load_contract(CONTRACTS / "iris.yaml")
+    classes = contract.model_classes()
+    assert classes == ["setosa", "versicolor", "virginica"]
+    records = [e.payload for e in iris_source(DATA_DIR / "iris" / "iris.csv")]
+    frame = pd.DataFrame(records)[[*IRIS, "species"]]
+    train = (spark.createDataFrame(frame)
+             .withColumn(LABEL, (F.array_position(F.array(*map(F.lit, classes)), F.col("species")) - 1).cast("double"))
+             .withColumn(WEIGHT, F.lit(1.0)))
+    params = {"logistic_regression": {"maxIter": 50}, "xgboost": {"n_estimators": 20}}
+    model = _pipeline(algorithm, IRIS, [], seed=7, params=params).fit(train)
+
+    odd = [{**records[0], "petal_length_cm": None}, {**records[1], "sepal_width_cm": None, "petal_width_cm": None}]
+    rows = [{c: r.get(c) for c in IRIS} for r in [*records, *odd]]
+    scored = model.transform(spark.createDataFrame(rows, schema=", ".join(f"{c} double" for c in IRIS)))
+    expected = np.array([r[0] for r in scored.select(vector_to_array(PROBABILITY)).collect()])
+
+    doc = portable.export(model, features=IRIS, categorical=[], input_schema=portable.input_schema(contract),
+                          classes=classes)
+    scorer = portable.PortableModel(json.loads(json.dumps(doc)))
+    assert scorer.task == "multiclass" and scorer.classes == classes
+    got = scorer.class_probabilities(rows)
+    assert got.shape == expected.shape == (len(rows), 3)
+    np.testing.assert_allclose(got, expected, rtol=1e-6 if algorithm == "xgboost" else 1e-9, atol=1e-7)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-6)
+    assert (got[:150].argmax(axis=1) == [classes.index(r["species"]) for r in records]).mean() > 0.9  # it learned
+    with pytest.raises(portable.PortableError, match="class_probabilities"):
+        scorer.probabilities(rows)

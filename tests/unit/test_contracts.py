@@ -1,4 +1,4 @@
-"""Derived columns in a contract: what loads, and each kind of error, named with the file and the field."""
+"""Contracts: derived columns and multiclass models -- what loads, and each kind of error, named with the file and the field."""
 
 from __future__ import annotations
 
@@ -70,3 +70,39 @@ def test_derived_columns_are_usable_in_the_filter_and_aggregates(tmp_path):
 
     contract = load_contract(_write(tmp_path, change))
     assert contract.filter == "power_w > 0" and contract.aggregates[0].group_by == ["type", "power_risk"]
+
+
+IRIS = yaml.safe_load((CONTRACTS / "iris.yaml").read_text(encoding="utf-8"))
+
+
+def _iris(tmp_path: Path, **model: Any) -> Path:
+    doc = copy.deepcopy(IRIS)
+    doc["model"].update(model)
+    doc["model"] = {k: v for k, v in doc["model"].items() if v is not None}
+    path = tmp_path / "iris.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+def test_a_multiclass_model_takes_its_classes_from_the_label_enum_or_its_own_list(tmp_path):
+    assert load_contract(CONTRACTS / "iris.yaml").model_classes() == ["setosa", "versicolor", "virginica"]
+    ordered = load_contract(_iris(tmp_path, classes=["virginica", "setosa", "versicolor"]))
+    assert ordered.model_classes() == ["virginica", "setosa", "versicolor"]
+    assert load_contract(CONTRACTS / "machine_telemetry.yaml").model_classes() is None  # binary
+
+
+@pytest.mark.parametrize(("model", "says"), [
+    ({"positive_label": 1}, r"model\.positive_label: a multiclass model has no positive label"),
+    ({"classes": ["setosa", "versicolor", "rose"]}, r"model\.classes: .* are not the values of 'species'"),
+    ({"classes": ["setosa", "setosa", "virginica"]}, r"model\.classes: .* lists a class twice"),
+    ({"classes": ["setosa"]}, r"model\.classes: List should have at least 2 items"),
+    ({"scoring": "online"}, r"model\.scoring: the hot path \(online\) scores binary models"),
+    ({"label": "petal_width_cm"}, r"model\.label: a multiclass label must be a string or an integer; "
+     r"'petal_width_cm' is number"),
+    ({"task": "binary", "classes": ["a", "b"]}, r"model\.classes: only a multiclass model"),
+    ({"task": "regression"}, r"model\.task: Input should be 'binary' or 'multiclass'"),
+])
+def test_a_bad_multiclass_model_fails_at_load_naming_the_setting(tmp_path, model, says):
+    with pytest.raises(ContractError, match=says) as raised:
+        load_contract(_iris(tmp_path, **model))
+    assert "iris.yaml" in str(raised.value)
