@@ -3,8 +3,8 @@
 
 :func:`export` reads a fitted :class:`~pyspark.ml.PipelineModel` as :mod:`ml.train` builds it
 (Imputer, the SQLTransformer of pairwise products and differences, StringIndexer, OneHotEncoder,
-VectorAssembler, StandardScaler, then LogisticRegression, GBTClassifier or XGBoost's
-SparkXGBClassifier, whose booster is kept in XGBoost's own JSON) into a JSON document;
+VectorAssembler, StandardScaler, then LogisticRegression (binomial or multinomial), GBTClassifier or
+XGBoost's SparkXGBClassifier, whose booster is kept in XGBoost's own JSON) into a JSON document;
 any other stage, or a statement other than those products and differences, is refused. The
 registry stores the document as ``scorer.json`` beside the MLlib model, and :class:`PortableModel`
 evaluates it on plain records in microseconds, for the HTTP API. Its probabilities are the

@@ -24,6 +24,13 @@ categorical_features, positive_label):
    ``promote=True``, points the ``production`` alias at it if there is no production model yet or
    its test AUC-PR is at least the current production version's.
 
+A multiclass model (``model.task: multiclass``) differs in steps 1, 3-6: the label is the index of
+its value among the contract's classes (rows with another value are excluded and counted); every
+class weighs the same; the candidates (multinomial logistic regression and XGBoost by default) are
+ranked by macro F1; there is no threshold (the most probable class is predicted); the test figures
+are accuracy, macro and weighted F1, log loss, per-class precision and recall and the confusion
+matrix, next to a majority-class baseline; promotion compares macro F1.
+
 Run it on a cluster with spark-submit (client mode; the driver needs this project importable, the
 executors need nothing from it -- the model is pure JVM). From the project root::
 
