@@ -331,6 +331,88 @@ class _Sensors:
         return columns
 
 
+_LOG_FIELDS = ("@ptr", "@timestamp", "@message", "@logStream", "@log", "anomaly")
+_ACCOUNT = "123456789012"
+# log group -> (stream prefix, normal message templates); {r} a request id, {n} a number, {ms} a duration
+_SERVICES = {
+    "/ecs/checkout-api": ("checkout-api/app", [
+        "INFO [http-nio-8080-exec-{n}] c.s.checkout.OrderController - POST /orders 201 {ms}ms request_id={r}",
+        "INFO [http-nio-8080-exec-{n}] c.s.checkout.CartController - GET /carts/{n} 200 {ms}ms request_id={r}",
+        "DEBUG [http-nio-8080-exec-{n}] c.s.checkout.PriceService - priced cart {n} with {n} items in {ms}ms"]),
+    "/ecs/payments-worker": ("payments-worker/worker", [
+        "INFO payments.worker: captured payment {r} amount={n}.00 EUR in {ms}ms",
+        "INFO payments.worker: settlement batch {n} queued ({n} payments)",
+        "DEBUG payments.ledger: balance of merchant {n} reconciled"]),
+    "/aws/lambda/notify-customer": ("2026/12/01/[$LATEST]", [
+        "START RequestId: {r} Version: $LATEST",
+        "INFO sent order confirmation {n} to customer {n} via email",
+        "END RequestId: {r}",
+        "REPORT RequestId: {r}\tDuration: {ms}.{n} ms\tBilled Duration: {ms} ms\tMemory Size: 256 MB"]),
+}
+_ERRORS = [
+    "ERROR [http-nio-8080-exec-{n}] c.s.checkout.OrderController - POST /orders 503 {ms}ms: inventory unavailable",
+    "ERROR payments.worker: capture {r} failed: upstream timeout after {ms}ms",
+    "ERROR HikariPool-1 - Connection is not available, request timed out after {ms}ms.",
+    "FATAL payments.batch: settlement batch {n} aborted: lock wait timeout exceeded",
+]
+_FRAMES = ["com.shop.checkout.OrderService.place(OrderService.java:{n})",
+           "com.shop.checkout.OrderController.create(OrderController.java:{n})",
+           "org.springframework.web.servlet.FrameworkServlet.service(FrameworkServlet.java:{n})",
+           "org.apache.catalina.core.ApplicationFilterChain.doFilter(ApplicationFilterChain.java:{n})",
+           "java.base/java.lang.Thread.run(Thread.java:{n})"]
+
+
+class _AppLogs:
+    """Instances of three services writing CloudWatch-style log events, one per round each. Normal
+    lines are requests and jobs (a few are long debug dumps); anomalies (``anomaly`` 1) are stack
+    traces, error lines of a few flaky instances, and failures of the payments worker's nightly
+    batch window (01:00-03:59 UTC). 0.5 % of labels are flipped."""
+
+    def __init__(self, streams: int, rng: np.random.Generator) -> None:
+        groups = list(_SERVICES)
+        self.group = [groups[i % len(groups)] for i in range(streams)]
+        self.stream = pa.array([f"{_SERVICES[g][0]}/{rng.integers(16**12):012x}" for g in self.group], pa.string())
+        self.log = pa.array([f"{_ACCOUNT}:{g}" for g in self.group], pa.string())
+        self.flaky = rng.random(streams) < 0.1
+        self.batch = np.array([g == "/ecs/payments-worker" for g in self.group])
+
+    @staticmethod
+    def _fill(template: str, rng: np.random.Generator) -> str:
+        out = template
+        while "{" in out:
+            out = (out.replace("{r}", f"{rng.integers(16**8):08x}-{rng.integers(16**4):04x}", 1)
+                   .replace("{n}", str(int(rng.integers(1, 5000))), 1).replace("{ms}", str(int(rng.gamma(2, 40))), 1))
+        return out
+
+    def round(self, rng: np.random.Generator, seq_ids: pa.Array, event_time: pa.Array) -> dict[str, Any]:
+        n = len(self.group)
+        hour = (np.asarray(event_time.to_numpy(zero_copy_only=False), dtype=np.int64) // 3_600_000) % 24
+        night = (hour >= 1) & (hour <= 3)
+        p = np.where(self.flaky, 0.08, 0.004) + np.where(self.batch & night, 0.15, 0.0)
+        anomalous = rng.random(n) < p
+        messages = []
+        for i in range(n):
+            if not anomalous[i]:
+                template = rng.choice(_SERVICES[self.group[i]][1])
+                message = self._fill(str(template), rng)
+                if rng.random() < 0.01:  # a long, normal debug dump
+                    message += " payload=" + json.dumps({"items": [{"sku": int(rng.integers(1_000_000)), "qty": 1}
+                                                                  for _ in range(int(rng.integers(5, 40)))]})
+            elif rng.random() < 0.4:  # a stack trace
+                frames = rng.choice(_FRAMES, size=int(rng.integers(5, 40)))
+                message = (self._fill(str(rng.choice(_ERRORS)), rng) + "\njava.lang.IllegalStateException: \"order\", "
+                           "état inattendu\n" + "\n".join("\tat " + self._fill(str(f), rng) for f in frames))
+            else:
+                message = self._fill(str(rng.choice(_ERRORS)), rng)
+            messages.append(message)
+        label = anomalous ^ (rng.random(n) < 0.005)
+        return {
+            "@ptr": pc.binary_join_element_wise(pa.array(["ptr"] * n), seq_ids, "-"),
+            "@timestamp": event_time, "@message": pa.array(messages, pa.string()),
+            "@logStream": self.stream, "@log": self.log, "anomaly": label.astype(np.int64),
+        }
+
+
 def _sequence_samples(names: set[str]) -> int:
     """How many ``v<i>`` readings a sensor-sequence contract declares (0: not such a contract)."""
     if not names >= set(_SEQUENCE_FIELDS):
@@ -380,7 +462,9 @@ def synthetic_source(contract: Contract, *, machines: int = 200, seed: int = 7,
 
     Telemetry contracts (the ``machine_telemetry`` fields) get the AI4I physics for ``machines``
     machines, sensor-sequence contracts (``sensor_sequences``: its ids, ``asset``, ``model``,
-    ``failure`` and readings ``v1``..``vN``) degrading bearings for ``machines`` sensors; other
+    ``failure`` and readings ``v1``..``vN``) degrading bearings for ``machines`` sensors,
+    application-log contracts (``app_logs``: the CloudWatch fields and ``anomaly``) services'
+    log lines and anomalies from ``machines`` log streams; other
     contracts of string, number, integer and boolean fields get schema-driven random records
     (object and array fields too, though records with them take the producer's slower row path).
     Each round every machine emits one reading, and event time advances ``interval_ms``
@@ -397,11 +481,13 @@ def synthetic_source(contract: Contract, *, machines: int = 200, seed: int = 7,
     row_rng = random.Random(seed)  # for the per-record faults
     faults = faults or FaultSpec()
     names = {f.name for f in contract.fields}
-    fleet: _Fleet | _Sensors | None = None
+    fleet: _Fleet | _Sensors | _AppLogs | None = None
     if names >= set(_TELEMETRY_FIELDS):
         fleet = _Fleet(machines, rng)
     elif samples := _sequence_samples(names):
         fleet = _Sensors(machines, samples, rng)
+    elif names >= set(_LOG_FIELDS) and contract.event_time.format == "epoch_millis":
+        fleet = _AppLogs(machines, rng)
     per_round = machines
     rounds_per_batch = max(1, BATCH_EVENTS // per_round)
     clock = start or datetime.now(UTC).replace(microsecond=0)

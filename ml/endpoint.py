@@ -8,8 +8,9 @@ The stream uses the endpoint only while it serves the production version; otherw
 the job and says why in its log.
 
 :class:`EndpointScorer` is the function of ``DataFrame.mapInArrow``. Each task sends its rows to
-``InvokeEndpoint`` (boto3's ``sagemaker-runtime`` client) as CSV bodies of
-``sagemaker.batch_records`` records, at most ``sagemaker.max_concurrency`` at a time:
+``InvokeEndpoint`` (boto3's ``sagemaker-runtime`` client) as JSON Lines bodies of
+``sagemaker.batch_records`` records (``{"features": [...]}`` each: JSON keeps an empty text apart
+from an absent one, which CSV cannot), at most ``sagemaker.max_concurrency`` at a time:
 
 * throttling (``ThrottlingException``, ``ModelNotReadyException``, HTTP 429), 5xx answers, read
   timeouts and lost connections are retried with jittered exponential backoff (tenacity), up to
@@ -25,8 +26,6 @@ Each output row says what scored it: ``sagemaker:<endpoint>`` or ``local-copy``.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import threading
@@ -45,6 +44,7 @@ log = logging.getLogger("ml.endpoint")
 BACKEND_FILE = "backend.json"
 MLLIB, SAGEMAKER = "mllib", "sagemaker"
 BACKENDS = (MLLIB, SAGEMAKER)
+JSON_LINES = "application/jsonlines"  # what the stream sends an endpoint
 LOCAL_COPY = "local-copy"  # scored_by of records the endpoint did not score
 _THROTTLING = {"ThrottlingException", "Throttling", "ModelNotReadyException", "TooManyRequestsException"}
 
@@ -147,7 +147,7 @@ class EndpointClient:
             return _BREAKERS[key]
 
     def invoke(self, body: bytes, records: int) -> list[float]:
-        """The endpoint's probabilities for a CSV body of ``records`` records, retried while the
+        """The endpoint's probabilities for a JSON Lines body of ``records`` records, retried while the
         failure is transient; raises :class:`EndpointFailure`."""
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
@@ -166,7 +166,7 @@ class EndpointClient:
         )
 
         try:
-            answer = self.client().invoke_endpoint(EndpointName=self.endpoint, ContentType="text/csv",
+            answer = self.client().invoke_endpoint(EndpointName=self.endpoint, ContentType=JSON_LINES,
                                                    Accept="text/csv", Body=body)
             text = answer["Body"].read().decode("utf-8")
         except ClientError as exc:
@@ -197,7 +197,7 @@ _BREAKERS: dict[tuple[Any, ...], Any] = {}
 class EndpointScorer:
     """``mapInArrow`` function: each row with ``probability`` and ``scored_by`` appended.
 
-    ``features`` (numeric, then categorical: the CSV order of :mod:`ml.serving`) are read from the
+    ``features`` (numeric, then categorical: the input order of :mod:`ml.serving`) are read from the
     input; ``scorer`` is the version's ``scorer.json``, the local copy.
     """
 
@@ -205,6 +205,8 @@ class EndpointScorer:
                  scorer: dict[str, Any]) -> None:
         self.endpoint = client
         self.features, self.categorical, self.scorer = list(features), set(categorical), scorer
+        properties = (scorer.get("input_schema") or {}).get("properties", {})
+        self._structured = {f for f in features if properties.get(f, {}).get("type") in ("object", "array")}
         self._local: Any = None
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -225,7 +227,7 @@ class EndpointScorer:
 
         records = chunk.select(self.features).to_pylist()
         try:
-            return self.endpoint.breaker().call(self.endpoint.invoke, self.csv(records), len(records)), \
+            return self.endpoint.breaker().call(self.endpoint.invoke, self.body(records), len(records)), \
                 scored_by(self.endpoint.endpoint)
         except pybreaker.CircuitBreakerError:
             pass  # open: the local copy scores until the next trial call
@@ -234,12 +236,25 @@ class EndpointScorer:
                         len(records))
         return self.local(records), LOCAL_COPY
 
-    def csv(self, records: list[dict[str, Any]]) -> bytes:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
+    def body(self, records: list[dict[str, Any]]) -> bytes:
+        """The records as the serving process reads JSON Lines: the inputs in order, the stream's
+        timestamp in the contract's format again, objects and arrays (JSON text in the stream) as
+        JSON; ASCII only, so no character inside a value ends a line."""
+        from ml.portable import event_time_wire
+
+        event_time = self.scorer.get("event_time") or {}
+        lines = []
         for record in records:
-            writer.writerow([_csv_value(record[f], f in self.categorical) for f in self.features])
-        return out.getvalue().encode("utf-8")
+            values = []
+            for name in self.features:
+                value = record.get(name)
+                if name == event_time.get("field"):
+                    value = event_time_wire(value, event_time["format"])
+                elif name in self._structured and isinstance(value, str):
+                    value = json.loads(value)
+                values.append(value)
+            lines.append(json.dumps({"features": values}, separators=(",", ":")))
+        return ("\n".join(lines) + "\n").encode("ascii")
 
     def local(self, records: list[dict[str, Any]]) -> list[float]:
         from ml.portable import PortableModel
@@ -248,11 +263,3 @@ class EndpointScorer:
             self._local = PortableModel(self.scorer)
         return [float(p) for p in self._local.probabilities(records)]
 
-
-def _csv_value(value: Any, kept: bool) -> str:
-    """A CSV field as ml.serving reads it: a number, text, or JSON (a boolean, an object or array)."""
-    if value is None:
-        return ""
-    if not kept:
-        return repr(float(value))
-    return json.dumps(value) if isinstance(value, (bool, dict, list)) else str(value)

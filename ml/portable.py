@@ -20,6 +20,7 @@ import json
 import math
 import re
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FORMAT = "streamsight.portable/1"
 _PAIR = re.compile(r"^`([^`]+)` ([*-]) `([^`]+)` AS `([^`]+)`$")
+_TEXT_FILL = re.compile(r"^coalesce\(`([^`]+)`, ''\) AS `([^`]+)`$")
+HASH_SEED = 42  # Spark's HashingTF: MurmurHash3 (x86, 32 bits) of the term's UTF-8 bytes, this seed
 
 
 class PortableError(Exception):
@@ -65,6 +68,42 @@ def derived_for(contract: Contract) -> list[dict[str, str]]:
             for d in contract.derived if d.name in needed]
 
 
+def event_time_for(contract: Contract) -> dict[str, str] | None:
+    """``{"field", "format"}`` of the contract's event time when the model reads it: the stream's
+    derived columns see it as a timestamp (UTC), so :class:`PortableModel` converts it too."""
+    field = contract.event_time.field
+    return {"field": field, "format": contract.event_time.format} if field in feature_order(contract)[0] else None
+
+
+def event_time_value(value: Any, fmt: str) -> datetime | None:
+    """An event-time value as the stream reads it: a naive UTC datetime (None if it is not one)."""
+    try:
+        if isinstance(value, datetime):
+            moment = value
+        elif fmt == "iso8601":
+            moment = datetime.fromisoformat(str(value))
+            if moment.tzinfo is None:
+                return None  # the contract's date-time format requires an offset
+        else:
+            seconds = float(value) / (1000.0 if fmt == "epoch_millis" else 1.0)
+            return datetime(1970, 1, 1) + timedelta(microseconds=round(seconds * 1e6))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
+
+
+def event_time_wire(value: Any, fmt: str) -> Any:
+    """A stream's event-time value (a datetime) as a record carries it in the contract's format."""
+    if not isinstance(value, datetime):
+        return value
+    moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    if fmt == "epoch_millis":
+        return round(moment.timestamp() * 1000)
+    if fmt == "epoch_seconds":
+        return moment.timestamp()
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def input_schema(contract: Contract) -> dict[str, Any]:
     """The JSON Schema of one input record of the contract's model: each input field as the contract
     declares it, required where the contract requires it."""
@@ -79,13 +118,15 @@ def input_schema(contract: Contract) -> dict[str, Any]:
 
 def export(model: PipelineModel, *, features: list[str], categorical: list[str],
            input_schema: dict[str, Any], derived: list[dict[str, str]] | None = None,
-           classes: list[str] | None = None) -> dict[str, Any]:
+           classes: list[str] | None = None, event_time: dict[str, str] | None = None) -> dict[str, Any]:
     """The JSON document of a fitted pipeline: its inputs, the derived columns computed from them
     (:func:`derived_for`), its stages' parameters, in order; ``classes``: a multiclass model's, in
-    the order of its probability vector."""
+    the order of its probability vector; ``event_time``: :func:`event_time_for`."""
     stages = [_stage(stage) for stage in model.stages]
-    doc = {"format": FORMAT, "features": list(features), "categorical": list(categorical),
-           "input_schema": input_schema, "derived": list(derived or []), "stages": stages}
+    doc: dict[str, Any] = {"format": FORMAT, "features": list(features), "categorical": list(categorical),
+                           "input_schema": input_schema, "derived": list(derived or []), "stages": stages}
+    if event_time is not None:
+        doc["event_time"] = dict(event_time)
     if classes is not None:
         doc.update(task="multiclass", classes=list(classes))
     return doc
@@ -103,6 +144,9 @@ def _stage(stage: Any) -> dict[str, Any]:
         body = statement.removeprefix("SELECT *, ").removesuffix(" FROM __THIS__")
         if body == statement:
             raise PortableError(f"SQLTransformer statement not supported: {statement!r}")
+        fill = _TEXT_FILL.match(body)
+        if fill is not None:  # a text feature, null as empty text
+            return {"kind": "text_fill", "input": fill.group(1), "output": fill.group(2)}
         pairs = []
         for expr in body.split(", "):
             m = _PAIR.match(expr)
@@ -120,6 +164,17 @@ def _stage(stage: Any) -> dict[str, Any]:
                  for n in stage.categorySizes]
         return {"kind": "one_hot", "inputs": stage.getInputCols(), "outputs": stage.getOutputCols(),
                 "category_sizes": [int(n) for n in stage.categorySizes], "sizes": sizes, "keep_invalid": keep}
+    if kind == "RegexTokenizer":
+        from ml.train import TOKEN_PATTERN
+
+        if not stage.getGaps() or stage.getPattern() != TOKEN_PATTERN:
+            raise PortableError(f"RegexTokenizer other than ml.train's (gaps, pattern {TOKEN_PATTERN!r}) is not supported")
+        return {"kind": "tokens", "input": stage.getInputCol(), "output": stage.getOutputCol(),
+                "pattern": stage.getPattern(), "lowercase": stage.getToLowercase(),
+                "min_length": stage.getMinTokenLength()}
+    if kind == "HashingTF":
+        return {"kind": "hash", "input": stage.getInputCol(), "output": stage.getOutputCol(),
+                "buckets": stage.getNumFeatures(), "binary": stage.getBinary()}
     if kind == "VectorAssembler":
         return {"kind": "assemble", "inputs": stage.getInputCols(), "output": stage.getOutputCol()}
     if kind == "StandardScalerModel":
@@ -185,6 +240,7 @@ class PortableModel:
         self.categorical: set[str] = set(doc["categorical"])
         self.input_schema: dict[str, Any] = doc["input_schema"]
         self.derived: list[dict[str, str]] = list(doc.get("derived") or [])
+        self.event_time: dict[str, str] | None = doc.get("event_time")
         self._query = _derived_query(self.derived) if self.derived else None
         self._local = threading.local()  # a DuckDB connection per thread
         self.task: str = doc.get("task") or "binary"
@@ -212,8 +268,11 @@ class PortableModel:
     def _evaluate(self, records: list[dict[str, Any]]) -> np.ndarray:
         n = len(records)
         cols: dict[str, Any] = {}
+        event_time = self.event_time or {}
         for name in self.features:
             values = [r.get(name) for r in records]
+            if name == event_time.get("field"):  # the stream's rows hold a timestamp: the contract's format
+                values = [event_time_wire(v, event_time["format"]) for v in values]
             if name in self.categorical:
                 cols[name] = values
             else:
@@ -245,6 +304,21 @@ class PortableModel:
                     hit = index < size
                     out[np.nonzero(hit)[0], index[hit]] = 1.0
                     cols[dst] = out
+            elif kind == "text_fill":
+                cols[stage["output"]] = ["" if v is None else str(v) for v in cols[stage["input"]]]
+            elif kind == "tokens":
+                split, low, least = stage["regex"].split, stage["lowercase"], stage["min_length"]
+                cols[stage["output"]] = [[t for t in split(s.lower() if low else s) if len(t) >= least]
+                                         for s in cols[stage["input"]]]
+            elif kind == "hash":
+                import mmh3
+
+                buckets = stage["buckets"]
+                out = np.zeros((n, buckets))
+                for r, tokens in enumerate(cols[stage["input"]]):
+                    for token in tokens:
+                        out[r, mmh3.hash(token.encode("utf-8"), HASH_SEED) % buckets] += 1.0
+                cols[stage["output"]] = np.minimum(out, 1.0) if stage["binary"] else out
             elif kind == "assemble":
                 vector = np.column_stack([c if c.ndim == 2 else c[:, None] for c in (cols[i] for i in stage["inputs"])])
             elif kind == "scale":
@@ -276,10 +350,14 @@ class PortableModel:
 
         properties = self.input_schema.get("properties", {})
         arrays = {}
+        event_time = self.event_time or {}
         for name in self.features:
             kind = properties.get(name, {}).get("type")
             values = [r.get(name) for r in records]
-            if kind == "integer":
+            if name == event_time.get("field"):  # a timestamp (UTC), as the stream's derived columns see it
+                arrays[name] = pa.array([None if v is None else event_time_value(v, event_time["format"])
+                                         for v in values], pa.timestamp("us"))
+            elif kind == "integer":
                 arrays[name] = pa.array([None if v is None else int(v) for v in values], pa.int64())
             elif kind == "number":
                 arrays[name] = pa.array([None if v is None else float(v) for v in values], pa.float64())
@@ -342,7 +420,9 @@ def _prepare(stage: dict[str, Any]) -> dict[str, Any]:
         booster = xgboost.Booster()
         booster.load_model(bytearray(stage["booster"].encode("utf-8")))
         return {**stage, "booster": booster}
-    if kind in ("impute", "pairs", "one_hot", "assemble"):
+    if kind == "tokens":
+        return {**stage, "regex": re.compile(stage["pattern"])}
+    if kind in ("impute", "pairs", "one_hot", "assemble", "text_fill", "hash"):
         return stage
     raise PortableError(f"unknown stage kind {kind!r}")
 

@@ -99,7 +99,8 @@ class Invocations:
             rows = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text)), start=1) if row]
             records = [(n, self._from_values(n, row, text_values=True)) for n, row in rows]
         else:
-            records = [(n, self._from_json(n, line)) for n, line in enumerate(text.splitlines(), start=1)
+            lines = text.split("\n")  # JSON Lines: only a newline ends a line (a value may hold U+2028 ...)
+            records = [(n, self._from_json(n, line.removesuffix("\r"))) for n, line in enumerate(lines, start=1)
                        if line.strip()]
         if not records:
             raise BadRecord(1, "the body holds no records")
@@ -130,7 +131,7 @@ class Invocations:
                 except ValueError:
                     raise BadRecord(line, f"{name}: {value[:80]!r} is not JSON") from None
             else:
-                record[name] = value if value != "" else None
+                record[name] = None if text_values and value == "" else value  # CSV: an empty field is absent
         return record
 
     def _from_json(self, line: int, text: str) -> dict[str, Any]:

@@ -171,10 +171,11 @@ def train_model(
     order_cols = [time_col, *[c for c in contract.dedup_key if c != time_col]]
     numeric = [c for c in spec.features if c not in spec.categorical_features]
     categorical = list(spec.categorical_features)
+    text = list(spec.text_features)
     routes = [spec.route_by] if spec.route_by else []
     derived = contract.model_reads(derived=True)
     read = [c for c in contract.model_reads() if c not in derived]
-    needed = list(dict.fromkeys([*order_cols, *read, *numeric, *categorical, spec.label, *routes]))
+    needed = list(dict.fromkeys([*order_cols, *read, *numeric, *categorical, *text, spec.label, *routes]))
     missing = [c for c in needed if c not in silver.columns and c not in derived]
     if missing:
         raise TrainingError(f"the silver data of {contract.name!r} lacks column(s) {missing}")
@@ -380,7 +381,8 @@ def _train_on_split(
     candidates: dict[str, dict[str, Any]] = {}
     for algorithm in algorithms:
         t0 = time.monotonic()
-        model = _pipeline(algorithm, numeric, categorical, seed, params).fit(fit_df)
+        model = _pipeline(algorithm, numeric, categorical, seed, params, text=spec.text_features,
+                          text_buckets=spec.text_buckets).fit(fit_df)
         if classes is None:
             scored = _with_p1(model.transform(val_df)).select(LABEL, _PROB1).cache()
             value = _auc(scored, "areaUnderPR") if can_validate else None
@@ -412,7 +414,8 @@ def _train_on_split(
 
     model = chosen["model"]
     if refit:
-        model = _pipeline(algorithm, numeric, categorical, seed, params).fit(
+        model = _pipeline(algorithm, numeric, categorical, seed, params, text=spec.text_features,
+                          text_buckets=spec.text_buckets).fit(
             weighted(split.filter(F.col(SPLIT).isin("fit", "validation")), ("fit", "validation")))
 
     # -- held-out evaluation --------------------------------------------------------------------
@@ -490,6 +493,7 @@ def _train_on_split(
         "features": list(spec.features),
         "numeric_features": numeric,
         "categorical_features": categorical,
+        **({"text_features": list(spec.text_features), "text_buckets": spec.text_buckets} if spec.text_features else {}),
         "derived_features": ("pairwise products and differences of the numeric features"
                              if 1 < len(numeric) <= MAX_INTERACTION_FEATURES else "none"),
         "label": spec.label,
@@ -507,7 +511,8 @@ def _train_on_split(
     meta["training_seconds"] = round(time.monotonic() - started, 2)
     inputs, string_inputs = portable.feature_order(contract)
     scorer = portable.export(model, features=inputs, categorical=string_inputs, classes=classes,
-                             input_schema=portable.input_schema(contract), derived=portable.derived_for(contract))
+                             input_schema=portable.input_schema(contract), derived=portable.derived_for(contract),
+                             event_time=portable.event_time_for(contract))
     files = {}
     if algorithm == "xgboost":
         files[XGBOOST_ARCHIVE], meta["sagemaker_builtin_xgboost"] = xgboost_archive(model)
@@ -519,21 +524,31 @@ def _train_on_split(
     return meta
 
 
+TOKEN_PATTERN = "[^a-z0-9]+"  # text features: tokens are runs of letters and digits, lower-cased
+MIN_TOKEN_LENGTH = 2
+
+
 def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: int,
-              params: dict[str, dict[str, Any]] | None = None) -> Pipeline:
+              params: dict[str, dict[str, Any]] | None = None, *, text: list[str] | tuple[str, ...] = (),
+              text_buckets: int = 256) -> Pipeline:
     """Feature preparation + one classifier; every internal column is prefixed ``_ss_``.
 
     Numeric features are median-imputed (a null reading at scoring time must not fail a streaming
     batch); with at most :data:`MAX_INTERACTION_FEATURES` numeric features, the pairwise products and
     differences of the raw values are added (they let trees split on, e.g., torque x speed ~ power or
     a temperature difference, and let the linear model express interactions). Categorical features
-    are indexed and one-hot encoded with an extra slot for unseen or null values.
+    are indexed and one-hot encoded with an extra slot for unseen or null values. Text features
+    (a null is empty text) are lower-cased and split into tokens (:data:`TOKEN_PATTERN`, at least
+    :data:`MIN_TOKEN_LENGTH` characters), each present token setting one of ``text_buckets`` slots
+    (HashingTF: MurmurHash3 of the token's UTF-8 bytes).
     """
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import GBTClassifier, LogisticRegression
     from pyspark.ml.feature import (
+        HashingTF,
         Imputer,
         OneHotEncoder,
+        RegexTokenizer,
         SQLTransformer,
         StandardScaler,
         StringIndexer,
@@ -560,6 +575,13 @@ def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: 
                                     stringOrderType="alphabetAsc"))
         stages.append(OneHotEncoder(inputCols=idx, outputCols=ohe, handleInvalid="keep"))
         assembled += ohe
+    for i, column in enumerate(text):
+        stages.append(SQLTransformer(statement=f"SELECT *, coalesce(`{column}`, '') AS `_ss_txt_{i}` FROM __THIS__"))
+        stages.append(RegexTokenizer(inputCol=f"_ss_txt_{i}", outputCol=f"_ss_tok_{i}", pattern=TOKEN_PATTERN,
+                                     gaps=True, toLowercase=True, minTokenLength=MIN_TOKEN_LENGTH))
+        stages.append(HashingTF(inputCol=f"_ss_tok_{i}", outputCol=f"_ss_tf_{i}", numFeatures=text_buckets,
+                                binary=True))
+        assembled.append(f"_ss_tf_{i}")
     hyper = {**DEFAULT_PARAMS.get(algorithm, {}), **((params or {}).get(algorithm) or {})}
     if algorithm == "xgboost":
         # Trees need no scaling: the booster reads the assembled vector itself, which is what

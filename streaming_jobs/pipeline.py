@@ -229,7 +229,8 @@ class StreamJob:
 
     def gold_query(self, aggregate: str, available_now: bool) -> StreamingQuery:
         c = self.contract
-        silver = self._table_stream("silver").withWatermark(c.event_time.field, c.watermark)
+        quoted = "`" + c.event_time.field.replace("`", "``") + "`"  # parsed as SQL: a name like `@timestamp`
+        silver = self._table_stream("silver").withWatermark(quoted, c.watermark)
         df = T.windowed_aggregate(silver, c, aggregate)
         return (self._writer(df, f"gold_{aggregate}", available_now).format(TABLE_FORMAT)
                 .outputMode("append").start(self.uri(f"gold_{aggregate}")))

@@ -178,6 +178,10 @@ class ModelSpec(_Model):
     label: str
     features: list[str] = Field(min_length=1)
     categorical_features: list[str] = Field(default_factory=list)
+    text_features: list[str] = Field(
+        default_factory=list, description="String fields or derived columns read as text: lower-cased, split "
+        "into tokens of letters and digits (two or more), each token hashed into one of text_buckets slots")
+    text_buckets: int = Field(default=256, ge=16, le=65536, description="Hash slots per text feature")
     task: Literal["binary", "multiclass"] = Field(
         default="binary", description="binary: P(label == positive_label) and a decision threshold; multiclass: "
         "one probability per class, the most probable class predicted")
@@ -329,8 +333,18 @@ class Contract(_Model):
         if self.model:
             need("model.label", self.model.label, known)  # a field or a derived column
             self._check_task(derived)
+            for col in self.model.text_features:
+                need("model.text_features", col, known)
+                kind = derived[col].type if col in derived else schema["properties"][col]["type"]
+                if kind != "string":
+                    raise ValueError(f"model.text_features: {col!r} is {kind}; a text feature is a string")
+                if col in self.model.features or col in self.model.categorical_features:
+                    raise ValueError(f"model.text_features: {col!r} is also a feature; list it once")
             for col in [*self.model.features, *self.model.categorical_features]:
                 need("model.features", col, silver_cols)
+                if col == self.event_time.field:
+                    raise ValueError(f"model.features: {col!r} is the event time, a timestamp in the lake; derive a "
+                                     f"number from it (e.g. hour(`{col}`)) and use that")
                 if col in derived and col not in self.model.categorical_features and derived[col].type in (
                         "string", "boolean"):
                     raise ValueError(f"model.features: derived column {col!r} is {derived[col].type}; a numeric "
@@ -386,7 +400,7 @@ class Contract(_Model):
         if self.model is None:
             return []
         by_name = {d.name: d for d in self.derived}
-        columns = [*self.model.features, *self.model.categorical_features]
+        columns = [*self.model.features, *self.model.categorical_features, *self.model.text_features]
         fields: set[str] = set()
         needed: set[str] = set()
 

@@ -119,7 +119,8 @@ def scored_record_columns(contract: Contract) -> list[tuple[str, str]]:
         return []
     silver = dict(silver_columns(contract))
     keep = [contract.key, *contract.dedup_key, contract.event_time.field, *contract.model_reads(),
-            *contract.model.features, *contract.model.categorical_features, contract.model.label]
+            *contract.model.features, *contract.model.categorical_features, *contract.model.text_features,
+            contract.model.label]
     return [(c, silver[c]) for c in dict.fromkeys(keep)]
 
 

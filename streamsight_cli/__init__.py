@@ -223,14 +223,15 @@ def produce(
     client: Annotated[Optional[Client], typer.Option(help="Kafka client library.")] = None,
     faults: Annotated[Optional[str], typer.Option(
         help="Synthetic faults, e.g. malformed=0.01,schema=0.02,duplicates=0.02,late=0.01")] = None,
-    machines: Annotated[int, typer.Option(help="Synthetic: number of machines.")] = 200,
+    machines: Annotated[int, typer.Option(help="Synthetic: number of machines (sensors, log streams).")] = 200,
     seed: Annotated[int, typer.Option(help="Synthetic: random seed.")] = 7,
     start: Annotated[Optional[datetime], typer.Option(
         formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"],
         help="Synthetic: event time of the first round (UTC unless an offset is given; default: now). "
-             "Event time then advances 1 s per round of --machines events.")] = None,
+             "Event time then advances --interval-ms per round of --machines events.")] = None,
     realtime: Annotated[bool, typer.Option(
         help="Synthetic: event time is the wall clock when each round is made, as a live source's is.")] = False,
+    interval_ms: Annotated[int, typer.Option(min=1, help="Synthetic: event time between rounds.")] = 1000,
     skip: Annotated[int, typer.Option(help="ai4i: skip this many rows first.")] = 0,
     skip_validation: Annotated[bool, typer.Option(
         help="Send records unchecked and unflagged (tests the stream's own validation).")] = False,
@@ -257,7 +258,7 @@ def produce(
         if start is not None and start.tzinfo is None:
             start = start.replace(tzinfo=UTC)
         events = sources.synthetic_source(contract, machines=machines, seed=seed, faults=sources.FaultSpec.parse(faults),
-                                          start=start, realtime=realtime)
+                                          start=start, realtime=realtime, interval_ms=interval_ms)
     elif source == "file":
         if path is None:
             raise StreamsightError("--source file needs --path PATH (or --source file:PATH)")

@@ -238,3 +238,34 @@ def shapes_cases() -> list[Case]:
 
 def raw_case(code: str | None, name: str, value: bytes) -> Case:
     return Case(name, value, code)
+
+
+def app_log_cases() -> list[Case]:
+    """``app_logs``: CloudWatch's ``@``-named fields (quoted wherever SQL names them), multi-line
+    Unicode messages, epoch-millisecond event times."""
+    base = {"@ptr": "ptr-1", "@timestamp": 1_733_616_000_123, "@message": "INFO started in 812ms",
+            "@logStream": "checkout-api/app/0123456789ab", "@log": "123456789012:/ecs/checkout-api", "anomaly": 0}
+
+    def rec(code: str | None, name: str, drop: tuple[str, ...] = (), **changes: Any) -> Case:
+        record = {k: v for k, v in {**base, **{k.replace("at_", "@"): v for k, v in changes.items()}}.items()
+                  if k not in drop}
+        return Case(name, _dumps(record), code)
+
+    trace = 'ERROR boom\njava.lang.IllegalStateException: "order", état inattendu\n\tat a.B.c(B.java:12)'
+    return [
+        rec(None, "a log event"),
+        rec(None, "a multi-line stack trace with quotes, commas and accents", at_message=trace),
+        rec(None, "an empty message", at_message=""),
+        rec(None, "no label (live data)", drop=("anomaly",)),
+        rec("MISSING_FIELD", "no @message", drop=("@message",)),
+        rec("MISSING_FIELD", "@logStream null", at_logStream=None),
+        rec("TYPE_MISMATCH", "@timestamp as text", at_timestamp="2024-12-08T00:00:00Z"),
+        rec("TYPE_MISMATCH", "@message as an object", at_message={"msg": "x"}),
+        rec("OUT_OF_RANGE", "@timestamp before 1970", at_timestamp=-1),
+        rec("BAD_LENGTH", "@log empty", at_log=""),
+        rec("NOT_IN_ENUM", "anomaly 2", anomaly=2),
+        rec("TYPE_MISMATCH", "anomaly as text", anomaly="1"),
+        rec("BAD_LENGTH", "@ptr empty", at_ptr=""),
+        rec("BAD_EVENT_TIME", "@timestamp after year 9999", at_timestamp=253_402_300_800_000),
+        rec("TYPE_MISMATCH", "@timestamp fractional", at_timestamp=1_733_616_000_123.5),
+    ]

@@ -142,3 +142,55 @@ def test_portable_class_probabilities_equal_mllib(spark, algorithm):
     assert (got[:150].argmax(axis=1) == [classes.index(r["species"]) for r in records]).mean() > 0.9  # it learned
     with pytest.raises(portable.PortableError, match="class_probabilities"):
         scorer.probabilities(rows)
+
+
+def test_portable_text_features_equal_mllib(spark):
+    """The shipped app_logs contract with its message as a text feature: tokens hashed into slots
+    (Spark's RegexTokenizer and HashingTF; MurmurHash3 in ml.portable), beside its derived columns
+    read from the event time, on synthetic log events and odd ones (no message, only punctuation,
+    accents, a token that is a number)."""
+    from datetime import UTC, datetime
+
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    from ingestion.sources import synthetic_source
+    from ml.train import LABEL, PROBABILITY, WEIGHT, _pipeline
+    from streamsight.contracts import load_contract
+    from streamsight.lake import with_derived
+    from tests.integration.helpers import CONTRACTS
+
+    base = load_contract(CONTRACTS / "app_logs.yaml")
+    assert base.model is not None
+    contract = base.model_copy(update={"model": base.model.model_copy(update={
+        "text_features": ["@message"], "text_buckets": 64})})
+    batch = next(synthetic_source(contract, machines=12, seed=5, start=datetime(2024, 5, 1, tzinfo=UTC),
+                                  interval_ms=600_000))
+    records = batch.table.slice(0, 3000).to_pylist()
+    odd = [{**records[0], "@message": None}, {**records[1], "@message": "--- ... !!!"},
+           {**records[2], "@message": "ÉTAT inattendu: Straße 42 İstanbul x"}]
+    rows = [*records, *odd]
+
+    def frame(recs: list[dict]) -> object:
+        df = spark.createDataFrame([{**r, "@timestamp": datetime.fromtimestamp(r["@timestamp"] / 1000, UTC)}
+                                    for r in recs],
+                                   schema="`@ptr` string, `@timestamp` timestamp, `@message` string, "
+                                          "`@logStream` string, `@log` string, anomaly bigint")
+        return with_derived(df, contract)
+
+    train = frame(records).withColumn(LABEL, F.col("anomaly").cast("double")).withColumn(WEIGHT, F.lit(1.0))
+    params = {"logistic_regression": {"maxIter": 20}}
+    model = _pipeline("logistic_regression", ["hour_of_day", "message_length", "log_length"], ["@logStream"], seed=7,
+                      params=params, text=["@message"], text_buckets=64).fit(train)
+    expected = [r[0] for r in model.transform(frame(rows)).select(vector_to_array(PROBABILITY)[1]).collect()]
+
+    features, categorical = portable.feature_order(contract)
+    doc = portable.export(model, features=features, categorical=categorical,
+                          input_schema=portable.input_schema(contract), derived=portable.derived_for(contract),
+                          event_time=portable.event_time_for(contract))
+    assert [s["kind"] for s in doc["stages"]][:4] == ["impute", "pairs", "index", "one_hot"]
+    assert {"text_fill", "tokens", "hash"} <= {s["kind"] for s in doc["stages"]}
+    scorer = portable.PortableModel(json.loads(json.dumps(doc)))
+    got = scorer.probabilities(rows)  # the records as sent: @timestamp in epoch milliseconds
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    assert len(np.unique(np.round(got, 9))) > 20

@@ -54,6 +54,7 @@ def _derive(**entry: Any) -> Any:
     (lambda doc: doc["derived"].append({"name": "band", "type": "string", "expr": "'high'"})
      or doc["model"]["features"].append("band"), r"model\.features: derived column 'band' is string"),
     (lambda doc: doc.update(filter="torque > 0"), r"filter: 'torque' is not a field"),
+    (lambda doc: doc["model"]["features"].append("event_time"), r"model\.features: 'event_time' is the event time"),
 ])
 def test_a_bad_derived_column_fails_at_load_naming_file_and_field(tmp_path, change, says):
     path = _write(tmp_path, change)

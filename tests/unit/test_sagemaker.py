@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import numpy as np
 import pytest
 from botocore.stub import ANY, Stubber
 
@@ -207,7 +208,8 @@ def test_an_open_circuit_skips_the_endpoint_and_the_local_copy_scores(monkeypatc
     batch = pa.RecordBatch.from_pydict({"id": [1, 2, 3, 4, 5, 6, 7], "x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, None]})
     with stub:
         stub.add_response("invoke_endpoint", _answer("0.9\n0.8\n"), {
-            "EndpointName": "pump-vibration", "ContentType": "text/csv", "Accept": "text/csv", "Body": b"1.0\n2.0\n"})
+            "EndpointName": "pump-vibration", "ContentType": "application/jsonlines", "Accept": "text/csv",
+            "Body": b'{"features":[1.0]}\n{"features":[2.0]}\n'})
         stub.add_client_error("invoke_endpoint", "InternalFailure", http_status_code=500)
         stub.add_client_error("invoke_endpoint", "InternalFailure", http_status_code=500)  # opens the circuit
         out = pa.Table.from_batches(list(scorer(iter([batch]))))
@@ -215,3 +217,48 @@ def test_an_open_circuit_skips_the_endpoint_and_the_local_copy_scores(monkeypatc
     assert out.column("id").to_pylist() == [1, 2, 3, 4, 5, 6, 7]
     assert out.column("probability").to_pylist() == pytest.approx([0.9, 0.8, 0.3, 0.4, 0.5, 0.6, 0.0])
     assert out.column("scored_by").to_pylist() == [scored_by("pump-vibration")] * 2 + [LOCAL_COPY] * 5
+
+
+def test_the_stream_sends_log_events_the_serving_process_reads_back_unchanged():
+    """app_logs' inputs as the stream holds them (a timestamp; messages with newlines, quotes, commas,
+    accents, a line separator; an empty one) through the JSON Lines the stream sends an endpoint and
+    back out of the serving process's parser: the same records, the same derived columns (DuckDB,
+    from the event time in epoch milliseconds) and so the same probability as the stream's local copy."""
+    from datetime import datetime
+
+    from ml import portable
+    from ml.endpoint import EndpointScorer
+    from ml.online import ServedModel
+    from ml.serving import Invocations
+    from streamsight.contracts import load_contract
+    from tests.integration.helpers import CONTRACTS
+
+    contract = load_contract(CONTRACTS / "app_logs.yaml")
+    features, categorical = portable.feature_order(contract)
+    assert features == ["@timestamp", "@logStream", "@message", "@log"]
+    derived = portable.derived_for(contract)
+    assert [d["name"] for d in derived] == ["hour_of_day", "message_length", "log_length"]
+    doc = {"format": portable.FORMAT, "features": features, "categorical": categorical,
+           "input_schema": portable.input_schema(contract), "derived": derived,
+           "event_time": portable.event_time_for(contract),
+           "stages": [{"kind": "assemble", "inputs": ["hour_of_day", "message_length", "log_length"], "output": "v"},
+                      {"kind": "logistic", "coefficients": [0.1, 0.01, -0.05], "intercept": -1.0}]}
+    served = ServedModel.of("log_anomaly", 1, doc, {"threshold": 0.5})
+    at = datetime(2024, 12, 8, 23, 59, 59, 999000)  # the stream's timestamp (UTC, naive)
+    stream_rows = [
+        {"@timestamp": at, "@logStream": "api/1", "@log": "1:/ecs/api",
+         "@message": 'ERROR boom, "quoted"\r\njava.lang.IllegalStateException: état\n\tat a.B(B.java:1)'},
+        {"@timestamp": at.replace(hour=3), "@logStream": "api,2", "@log": "1:/ecs/api", "@message": "x" * 5000},
+        {"@timestamp": at.replace(hour=4), "@logStream": "api/3", "@log": "1:/ecs/api", "@message": ""},
+        {"@timestamp": at.replace(hour=5), "@logStream": "api/4", "@log": "1:/ecs/api", "@message": "a\u2028b\x85c"},
+    ]
+    scorer = EndpointScorer(None, features, categorical, doc)  # type: ignore[arg-type]
+    body = scorer.body(stream_rows)
+    assert body.isascii() and body.count(b"\n") == len(stream_rows)
+    read = Invocations(served).records(body, "application/jsonlines")
+    assert read == [{**r, "@timestamp": 1_733_702_399_999 - [0, 20, 19, 18][i] * 3600 * 1000}
+                    for i, r in enumerate(stream_rows)]
+    local = served.scorer.probabilities(stream_rows)  # the stream's local copy, on its own rows
+    np.testing.assert_allclose(served.scorer.probabilities(read), local, rtol=1e-12)
+    hours, lengths = np.array([23, 3, 4, 5]), np.array([len(r["@message"]) for r in stream_rows])
+    np.testing.assert_allclose(local, 1 / (1 + np.exp(-(0.1 * hours + 0.01 * lengths - 0.05 * 10 - 1.0))), rtol=1e-12)

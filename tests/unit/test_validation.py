@@ -11,11 +11,13 @@ from streaming_jobs.validation import validate
 from streamsight.contracts import Contract, load_contract
 from streamsight.validation import RecordValidator
 from tests.conftest import ROOT
-from tests.corpus import SHAPES, Case, shapes_cases, telemetry_cases
+from tests.corpus import SHAPES, Case, app_log_cases, shapes_cases, telemetry_cases
 
 TELEMETRY = load_contract(ROOT / "conf" / "contracts" / "machine_telemetry.yaml")
 SHAPES_CONTRACT = Contract.model_validate(SHAPES)
-CORPORA = {"machine_telemetry": (TELEMETRY, telemetry_cases()), "shapes": (SHAPES_CONTRACT, shapes_cases())}
+APP_LOGS = load_contract(ROOT / "conf" / "contracts" / "app_logs.yaml")
+CORPORA = {"machine_telemetry": (TELEMETRY, telemetry_cases()), "shapes": (SHAPES_CONTRACT, shapes_cases()),
+           "app_logs": (APP_LOGS, app_log_cases())}
 
 
 def _stream_codes(spark, contract: Contract, cases: list[Case]) -> list[tuple[str | None, str | None]]:
@@ -49,7 +51,7 @@ def test_the_stream_gives_each_case_the_producers_code(spark, corpus):
     assert all(reason for code, reason in stream if code is not None)
     assert all(reason is None for code, reason in stream if code is None)
     kinds = {c.code for c in cases if c.code}
-    assert len([c for c in cases if c.code]) >= (40 if corpus == "machine_telemetry" else 15), kinds
+    assert len([c for c in cases if c.code]) >= {"machine_telemetry": 40, "app_logs": 10}.get(corpus, 15), kinds
 
 
 def test_the_stream_types_accepted_records(spark):
