@@ -121,7 +121,7 @@ class ProductionScorer:
             index = (F.array_position(probabilities, F.array_max(probabilities)) - 1).cast("int")  # the first most probable
             scored = (model.transform(df)
                       .withColumn("probability", F.array_max(probabilities))
-                      .withColumn("prediction", index.cast("int"))
+                      .withColumn("prediction", index)
                       .withColumn("predicted_class",
                                   F.element_at(F.array(*[F.lit(c) for c in metadata["classes"]]), index + 1))
                       .withColumn("scored_by", F.lit(MLLIB)))

@@ -252,3 +252,13 @@ def test_xgboost_trains_with_its_spark_estimator_and_keeps_the_booster_for_sagem
     local = PortableModel(json.loads((version / "scorer.json").read_text()))
     records = [{c: r[c] for c in contract.model_reads()} for r in scored]
     np.testing.assert_allclose(local.probabilities(records), expected, rtol=1e-6)
+
+
+def test_a_multiclass_model_refuses_a_binary_only_algorithm(tmp_path):
+    from ml.train import TrainingError, train_model
+
+    settings = load_settings(lake_dir=str(tmp_path / "lake"))
+    iris = get_contract(settings.contracts_dir, "iris")
+    with pytest.raises(TrainingError, match="gbt trains binary models only; a multiclass model can use "
+                                            "logistic_regression, xgboost"):
+        train_model(None, settings, iris, algorithms=("gbt",))  # type: ignore[arg-type]  # refused before Spark

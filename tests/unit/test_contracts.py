@@ -55,6 +55,14 @@ def _derive(**entry: Any) -> Any:
      or doc["model"]["features"].append("band"), r"model\.features: derived column 'band' is string"),
     (lambda doc: doc.update(filter="torque > 0"), r"filter: 'torque' is not a field"),
     (lambda doc: doc["model"]["features"].append("event_time"), r"model\.features: 'event_time' is the event time"),
+    (lambda doc: doc["model"].update(text_features=["torque_nm"]),
+     r"model\.text_features: 'torque_nm' is number; a text feature is a string"),
+    (lambda doc: doc["model"].update(text_features=["notes"]), r"model\.text_features: 'notes' is not a field"),
+    (lambda doc: doc["model"].update(text_features=["type"], categorical_features=["type"],
+                                     features=[*doc["model"]["features"], "type"]),
+     r"model\.text_features: 'type' is also a feature"),
+    (lambda doc: doc["model"].update(text_features=["type"], text_buckets=8),
+     r"model\.text_buckets: Input should be greater than or equal to 16"),
 ])
 def test_a_bad_derived_column_fails_at_load_naming_file_and_field(tmp_path, change, says):
     path = _write(tmp_path, change)
