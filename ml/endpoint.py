@@ -197,16 +197,15 @@ _BREAKERS: dict[tuple[Any, ...], Any] = {}
 class EndpointScorer:
     """``mapInArrow`` function: each row with ``probability`` and ``scored_by`` appended.
 
-    ``features`` (numeric, then categorical: the input order of :mod:`ml.serving`) are read from the
-    input; ``scorer`` is the version's ``scorer.json``, the local copy.
+    ``scorer`` is the version's ``scorer.json``: the local copy, and the model's inputs (its
+    ``features``, the input order of :mod:`ml.serving`), which are read from the rows.
     """
 
-    def __init__(self, client: EndpointClient, features: list[str], categorical: list[str],
-                 scorer: dict[str, Any]) -> None:
+    def __init__(self, client: EndpointClient, scorer: dict[str, Any]) -> None:
         self.endpoint = client
-        self.features, self.categorical, self.scorer = list(features), set(categorical), scorer
+        self.features, self.scorer = list(scorer["features"]), scorer
         properties = (scorer.get("input_schema") or {}).get("properties", {})
-        self._structured = {f for f in features if properties.get(f, {}).get("type") in ("object", "array")}
+        self._structured = {f for f in self.features if properties.get(f, {}).get("type") in ("object", "array")}
         self._local: Any = None
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -182,8 +182,7 @@ class ProductionScorer:
         base = df.select(*[F.col(f"`{c}`") for c in keep])
         schema = StructType([*base.schema.fields, StructField("probability", DoubleType()),
                              StructField("scored_by", StringType())])
-        scorer = EndpointScorer(EndpointClient.from_settings(self.settings, endpoint), doc["features"],
-                                doc["categorical"], doc)
+        scorer = EndpointScorer(EndpointClient.from_settings(self.settings, endpoint), doc)
         return base.mapInArrow(scorer, schema)
 
 

@@ -202,7 +202,7 @@ def test_an_open_circuit_skips_the_endpoint_and_the_local_copy_scores(monkeypatc
     client, stub = _runtime(monkeypatch, max_attempts=1, breaker_failures=2, breaker_reset_s=3600, batch_records=2,
                             max_concurrency=1)  # chunks in order
     monkeypatch.setattr("ml.endpoint._BREAKERS", {})
-    scorer = EndpointScorer(client, ["x"], [], {})
+    scorer = EndpointScorer(client, {"features": ["x"]})
     # the local copy (ml.portable, checked against MLlib elsewhere) replaced by a visible rule
     monkeypatch.setattr(EndpointScorer, "local", lambda self, records: [(r["x"] or 0) / 10 for r in records])
     batch = pa.RecordBatch.from_pydict({"id": [1, 2, 3, 4, 5, 6, 7], "x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, None]})
@@ -252,7 +252,7 @@ def test_the_stream_sends_log_events_the_serving_process_reads_back_unchanged():
         {"@timestamp": at.replace(hour=4), "@logStream": "api/3", "@log": "1:/ecs/api", "@message": ""},
         {"@timestamp": at.replace(hour=5), "@logStream": "api/4", "@log": "1:/ecs/api", "@message": "a\u2028b\x85c"},
     ]
-    scorer = EndpointScorer(None, features, categorical, doc)  # type: ignore[arg-type]
+    scorer = EndpointScorer(None, doc)  # type: ignore[arg-type]
     body = scorer.body(stream_rows)
     assert body.isascii() and body.count(b"\n") == len(stream_rows)
     read = Invocations(served).records(body, "application/jsonlines")
