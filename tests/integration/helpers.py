@@ -40,6 +40,20 @@ def isolated_contract(tmp_path: Path, broker: Any, *, base: str = "machine_telem
     return directory
 
 
+def use_stream_env(monkeypatch: Any, tmp_path: Path, broker: Any, contracts_dir: Path) -> None:
+    """Point this process's settings at a test stream: its lake under ``tmp_path``, its contracts, the broker."""
+    monkeypatch.setenv("STREAMSIGHT_LAKE_DIR", str(tmp_path / "lake"))
+    monkeypatch.setenv("STREAMSIGHT_CONTRACTS_DIR", str(contracts_dir))
+    monkeypatch.setenv("STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS", broker.bootstrap_servers)
+
+
+def use_cli_env(monkeypatch: Any, env: dict[str, str]) -> None:
+    """Set the ``STREAMSIGHT_*`` variables of ``env`` (:func:`cli_env`'s) in this process too."""
+    for key, value in env.items():
+        if key.startswith("STREAMSIGHT_"):
+            monkeypatch.setenv(key, value)
+
+
 def cli_env(tmp_path: Path, broker: Any, contracts_dir: Path) -> dict[str, str]:
     return {
         **os.environ,

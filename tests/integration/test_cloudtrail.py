@@ -18,7 +18,7 @@ from ingestion import sources
 from ingestion.producer import produce
 from streamsight.contracts import load_contracts
 from tests.conftest import DATA_DIR
-from tests.integration.helpers import isolated_contract
+from tests.integration.helpers import isolated_contract, use_stream_env
 
 pytestmark = pytest.mark.integration
 
@@ -55,9 +55,7 @@ def test_cloudtrail_files_stream_with_paths_aggregates_and_an_attack_model(spark
     from streamsight.settings import load_settings
 
     contracts_dir = isolated_contract(tmp_path, kafka_broker, base="cloudtrail")
-    monkeypatch.setenv("STREAMSIGHT_LAKE_DIR", str(tmp_path / "lake"))
-    monkeypatch.setenv("STREAMSIGHT_CONTRACTS_DIR", str(contracts_dir))
-    monkeypatch.setenv("STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS", kafka_broker.bootstrap_servers)
+    use_stream_env(monkeypatch, tmp_path, kafka_broker, contracts_dir)
     settings = load_settings()
     contract = load_contracts(contracts_dir)["cloudtrail"]
     records = _records()

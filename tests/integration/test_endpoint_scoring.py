@@ -22,7 +22,7 @@ from ingestion.producer import produce
 from streamsight.contracts import load_contracts
 from tests.faulty_endpoint import ERRORS, FaultyEndpoint
 from tests.integration.api_server import start_server, stop_server
-from tests.integration.helpers import ROOT, cli, cli_env, isolated_contract, wait_for
+from tests.integration.helpers import ROOT, cli, cli_env, isolated_contract, use_cli_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,9 +47,7 @@ def test_log_events_scored_by_an_endpoint_that_throttles_fails_answers_late_and_
 
     contracts_dir = isolated_contract(tmp_path, kafka_broker, base="app_logs")
     env = cli_env(tmp_path, kafka_broker, contracts_dir)
-    for key, value in env.items():
-        if key.startswith("STREAMSIGHT_"):
-            monkeypatch.setenv(key, value)
+    use_cli_env(monkeypatch, env)
     settings = load_settings()
     contract = load_contracts(contracts_dir)["app_logs"]
 
@@ -87,9 +85,7 @@ def test_log_events_scored_by_an_endpoint_that_throttles_fails_answers_late_and_
         env.update({"STREAMSIGHT_SAGEMAKER__RUNTIME_URL": proxy.url, "STREAMSIGHT_SAGEMAKER__READ_TIMEOUT_S": "1",
                     "STREAMSIGHT_SAGEMAKER__BATCH_RECORDS": "100", "STREAMSIGHT_SAGEMAKER__MAX_ATTEMPTS": "3",
                     "STREAMSIGHT_SAGEMAKER__BREAKER_FAILURES": "2", "STREAMSIGHT_SAGEMAKER__BREAKER_RESET_S": "2"})
-        for key, value in env.items():
-            if key.startswith("STREAMSIGHT_"):
-                monkeypatch.setenv(key, value)
+        use_cli_env(monkeypatch, env)
         settings = load_settings()
         chosen = json.loads(cli(env, "backend", "--model", MODEL, "--use", "sagemaker", "--endpoint", ENDPOINT).stdout)
         assert chosen == {"backend": "sagemaker", "endpoint": ENDPOINT, "version": 1}

@@ -16,7 +16,7 @@ from ingestion import sources
 from ingestion.columnar import rows_as_dicts
 from streamsight.contracts import REJECTION_HEADERS, load_contract, load_contracts
 from tests.integration.api_server import start_server, stop_server
-from tests.integration.helpers import CONTRACTS, isolated_contract, read_topic, wait_for
+from tests.integration.helpers import CONTRACTS, isolated_contract, read_topic, use_stream_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +52,7 @@ def test_sensor_sequences_posted_over_http_are_scored_by_the_model_each_names(
     from streamsight.settings import load_settings
 
     contracts_dir = isolated_contract(tmp_path, kafka_broker, base="sensor_sequences")
-    monkeypatch.setenv("STREAMSIGHT_LAKE_DIR", str(tmp_path / "lake"))
-    monkeypatch.setenv("STREAMSIGHT_CONTRACTS_DIR", str(contracts_dir))
-    monkeypatch.setenv("STREAMSIGHT_KAFKA__BOOTSTRAP_SERVERS", kafka_broker.bootstrap_servers)
+    use_stream_env(monkeypatch, tmp_path, kafka_broker, contracts_dir)
     settings = load_settings()
     contract = load_contracts(contracts_dir)["sensor_sequences"]
 
