@@ -36,7 +36,7 @@ from pathlib import Path
 from streamsight.contracts import Contract
 
 QUERIES_DIR = Path(__file__).resolve().parent / "queries"
-CAPABILITIES = ("model", "binary", "multiclass", "category")
+CAPABILITIES = ("model", "binary", "multiclass", "regression", "category")
 _HEADER = re.compile(r"^--\s*([a-z_]+)\s*:\s*(.*?)\s*$")
 _IF = re.compile(r"--\s*@if\s+([a-z_]+)\s*$")
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -44,6 +44,7 @@ _REASONS = {
     "model": "the stream's contract declares no model, so there are no predictions",
     "binary": "the stream's model is not a binary one (no probability of one positive label)",
     "multiclass": "the stream's model is not a multiclass one (no predicted classes)",
+    "regression": "the stream's model is not a regression one (no predicted values)",
     "category": "the stream's model has no categorical feature to group by",
 }
 
@@ -73,7 +74,7 @@ class NamedQuery:
         caps = capabilities(contract)
         for need in self.requires:
             if need not in caps:
-                if need in ("binary", "multiclass") and "model" not in caps:
+                if need in ("binary", "multiclass", "regression") and "model" not in caps:
                     need = "model"
                 raise QuerySkipped(self.name, _REASONS.get(need, f"needs {need}"))
         lines = []

@@ -500,7 +500,11 @@ def _plot_model_metrics(df: pd.DataFrame, contract: Contract, title: str, ctx: _
     fig = _figure()
     ax = fig.add_subplot()
     x = np.arange(len(df))
-    if "f1_macro" in df.columns:  # a multiclass model
+    unit_scale = "rmse" not in df.columns
+    if not unit_scale:  # a regression model: errors in the label's unit
+        metrics = [("rmse", "RMSE", "#2ca25f"), ("mae", "MAE", "#99d8c9")]
+        base_col, base_label = "baseline_rmse", "baseline RMSE (training mean)"
+    elif "f1_macro" in df.columns:  # a multiclass model
         metrics = [("accuracy", "accuracy", "#2ca25f"), ("f1_macro", "macro F1", "#99d8c9"),
                    ("f1_weighted", "weighted F1", "#756bb1")]
         base_col, base_label = "baseline_f1_macro", "baseline macro F1"
@@ -510,7 +514,7 @@ def _plot_model_metrics(df: pd.DataFrame, contract: Contract, title: str, ctx: _
     width = 0.26
     for i, (col, label, color) in enumerate(metrics):
         values = df[col].astype(float)
-        bars = ax.bar(x + (i - 1) * width, values.fillna(0), width, label=label, color=color)
+        bars = ax.bar(x + (i - (len(metrics) - 1) / 2) * width, values.fillna(0), width, label=label, color=color)
         ax.bar_label(bars, labels=["" if v != v else f"{v:.2f}" for v in values], padding=2, fontsize=8)
     baseline = df[base_col].astype(float)
     if baseline.notna().any():
@@ -520,9 +524,11 @@ def _plot_model_metrics(df: pd.DataFrame, contract: Contract, title: str, ctx: _
         ax.plot([], [], color="black", linestyle="--", linewidth=1.2, label=base_label)
     ticks = [f"v{int(v)}" + ("\n(production)" if prod else "") for v, prod in zip(df["version"], df["is_production"])]
     ax.set_xticks(x, ticks)
-    ax.set_ylim(0, 1.08)
+    if unit_scale:
+        ax.set_ylim(0, 1.08)
     _legend(fig, title="metric")
-    _style(ax, f"{contract.name}: {title}", "model version", "score (0–1)")
+    _style(ax, f"{contract.name}: {title}", "model version",
+           "score (0–1)" if unit_scale else f"error ({contract.model.label if contract.model else 'label'})")
     return fig
 
 
@@ -646,7 +652,9 @@ def _model_html(rep: StreamReport) -> str:
         ("created at", _fmt(shown.get("created_at"))),
     ]
     metrics: tuple[tuple[str, str], ...]
-    if shown.get("task") == "multiclass":
+    if shown.get("task") == "regression":
+        metrics = (("rmse", "RMSE"), ("mae", "MAE"), ("r2", "R²"))
+    elif shown.get("task") == "multiclass":
         metrics = (("accuracy", "accuracy"), ("f1_macro", "macro F1"), ("f1_weighted", "weighted F1"),
                    ("log_loss", "log loss"))
     else:

@@ -40,7 +40,8 @@ REGISTRY_VIEW = "model_registry"
 
 # One row per model version. Metrics are flattened; ``baseline_*`` come from
 # metadata["baseline_metrics"] (ml.train's majority-class baseline on the same test rows). Binary
-# models fill auc_pr ... fn; multiclass ones accuracy, f1_macro, f1_weighted and log_loss.
+# models fill auc_pr ... fn; multiclass ones accuracy, f1_macro, f1_weighted and log_loss; regression
+# ones rmse, mae and r2 (their baseline predicts the training mean).
 REGISTRY_COLUMNS: list[tuple[str, str]] = [
     ("model_name", "string"), ("version", "int"), ("is_production", "boolean"), ("aliases", "string"),
     ("task", "string"), ("threshold", "double"), ("created_at", "string"),
@@ -50,11 +51,14 @@ REGISTRY_COLUMNS: list[tuple[str, str]] = [
     ("baseline_precision", "double"), ("baseline_recall", "double"),
     ("accuracy", "double"), ("f1_macro", "double"), ("f1_weighted", "double"), ("log_loss", "double"),
     ("baseline_accuracy", "double"), ("baseline_f1_macro", "double"), ("baseline_log_loss", "double"),
+    ("rmse", "double"), ("mae", "double"), ("r2", "double"),
+    ("baseline_rmse", "double"), ("baseline_mae", "double"), ("baseline_r2", "double"),
     ("metadata_uri", "string"),
 ]
 _METRICS = ("auc_pr", "auc_roc", "f1", "precision", "recall", "tp", "fp", "tn", "fn",
-            "accuracy", "f1_macro", "f1_weighted", "log_loss")
-_BASELINE_METRICS = ("auc_pr", "auc_roc", "f1", "precision", "recall", "accuracy", "f1_macro", "log_loss")
+            "accuracy", "f1_macro", "f1_weighted", "log_loss", "rmse", "mae", "r2")
+_BASELINE_METRICS = ("auc_pr", "auc_roc", "f1", "precision", "recall", "accuracy", "f1_macro", "log_loss",
+                     "rmse", "mae", "r2")
 
 
 def ddl(columns: Iterable[tuple[str, str]]) -> str:

@@ -11,9 +11,15 @@ Importing this package does not import pyspark.
 from __future__ import annotations
 
 PRODUCTION_ALIAS = "production"
-BINARY, MULTICLASS = "binary", "multiclass"
+BINARY, MULTICLASS, REGRESSION = "binary", "multiclass", "regression"
 # The test metric that ranks candidates and decides promotion, per task (metadata["metrics"]).
-PRIMARY_METRIC = {BINARY: "auc_pr", MULTICLASS: "f1_macro"}
+PRIMARY_METRIC = {BINARY: "auc_pr", MULTICLASS: "f1_macro", REGRESSION: "rmse"}
+LOWER_IS_BETTER = frozenset({"rmse"})
+
+
+def at_least_as_good(metric: str, value: float, other: float) -> bool:
+    """Whether ``value`` of ``metric`` is as good as ``other`` or better."""
+    return value <= other if metric in LOWER_IS_BETTER else value >= other
 
 
 def task_of(metadata: dict) -> str:

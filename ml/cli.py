@@ -56,8 +56,8 @@ def train_command(
     session_factory: SessionFactory | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on its stream's silver table (``stream``'s, for a model named by a contract's
-    ``model.route_by`` field) with each of ``algorithms`` (default: :data:`ml.train.ALGORITHMS`, or
-    ``MULTICLASS_ALGORITHMS``), keeping the best; print a summary; return the metadata."""
+    ``model.route_by`` field) with each of ``algorithms`` (default: the task's,
+    :data:`ml.train.DEFAULT_ALGORITHMS`), keeping the best; print a summary; return the metadata."""
     from ml.train import contract_for_model, routed_contract, summary_line, train_model
     from streamsight.contracts import get_contract
 
@@ -151,6 +151,9 @@ def _row(name: str, meta: dict[str, Any]) -> dict[str, Any]:
         "accuracy": metrics.get("accuracy"),
         "f1_macro": metrics.get("f1_macro"),
         "baseline_f1_macro": baseline.get("f1_macro"),
+        "rmse": metrics.get("rmse"),
+        "r2": metrics.get("r2"),
+        "baseline_rmse": baseline.get("rmse"),
         "rows_train": data.get("rows_train"),
         "rows_test": data.get("rows_test"),
         "data_until": data.get("max_event_time"),
@@ -159,9 +162,11 @@ def _row(name: str, meta: dict[str, Any]) -> dict[str, Any]:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     multiclass = any(r.get("task") == "multiclass" for r in rows)
+    regression = any(r.get("task") == "regression" for r in rows)
     headers = ["model", "version", "aliases", "created_at", "algorithm", "task", "auc_pr", "auc_roc", "f1",
                "precision", "recall", "threshold", "baseline_auc_pr",
                *(["accuracy", "f1_macro", "baseline_f1_macro"] if multiclass else []),
+               *(["rmse", "r2", "baseline_rmse"] if regression else []),
                "rows_train", "rows_test", "data_until"]
 
     def cell(value: Any, key: str) -> str:

@@ -10,7 +10,7 @@ model's input schema (the contract's JSON Schema of each feature, all required) 
 * ``200`` ``model``, ``version``, ``threshold`` and, for one record, ``probability`` and ``label``
   (1 when the probability reaches the threshold); for several, ``predictions`` in request order.
   A multiclass model has no threshold: ``label`` is the most probable class, ``probability`` its
-  probability, and ``probabilities`` holds every class's;
+  probability, and ``probabilities`` holds every class's; a regression model answers ``value``;
 * ``400`` every invalid record's index, field and message; nothing is scored;
 * ``404`` no such model, or none in production; ``413``/``415`` as for events;
 * ``503`` the production version cannot be served (e.g. trained before ``scorer.json`` existed).
@@ -93,10 +93,12 @@ class Invalid(BaseModel):
 
 
 class Prediction(BaseModel):
-    probability: float = Field(description="Binary: P(positive label); multiclass: the predicted class's.")
-    label: int | str = Field(description="Binary: 1 when probability >= threshold, else 0; multiclass: the most "
-                             "probable class.")
+    probability: float | None = Field(default=None, description="Binary: P(positive label); multiclass: the "
+                                      "predicted class's.")
+    label: int | str | None = Field(default=None, description="Binary: 1 when probability >= threshold, else 0; "
+                                    "multiclass: the most probable class.")
     probabilities: dict[str, float] | None = Field(default=None, description="Multiclass: each class's.")
+    value: float | None = Field(default=None, description="Regression: the predicted value.")
 
 
 class Predicted(BaseModel):
@@ -107,6 +109,7 @@ class Predicted(BaseModel):
     probability: float | None = Field(default=None, description="One record: its probability.")
     label: int | str | None = Field(default=None, description="One record: its label.")
     probabilities: dict[str, float] | None = Field(default=None, description="One record, multiclass: each class's.")
+    value: float | None = Field(default=None, description="One record, regression: its predicted value.")
     predictions: list[Prediction] | None = Field(default=None, description="Several records: in request order.")
 
 
@@ -122,7 +125,7 @@ _BODY = {"requestBody": {"required": True, "content": {"application/json": {"sch
 class ModelInfo(BaseModel):
     model: str
     version: int
-    task: str = Field(description="binary or multiclass.")
+    task: str = Field(description="binary, multiclass or regression.")
     threshold: float | None = Field(default=None, description="Binary models' decision threshold.")
     classes: list[str] | None = Field(default=None, description="Multiclass models' classes, in order.")
     features: list[str] = Field(description="The feature order of the {\"data\": [...]} form.")
@@ -235,7 +238,7 @@ async def predict(request: Request, name: Annotated[str, Path(max_length=128)],
     answer: dict[str, Any] = {"model": served.name, "version": served.version}
     if served.threshold is not None:
         answer["threshold"] = served.threshold
-    else:
+    elif served.scorer.classes is not None:
         answer["classes"] = served.scorer.classes
     if single:
         answer.update(predicted[0])
@@ -248,8 +251,9 @@ class StoredPrediction(BaseModel):
     key: str
     event_id: str
     event_time: str = Field(description="ISO 8601, UTC.")
-    probability: float
-    prediction: int
+    probability: float | None = Field(description="Binary: P(positive label); multiclass: the predicted class's; "
+                                      "regression: null.")
+    prediction: int | None = Field(description="Binary: 0 or 1; multiclass: the class's index; regression: null.")
     model_name: str
     model_version: int
     scored_at: str = Field(description="When the streaming job scored it (ISO 8601, UTC).")
@@ -257,6 +261,7 @@ class StoredPrediction(BaseModel):
                            "failed and the job's copy of the model scored it).")
     predicted_class: str | None = Field(default=None, description="A multiclass model's predicted class "
                                         "(prediction is its index).")
+    predicted_value: float | None = Field(default=None, description="A regression model's predicted value.")
 
 
 class StoredPredictions(BaseModel):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from ml import BINARY, MULTICLASS, PRODUCTION_ALIAS, task_of
+from ml import BINARY, PRODUCTION_ALIAS, REGRESSION, task_of
 from ml.portable import PortableError, PortableModel
 from ml.registry import ALIASES_FILE, METADATA_FILE, SCORER_FILE, RegistryError, _check_name
 
@@ -159,7 +159,7 @@ class ServedModel:
     name: str
     version: int
     scorer: PortableModel
-    threshold: float | None  # a binary model's decision threshold; None for a multiclass one
+    threshold: float | None  # a binary model's decision threshold; None for the others
     metadata: dict[str, Any]
 
     @classmethod
@@ -167,13 +167,15 @@ class ServedModel:
         scorer = PortableModel(doc)
         if scorer.task != task_of(metadata):
             raise PortableError(f"{name} v{version}: scorer.json is {scorer.task}, metadata.json {task_of(metadata)}")
-        threshold = None if scorer.task == MULTICLASS else float(metadata["threshold"])
+        threshold = float(metadata["threshold"]) if scorer.task == BINARY else None
         return cls(name, version, scorer, threshold, metadata)
 
     def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each record's ``label`` and ``probability`` (binary: P(positive) and 1 at or above the
         threshold; multiclass: the most probable class and its probability, and ``probabilities``
-        by class)."""
+        by class); a regression model's: ``value``."""
+        if self.scorer.task == REGRESSION:
+            return [{"value": v} for v in self.scorer.values(records).tolist()]
         if self.threshold is not None:
             return [{"probability": p, "label": int(p >= self.threshold)}
                     for p in self.scorer.probabilities(records).tolist()]

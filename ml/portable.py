@@ -4,11 +4,13 @@
 :func:`export` reads a fitted :class:`~pyspark.ml.PipelineModel` as :mod:`ml.train` builds it
 (Imputer, the SQLTransformer of pairwise products and differences, StringIndexer, OneHotEncoder,
 VectorAssembler, StandardScaler, then LogisticRegression (binomial or multinomial), GBTClassifier or
-XGBoost's SparkXGBClassifier, whose booster is kept in XGBoost's own JSON) into a JSON document;
+XGBoost's SparkXGBClassifier -- or, for a regression model, LinearRegression, GBTRegressor or
+SparkXGBRegressor -- whose booster is kept in XGBoost's own JSON) into a JSON document;
 any other stage, or a statement other than those products and differences, is refused. The
 registry stores the document as ``scorer.json`` beside the MLlib model, and :class:`PortableModel`
 evaluates it on plain records in microseconds, for the HTTP API. Its probabilities are the
-pipeline's own (the agreement test compares them with ``PipelineModel.transform`` on every row).
+pipeline's own, and so are a regression model's values (the agreement tests compare them with
+``PipelineModel.transform`` on every row).
 
 The document also carries the model's inputs (the record fields it reads) with their JSON Schema,
 and the contract's derived columns its features need, as Spark SQL and translated for DuckDB.
@@ -118,10 +120,12 @@ def input_schema(contract: Contract) -> dict[str, Any]:
 
 def export(model: PipelineModel, *, features: list[str], categorical: list[str],
            input_schema: dict[str, Any], derived: list[dict[str, str]] | None = None,
-           classes: list[str] | None = None, event_time: dict[str, str] | None = None) -> dict[str, Any]:
+           classes: list[str] | None = None, event_time: dict[str, str] | None = None,
+           task: str | None = None) -> dict[str, Any]:
     """The JSON document of a fitted pipeline: its inputs, the derived columns computed from them
     (:func:`derived_for`), its stages' parameters, in order; ``classes``: a multiclass model's, in
-    the order of its probability vector; ``event_time``: :func:`event_time_for`."""
+    the order of its probability vector; ``event_time``: :func:`event_time_for`; ``task``: binary
+    (the default), multiclass (implied by ``classes``) or regression."""
     stages = [_stage(stage) for stage in model.stages]
     doc: dict[str, Any] = {"format": FORMAT, "features": list(features), "categorical": list(categorical),
                            "input_schema": input_schema, "derived": list(derived or []), "stages": stages}
@@ -129,6 +133,8 @@ def export(model: PipelineModel, *, features: list[str], categorical: list[str],
         doc["event_time"] = dict(event_time)
     if classes is not None:
         doc.update(task="multiclass", classes=list(classes))
+    elif task == "regression":
+        doc["task"] = "regression"
     return doc
 
 
@@ -186,7 +192,13 @@ def _stage(stage: Any) -> dict[str, Any]:
                     "intercepts": stage.interceptVector.toArray().tolist()}
         return {"kind": "logistic", "coefficients": stage.coefficients.toArray().tolist(),
                 "intercept": float(stage.intercept)}
-    if kind == "SparkXGBClassifierModel":  # XGBoost's Spark estimator: its booster, as XGBoost's JSON
+    if kind == "LinearRegressionModel":
+        return {"kind": "linear", "coefficients": stage.coefficients.toArray().tolist(),
+                "intercept": float(stage.intercept)}
+    if kind == "GBTRegressionModel":
+        return {"kind": "gbt_regression", "weights": [float(w) for w in stage.treeWeights],
+                "trees": [_tree(tree._java_obj.rootNode()) for tree in stage.trees]}
+    if kind in ("SparkXGBClassifierModel", "SparkXGBRegressorModel"):  # its booster, as XGBoost's JSON
         return {"kind": "xgboost", "booster": bytes(stage.get_booster().save_raw("json")).decode("utf-8")}
     if kind == "GBTClassificationModel":
         return {"kind": "gbt", "weights": [float(w) for w in stage.treeWeights],
@@ -247,21 +259,31 @@ class PortableModel:
         self.classes: list[str] | None = doc.get("classes")
         self._stages = [_prepare(s) for s in doc["stages"]]
         last = self._stages[-1]["kind"] if self._stages else None
-        if last not in ("logistic", "gbt", "xgboost", "softmax"):
-            raise PortableError("the pipeline does not end with a classifier")
-        if (self.task == "multiclass") != (last == "softmax" or (last == "xgboost" and self.classes is not None)):
+        ends = {"binary": ("logistic", "gbt", "xgboost"), "multiclass": ("softmax", "xgboost"),
+                "regression": ("linear", "gbt_regression", "xgboost")}
+        if self.task not in ends:
+            raise PortableError(f"unknown task {self.task!r}")
+        if last not in ends[self.task] or (last == "xgboost" and (self.task == "multiclass") != bool(self.classes)):
             raise PortableError(f"a {self.task} model cannot end with a {last} stage")
 
     def probabilities(self, records: list[dict[str, Any]]) -> np.ndarray:
         """P(positive) of each record (a binary model), as the MLlib pipeline computes it."""
         if self.task != "binary":
-            raise PortableError(f"a {self.task} model has one probability per class: use class_probabilities")
+            raise PortableError(f"a {self.task} model has no probability of a positive label: use "
+                                f"{'class_probabilities' if self.task == 'multiclass' else 'values'}")
+        return self._evaluate(records)
+
+    def values(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """Each record's predicted value (a regression model), as the MLlib pipeline computes it."""
+        if self.task != "regression":
+            raise PortableError(f"a {self.task} model predicts probabilities, not values")
         return self._evaluate(records)
 
     def class_probabilities(self, records: list[dict[str, Any]]) -> np.ndarray:
         """Each record's probability of each class (a multiclass model; rows, classes in order)."""
         if self.task != "multiclass":
-            raise PortableError(f"a {self.task} model has one probability per record: use probabilities")
+            raise PortableError(f"a {self.task} model has no class probabilities: use "
+                                f"{'values' if self.task == 'regression' else 'probabilities'}")
         out = self._evaluate(records)
         return out.reshape(len(records), len(self.classes or ()))
 
@@ -336,12 +358,14 @@ class PortableModel:
                 return exp / exp.sum(axis=1, keepdims=True)
             elif kind == "xgboost":
                 return np.asarray(stage["booster"].inplace_predict(vector), dtype=np.float64)
-            elif kind == "gbt":
+            elif kind == "linear":
+                return vector @ stage["coefficients"] + stage["intercept"]
+            elif kind in ("gbt", "gbt_regression"):
                 margin = np.zeros(n)
                 for weight, tree in zip(stage["weights"], stage["trees"], strict=True):
                     margin += weight * _predict_tree(tree, vector)
-                return 1.0 / (1.0 + np.exp(-2.0 * margin))  # Spark's logistic loss
-        raise PortableError("the pipeline does not end with a classifier")  # pragma: no cover
+                return margin if kind == "gbt_regression" else 1.0 / (1.0 + np.exp(-2.0 * margin))  # logistic loss
+        raise PortableError("the pipeline does not end with a model")  # pragma: no cover
 
 
     def _add_derived(self, records: list[dict[str, Any]], cols: dict[str, Any]) -> None:
@@ -407,12 +431,12 @@ def _prepare(stage: dict[str, Any]) -> dict[str, Any]:
         std = np.asarray(stage["std"], dtype=np.float64)
         return {**stage, "mean": np.asarray(stage["mean"], dtype=np.float64),
                 "inv_std": np.divide(1.0, std, out=np.zeros_like(std), where=std != 0.0)}
-    if kind == "logistic":
+    if kind in ("logistic", "linear"):
         return {**stage, "coefficients": np.asarray(stage["coefficients"], dtype=np.float64)}
     if kind == "softmax":
         return {**stage, "coefficients": np.asarray(stage["coefficients"], dtype=np.float64),
                 "intercepts": np.asarray(stage["intercepts"], dtype=np.float64)}
-    if kind == "gbt":
+    if kind in ("gbt", "gbt_regression"):
         return stage
     if kind == "xgboost":
         import xgboost

@@ -17,7 +17,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ml import MULTICLASS, PRODUCTION_ALIAS, task_of
+from ml import MULTICLASS, PRODUCTION_ALIAS, REGRESSION, task_of
 from ml.endpoint import MLLIB
 from streamsight.errors import ConfigError
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("ml.scoring")
 
 _PROBABILITY = "_ss_probability"  # the classifier's probability vector (see ml.train)
+_PREDICTION = "_ss_prediction"  # the model's prediction (a regression model's value)
 
 
 class ProductionScorer:
@@ -82,8 +83,9 @@ class ProductionScorer:
                 model = self.registry.load(self.model_name, version)
                 previous = self._loaded[0] if self._loaded else None
                 self._loaded = (version, model, metadata)
-                rule = (f"classes {', '.join(metadata['classes'])}" if task_of(metadata) == MULTICLASS
-                        else f"threshold {float(metadata['threshold']):.4f}")
+                task = task_of(metadata)
+                rule = (f"classes {', '.join(metadata['classes'])}" if task == MULTICLASS else "regression"
+                        if task == REGRESSION else f"threshold {float(metadata['threshold']):.4f}")
                 log.info("scoring with %s v%d (%s, was %s)", self.model_name, version, rule,
                          f"v{previous}" if previous else "none")
             return self._loaded
@@ -91,12 +93,13 @@ class ProductionScorer:
     def score(self, df: DataFrame, loaded: tuple[int, PipelineModel, dict[str, Any]] | None = None
               ) -> DataFrame | None:
         """``df`` with ``probability``, ``prediction``, ``model_name``, ``model_version``,
-        ``scored_by``, ``scored_at`` and ``predicted_class``, selected (and cast) to
-        ``streamsight.lake.prediction_columns(contract)``; ``None`` when no model is in production.
+        ``scored_by``, ``scored_at``, ``predicted_class`` and ``predicted_value``, selected (and cast)
+        to ``streamsight.lake.prediction_columns(contract)``; ``None`` when no model is in production.
 
         A binary model's ``probability`` is P(positive) and ``prediction`` 1 at or above its
         threshold; a multiclass model's are the most probable class's probability and index, and
-        ``predicted_class`` that class.
+        ``predicted_class`` that class; a regression model's ``predicted_value`` is its prediction
+        (``probability`` and ``prediction`` null).
 
         ``df`` needs the contract's key, de-duplication key, event time, ``event_date``, the fields
         the model reads, label (may be null) and the lineage columns ``_kafka_timestamp`` and
@@ -116,7 +119,15 @@ class ProductionScorer:
         missing = [c for c, _ in self.columns if c not in df.columns and c not in _ADDED]
         if missing:
             raise ValueError(f"cannot score {self.contract.name!r}: input lacks column(s) {missing}")
-        if task_of(metadata) == MULTICLASS:  # in the job (the endpoint backend scores binary models)
+        task = task_of(metadata)
+        if task == REGRESSION:  # in the job (the endpoint backend scores binary models)
+            scored = (model.transform(df)
+                      .withColumn("predicted_value", F.col(_PREDICTION).cast("double"))
+                      .withColumn("probability", F.lit(None).cast("double"))
+                      .withColumn("prediction", F.lit(None).cast("int"))
+                      .withColumn("predicted_class", F.lit(None).cast("string"))
+                      .withColumn("scored_by", F.lit(MLLIB)))
+        elif task == MULTICLASS:  # in the job
             probabilities = vector_to_array(F.col(_PROBABILITY))
             index = (F.array_position(probabilities, F.array_max(probabilities)) - 1).cast("int")  # the first most probable
             scored = (model.transform(df)
@@ -124,6 +135,7 @@ class ProductionScorer:
                       .withColumn("prediction", index)
                       .withColumn("predicted_class",
                                   F.element_at(F.array(*[F.lit(c) for c in metadata["classes"]]), index + 1))
+                      .withColumn("predicted_value", F.lit(None).cast("double"))
                       .withColumn("scored_by", F.lit(MLLIB)))
         else:
             endpoint = self.endpoint(int(version))
@@ -137,7 +149,8 @@ class ProductionScorer:
             scored = (scored
                       .withColumn("prediction", (F.col("probability") >= F.lit(float(metadata["threshold"])))
                                   .cast("int"))
-                      .withColumn("predicted_class", F.lit(None).cast("string")))
+                      .withColumn("predicted_class", F.lit(None).cast("string"))
+                      .withColumn("predicted_value", F.lit(None).cast("double")))
         scored = (scored
                   .withColumn("model_name", F.lit(self.model_name))
                   .withColumn("model_version", F.lit(int(version)).cast("int"))
@@ -186,7 +199,8 @@ class ProductionScorer:
         return base.mapInArrow(scorer, schema)
 
 
-_ADDED = {"probability", "prediction", "model_name", "model_version", "scored_by", "scored_at", "predicted_class"}
+_ADDED = {"probability", "prediction", "model_name", "model_version", "scored_by", "scored_at", "predicted_class",
+          "predicted_value"}
 
 
 UNKNOWN_MODEL = "UNKNOWN_MODEL"  # dead-letter reason code: a record names no usable model

@@ -13,8 +13,10 @@
   multiclass model's line holds each class's, in its order, as SageMaker's built-in XGBoost
   ``multi:softprob`` answers) or ``application/jsonlines`` (``{"score": p, "label": 0|1}`` per line,
   the label at the version's threshold; multiclass: the most probable class, its probability and
-  ``probabilities`` by class). A bad record answers 400 naming its line and feature, and nothing is scored; another
-  content type 415, another ``Accept`` 406, a body over 6 MiB (SageMaker's limit) 413.
+  ``probabilities`` by class; regression: ``{"score": value}``, and the CSV line is the value, as the
+  built-in container's regression objectives answer). A bad record answers 400 naming its line and
+  feature, and nothing is scored; another content type 415, another ``Accept`` 406, a body over
+  6 MiB (SageMaker's limit) 413.
 * ``POST /endpoints/{name}/invocations``: the SageMaker runtime API's path, so boto3's
   ``sagemaker-runtime`` client given this process's URL as ``endpoint_url`` calls it as it calls an
   endpoint (its request signature is not checked). Errors come back as the runtime sends them: a
@@ -149,6 +151,10 @@ class Invocations:
         return value
 
     def answer(self, records: list[dict[str, Any]], accept: str) -> Response:
+        if self.served.scorer.task == "regression":
+            values = self.served.scorer.values(records).tolist()
+            body = "".join((json.dumps({"score": v}) if accept == JSON_LINES else repr(v)) + "\n" for v in values)
+            return Response(body.encode("utf-8"), headers={"Content-Type": accept})
         if self.served.threshold is None:  # multiclass
             predicted = self.served.predict(records)
             if accept == JSON_LINES:

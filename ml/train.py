@@ -31,6 +31,11 @@ ranked by macro F1; there is no threshold (the most probable class is predicted)
 are accuracy, macro and weighted F1, log loss, per-class precision and recall and the confusion
 matrix, next to a majority-class baseline; promotion compares macro F1.
 
+A regression model (``model.task: regression``, a numeric label) is unweighted; its candidates
+(linear regression and XGBoost by default, or GBT regression) are ranked by RMSE (lower is better);
+there is no threshold; the test figures are RMSE, MAE and R², next to a baseline that predicts the
+training mean; promotion compares RMSE.
+
 Run it on a cluster with spark-submit (client mode; the driver needs this project importable, the
 executors need nothing from it -- the model is pure JVM). From the project root::
 
@@ -63,7 +68,16 @@ if __package__ in (None, ""):  # run as a script by spark-submit: make the proje
 
     sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
 
-from ml import BINARY, MULTICLASS, PRIMARY_METRIC, PRODUCTION_ALIAS, portable
+from ml import (
+    BINARY,
+    LOWER_IS_BETTER,
+    MULTICLASS,
+    PRIMARY_METRIC,
+    PRODUCTION_ALIAS,
+    REGRESSION,
+    at_least_as_good,
+    portable,
+)
 from streamsight.errors import ConfigError, StreamsightError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -77,8 +91,13 @@ log = logging.getLogger("ml.train")
 
 ALGORITHMS = ("logistic_regression", "gbt")  # the candidates a training compares by default
 MULTICLASS_ALGORITHMS = ("logistic_regression", "xgboost")  # by default, for a multiclass model
-KNOWN_ALGORITHMS = (*ALGORITHMS, "xgboost")  # xgboost: XGBoost's own Spark estimator
-BINARY_ONLY = ("gbt",)  # Spark's GBTClassifier has two classes
+REGRESSION_ALGORITHMS = ("linear_regression", "xgboost")  # by default, for a regression model
+DEFAULT_ALGORITHMS = {BINARY: ALGORITHMS, MULTICLASS: MULTICLASS_ALGORITHMS, REGRESSION: REGRESSION_ALGORITHMS}
+# What each task can train (xgboost: XGBoost's own Spark estimator; Spark's GBTClassifier has two classes)
+TASK_ALGORITHMS = {BINARY: ("logistic_regression", "gbt", "xgboost"),
+                   MULTICLASS: ("logistic_regression", "xgboost"),
+                   REGRESSION: ("linear_regression", "gbt", "xgboost")}
+KNOWN_ALGORITHMS = ("logistic_regression", "linear_regression", "gbt", "xgboost")
 MIN_ROWS = 100
 MIN_TRAIN_ROWS = 50
 MIN_SLICE_ROWS = 10
@@ -91,6 +110,7 @@ ROWS_PER_PARTITION = 100_000
 # quantiles give.
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "logistic_regression": {"maxIter": 30, "regParam": 1e-3, "elasticNetParam": 0.0},
+    "linear_regression": {"maxIter": 30, "regParam": 1e-3, "elasticNetParam": 0.0},
     "gbt": {"maxIter": 20, "maxDepth": 5, "stepSize": 0.3, "maxBins": 256},
     "xgboost": {"n_estimators": 100, "max_depth": 5, "learning_rate": 0.1},
 }
@@ -132,7 +152,7 @@ def train_model(
 ) -> dict[str, Any]:
     """Train, evaluate, register (and maybe promote) the contract's model; return its metadata.
 
-    ``algorithms``: the candidates (default :data:`ALGORITHMS`, or :data:`MULTICLASS_ALGORITHMS`).
+    ``algorithms``: the candidates (default: the task's, :data:`DEFAULT_ALGORITHMS`).
     ``fallback_model``: with ``model.route_by``, the model that scores records naming none (the
     stream's own ``model.name``; default: this model, as when it is the contract's own)."""
     from pyspark.sql import functions as F
@@ -150,14 +170,14 @@ def train_model(
         raise TrainingError(f"validation_fraction must be between 0 and 1 (exclusive), got {validation_fraction}")
     beta = _beta(threshold_metric)
     task = spec.task
-    algorithms = tuple(algorithms or (MULTICLASS_ALGORITHMS if task == MULTICLASS else ALGORITHMS))
+    algorithms = tuple(algorithms or DEFAULT_ALGORITHMS[task])
     unknown = [a for a in algorithms if a not in KNOWN_ALGORITHMS]
     if unknown:
         raise TrainingError(f"unknown algorithm(s) {unknown}; choose from {', '.join(KNOWN_ALGORITHMS)}")
-    binary_only = [a for a in algorithms if a in BINARY_ONLY]
-    if task == MULTICLASS and binary_only:
-        raise TrainingError(f"{', '.join(binary_only)} trains binary models only; a multiclass model can use "
-                            f"{', '.join(a for a in KNOWN_ALGORITHMS if a not in BINARY_ONLY)}")
+    refused = [a for a in algorithms if a not in TASK_ALGORITHMS[task]]
+    if refused:
+        raise TrainingError(f"{', '.join(refused)} cannot train a {task} model; a {task} model can use "
+                            f"{', '.join(TASK_ALGORITHMS[task])}")
 
     if silver is None:
         uri = table_uri(settings.lake_uri, contract, "silver")
@@ -213,6 +233,8 @@ def train_model(
             n -= other_class
         if len(classes) < 2:
             raise TrainingError(f"{spec.label!r} has one class ({classes}); a multiclass model needs two or more")
+    elif task == REGRESSION:
+        data = data.withColumn(LABEL, F.col(spec.label).cast("double"))
     else:
         data = data.withColumn(LABEL, (F.col(spec.label) == F.lit(spec.positive_label)).cast("double"))
     if n < MIN_ROWS:
@@ -241,7 +263,7 @@ def train_model(
             spark, settings, contract, split, ModelRegistry(spark, models_uri(settings.lake_uri)),
             order_cols=order_cols, numeric=numeric, categorical=categorical, beta=beta,
             threshold_metric=threshold_metric, promote=promote, algorithms=algorithms, refit=refit,
-            seed=seed, params=params, started=started, classes=classes,
+            seed=seed, params=params, started=started, task=task, classes=classes,
             extra={"rows_total": total, "rows_excluded_null_label": null_label,
                    "rows_excluded_null_event_time": null_time,
                    **({"rows_excluded_other_class": other_class} if classes else {}),
@@ -304,6 +326,10 @@ def summary_line(meta: dict[str, Any]) -> str:
     m, b = meta["metrics"], meta["baseline_metrics"]
     promotion = (f"{'promoted to production' if meta['promotion']['promoted'] else 'not promoted'}"
                  f" ({meta['promotion']['reason']}); {meta['training_seconds']:.1f}s")
+    if meta.get("task") == REGRESSION:
+        return (f"{meta['model_name']} v{meta['version']} ({meta['algorithm']}, regression): test RMSE "
+                f"{_fmt(m['rmse'])} (baseline {_fmt(b['rmse'])}), MAE {_fmt(m['mae'])} (baseline {_fmt(b['mae'])}), "
+                f"R² {_fmt(m['r2'])}; {promotion}")
     if meta.get("task") == MULTICLASS:
         return (f"{meta['model_name']} v{meta['version']} ({meta['algorithm']}, {len(meta['classes'])} classes): test "
                 f"macro F1 {_fmt(m['f1_macro'])} (baseline {_fmt(b['f1_macro'])}), accuracy {_fmt(m['accuracy'])} "
@@ -322,14 +348,13 @@ def _train_on_split(
     spark: SparkSession, settings: Settings, contract: Contract, split: DataFrame, registry: Any, *,
     order_cols: list[str], numeric: list[str], categorical: list[str], beta: float,
     threshold_metric: str, promote: bool, algorithms: tuple[str, ...], refit: bool, seed: int,
-    params: dict[str, dict[str, Any]] | None, started: float, extra: dict[str, Any],
+    params: dict[str, dict[str, Any]] | None, started: float, extra: dict[str, Any], task: str,
     classes: list[str] | None = None,
 ) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     spec = contract.model
     assert spec is not None
-    task = MULTICLASS if classes is not None else BINARY
     metric = PRIMARY_METRIC[task]
     time_col = order_cols[0]
     stats = {
@@ -339,6 +364,7 @@ def _train_on_split(
             F.sum(F.when(F.col(LABEL) == 1.0, 1).otherwise(0)).cast("long").alias("positives"),
             F.expr(f"min(unix_micros(`{time_col}`))").alias("min_us"),
             F.expr(f"max(unix_micros(`{time_col}`))").alias("max_us"),
+            F.avg(LABEL).alias("label_mean"),
         ).collect()
     }
     fit_stats, val_stats, test_stats = (stats.get(s, {"rows": 0, "positives": 0}) for s in ("fit", "validation", "test"))
@@ -355,6 +381,8 @@ def _train_on_split(
                                 f"rows up to {_iso(fit_stats.get('max_us'))}); cannot train {spec.name!r}")
         log.info("time split: fit %s, validation %s, test %s (rows per class %s)",
                  counts["fit"], counts["validation"], counts["test"], classes)
+    elif task == REGRESSION:
+        log.info("time split: fit %d rows, validation %d, test %d", fit_rows, val_rows, test_stats["rows"])
     else:
         if fit_pos == 0:
             raise TrainingError(
@@ -366,6 +394,8 @@ def _train_on_split(
                  fit_rows, fit_pos, val_rows, val_pos, test_stats["rows"], test_stats["positives"] or 0)
 
     def weighted(df: DataFrame, slices: tuple[str, ...]) -> DataFrame:
+        if task == REGRESSION:
+            return df.withColumn(WEIGHT, F.lit(1.0))
         if classes is None:
             return _weighted(df, sum(int(stats.get(s, {}).get("rows") or 0) for s in slices),
                              sum(int(stats.get(s, {}).get("positives") or 0) for s in slices))
@@ -375,18 +405,22 @@ def _train_on_split(
     fit_df = weighted(split.filter(F.col(SPLIT) == "fit"), ("fit",))
     val_df = split.filter(F.col(SPLIT) == "validation")
     test_df = split.filter(F.col(SPLIT) == "test")
-    # a binary validation slice needs both classes for AUC-PR; a multiclass one, rows
-    can_validate = (0 < val_pos < val_rows) if classes is None else val_rows > 0
+    # a binary validation slice needs both classes for AUC-PR; the others, rows
+    can_validate = (0 < val_pos < val_rows) if task == BINARY else val_rows > 0
 
     candidates: dict[str, dict[str, Any]] = {}
     for algorithm in algorithms:
         t0 = time.monotonic()
         model = _pipeline(algorithm, numeric, categorical, seed, params, text=spec.text_features,
-                          text_buckets=spec.text_buckets).fit(fit_df)
-        if classes is None:
+                          text_buckets=spec.text_buckets, task=task).fit(fit_df)
+        if task == BINARY:
             scored = _with_p1(model.transform(val_df)).select(LABEL, _PROB1).cache()
             value = _auc(scored, "areaUnderPR") if can_validate else None
+        elif task == REGRESSION:
+            scored = None
+            value = _regression_metrics(model.transform(val_df))[metric] if can_validate else None
         else:
+            assert classes is not None
             scored = None
             value = _multiclass_metrics(model.transform(val_df), classes)[metric] if can_validate else None
         candidates[algorithm] = {"model": model, "scored": scored, f"validation_{metric}": value,
@@ -398,12 +432,18 @@ def _train_on_split(
         selection = f"validation slice cannot rank candidates: defaulted to {algorithm}"
         log.warning(selection)
     else:
-        algorithm = max(algorithms, key=lambda a: candidates[a][f"validation_{metric}"] or -1.0)
+        def rank(a: str) -> float:  # higher is better
+            value = candidates[a][f"validation_{metric}"]
+            if value is None or math.isnan(value):
+                return -math.inf
+            return -value if metric in LOWER_IS_BETTER else value
+
+        algorithm = max(algorithms, key=rank)
         selection = f"best validation {metric}"
     chosen = candidates[algorithm]
     threshold: float | None = None
     val_point = None
-    if classes is None:
+    if task == BINARY:
         if can_validate:
             threshold, val_point = _best_threshold(chosen["scored"], beta)
         else:
@@ -415,11 +455,11 @@ def _train_on_split(
     model = chosen["model"]
     if refit:
         model = _pipeline(algorithm, numeric, categorical, seed, params, text=spec.text_features,
-                          text_buckets=spec.text_buckets).fit(
+                          text_buckets=spec.text_buckets, task=task).fit(
             weighted(split.filter(F.col(SPLIT).isin("fit", "validation")), ("fit", "validation")))
 
     # -- held-out evaluation --------------------------------------------------------------------
-    if classes is None:
+    if task == BINARY:
         assert threshold is not None
         test_scored = _with_p1(model.transform(test_df)).select(LABEL, _PROB1).cache()
         try:
@@ -427,7 +467,14 @@ def _train_on_split(
         finally:
             test_scored.unpersist()
         baseline = _baseline(metrics)
+    elif task == REGRESSION:
+        metrics = _regression_metrics(model.transform(test_df))
+        fitted = [s for s in ((fit_stats,) + ((val_stats,) if refit else ())) if s.get("rows")]
+        mean = sum(float(s["label_mean"]) * int(s["rows"]) for s in fitted) / sum(int(s["rows"]) for s in fitted)
+        baseline = {"name": "training_mean", "value": mean,
+                    **_regression_metrics(test_df.withColumn(PREDICTION, F.lit(mean)))}
     else:
+        assert classes is not None
         metrics = _multiclass_metrics(model.transform(test_df), classes)
         trained = [counts["fit"][i] + (counts["validation"][i] if refit else 0) for i in range(len(classes))]
         baseline = _multiclass_baseline(counts["test"], trained, classes)
@@ -451,14 +498,18 @@ def _train_on_split(
         do_promote, reason = True, "no production model yet"
     elif value is None:
         do_promote, reason = False, f"test {metric} undefined (the test set lacks a class)"
-    elif current_value is None or value >= current_value:
-        do_promote, reason = True, f"test {metric} {value:.4f} >= production v{current}'s {_fmt(current_value)}"
+    elif current_value is None or at_least_as_good(metric, value, current_value):
+        as_good = "<=" if metric in LOWER_IS_BETTER else ">="
+        do_promote, reason = True, f"test {metric} {value:.4f} {as_good} production v{current}'s {_fmt(current_value)}"
     else:
-        do_promote, reason = False, f"test {metric} {value:.4f} < production v{current}'s {current_value:.4f}"
+        worse = ">" if metric in LOWER_IS_BETTER else "<"
+        do_promote, reason = False, f"test {metric} {value:.4f} {worse} production v{current}'s {current_value:.4f}"
 
     slices = {"train": fit_stats, "validation": val_stats, "test": test_stats}
     per_class: dict[str, Any]
-    if classes is None:
+    if task == REGRESSION:
+        per_class = {f"label_mean_{k}": s.get("label_mean") for k, s in slices.items()}
+    elif classes is None:
         per_class = {**{f"positives_{k}": int(s["positives"] or 0) for k, s in slices.items()},
                      "positives_model_fit": model_pos}
     else:
@@ -498,8 +549,8 @@ def _train_on_split(
                              if 1 < len(numeric) <= MAX_INTERACTION_FEATURES else "none"),
         "label": spec.label,
         **({"positive_label": spec.positive_label, "threshold": threshold, "threshold_metric": threshold_metric,
-            "validation_metrics_at_threshold": val_point} if classes is None else
-           {"classes": classes, "threshold": None}),
+            "validation_metrics_at_threshold": val_point} if task == BINARY else
+           {"classes": classes, "threshold": None} if task == MULTICLASS else {"threshold": None}),
         "metrics": metrics,
         "baseline_metrics": baseline,
         "training_data": training_data,
@@ -510,7 +561,7 @@ def _train_on_split(
     }
     meta["training_seconds"] = round(time.monotonic() - started, 2)
     inputs, string_inputs = portable.feature_order(contract)
-    scorer = portable.export(model, features=inputs, categorical=string_inputs, classes=classes,
+    scorer = portable.export(model, features=inputs, categorical=string_inputs, classes=classes, task=task,
                              input_schema=portable.input_schema(contract), derived=portable.derived_for(contract),
                              event_time=portable.event_time_for(contract))
     files = {}
@@ -530,8 +581,9 @@ MIN_TOKEN_LENGTH = 2
 
 def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: int,
               params: dict[str, dict[str, Any]] | None = None, *, text: list[str] | tuple[str, ...] = (),
-              text_buckets: int = 256) -> Pipeline:
-    """Feature preparation + one classifier; every internal column is prefixed ``_ss_``.
+              text_buckets: int = 256, task: str = BINARY) -> Pipeline:
+    """Feature preparation + one classifier (a regressor for a regression ``task``); every internal
+    column is prefixed ``_ss_``.
 
     Numeric features are median-imputed (a null reading at scoring time must not fail a streaming
     batch); with at most :data:`MAX_INTERACTION_FEATURES` numeric features, the pairwise products and
@@ -554,6 +606,7 @@ def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: 
         StringIndexer,
         VectorAssembler,
     )
+    from pyspark.ml.regression import GBTRegressor, LinearRegression
 
     stages: list[Any] = []
     assembled: list[str] = []
@@ -586,17 +639,25 @@ def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: 
     if algorithm == "xgboost":
         # Trees need no scaling: the booster reads the assembled vector itself, which is what
         # SageMaker's built-in XGBoost container is then sent (see xgboost_archive).
-        from xgboost.spark import SparkXGBClassifier
+        from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
 
         stages.append(VectorAssembler(inputCols=assembled, outputCol=FEATURES, handleInvalid="keep"))
-        stages.append(SparkXGBClassifier(
-            features_col=FEATURES, label_col=LABEL, weight_col=WEIGHT, prediction_col=PREDICTION,
-            probability_col=PROBABILITY, raw_prediction_col=RAW_PREDICTION, random_state=seed, num_workers=1,
-            **hyper))
+        xgb: dict[str, Any] = {"features_col": FEATURES, "label_col": LABEL, "weight_col": WEIGHT,
+                               "prediction_col": PREDICTION, "random_state": seed, "num_workers": 1, **hyper}
+        stages.append(SparkXGBRegressor(**xgb) if task == REGRESSION else SparkXGBClassifier(
+            probability_col=PROBABILITY, raw_prediction_col=RAW_PREDICTION, **xgb))
         return Pipeline(stages=stages)
     stages.append(VectorAssembler(inputCols=assembled, outputCol="_ss_assembled", handleInvalid="keep"))
     stages.append(StandardScaler(inputCol="_ss_assembled", outputCol=FEATURES, withMean=True, withStd=True))
     common: dict[str, Any] = {"featuresCol": FEATURES, "labelCol": LABEL, "weightCol": WEIGHT, "predictionCol": PREDICTION}
+    if task == REGRESSION:
+        if algorithm == "linear_regression":
+            stages.append(LinearRegression(**common, **hyper))
+        elif algorithm == "gbt":
+            stages.append(GBTRegressor(seed=seed, **common, **hyper))
+        else:  # pragma: no cover - validated by the caller
+            raise TrainingError(f"{algorithm!r} cannot train a regression model")
+        return Pipeline(stages=stages)
     classifier: LogisticRegression | GBTClassifier
     if algorithm == "logistic_regression":
         classifier = LogisticRegression(**common, **hyper)
@@ -701,6 +762,23 @@ def _multiclass_baseline(test_rows: list[int], trained_rows: list[int], classes:
     y = [i for i, k in enumerate(test_rows) if k]
     report = _class_report(y, [majority] * len(y), [test_rows[i] for i in y], nll, classes)
     return {"name": "majority_class", "class": classes[majority], **report}
+
+
+def _regression_metrics(scored: DataFrame) -> dict[str, Any]:
+    """RMSE, MAE and R² (against the rows' own mean) of a regression model's scored rows, with the
+    rows' mean label and mean prediction."""
+    from pyspark.sql import functions as F
+
+    error = F.col(PREDICTION) - F.col(LABEL)
+    r = scored.agg(F.count(F.lit(1)).alias("rows"), F.avg(error * error).alias("mse"), F.avg(F.abs(error)).alias("mae"),
+                   F.var_pop(LABEL).alias("var"), F.avg(LABEL).alias("mean_label"),
+                   F.avg(PREDICTION).alias("mean_prediction")).collect()[0]
+    rows = int(r["rows"])
+    if not rows:
+        return {"rows": 0, "rmse": None, "mae": None, "r2": None, "mean_label": None, "mean_prediction": None}
+    mse, var = float(r["mse"]), float(r["var"])
+    return {"rows": rows, "rmse": math.sqrt(mse), "mae": float(r["mae"]), "r2": 1.0 - mse / var if var > 0 else None,
+            "mean_label": float(r["mean_label"]), "mean_prediction": float(r["mean_prediction"])}
 
 
 def _with_p1(df: DataFrame) -> DataFrame:
@@ -836,7 +914,7 @@ def _beta(metric: str) -> float:
 
 def _params(model: Any) -> dict[str, Any]:
     last = model.stages[-1]
-    if type(last).__name__ == "SparkXGBClassifierModel":
+    if type(last).__name__ in ("SparkXGBClassifierModel", "SparkXGBRegressorModel"):
         return {k: last.getOrDefault(k) for k in (*DEFAULT_PARAMS["xgboost"], "random_state") if last.hasParam(k)}
     names = ("maxIter", "maxDepth", "stepSize", "maxBins", "subsamplingRate", "regParam",
              "elasticNetParam", "tol", "seed")

@@ -132,7 +132,7 @@ def parsed_predictions(records: DataFrame, contract: Contract) -> DataFrame:
                **{c: F.col(f"m.{c}") for c in ("probability", "prediction", "model_name", "model_version",
                                                 "scored_at")},
                "scored_by": F.coalesce(F.col("m.scored_by"), F.lit(MLLIB)),  # messages from before the field
-               "predicted_class": F.lit(None),  # the hot path scores binary models
+               "predicted_class": F.lit(None), "predicted_value": F.lit(None),  # the hot path scores binary models
                "_kafka_timestamp": F.col("m.produce_time")}
     coords = F.concat_ws(":", F.col("topic"), F.col("partition").cast("string"), F.col("offset").cast("string"))
     now = F.current_timestamp()

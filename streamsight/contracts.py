@@ -182,9 +182,10 @@ class ModelSpec(_Model):
         default_factory=list, description="String fields or derived columns read as text: lower-cased, split "
         "into tokens of letters and digits (two or more), each token hashed into one of text_buckets slots")
     text_buckets: int = Field(default=256, ge=16, le=65536, description="Hash slots per text feature")
-    task: Literal["binary", "multiclass"] = Field(
+    task: Literal["binary", "multiclass", "regression"] = Field(
         default="binary", description="binary: P(label == positive_label) and a decision threshold; multiclass: "
-        "one probability per class, the most probable class predicted")
+        "one probability per class, the most probable class predicted; regression: a numeric label, its value "
+        "predicted")
     positive_label: int = Field(default=1, description="binary: the label value that counts as positive")
     classes: list[str | int] | None = Field(
         default=None, min_length=2, description="multiclass: the label's values, in order (default: the label "
@@ -363,16 +364,26 @@ class Contract(_Model):
         spec = self.model
         assert spec is not None
         label = spec.label
+        if label in self.model_reads() or label in self.model_reads(derived=True):
+            raise ValueError(f"model.features: the label {label!r} is read by a feature (directly or through a "
+                             "derived column); a model cannot see its own label")
         if spec.task == "binary":
             if spec.classes is not None:
                 raise ValueError("model.classes: only a multiclass model (model.task: multiclass) has classes")
             return
         if "positive_label" in spec.model_fields_set:
-            raise ValueError("model.positive_label: a multiclass model has no positive label (list model.classes)")
+            raise ValueError(f"model.positive_label: a {spec.task} model has no positive label"
+                             + (" (list model.classes)" if spec.task == "multiclass" else ""))
         if spec.scoring == "online":
-            raise ValueError("model.scoring: the hot path (online) scores binary models; a multiclass model is "
+            raise ValueError(f"model.scoring: the hot path (online) scores binary models; a {spec.task} model is "
                              "scored in the stream job (model.scoring: batch)")
         kind = derived[label].type if label in derived else self.payload_schema["properties"][label]["type"]
+        if spec.task == "regression":
+            if spec.classes is not None:
+                raise ValueError("model.classes: only a multiclass model (model.task: multiclass) has classes")
+            if kind not in ("number", "integer", "double", "int", "bigint"):
+                raise ValueError(f"model.label: a regression label must be a number; {label!r} is {kind}")
+            return
         if kind not in ("string", "integer", "int", "bigint"):
             raise ValueError(f"model.label: a multiclass label must be a string or an integer; {label!r} is {kind}")
         classes = [str(c) for c in spec.classes or []]

@@ -49,6 +49,7 @@ PREDICTION_COLUMNS = [
     ("model_version", "int"), ("scored_at", "timestamp"),
     ("scored_by", "string"),  # mllib (in the job), sagemaker:<endpoint>, local-copy (ml.endpoint)
     ("predicted_class", "string"),  # a multiclass model's predicted class (prediction is its index)
+    ("predicted_value", "double"),  # a regression model's prediction (probability and prediction are null)
 ]
 
 

@@ -5,7 +5,8 @@ Item layout (one item per scored event)::
     pk   "<stream>#<key>"                       partition key: one stream's one key (a machine)
     sk   "<event time, ISO 8601 UTC>#<event id>" sort key: newest last, unique per event
     stream, key, event_id, event_time, probability, prediction, model_name, model_version, scored_at,
-    scored_by, predicted_class (multiclass models only)
+    scored_by, predicted_class (multiclass models only), predicted_value (regression models only;
+    their probability and prediction are absent)
 
 plus the global secondary index ``by_stream`` (``stream``, ``sk``) for a stream's newest predictions
 across keys. A put of an event replaces that event's item (same ``pk`` and ``sk``), so a replayed
@@ -156,12 +157,17 @@ def _item(stream: str, row: dict[str, Any]) -> dict[str, Any]:
     item = {
         "pk": f"{stream}#{row['key']}", "sk": sort_key(event_time, row["event_id"]), "stream": stream,
         "key": str(row["key"]), "event_id": row["event_id"], "event_time": iso(event_time),
-        "probability": Decimal(repr(float(row["probability"]))), "prediction": int(row["prediction"]),
         "model_name": row["model_name"], "model_version": int(row["model_version"]),
         "scored_at": iso(row["scored_at"]), "scored_by": row.get("scored_by") or "mllib",
     }
+    if row.get("probability") is not None:
+        item["probability"] = Decimal(repr(float(row["probability"])))
+    if row.get("prediction") is not None:
+        item["prediction"] = int(row["prediction"])
     if row.get("predicted_class") is not None:
         item["predicted_class"] = str(row["predicted_class"])
+    if row.get("predicted_value") is not None:
+        item["predicted_value"] = Decimal(repr(float(row["predicted_value"])))
     return item
 
 
@@ -170,12 +176,14 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in ("key", "event_id", "event_time", "model_name", "scored_at"):
         out[name] = item[name]["S"]
-    out["probability"] = float(item["probability"]["N"])
-    out["prediction"] = int(item["prediction"]["N"])
+    out["probability"] = float(item["probability"]["N"]) if "probability" in item else None
+    out["prediction"] = int(item["prediction"]["N"]) if "prediction" in item else None
     out["model_version"] = int(item["model_version"]["N"])
     out["scored_by"] = item.get("scored_by", {}).get("S", "mllib")  # items written before the attribute
     if "predicted_class" in item:
         out["predicted_class"] = item["predicted_class"]["S"]
+    if "predicted_value" in item:
+        out["predicted_value"] = float(item["predicted_value"]["N"])
     return out
 
 

@@ -316,9 +316,10 @@ def train(
     stream: Annotated[Optional[str], typer.Option(
         help="Train on this stream's silver: a model its model.route_by field may name, under any name.")] = None,
     algorithm: Annotated[Optional[list[str]], typer.Option(
-        help="logistic_regression, gbt or xgboost (XGBoost's Spark estimator; its version also holds the "
-             "booster for SageMaker's built-in XGBoost container); repeat to compare several "
-             "(default: logistic_regression and gbt).")] = None,
+        help="logistic_regression (classification), linear_regression (regression), gbt or xgboost (XGBoost's "
+             "Spark estimator; its version also holds the booster for SageMaker's built-in XGBoost container); "
+             "repeat to compare several (default: logistic_regression and gbt; multiclass: logistic_regression "
+             "and xgboost; regression: linear_regression and xgboost).")] = None,
     train_fraction: Annotated[float, typer.Option(
         help="The first part of the rows by event time that trains; the rest tests.", min=0.05, max=0.95)] = 0.8,
 ) -> None:

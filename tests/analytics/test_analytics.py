@@ -207,6 +207,7 @@ def lake(spark, tmp_path_factory) -> Lake:
     predictions["scored_at"] = predictions["_ingest_time"] + _ms(rng.integers(100, 3000, n))
     predictions["scored_by"] = "mllib"
     predictions["predicted_class"] = None  # a binary model
+    predictions["predicted_value"] = None
 
     gold = pd.DataFrame({
         "window_start": [base] * 3, "window_end": [base + pd.Timedelta(hours=1)] * 3, "type": ["L", "M", "H"],

@@ -87,6 +87,40 @@ def test_portable_probabilities_equal_mllib(spark, algorithm):
         assert len(doc["stages"][-1]["trees"]) == 8
 
 
+@pytest.mark.parametrize("algorithm", ["linear_regression", "gbt", "xgboost"])
+def test_portable_values_of_a_regression_model_equal_mllib(spark, algorithm):
+    """A regression pipeline (the torque from the speed, temperatures and type): every row's value,
+    including rows the pipeline must repair, as MLlib computes it."""
+    from pyspark.sql import functions as F
+
+    from ml import REGRESSION
+    from ml.train import LABEL, PREDICTION, WEIGHT, _pipeline
+
+    inputs = ["air_temperature_k", "process_temperature_k", "rotational_speed_rpm", "tool_wear_min"]
+    history = ai4i_silver(3000)
+    history["tool_wear_min"] = history["tool_wear_min"].astype("float64")
+    train = (spark.createDataFrame(history[[*inputs, *CATEGORICAL, "torque_nm"]])
+             .withColumn(LABEL, F.col("torque_nm")).withColumn(WEIGHT, F.lit(1.0)))
+    params = {"gbt": {"maxIter": 8}, "xgboost": {"n_estimators": 20}}
+    model = _pipeline(algorithm, inputs, CATEGORICAL, seed=7, params=params, task=REGRESSION).fit(train)
+
+    rows = _rows_to_score()[[*inputs, *CATEGORICAL]]
+    frame = spark.createDataFrame(rows.astype(object).where(rows.notna(), None),
+                                  schema=", ".join([f"{c} double" for c in inputs] + ["type string"]))
+    expected = [r[0] for r in model.transform(frame).select(PREDICTION).collect()]
+    doc = portable.export(model, features=[*inputs, *CATEGORICAL], categorical=CATEGORICAL, input_schema={},
+                          task=REGRESSION)
+    scorer = portable.PortableModel(json.loads(json.dumps(doc)))
+    assert scorer.task == REGRESSION
+    records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows.to_dict("records")]
+    got = scorer.values(records)
+    np.testing.assert_allclose(got, expected, rtol=1e-6 if algorithm == "xgboost" else 1e-9)
+    truth = history["torque_nm"].to_numpy()
+    assert np.ptp(got) > 20 and np.std(got[: len(rows) - 6]) > 0.5 * np.std(truth)  # it read the speed
+    with pytest.raises(portable.PortableError, match="values"):
+        scorer.probabilities(records)
+
+
 def test_stages_it_cannot_evaluate_are_refused(spark):
     from pyspark.ml import Pipeline
     from pyspark.ml.feature import SQLTransformer

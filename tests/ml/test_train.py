@@ -259,6 +259,123 @@ def test_a_multiclass_model_refuses_a_binary_only_algorithm(tmp_path):
 
     settings = load_settings(lake_dir=str(tmp_path / "lake"))
     iris = get_contract(settings.contracts_dir, "iris")
-    with pytest.raises(TrainingError, match="gbt trains binary models only; a multiclass model can use "
+    with pytest.raises(TrainingError, match="gbt cannot train a multiclass model; a multiclass model can use "
                                             "logistic_regression, xgboost"):
         train_model(None, settings, iris, algorithms=("gbt",))  # type: ignore[arg-type]  # refused before Spark
+
+
+def _torque_contract(tmp_path: Path) -> object:
+    """machine_telemetry with a regression model: the torque from the speed, temperatures and type
+    (AI4I's drive runs at about constant power, so torque falls as speed rises)."""
+    import yaml
+
+    from streamsight.contracts import load_contract
+    from tests.integration.helpers import CONTRACTS
+
+    doc = yaml.safe_load((CONTRACTS / "machine_telemetry.yaml").read_text(encoding="utf-8"))
+    doc["reference"]["path"] = str((CONTRACTS / doc["reference"]["path"]).resolve())
+    doc["model"] = {"name": "torque_estimate", "task": "regression", "label": "torque_nm",
+                    "features": ["rotational_speed_rpm", "air_temperature_k", "process_temperature_k", "type"],
+                    "categorical_features": ["type"]}
+    path = tmp_path / "machine_telemetry.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return load_contract(path)
+
+
+def test_a_regression_model_predicts_the_label_value_against_a_training_mean_baseline(ml_spark, env, tmp_path,
+                                                                                       capsys):
+    """A numeric label: linear and GBT regression ranked by validation RMSE; the test RMSE, MAE and R²
+    against the training mean; promotion only when the RMSE is not worse; the stream's scorer and the
+    portable copy give the same values; `streamsight models` shows them."""
+    import numpy as np
+    from pyspark.sql import functions as F
+
+    from ml.cli import models_command
+    from ml.online import ServedModel
+    from ml.registry import ModelRegistry
+    from ml.scoring import ProductionScorer
+    from ml.train import train_model
+
+    settings = load_settings(lake_dir=str(tmp_path / "lake"), reports_dir=tmp_path / "reports")
+    contract = _torque_contract(tmp_path)
+    frame = env["frame"]
+    silver = ml_spark.createDataFrame(frame)
+    meta = train_model(ml_spark, settings, contract, silver=silver)
+    metrics, baseline = meta["metrics"], meta["baseline_metrics"]
+
+    assert meta["task"] == "regression" and meta["primary_metric"] == "rmse" and meta["threshold"] is None
+    assert set(meta["candidates"]) == {"linear_regression", "xgboost"}
+    chosen = min(meta["candidates"], key=lambda a: meta["candidates"][a]["validation_rmse"])
+    assert meta["algorithm"] == chosen
+    ordered = frame.sort_values(["event_time", "event_id"])
+    trained, tested = ordered["torque_nm"].iloc[:4800], ordered["torque_nm"].iloc[4800:]
+    assert baseline["name"] == "training_mean" and baseline["value"] == pytest.approx(trained.mean())
+    assert baseline["rmse"] == pytest.approx(float(np.sqrt(((tested - trained.mean()) ** 2).mean())))
+    assert metrics["rows"] == baseline["rows"] == len(tested)
+    assert metrics["mean_label"] == pytest.approx(tested.mean())
+    assert metrics["rmse"] < 0.6 * baseline["rmse"] and metrics["mae"] < 0.6 * baseline["mae"], (metrics, baseline)
+    assert metrics["r2"] > 0.6 and baseline["r2"] <= 0.0
+    assert meta["training_data"]["label_mean_test"] == pytest.approx(tested.mean())
+    assert meta["promotion"]["promoted"] and meta["aliases"] == ["production"]
+
+    # a heavily regularised line: a higher RMSE, so production stays
+    worse = train_model(ml_spark, settings, contract, silver=silver, algorithms=("linear_regression",),
+                        params={"linear_regression": {"regParam": 100.0}})
+    assert worse["metrics"]["rmse"] > metrics["rmse"]
+    assert not worse["promotion"]["promoted"]
+    assert re.fullmatch(r"test rmse [\d.]+ > production v1's [\d.]+", worse["promotion"]["reason"])
+
+    registry = ModelRegistry(ml_spark, models_uri(settings.lake_uri))
+    scorer = ProductionScorer(ml_spark, settings, contract, registry=registry)
+    later = (silver.orderBy("event_time").offset(5500)
+             .withColumn("_kafka_timestamp", F.col("event_time")).withColumn("_batch_id", F.lit(7)))
+    scored = scorer.score(later)
+    assert scored is not None and scorer.last_version == 1
+    out = scored.orderBy("event_id").collect()
+    assert len(out) == 500 and {(r["probability"], r["prediction"], r["predicted_class"]) for r in out} == {(None, None, None)}
+    assert {r["scored_by"] for r in out} == {"mllib"}
+    values = np.array([r["predicted_value"] for r in out])
+    assert np.ptp(values) > 10  # Nm: it reads the speed
+    served = ServedModel.of("torque_estimate", 1, registry.read_file("torque_estimate", "scorer.json", 1),
+                            registry.metadata("torque_estimate", 1))
+    local = served.predict([{c: r[c] for c in served.scorer.features} for r in out])
+    np.testing.assert_allclose([p["value"] for p in local], values, rtol=1e-6)  # XGBoost: float32
+    truth = ordered.set_index("event_id").loc[[r["event_id"] for r in out], "torque_nm"].to_numpy()
+    assert np.sqrt(np.mean((values - truth) ** 2)) < 0.6 * np.std(truth)
+
+    # the serving process's app (in-process here; test_serving.py runs it over HTTP): a value per line
+    import asyncio
+
+    import httpx
+
+    from ml.serving import create_app
+
+    csv = "".join(",".join(str(r[c]) for c in served.scorer.features) + "\n" for r in out[:3])
+
+    async def invoke(accept: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(served, "torque"))
+        async with httpx.AsyncClient(transport=transport, base_url="http://serving") as client:
+            return await client.post("/invocations", content=csv, headers={"Content-Type": "text/csv",
+                                                                           "Accept": accept})
+
+    answer, lines = asyncio.run(invoke("text/csv")), asyncio.run(invoke("application/jsonlines"))
+    assert answer.status_code == lines.status_code == 200
+    np.testing.assert_allclose([float(v) for v in answer.text.split()], values[:3], rtol=1e-6)
+    np.testing.assert_allclose([json.loads(v)["score"] for v in lines.text.splitlines()], values[:3], rtol=1e-6)
+
+    # the report: the model card and the metrics chart against the baseline; the binary charts skipped
+    from analytics.report import build_report
+
+    html = build_report(ml_spark, settings, {contract.name: contract}).read_text(encoding="utf-8")
+    assert f"<th>RMSE</th><td>{metrics['rmse']:.4f} (baseline {baseline['rmse']:.4f})</td>" in html
+    assert f"<th>R²</th><td>{metrics['r2']:.4f} (baseline {baseline['r2']:.4f})</td>" in html
+    assert html.count("not a binary one") == 2  # probability_distribution and top_risk
+    charted = (settings.reports_dir / contract.name / "model_metrics.csv").read_text(encoding="utf-8").splitlines()
+    assert charted[0].startswith("version,is_production,rmse,mae,r2,baseline_rmse") and len(charted) == 3
+    assert (settings.reports_dir / contract.name / "model_metrics.png").stat().st_size > 15_000
+
+    factory = lambda settings, app_name: ml_spark  # noqa: E731 - tests bring their own session
+    models_command(settings, "torque_estimate", as_json=False, session_factory=factory)
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[-6:-3] == ["rmse", "r2", "baseline_rmse"]
+    assert f"{metrics['rmse']:.4f}" in table[2] and f"{baseline['rmse']:.4f}" in table[2] and "regression" in table[2]

@@ -106,12 +106,37 @@ def test_a_multiclass_model_takes_its_classes_from_the_label_enum_or_its_own_lis
     ({"classes": ["setosa", "setosa", "virginica"]}, r"model\.classes: .* lists a class twice"),
     ({"classes": ["setosa"]}, r"model\.classes: List should have at least 2 items"),
     ({"scoring": "online"}, r"model\.scoring: the hot path \(online\) scores binary models"),
-    ({"label": "petal_width_cm"}, r"model\.label: a multiclass label must be a string or an integer; "
-     r"'petal_width_cm' is number"),
+    ({"label": "petal_width_cm", "features": ["sepal_length_cm"]},
+     r"model\.label: a multiclass label must be a string or an integer; 'petal_width_cm' is number"),
     ({"task": "binary", "classes": ["a", "b"]}, r"model\.classes: only a multiclass model"),
-    ({"task": "regression"}, r"model\.task: Input should be 'binary' or 'multiclass'"),
+    ({"task": "ranking"}, r"model\.task: Input should be 'binary', 'multiclass' or 'regression'"),
+    ({"label": "petal_width_cm"}, r"model\.features: the label 'petal_width_cm' is read by a feature"),
 ])
 def test_a_bad_multiclass_model_fails_at_load_naming_the_setting(tmp_path, model, says):
     with pytest.raises(ContractError, match=says) as raised:
         load_contract(_iris(tmp_path, **model))
+    assert "iris.yaml" in str(raised.value)
+
+
+PETAL_WIDTH = {"task": "regression", "label": "petal_width_cm", "classes": None,
+               "features": ["sepal_length_cm", "sepal_width_cm", "petal_length_cm"]}
+
+
+def test_a_regression_model_predicts_a_numeric_label(tmp_path):
+    contract = load_contract(_iris(tmp_path, **PETAL_WIDTH))
+    assert contract.model is not None and contract.model.task == "regression"
+    assert contract.model_classes() is None
+
+
+@pytest.mark.parametrize(("model", "says"), [
+    ({"label": "species", "features": IRIS["model"]["features"]},
+     r"model\.label: a regression label must be a number; 'species' is string"),
+    ({"positive_label": 1}, r"model\.positive_label: a regression model has no positive label"),
+    ({"classes": [0, 1]}, r"model\.classes: only a multiclass model"),
+    ({"scoring": "online"}, r"model\.scoring: the hot path \(online\) scores binary models; a regression model"),
+    ({"features": ["sepal_length_cm", "petal_width_cm"]}, r"the label 'petal_width_cm' is read by a feature"),
+])
+def test_a_bad_regression_model_fails_at_load_naming_the_setting(tmp_path, model, says):
+    with pytest.raises(ContractError, match=says) as raised:
+        load_contract(_iris(tmp_path, **{**PETAL_WIDTH, **model}))
     assert "iris.yaml" in str(raised.value)

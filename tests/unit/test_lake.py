@@ -128,7 +128,8 @@ def test_predictions_keep_the_scored_records_columns_and_scoring_is_batch_or_onl
     columns = prediction_columns(contract)
     assert columns[:4] == [*record[:3], ("event_date", "date")] and columns[4:15] == record[3:]
     assert [c for c, _ in columns[15:]] == ["probability", "prediction", "model_name", "model_version", "scored_at",
-                                           "scored_by", "predicted_class", "_kafka_timestamp", "_batch_id"]
+                                           "scored_by", "predicted_class", "predicted_value", "_kafka_timestamp",
+                                           "_batch_id"]
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     doc["model"]["scoring"] = "sometimes"
     bad = tmp_path / "machine_telemetry.yaml"
