@@ -22,6 +22,7 @@ Delta Lake table, created with its declared columns when the job starts::
     predictions  (model.scoring: online) Kafka predictions topic ─parse─▶ watermark ─▶ drop duplicates
                  by event id ─foreachBatch─▶ predictions (+ store); unreadable messages ─▶ dead_letter
     gold_<agg>   silver (Delta source) ─watermark─▶ event-time window aggregate ──▶ gold  (Delta sink, append)
+                 first_seen: silver ─foreachBatch─▶ earliest event per key ─merge─▶ gold (an earlier one wins)
 
 ``bronze`` and ``silver`` both read Kafka, so an event reaches silver and predictions in one
 micro-batch of one query. With ``model.scoring: online`` the hot path (:mod:`streaming_jobs.online`)
@@ -229,6 +230,10 @@ class StreamJob:
 
     def gold_query(self, aggregate: str, available_now: bool) -> StreamingQuery:
         c = self.contract
+        if next(a for a in c.aggregates if a.name == aggregate).first_seen:
+            writer = FirstSeenWriter(self, aggregate)
+            return self._writer(self._table_stream("silver"), f"gold_{aggregate}", available_now).foreachBatch(
+                writer).start()
         quoted = "`" + c.event_time.field.replace("`", "``") + "`"  # parsed as SQL: a name like `@timestamp`
         silver = self._table_stream("silver").withWatermark(quoted, c.watermark)
         df = T.windowed_aggregate(silver, c, aggregate)
@@ -516,6 +521,33 @@ class SilverBatchWriter:
             if scoring is not None:  # a failed silver write: let the scoring thread finish first
                 wait([scoring])
             batch.unpersist()
+
+
+class FirstSeenWriter:
+    """foreachBatch function of a ``first_seen`` aggregate's gold query: each batch's first sightings
+    (:func:`streaming_jobs.transforms.first_sightings`) merged into the gold table by their keys (null
+    equals null), a row moved only by an earlier event. Merging the same batch again changes nothing,
+    so a replayed batch needs no transaction id, and late events need no watermark."""
+
+    def __init__(self, job: StreamJob, aggregate: str) -> None:
+        agg = next(a for a in job.contract.aggregates if a.name == aggregate)
+        self.job, self.aggregate = job, aggregate
+        self.keys = [*agg.group_by, *agg.first_seen]
+        self.uri = job.uri(f"gold_{aggregate}")
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        from delta.tables import DeltaTable
+
+        from streamsight.lake import FIRST_SEEN_AT
+
+        began = time.monotonic()
+        firsts = T.first_sightings(batch, self.job.contract, self.aggregate)
+        on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in self.keys)
+        (DeltaTable.forPath(batch.sparkSession, self.uri).alias("t").merge(firsts.alias("s"), on)
+         .whenMatchedUpdateAll(condition=f"s.`{FIRST_SEEN_AT}` < t.`{FIRST_SEEN_AT}`")
+         .whenNotMatchedInsertAll().execute())
+        log.info("%s gold_%s batch %d: merged in %.1fs", self.job.contract.name, self.aggregate, batch_id,
+                 time.monotonic() - began)
 
 
 class PredictionsBatchWriter:

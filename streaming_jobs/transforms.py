@@ -19,7 +19,14 @@ from pyspark.sql import functions as F
 
 from streaming_jobs.validation import validate
 from streamsight.contracts import REJECTION_HEADERS, Contract
-from streamsight.lake import BRONZE_COLUMNS, DEAD_LETTER_COLUMNS, silver_columns, with_derived
+from streamsight.lake import (
+    BRONZE_COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    FIRST_SEEN_AT,
+    gold_columns,
+    silver_columns,
+    with_derived,
+)
 
 
 def to_bronze(kafka_df: DataFrame) -> DataFrame:
@@ -175,6 +182,20 @@ def to_silver_shape(df: DataFrame, contract: Contract, batch_id: int) -> DataFra
     """Final silver column order (see :func:`streamsight.lake.silver_columns`)."""
     with_batch = df.withColumn("_batch_id", F.lit(batch_id).cast("bigint"))
     return with_batch.select(*[F.col(c).cast(t).alias(c) for c, t in silver_columns(contract)])
+
+
+def first_sightings(silver: DataFrame, contract: Contract, aggregate_name: str) -> DataFrame:
+    """The earliest event of each combination of a ``first_seen`` aggregate's group_by and first_seen
+    columns in ``silver`` (a batch), with the window it falls in: the gold table's columns."""
+    agg = next(a for a in contract.aggregates if a.name == aggregate_name)
+    et = contract.event_time.field
+    keys = [*agg.group_by, *agg.first_seen]
+    firsts = (silver.where(F.col(f"`{et}`").isNotNull()).groupBy(*[F.col(f"`{k}`") for k in keys])
+              .agg(F.min(F.col(f"`{et}`")).alias(FIRST_SEEN_AT)))
+    window = F.window(FIRST_SEEN_AT, agg.window)
+    return firsts.select(window.start.alias("window_start"), window.end.alias("window_end"),
+                         *[F.col(f"`{k}`") for k in keys], FIRST_SEEN_AT).select(
+        *[F.col(f"`{c}`").cast(t).alias(c) for c, t in gold_columns(contract, aggregate_name)])
 
 
 def windowed_aggregate(silver: DataFrame, contract: Contract, aggregate_name: str) -> DataFrame:

@@ -110,9 +110,25 @@ class Aggregate(_Model):
     window: str
     slide: str | None = None
     group_by: list[str] = Field(default_factory=list)
-    metrics: list[Metric] = Field(min_length=1)
+    metrics: list[Metric] = Field(default_factory=list)
+    first_seen: list[str] = Field(
+        default_factory=list, description="First sightings instead of metrics: a row per combination of "
+        "group_by and these columns, in the window of its earliest event time, with first_seen_at (e.g. an "
+        "identity's first call in a region); a later or replayed event changes nothing, an earlier one moves it")
 
     _w = field_validator("window")(classmethod(lambda cls, v: _interval(v)))
+
+    @model_validator(mode="after")
+    def _metrics_or_first_seen(self) -> Aggregate:
+        if self.first_seen:
+            if self.metrics:
+                raise ValueError(f"aggregate {self.name!r}: first_seen rows have no metrics (count them with SQL)")
+            if self.slide is not None:
+                raise ValueError(f"aggregate {self.name!r}: a first sighting falls in one window; first_seen "
+                                 "takes no slide")
+        elif not self.metrics:
+            raise ValueError(f"aggregate {self.name!r}: needs metrics (or first_seen)")
+        return self
 
     @field_validator("slide")
     @classmethod
@@ -328,6 +344,10 @@ class Contract(_Model):
         for agg in self.aggregates:
             for col in agg.group_by:
                 need(f"aggregates.{agg.name}.group_by", col, silver_cols)
+            for col in agg.first_seen:
+                need(f"aggregates.{agg.name}.first_seen", col, silver_cols)
+                if col in agg.group_by:
+                    raise ValueError(f"aggregates.{agg.name}.first_seen: {col!r} is also in group_by")
             for metric in agg.metrics:
                 if metric.column:
                     need(f"aggregates.{agg.name}.metrics.{metric.name}", metric.column, silver_cols)

@@ -125,11 +125,16 @@ def scored_record_columns(contract: Contract) -> list[tuple[str, str]]:
     return [(c, silver[c]) for c in dict.fromkeys(keep)]
 
 
+FIRST_SEEN_AT = "first_seen_at"  # a first_seen aggregate's column: the earliest event time of its row
+
+
 def gold_columns(contract: Contract, aggregate_name: str) -> list[tuple[str, str]]:
     agg = next(a for a in contract.aggregates if a.name == aggregate_name)
     silver = dict(silver_columns(contract))
     cols = [("window_start", "timestamp"), ("window_end", "timestamp")]
     cols += [(c, silver[c]) for c in agg.group_by]
+    if agg.first_seen:  # a row per first sighting (streaming_jobs.transforms.first_sightings)
+        return [*cols, *[(c, silver[c]) for c in agg.first_seen], (FIRST_SEEN_AT, "timestamp")]
     for metric in agg.metrics:
         if metric.agg in ("count", "count_distinct"):
             kind = "bigint"

@@ -99,6 +99,26 @@ def test_cloudtrail_files_stream_with_paths_aggregates_and_an_attack_model(spark
             exact = len({r[field] for r in rs})
             assert abs(g[metric] - exact) <= max(1, 0.1 * exact), (g["principal"], metric, g[metric], exact)
 
+    # First sightings: each identity's first call in each region and to each service, in its hour;
+    # the later call (a region and service already seen) moved nothing.
+    for name, field in (("new_regions_by_principal_1h", "awsRegion"), ("new_services_by_principal_1h", "eventSource")):
+        first: dict[tuple[str, str], str] = {}
+        for r in [*records, later]:
+            key = (_expected(r)["principal"], r[field])
+            first[key] = min(first.get(key, r["eventTime"]), r["eventTime"])
+        rows = table(f"gold_{name}").collect()
+        assert len(rows) == len(first) and len(first) > 5, name
+        for g in rows:
+            seen = datetime.fromisoformat(first[(g["principal"], g[field])].replace("Z", "+00:00")).replace(tzinfo=None)
+            assert g["first_seen_at"] == seen and g["window_start"] == seen.replace(minute=0, second=0), (name, g)
+    # the README's query of new regions per identity per hour, on the analysts' views
+    from analytics.views import register_views
+
+    register_views(spark, settings, {"cloudtrail": contract})
+    per_hour = spark.sql("SELECT principal, window_start, count(*) AS new_regions, collect_list(awsRegion) AS regions "
+                         "FROM cloudtrail_gold_new_regions_by_principal_1h GROUP BY principal, window_start").collect()
+    assert sum(r["new_regions"] for r in per_hour) == len(table("gold_new_regions_by_principal_1h").collect())
+
     # The attack-technique model: first 70 % by event time trains, the last 30 % tests; the user
     # agent is the label's source and nothing the model reads.
     assert contract.model is not None and "userAgent" not in contract.model_reads()

@@ -122,3 +122,47 @@ def test_dedup_keys_only_valid_records_by_the_contract_key(spark, machine_contra
     assert all(r["value"] is None for r in valid)  # bronze keeps the bytes; the shuffle does not carry them
     (bad,) = [r for r in keyed if r["_error_code"] is not None]
     assert bad["_dedup_other"] == "t.raw:0:2" and bad[T.DEDUP_TIME] is None and bad["value"] == b"not json"
+
+
+def test_first_sightings_merge_keeps_each_keys_earliest_event_and_ignores_a_replay(spark, tmp_path):
+    """A ``first_seen`` aggregate (the shipped cloudtrail contract's new regions per identity): a row
+    per (principal, region), in the hour of its earliest event; a later event changes nothing, an
+    earlier one moves the row, a replayed batch adds nothing; a null principal is a key like any."""
+    from types import SimpleNamespace
+
+    from streaming_jobs.lake_writer import create_table
+    from streaming_jobs.pipeline import FirstSeenWriter
+    from streamsight.contracts import load_contract
+    from streamsight.lake import gold_columns, read_table
+    from tests.integration.helpers import CONTRACTS
+
+    contract = load_contract(CONTRACTS / "cloudtrail.yaml")
+    name = "new_regions_by_principal_1h"
+    path = str(tmp_path / "gold")
+    create_table(spark, path, gold_columns(contract, name), [], {})
+    job = SimpleNamespace(contract=contract, uri=lambda table: path)
+    writer = FirstSeenWriter(job, name)  # type: ignore[arg-type]
+
+    def at(h: int, m: int) -> datetime:
+        return datetime(2023, 7, 10, h, m)
+
+    def batch(rows: list[tuple[str | None, str, datetime | None]]):
+        return spark.createDataFrame(rows, "principal string, awsRegion string, eventTime timestamp")
+
+    def table() -> set[tuple]:
+        return {(r["principal"], r["awsRegion"], r["first_seen_at"], r["window_start"], r["window_end"])
+                for r in read_table(spark, path).collect()}
+
+    first = batch([("alice", "us-east-1", at(11, 40)), ("alice", "us-east-1", at(11, 30)),
+                   ("alice", "eu-west-1", at(12, 10)), (None, "us-east-1", at(11, 0)), ("bob", "us-east-1", None)])
+    writer(first, 0)
+    writer(first, 0)  # replayed after a crash
+    assert table() == {("alice", "us-east-1", at(11, 30), at(11, 0), at(12, 0)),
+                       ("alice", "eu-west-1", at(12, 10), at(12, 0), at(13, 0)),
+                       (None, "us-east-1", at(11, 0), at(11, 0), at(12, 0))}
+    writer(batch([("alice", "us-east-1", at(10, 55)), ("alice", "eu-west-1", at(12, 30)),
+                  (None, "us-east-1", at(11, 5)), ("bob", "us-east-1", at(13, 0))]), 1)
+    assert table() == {("alice", "us-east-1", at(10, 55), at(10, 0), at(11, 0)),  # an earlier event moved it
+                       ("alice", "eu-west-1", at(12, 10), at(12, 0), at(13, 0)),
+                       (None, "us-east-1", at(11, 0), at(11, 0), at(12, 0)),
+                       ("bob", "us-east-1", at(13, 0), at(13, 0), at(14, 0))}
