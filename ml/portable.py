@@ -3,8 +3,9 @@
 
 :func:`export` reads a fitted :class:`~pyspark.ml.PipelineModel` as :mod:`ml.train` builds it
 (Imputer, the SQLTransformer of pairwise products and differences, StringIndexer, OneHotEncoder,
-VectorAssembler, StandardScaler, then LogisticRegression (binomial or multinomial), GBTClassifier or
-XGBoost's SparkXGBClassifier -- or, for a regression model, LinearRegression, GBTRegressor or
+the text stages -- RegexTokenizer and HashingTF, or :class:`ml.spark_text.TextEmbedder` --
+VectorAssembler, StandardScaler, then LogisticRegression (binomial or multinomial), GBTClassifier
+or XGBoost's SparkXGBClassifier -- or, for a regression model, LinearRegression, GBTRegressor or
 SparkXGBRegressor -- whose booster is kept in XGBoost's own JSON) into a JSON document;
 any other stage, or a statement other than those products and differences, is refused. The
 registry stores the document as ``scorer.json`` beside the MLlib model, and :class:`PortableModel`
@@ -178,6 +179,11 @@ def _stage(stage: Any) -> dict[str, Any]:
         return {"kind": "tokens", "input": stage.getInputCol(), "output": stage.getOutputCol(),
                 "pattern": stage.getPattern(), "lowercase": stage.getToLowercase(),
                 "min_length": stage.getMinTokenLength()}
+    if kind == "TextEmbedder":
+        from ml import text
+
+        return {"kind": "embed", "input": stage.getInputCol(), "output": stage.getOutputCol(),
+                **text.describe(stage.getDims())}
     if kind == "HashingTF":
         return {"kind": "hash", "input": stage.getInputCol(), "output": stage.getOutputCol(),
                 "buckets": stage.getNumFeatures(), "binary": stage.getBinary()}
@@ -341,6 +347,10 @@ class PortableModel:
                     for token in tokens:
                         out[r, mmh3.hash(token.encode("utf-8"), HASH_SEED) % buckets] += 1.0
                 cols[stage["output"]] = np.minimum(out, 1.0) if stage["binary"] else out
+            elif kind == "embed":
+                from ml.text import embed
+
+                cols[stage["output"]] = embed(list(cols[stage["input"]]), stage["dims"]).astype(np.float64)
             elif kind == "assemble":
                 vector = np.column_stack([c if c.ndim == 2 else c[:, None] for c in (cols[i] for i in stage["inputs"])])
             elif kind == "scale":
@@ -446,6 +456,18 @@ def _prepare(stage: dict[str, Any]) -> dict[str, Any]:
         return {**stage, "booster": booster}
     if kind == "tokens":
         return {**stage, "regex": re.compile(stage["pattern"])}
+    if kind == "embed":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version(stage["encoder"])
+        except PackageNotFoundError:
+            raise PortableError(f"the model embeds text with {stage['encoder']} {stage['version']}, which is not "
+                                "installed") from None
+        if installed != stage["version"]:  # another release may embed differently
+            raise PortableError(f"the model embeds text with {stage['encoder']} {stage['version']}; "
+                                f"{installed} is installed")
+        return stage
     if kind in ("impute", "pairs", "one_hot", "assemble", "text_fill", "hash"):
         return stage
     raise PortableError(f"unknown stage kind {kind!r}")

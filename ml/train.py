@@ -36,8 +36,9 @@ A regression model (``model.task: regression``, a numeric label) is unweighted; 
 there is no threshold; the test figures are RMSE, MAE and R², next to a baseline that predicts the
 training mean; promotion compares RMSE.
 
-Run it on a cluster with spark-submit (client mode; the driver needs this project importable, the
-executors need nothing from it -- the model is pure JVM). From the project root::
+Run it on a cluster with spark-submit (client mode; the driver needs this project importable; the
+executors need it and the locked environment only for XGBoost and embedded text, whose stages run in
+Python workers -- Ansible's jobs ship both). From the project root::
 
     STREAMSIGHT_PROFILE=docker spark-submit --master spark://spark-master:7077 \\
         --py-files streamsight.zip \\
@@ -412,7 +413,8 @@ def _train_on_split(
     for algorithm in algorithms:
         t0 = time.monotonic()
         model = _pipeline(algorithm, numeric, categorical, seed, params, text=spec.text_features,
-                          text_buckets=spec.text_buckets, task=task).fit(fit_df)
+                          text_buckets=spec.text_buckets, task=task, text_encoding=spec.text_encoding,
+                          text_dimensions=spec.text_dimensions).fit(fit_df)
         if task == BINARY:
             scored = _with_p1(model.transform(val_df)).select(LABEL, _PROB1).cache()
             value = _auc(scored, "areaUnderPR") if can_validate else None
@@ -455,7 +457,8 @@ def _train_on_split(
     model = chosen["model"]
     if refit:
         model = _pipeline(algorithm, numeric, categorical, seed, params, text=spec.text_features,
-                          text_buckets=spec.text_buckets, task=task).fit(
+                          text_buckets=spec.text_buckets, task=task, text_encoding=spec.text_encoding,
+                          text_dimensions=spec.text_dimensions).fit(
             weighted(split.filter(F.col(SPLIT).isin("fit", "validation")), ("fit", "validation")))
 
     # -- held-out evaluation --------------------------------------------------------------------
@@ -544,7 +547,7 @@ def _train_on_split(
         "features": list(spec.features),
         "numeric_features": numeric,
         "categorical_features": categorical,
-        **({"text_features": list(spec.text_features), "text_buckets": spec.text_buckets} if spec.text_features else {}),
+        **(_text_metadata(spec) if spec.text_features else {}),
         "derived_features": ("pairwise products and differences of the numeric features"
                              if 1 < len(numeric) <= MAX_INTERACTION_FEATURES else "none"),
         "label": spec.label,
@@ -581,7 +584,8 @@ MIN_TOKEN_LENGTH = 2
 
 def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: int,
               params: dict[str, dict[str, Any]] | None = None, *, text: list[str] | tuple[str, ...] = (),
-              text_buckets: int = 256, task: str = BINARY) -> Pipeline:
+              text_buckets: int = 256, task: str = BINARY, text_encoding: str = "hashed",
+              text_dimensions: int = 64) -> Pipeline:
     """Feature preparation + one classifier (a regressor for a regression ``task``); every internal
     column is prefixed ``_ss_``.
 
@@ -592,7 +596,8 @@ def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: 
     are indexed and one-hot encoded with an extra slot for unseen or null values. Text features
     (a null is empty text) are lower-cased and split into tokens (:data:`TOKEN_PATTERN`, at least
     :data:`MIN_TOKEN_LENGTH` characters), each present token setting one of ``text_buckets`` slots
-    (HashingTF: MurmurHash3 of the token's UTF-8 bytes).
+    (HashingTF: MurmurHash3 of the token's UTF-8 bytes); with ``text_encoding`` embedded, each is
+    its embedding (:class:`ml.spark_text.TextEmbedder`, ``text_dimensions`` numbers).
     """
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import GBTClassifier, LogisticRegression
@@ -630,6 +635,12 @@ def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: 
         assembled += ohe
     for i, column in enumerate(text):
         stages.append(SQLTransformer(statement=f"SELECT *, coalesce(`{column}`, '') AS `_ss_txt_{i}` FROM __THIS__"))
+        if text_encoding == "embedded":
+            from ml.spark_text import TextEmbedder
+
+            stages.append(TextEmbedder(inputCol=f"_ss_txt_{i}", outputCol=f"_ss_emb_{i}", dims=text_dimensions))
+            assembled.append(f"_ss_emb_{i}")
+            continue
         stages.append(RegexTokenizer(inputCol=f"_ss_txt_{i}", outputCol=f"_ss_tok_{i}", pattern=TOKEN_PATTERN,
                                      gaps=True, toLowercase=True, minTokenLength=MIN_TOKEN_LENGTH))
         stages.append(HashingTF(inputCol=f"_ss_tok_{i}", outputCol=f"_ss_tf_{i}", numFeatures=text_buckets,
@@ -668,6 +679,15 @@ def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: 
     classifier.setProbabilityCol(PROBABILITY).setRawPredictionCol(RAW_PREDICTION)
     stages.append(classifier)
     return Pipeline(stages=stages)
+
+
+def _text_metadata(spec: Any) -> dict[str, Any]:
+    if spec.text_encoding == "embedded":
+        from ml import text
+
+        return {"text_features": list(spec.text_features), "text_encoding": "embedded",
+                "text_embedding": text.describe(spec.text_dimensions)}
+    return {"text_features": list(spec.text_features), "text_encoding": "hashed", "text_buckets": spec.text_buckets}
 
 
 XGBOOST_ARCHIVE = "sagemaker-xgboost.tar.gz"

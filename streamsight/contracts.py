@@ -195,9 +195,13 @@ class ModelSpec(_Model):
     features: list[str] = Field(min_length=1)
     categorical_features: list[str] = Field(default_factory=list)
     text_features: list[str] = Field(
-        default_factory=list, description="String fields or derived columns read as text: lower-cased, split "
-        "into tokens of letters and digits (two or more), each token hashed into one of text_buckets slots")
-    text_buckets: int = Field(default=256, ge=16, le=65536, description="Hash slots per text feature")
+        default_factory=list, description="String fields or derived columns read as text (text_encoding)")
+    text_encoding: Literal["hashed", "embedded"] = Field(
+        default="hashed", description="hashed: lower-cased, split into tokens of letters and digits (two or more), "
+        "each token hashed into one of text_buckets slots; embedded: the text's embedding by a small text model "
+        "shipped with the wordllama package (ml.text), text_dimensions numbers")
+    text_buckets: int = Field(default=256, ge=16, le=65536, description="hashed: slots per text feature")
+    text_dimensions: Literal[64, 128, 256] = Field(default=64, description="embedded: numbers per text feature")
     task: Literal["binary", "multiclass", "regression"] = Field(
         default="binary", description="binary: P(label == positive_label) and a decision threshold; multiclass: "
         "one probability per class, the most probable class predicted; regression: a numeric label, its value "
@@ -354,6 +358,13 @@ class Contract(_Model):
         if self.model:
             need("model.label", self.model.label, known)  # a field or a derived column
             self._check_task(derived)
+            spec = self.model
+            unused = {"hashed": "text_dimensions", "embedded": "text_buckets"}[spec.text_encoding]
+            if unused in spec.model_fields_set:
+                raise ValueError(f"model.{unused}: does not apply to text_encoding {spec.text_encoding}")
+            if spec.text_encoding == "embedded" and spec.text_features and spec.scoring == "online":
+                raise ValueError("model.text_encoding: the hot path (model.scoring: online) runs no Python; embedded "
+                                 "text is scored in the stream job (model.scoring: batch)")
             for col in self.model.text_features:
                 need("model.text_features", col, known)
                 kind = derived[col].type if col in derived else schema["properties"][col]["type"]

@@ -178,11 +178,13 @@ def test_portable_class_probabilities_equal_mllib(spark, algorithm):
         scorer.probabilities(rows)
 
 
-def test_portable_text_features_equal_mllib(spark):
-    """The shipped app_logs contract with its message as a text feature: tokens hashed into slots
-    (Spark's RegexTokenizer and HashingTF; MurmurHash3 in ml.portable), beside its derived columns
-    read from the event time, on synthetic log events and odd ones (no message, only punctuation,
-    accents, a token that is a number)."""
+@pytest.mark.parametrize("encoding", ["hashed", "embedded"])
+def test_portable_text_features_equal_mllib(spark, encoding, tmp_path):
+    """The shipped app_logs contract with its message as a text feature -- tokens hashed into slots
+    (Spark's RegexTokenizer and HashingTF; MurmurHash3 in ml.portable), or embedded by the small
+    text model of ml.text (in Spark: a pipeline stage that is saved and loaded with the model) --
+    beside its derived columns read from the event time, on synthetic log events and odd ones (no
+    message, only punctuation, accents, a token that is a number)."""
     from datetime import UTC, datetime
 
     from pyspark.ml.functions import vector_to_array
@@ -196,8 +198,8 @@ def test_portable_text_features_equal_mllib(spark):
 
     base = load_contract(CONTRACTS / "app_logs.yaml")
     assert base.model is not None
-    contract = base.model_copy(update={"model": base.model.model_copy(update={
-        "text_features": ["@message"], "text_buckets": 64})})
+    text = {"text_buckets": 64} if encoding == "hashed" else {"text_encoding": "embedded", "text_dimensions": 64}
+    contract = base.model_copy(update={"model": base.model.model_copy(update={"text_features": ["@message"], **text})})
     batch = next(synthetic_source(contract, machines=12, seed=5, start=datetime(2024, 5, 1, tzinfo=UTC),
                                   interval_ms=600_000))
     records = batch.table.slice(0, 3000).to_pylist()
@@ -215,15 +217,24 @@ def test_portable_text_features_equal_mllib(spark):
     train = frame(records).withColumn(LABEL, F.col("anomaly").cast("double")).withColumn(WEIGHT, F.lit(1.0))
     params = {"logistic_regression": {"maxIter": 20}}
     model = _pipeline("logistic_regression", ["hour_of_day", "message_length", "log_length"], ["@logStream"], seed=7,
-                      params=params, text=["@message"], text_buckets=64).fit(train)
+                      params=params, text=["@message"], text_buckets=64, text_encoding=encoding,
+                      text_dimensions=64).fit(train)
     expected = [r[0] for r in model.transform(frame(rows)).select(vector_to_array(PROBABILITY)[1]).collect()]
+    if encoding == "embedded":  # the registry saves and loads the Python stage with the MLlib ones
+        from pyspark.ml import PipelineModel
+
+        model.write().save(str(tmp_path / "model"))
+        model = PipelineModel.load(str(tmp_path / "model"))
+        again = [r[0] for r in model.transform(frame(rows)).select(vector_to_array(PROBABILITY)[1]).collect()]
+        assert again == expected
 
     features, categorical = portable.feature_order(contract)
     doc = portable.export(model, features=features, categorical=categorical,
                           input_schema=portable.input_schema(contract), derived=portable.derived_for(contract),
                           event_time=portable.event_time_for(contract))
     assert [s["kind"] for s in doc["stages"]][:4] == ["impute", "pairs", "index", "one_hot"]
-    assert {"text_fill", "tokens", "hash"} <= {s["kind"] for s in doc["stages"]}
+    assert ({"text_fill", "tokens", "hash"} if encoding == "hashed" else {"text_fill", "embed"}) <= {
+        s["kind"] for s in doc["stages"]}
     scorer = portable.PortableModel(json.loads(json.dumps(doc)))
     got = scorer.probabilities(rows)  # the records as sent: @timestamp in epoch milliseconds
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)

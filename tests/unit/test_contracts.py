@@ -63,6 +63,26 @@ def _derive(**entry: Any) -> Any:
      r"model\.text_features: 'type' is also a feature"),
     (lambda doc: doc["model"].update(text_features=["type"], text_buckets=8),
      r"model\.text_buckets: Input should be greater than or equal to 16"),
+    (lambda doc: doc["model"].update(text_features=["type"], text_encoding="embedded", text_buckets=64),
+     r"model\.text_buckets: does not apply to text_encoding embedded"),
+    (lambda doc: doc["model"].update(text_features=["type"], text_dimensions=64),
+     r"model\.text_dimensions: does not apply to text_encoding hashed"),
+    (lambda doc: doc["model"].update(text_features=["type"], text_encoding="embedded", text_dimensions=100),
+     r"model\.text_dimensions: Input should be 64, 128 or 256"),
+    (lambda doc: doc["model"].update(text_features=["type"], text_encoding="embedded", scoring="online"),
+     r"model\.text_encoding: the hot path \(model\.scoring: online\) runs no Python"),
+    (lambda doc: doc["derived"].append({"name": "failed_twice", "type": "int", "expr": "machine_failure * 2"})
+     or doc["model"]["features"].append("failed_twice"),
+     r"model\.features: the label 'machine_failure' is read by a feature \(directly or through a derived column\)"),
+    (lambda doc: doc["aggregates"][0].update(first_seen=["machine_id"]),
+     r"aggregate 'by_type_1h': first_seen rows have no metrics"),
+    (lambda doc: doc["aggregates"][0].update(first_seen=["machine_id"], metrics=[], slide="5 minutes"),
+     r"aggregate 'by_type_1h': a first sighting falls in one window"),
+    (lambda doc: doc["aggregates"][0].update(first_seen=["serial"], metrics=[]),
+     r"aggregates\.by_type_1h\.first_seen: 'serial' is not a field"),
+    (lambda doc: doc["aggregates"][0].update(first_seen=["type"], metrics=[]),
+     r"aggregates\.by_type_1h\.first_seen: 'type' is also in group_by"),
+    (lambda doc: doc["aggregates"][0].update(metrics=[]), r"aggregate 'by_type_1h': needs metrics \(or first_seen\)"),
 ])
 def test_a_bad_derived_column_fails_at_load_naming_file_and_field(tmp_path, change, says):
     path = _write(tmp_path, change)
