@@ -57,7 +57,10 @@ def java_regex(python_regex: str) -> str:
 
 
 def _path(name: str) -> str:
-    return "$[0]['" + name.replace("\\", "\\\\").replace("'", "\\'") + "']"
+    """The variant path of one key of an object (Spark's paths have no escapes: the name is quoted with
+    the quote it lacks; a contract refuses a declared field name holding both)."""
+    return f"$['{name}']" if "'" not in name else f'$["{name}"]'
+
 
 
 def _matches_type(f: FieldSpec, kind: str, number: str) -> str:
@@ -81,8 +84,9 @@ def _enum_values(f: FieldSpec) -> list[object]:
     return [v for v in (f.enum or ()) if value_of_json_type(f.json_type, v)]
 
 
-def _field_rules(f: FieldSpec, i: int) -> list[tuple[str, str, str]]:
-    """The schema rules of one field as (broken, code, reason SQL), in fastjsonschema's order."""
+def _field_rules(f: FieldSpec, i: int | str) -> list[tuple[str, str, str]]:
+    """The schema rules of one field as (broken, code, reason SQL), in fastjsonschema's order: an
+    object's own, then its required declared fields, then each declared field's (columns ``_k<i>_<j>``)."""
     kind, typed, number = f"_k{i}", f"_x{i}", f"_n{i}"
     shown = (f"coalesce(cast({typed} AS STRING), cast({number} AS STRING), '?')" if f.json_type in ("number", "integer")
              else f"coalesce(cast({typed} AS STRING), '?')")
@@ -113,7 +117,29 @@ def _field_rules(f: FieldSpec, i: int) -> list[tuple[str, str, str]]:
             if bound is not None:
                 rules.append((f"{number} {op} {_q(float(bound))}", "OUT_OF_RANGE",
                               f"concat({_q(f'field {name}: ')}, {shown}, {_q(f' is outside {label} {bound}')})"))
+    required = [(j, g) for j, g in enumerate(f.inner) if g.required]
+    if required:
+        absent = ", ".join(f"CASE WHEN {kind}_{j} IS NULL THEN {_q(g.name.split('.', 1)[1])} END" for j, g in required)
+        rules.append((f"{kind} IS NOT NULL AND ({' OR '.join(f'{kind}_{j} IS NULL' for j, _ in required)})",
+                      "MISSING_FIELD", f"concat({_q(f'field {name}: missing required field(s): ')}, "
+                                       f"concat_ws(', ', {absent}))"))
+    for j, g in enumerate(f.inner):
+        rules += _field_rules(g, f"{i}_{j}")
     return rules
+
+
+def _inner_columns(f: FieldSpec, i: int, raw: str) -> list[Column]:
+    """An object's declared fields: each one's variant type name (``VOID`` for a JSON null, which JSON
+    Schema checks as a value), its typed value and, for numbers, its value as a double."""
+    out: list[Column] = []
+    for j, g in enumerate(f.inner):
+        inner = g.name.split(".", 1)[1]
+        value = f"variant_get({raw}, {_q(_path(inner))})"
+        out.append(F.expr(f"CASE WHEN {value} IS NOT NULL THEN schema_of_variant({value}) END").alias(f"_k{i}_{j}"))
+        out.append(F.expr(f"try_variant_get({value}, '$', '{g.spark_type}')").alias(f"_x{i}_{j}"))
+        if g.json_type in ("number", "integer"):
+            out.append(F.expr(f"try_variant_get({value}, '$', 'double')").alias(f"_n{i}_{j}"))
+    return out
 
 
 def _type_rules(f: FieldSpec, i: int) -> list[tuple[str, str, str]]:
@@ -172,6 +198,7 @@ def validate(bronze: DataFrame, contract: Contract) -> DataFrame:
         extracted.append(F.expr(kind).alias(f"_k{i}"))
         if f.json_type in ("object", "array"):
             extracted.append(F.expr(f"to_json({raw})").alias(f"_x{i}"))
+            extracted += _inner_columns(f, i, raw)
         else:
             extracted.append(F.expr(f"coalesce(_t.`{f.name}`, try_variant_get({raw}, '$', '{f.spark_type}'))")
                              .alias(f"_x{i}"))

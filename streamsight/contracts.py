@@ -237,6 +237,66 @@ class FieldSpec:
     max_length: int | None = None
     pattern: str | None = None
     format: str | None = None
+    inner: tuple[FieldSpec, ...] = ()  # an object's declared fields (its schema's properties), in order
+
+
+_INNER_TYPES = ("string", "number", "integer", "boolean")  # what an object's declared fields may be
+
+
+def _field_spec(name: str, spec: dict[str, Any], required: bool) -> FieldSpec:
+    inner_required = set(spec.get("required", []))
+    return FieldSpec(
+        name=name,
+        json_type=spec["type"],
+        spark_type=_JSON_TO_SPARK[spec["type"]],
+        required=required,
+        enum=tuple(spec["enum"]) if "enum" in spec else None,
+        minimum=spec.get("minimum"),
+        maximum=spec.get("maximum"),
+        exclusive_minimum=spec.get("exclusiveMinimum"),
+        exclusive_maximum=spec.get("exclusiveMaximum"),
+        min_length=spec.get("minLength"),
+        max_length=spec.get("maxLength"),
+        pattern=spec.get("pattern"),
+        format=spec.get("format"),
+        inner=tuple(_field_spec(f"{name}.{inner}", s, inner in inner_required)
+                    for inner, s in (spec.get("properties") or {}).items()),
+    )
+
+
+def _check_property(where: str, spec: Any, *, inner: bool = False) -> None:
+    """One property of the schema (``inner``: a declared field of an object property)."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: must be a mapping")
+    types = _INNER_TYPES if inner else tuple(_JSON_TO_SPARK)
+    nested = {"properties", "required"} if spec.get("type") == "object" and not inner else set()
+    unknown = set(spec) - _SUPPORTED_KEYWORDS - nested
+    if unknown:
+        raise ValueError(f"{where}: unsupported keyword(s) {sorted(unknown)}; supported: "
+                         f"{sorted(_SUPPORTED_KEYWORDS | nested)}")
+    if spec.get("type") not in types:
+        raise ValueError(f"{where}.type: must be one of {sorted(types)}"
+                         + (" (an object's declared fields are scalars)" if inner else ""))
+    if "format" in spec and spec["format"] not in STRING_FORMATS:
+        raise ValueError(f"{where}.format: {spec['format']!r} is not one of "
+                         f"{', '.join(STRING_FORMATS)} (the formats the producer and the stream check alike)")
+    if "pattern" in spec:
+        try:
+            re.compile(spec["pattern"])
+        except re.error as exc:
+            raise ValueError(f"{where}.pattern: not a regular expression: {exc}") from None
+    if not nested:
+        return
+    declared = spec.get("properties", {})
+    if not isinstance(declared, dict):
+        raise ValueError(f"{where}.properties: must be a mapping of field names to schemas")
+    for name, sub in declared.items():
+        if "'" in name and '"' in name:
+            raise ValueError(f"{where}.properties: {name!r}: a declared field's name cannot hold both ' and \"")
+        _check_property(f"{where}.properties.{name}", sub, inner=True)
+    for req in spec.get("required", []):
+        if req not in declared:
+            raise ValueError(f"{where}.required: {req!r} is not one of its properties")
 
 
 class Contract(_Model):
@@ -281,24 +341,7 @@ class Contract(_Model):
         if schema.get("type") != "object" or not isinstance(schema.get("properties"), dict):
             raise ValueError("schema: must be a JSON Schema with type: object and properties")
         for prop, spec in schema["properties"].items():
-            if not isinstance(spec, dict):
-                raise ValueError(f"schema.properties.{prop}: must be a mapping")
-            unknown = set(spec) - _SUPPORTED_KEYWORDS
-            if unknown:
-                raise ValueError(
-                    f"schema.properties.{prop}: unsupported keyword(s) {sorted(unknown)}; "
-                    f"supported: {sorted(_SUPPORTED_KEYWORDS)}"
-                )
-            if spec.get("type") not in _JSON_TO_SPARK:
-                raise ValueError(f"schema.properties.{prop}.type: must be one of {sorted(_JSON_TO_SPARK)}")
-            if "format" in spec and spec["format"] not in STRING_FORMATS:
-                raise ValueError(f"schema.properties.{prop}.format: {spec['format']!r} is not one of "
-                                 f"{', '.join(STRING_FORMATS)} (the formats the producer and the stream check alike)")
-            if "pattern" in spec:
-                try:
-                    re.compile(spec["pattern"])
-                except re.error as exc:
-                    raise ValueError(f"schema.properties.{prop}.pattern: not a regular expression: {exc}") from None
+            _check_property(f"schema.properties.{prop}", spec)
         names = set(schema["properties"])
         for req in schema.get("required", []):
             if req not in names:
@@ -490,24 +533,8 @@ class Contract(_Model):
     @cached_property
     def fields(self) -> tuple[FieldSpec, ...]:
         required = set(self.payload_schema.get("required", []))
-        out = []
-        for name, spec in self.payload_schema["properties"].items():
-            out.append(FieldSpec(
-                name=name,
-                json_type=spec["type"],
-                spark_type=_JSON_TO_SPARK[spec["type"]],
-                required=name in required,
-                enum=tuple(spec["enum"]) if "enum" in spec else None,
-                minimum=spec.get("minimum"),
-                maximum=spec.get("maximum"),
-                exclusive_minimum=spec.get("exclusiveMinimum"),
-                exclusive_maximum=spec.get("exclusiveMaximum"),
-                min_length=spec.get("minLength"),
-                max_length=spec.get("maxLength"),
-                pattern=spec.get("pattern"),
-                format=spec.get("format"),
-            ))
-        return tuple(out)
+        return tuple(_field_spec(name, spec, name in required)
+                     for name, spec in self.payload_schema["properties"].items())
 
     def payload_spark_schema(self) -> str:
         """DDL string of the typed payload, e.g. ``event_id string, torque_nm double``."""

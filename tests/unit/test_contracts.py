@@ -160,3 +160,36 @@ def test_a_bad_regression_model_fails_at_load_naming_the_setting(tmp_path, model
     with pytest.raises(ContractError, match=says) as raised:
         load_contract(_iris(tmp_path, **{**PETAL_WIDTH, **model}))
     assert "iris.yaml" in str(raised.value)
+
+
+def _nested(**spec: Any) -> Any:
+    return lambda doc: doc["schema"]["properties"].update(site={"type": "object", **spec})
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    (_nested(properties={"hall": {"type": "object"}}),
+     r"schema\.properties\.site\.properties\.hall\.type: must be one of \['boolean', 'integer', 'number', 'string'\] "
+     r"\(an object's declared fields are scalars\)"),
+    (_nested(properties={"hall": {"type": "string", "items": {}}}),
+     r"schema\.properties\.site\.properties\.hall: unsupported keyword\(s\) \['items'\]"),
+    (_nested(properties={"hall": {"type": "string"}}, required=["room"]),
+     r"schema\.properties\.site\.required: 'room' is not one of its properties"),
+    (_nested(properties={"it's \"x\"": {"type": "string"}}),
+     r"schema\.properties\.site\.properties: .*cannot hold both ' and \""),
+    (_nested(properties={"hall": {"type": "string", "format": "uuid"}}),
+     r"schema\.properties\.site\.properties\.hall\.format: 'uuid' is not one of"),
+    (lambda doc: doc["schema"]["properties"].update(site={"type": "string", "properties": {}}),
+     r"schema\.properties\.site: unsupported keyword\(s\) \['properties'\]"),
+])
+def test_a_bad_declared_field_of_an_object_fails_at_load(tmp_path, change, says):
+    path = _write(tmp_path, change)
+    with pytest.raises(ContractError, match=says) as raised:
+        load_contract(path)
+    assert str(path) in str(raised.value)
+
+
+def test_an_objects_declared_fields_are_known_to_both_validators():
+    fields = {f.name: f for f in load_contract(CONTRACTS / "cloudtrail.yaml").fields}
+    inner = {g.name: g for g in fields["userIdentity"].inner}
+    assert inner["userIdentity.accountId"].pattern == "^[0-9]{12}$" and not inner["userIdentity.type"].required
+    assert fields["requestParameters"].inner == ()  # an object with no declared fields: any object
