@@ -3,7 +3,9 @@
 Each model's scoring backend is recorded in the registry, in ``<model>/backend.json``:
 ``{"backend": "mllib"}`` (the default: the job's own ``PipelineModel``) or
 ``{"backend": "sagemaker", "endpoint": NAME, "version": N}``, which ``streamsight deploy --target
-sagemaker`` writes once the endpoint is in service and ``streamsight models backend`` sets by hand.
+sagemaker`` writes once the endpoint is in service and ``streamsight backend`` sets by hand; with
+``"payload": "vector"`` the endpoint is SageMaker's built-in XGBoost container, sent CSV rows of the
+feature vector the booster reads (:meth:`ml.portable.PortableModel.vectors`) instead of the inputs.
 The stream uses the endpoint only while it serves the production version; otherwise it scores in
 the job and says why in its log.
 
@@ -46,6 +48,9 @@ MLLIB, SAGEMAKER = "mllib", "sagemaker"
 BACKENDS = (MLLIB, SAGEMAKER)
 JSON_LINES = "application/jsonlines"  # what the stream sends an endpoint
 LOCAL_COPY = "local-copy"  # scored_by of records the endpoint did not score
+INPUTS, VECTOR = "inputs", "vector"  # what an endpoint is sent: the model's inputs, or its feature vector
+PAYLOADS = (INPUTS, VECTOR)
+CSV = "text/csv"
 _THROTTLING = {"ThrottlingException", "Throttling", "ModelNotReadyException", "TooManyRequestsException"}
 
 
@@ -53,7 +58,8 @@ def scored_by(endpoint: str) -> str:
     return f"{SAGEMAKER}:{endpoint}"
 
 
-def backend_doc(backend: str, endpoint: str | None = None, version: int | None = None) -> dict[str, Any]:
+def backend_doc(backend: str, endpoint: str | None = None, version: int | None = None,
+                payload: str = INPUTS) -> dict[str, Any]:
     """A checked ``backend.json`` document."""
     from ml.sagemaker import endpoint_name
     from streamsight.errors import ConfigError
@@ -64,7 +70,10 @@ def backend_doc(backend: str, endpoint: str | None = None, version: int | None =
         return {"backend": MLLIB}
     if not endpoint or version is None:
         raise ConfigError("backend sagemaker needs the endpoint's name and the model version it serves")
-    return {"backend": SAGEMAKER, "endpoint": endpoint_name(endpoint), "version": int(version)}
+    if payload not in PAYLOADS:
+        raise ConfigError(f"payload {payload!r}: choose {' or '.join(PAYLOADS)}")
+    return {"backend": SAGEMAKER, "endpoint": endpoint_name(endpoint), "version": int(version),
+            **({"payload": VECTOR} if payload == VECTOR else {})}
 
 
 def endpoint_for(doc: Any, production: int) -> tuple[str | None, str | None]:
@@ -146,17 +155,17 @@ class EndpointClient:
                     exclude=[RecordsRefused], name=self.endpoint)
             return _BREAKERS[key]
 
-    def invoke(self, body: bytes, records: int) -> list[float]:
-        """The endpoint's probabilities for a JSON Lines body of ``records`` records, retried while the
-        failure is transient; raises :class:`EndpointFailure`."""
+    def invoke(self, body: bytes, records: int, content_type: str = JSON_LINES) -> list[float]:
+        """The endpoint's probabilities for a body of ``records`` records, retried while the failure is
+        transient; raises :class:`EndpointFailure`."""
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
         retrying = Retrying(stop=stop_after_attempt(self.max_attempts), reraise=True,
                             wait=wait_exponential_jitter(initial=self.backoff_s, max=self.max_backoff_s),
                             retry=retry_if_exception_type(_Transient))
-        return retrying(self._invoke_once, body, records)
+        return retrying(self._invoke_once, body, records, content_type)
 
-    def _invoke_once(self, body: bytes, records: int) -> list[float]:
+    def _invoke_once(self, body: bytes, records: int, content_type: str) -> list[float]:
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,
@@ -166,8 +175,8 @@ class EndpointClient:
         )
 
         try:
-            answer = self.client().invoke_endpoint(EndpointName=self.endpoint, ContentType=JSON_LINES,
-                                                   Accept="text/csv", Body=body)
+            answer = self.client().invoke_endpoint(EndpointName=self.endpoint, ContentType=content_type,
+                                                   Accept=CSV, Body=body)
             text = answer["Body"].read().decode("utf-8")
         except ClientError as exc:
             error = exc.response.get("Error", {})
@@ -198,12 +207,13 @@ class EndpointScorer:
     """``mapInArrow`` function: each row with ``probability`` and ``scored_by`` appended.
 
     ``scorer`` is the version's ``scorer.json``: the local copy, and the model's inputs (its
-    ``features``, the input order of :mod:`ml.serving`), which are read from the rows.
+    ``features``, the input order of :mod:`ml.serving`), which are read from the rows. ``payload``:
+    what the endpoint is sent (:data:`INPUTS` or :data:`VECTOR`).
     """
 
-    def __init__(self, client: EndpointClient, scorer: dict[str, Any]) -> None:
+    def __init__(self, client: EndpointClient, scorer: dict[str, Any], payload: str = INPUTS) -> None:
         self.endpoint = client
-        self.features, self.scorer = list(scorer["features"]), scorer
+        self.features, self.scorer, self.payload = list(scorer["features"]), scorer, payload
         properties = (scorer.get("input_schema") or {}).get("properties", {})
         self._structured = {f for f in self.features if properties.get(f, {}).get("type") in ("object", "array")}
         self._local: Any = None
@@ -226,7 +236,9 @@ class EndpointScorer:
 
         records = chunk.select(self.features).to_pylist()
         try:
-            return self.endpoint.breaker().call(self.endpoint.invoke, self.body(records), len(records)), \
+            body, content_type = (self.vector_body(records), CSV) if self.payload == VECTOR else \
+                (self.body(records), JSON_LINES)
+            return self.endpoint.breaker().call(self.endpoint.invoke, body, len(records), content_type), \
                 scored_by(self.endpoint.endpoint)
         except pybreaker.CircuitBreakerError:
             pass  # open: the local copy scores until the next trial call
@@ -255,10 +267,19 @@ class EndpointScorer:
             lines.append(json.dumps({"features": values}, separators=(",", ":")))
         return ("\n".join(lines) + "\n").encode("ascii")
 
-    def local(self, records: list[dict[str, Any]]) -> list[float]:
+    def vector_body(self, records: list[dict[str, Any]]) -> bytes:
+        """The records' feature vectors as CSV rows (no header), as SageMaker's built-in XGBoost
+        container reads them; a missing value is an empty field."""
+        rows = self.portable().vectors(records).tolist()
+        return "".join(",".join("" if v != v else repr(v) for v in row) + "\n" for row in rows).encode("ascii")
+
+    def portable(self) -> Any:
         from ml.portable import PortableModel
 
         if self._local is None:
             self._local = PortableModel(self.scorer)
-        return [float(p) for p in self._local.probabilities(records)]
+        return self._local
+
+    def local(self, records: list[dict[str, Any]]) -> list[float]:
+        return [float(p) for p in self.portable().probabilities(records)]
 

@@ -79,6 +79,14 @@ class RegistryFiles:
         except FileNotFoundError:
             return None
 
+    def read_bytes(self, *parts: str | int) -> bytes | None:
+        """The file ``<root>/<parts...>``, or None when there is none."""
+        try:
+            with self._fs.open_input_file("/".join(str(p) for p in parts)) as f:
+                return bytes(f.read())
+        except FileNotFoundError:
+            return None
+
     @classmethod
     def of(cls, settings: Settings) -> RegistryFiles:
         """The registry of the settings' lake, with its storage options."""

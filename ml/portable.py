@@ -293,7 +293,12 @@ class PortableModel:
         out = self._evaluate(records)
         return out.reshape(len(records), len(self.classes or ()))
 
-    def _evaluate(self, records: list[dict[str, Any]]) -> np.ndarray:
+    def vectors(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """The feature vector the pipeline's model reads for each record (rows; the assembled and, if
+        the pipeline scales, scaled columns): what SageMaker's built-in XGBoost container is sent."""
+        return self._evaluate(records, vectors=True)
+
+    def _evaluate(self, records: list[dict[str, Any]], vectors: bool = False) -> np.ndarray:
         n = len(records)
         cols: dict[str, Any] = {}
         event_time = self.event_time or {}
@@ -310,6 +315,8 @@ class PortableModel:
         vector = np.zeros((n, 0))
         for stage in self._stages:
             kind = stage["kind"]
+            if vectors and kind in _MODEL_KINDS:
+                return vector
             if kind == "impute":
                 for src, dst, fill in zip(stage["inputs"], stage["outputs"], stage["values"], strict=True):
                     col = cols[src]
@@ -417,6 +424,7 @@ class PortableModel:
                 [math.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
+_MODEL_KINDS = ("logistic", "softmax", "xgboost", "gbt", "linear", "gbt_regression")  # a pipeline's last stage
 _DUCKDB_TYPES = {"double": "DOUBLE", "int": "INTEGER", "bigint": "BIGINT", "boolean": "BOOLEAN", "string": "VARCHAR"}
 
 

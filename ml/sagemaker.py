@@ -10,6 +10,10 @@
 3. Waits until the endpoint is ``InService`` (``sagemaker.wait_timeout_s``); ``Failed`` stops the
    wait with SageMaker's reason.
 
+With ``builtin_xgboost`` (a version trained with ``--algorithm xgboost``), step 1 uploads the
+version's ``sagemaker-xgboost.tar.gz`` (the booster as ``xgboost-model``) and step 2 uses SageMaker's
+built-in XGBoost image (``sagemaker.builtin_xgboost_image_uri``), which is sent the feature vector.
+
 Missing settings fail before any call, naming the setting; an AWS API that does not answer fails
 within seconds (botocore's connect timeout, three attempts), with the error.
 """
@@ -57,16 +61,18 @@ def model_archive(files: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
-def _required(settings: Settings) -> tuple[str, str, str, str]:
+def _required(settings: Settings, builtin_xgboost: bool = False) -> tuple[str, str, str, str]:
     sm = settings.sagemaker
-    for field, value in (("image_uri", sm.image_uri), ("execution_role_arn", sm.execution_role_arn),
+    image_field = "builtin_xgboost_image_uri" if builtin_xgboost else "image_uri"
+    for field, value in ((image_field, getattr(sm, image_field)), ("execution_role_arn", sm.execution_role_arn),
                          ("artifacts_uri", sm.artifacts_uri)):
         if not value:
             raise ConfigError(f"STREAMSIGHT_SAGEMAKER__{field.upper()} (sagemaker.{field}) is not set: "
                               "deploy --target sagemaker needs it")
-    assert sm.image_uri and sm.execution_role_arn and sm.artifacts_uri
+    image = getattr(sm, image_field)
+    assert image and sm.execution_role_arn and sm.artifacts_uri
     bucket, _, prefix = sm.artifacts_uri.split("://", 1)[1].partition("/")
-    return sm.image_uri, sm.execution_role_arn, bucket, prefix.strip("/")
+    return image, sm.execution_role_arn, bucket, prefix.strip("/")
 
 
 def _clients(settings: Settings) -> tuple[Any, Any]:
@@ -79,19 +85,28 @@ def _clients(settings: Settings) -> tuple[Any, Any]:
 
 
 def deploy(settings: Settings, model: str, version: int | None = None, endpoint: str | None = None, *,
-           clients: tuple[Any, Any] | None = None, clock: Any = time) -> dict[str, Any]:
+           builtin_xgboost: bool = False, clients: tuple[Any, Any] | None = None,
+           clock: Any = time) -> dict[str, Any]:
     """Deploy ``model`` v``version`` (default: production) to endpoint ``endpoint`` (default: the model's
     name); returns what was made and the endpoint's final status."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from ml.online import RegistryFiles
+    from ml.registry import RegistryError
+    from ml.train import XGBOOST_ARCHIVE
 
-    image, role, bucket, prefix = _required(settings)
+    image, role, bucket, prefix = _required(settings, builtin_xgboost)
     name = endpoint_name(endpoint or model)
     files = RegistryFiles.of(settings)
     chosen, metadata, scorer = files.version_files(model, version)
-    archive = model_archive({f: json.dumps(doc, indent=1).encode("utf-8")
-                             for f, doc in ((METADATA_FILE, metadata), (SCORER_FILE, scorer))})
+    if builtin_xgboost:
+        found = files.read_bytes(model, f"v{chosen}", XGBOOST_ARCHIVE)
+        if found is None:
+            raise RegistryError(f"model {model!r} v{chosen} has no {XGBOOST_ARCHIVE}: train it with --algorithm xgboost")
+        archive = found
+    else:
+        archive = model_archive({f: json.dumps(doc, indent=1).encode("utf-8")
+                                 for f, doc in ((METADATA_FILE, metadata), (SCORER_FILE, scorer))})
     key = "/".join(p for p in (prefix, model, f"v{chosen}", "model.tar.gz") if p)
     made = f"{name[:40]}-v{chosen}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
     s3, sm = clients or _clients(settings)
@@ -99,7 +114,8 @@ def deploy(settings: Settings, model: str, version: int | None = None, endpoint:
         s3.put_object(Bucket=bucket, Key=key, Body=archive)
         sm.create_model(ModelName=made, ExecutionRoleArn=role, PrimaryContainer={
             "Image": image, "ModelDataUrl": f"s3://{bucket}/{key}",
-            "Environment": {"STREAMSIGHT_MODEL": model, "STREAMSIGHT_MODEL_VERSION": str(chosen)}})
+            "Environment": {} if builtin_xgboost else {"STREAMSIGHT_MODEL": model,
+                                                       "STREAMSIGHT_MODEL_VERSION": str(chosen)}})
         sm.create_endpoint_config(EndpointConfigName=made, ProductionVariants=[{
             "VariantName": VARIANT, "ModelName": made, "InstanceType": settings.sagemaker.instance_type,
             "InitialInstanceCount": settings.sagemaker.instance_count}])
@@ -116,7 +132,8 @@ def deploy(settings: Settings, model: str, version: int | None = None, endpoint:
     except BotoCoreError as exc:
         raise DeployError(f"cannot reach AWS ({settings.aws.endpoint_url or settings.aws.region}): {exc}") from None
     return {"endpoint": name, "action": action, "endpoint_arn": status.get("EndpointArn"), "model": model,
-            "version": chosen, "sagemaker_model": made, "endpoint_config": made,
+            "version": chosen, "container": "builtin-xgboost" if builtin_xgboost else "streamsight",
+            "image": image, "sagemaker_model": made, "endpoint_config": made,
             "model_data_url": f"s3://{bucket}/{key}", "status": status["EndpointStatus"]}
 
 

@@ -55,6 +55,7 @@ class ProductionScorer:
         self.settings = settings
         self._local_copy: tuple[int, dict[str, Any]] | None = None  # (version, scorer.json)
         self._said: str | None = None  # the last backend choice logged
+        self._payload = "inputs"  # what the endpoint is sent (ml.endpoint.PAYLOADS), per backend.json
 
     def current(self) -> tuple[int, PipelineModel, dict[str, Any]] | None:
         """``(version, model, metadata)`` of the production version, or ``None`` if there is none.
@@ -160,7 +161,7 @@ class ProductionScorer:
     def endpoint(self, version: int) -> str | None:
         """The SageMaker endpoint that scores production version ``version``, per the registry's
         ``backend.json`` (re-read each call), or None: in the job."""
-        from ml.endpoint import BACKEND_FILE, endpoint_for
+        from ml.endpoint import BACKEND_FILE, INPUTS, endpoint_for
 
         why: str | None = None
         try:
@@ -168,7 +169,9 @@ class ProductionScorer:
         except Exception as exc:  # an unreadable choice: score in the job
             doc, why = None, f"cannot read {BACKEND_FILE} ({exc}): scoring in the job"
         endpoint, not_used = endpoint_for(doc, version)
-        said = why or not_used or (f"scoring with SageMaker endpoint {endpoint}" if endpoint else "scoring in the job")
+        self._payload = str(doc.get("payload") or INPUTS) if isinstance(doc, dict) else INPUTS
+        said = why or not_used or (f"scoring with SageMaker endpoint {endpoint} (sent the {self._payload})"
+                                   if endpoint else "scoring in the job")
         if said != self._said:
             (log.warning if why or not_used else log.info)("%s v%d: %s", self.model_name, version, said)
             self._said = said
@@ -195,7 +198,7 @@ class ProductionScorer:
         base = df.select(*[F.col(f"`{c}`") for c in keep])
         schema = StructType([*base.schema.fields, StructField("probability", DoubleType()),
                              StructField("scored_by", StringType())])
-        scorer = EndpointScorer(EndpointClient.from_settings(self.settings, endpoint), doc)
+        scorer = EndpointScorer(EndpointClient.from_settings(self.settings, endpoint), doc, self._payload)
         return base.mapInArrow(scorer, schema)
 
 

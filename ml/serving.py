@@ -176,26 +176,68 @@ def _media(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
+Scorer = Callable[[bytes, str, str], Response]  # (body, content type, accept) -> the answer; BadRecord: 400
+
+
 def create_app(served: ServedModel, endpoint: str) -> FastAPI:
     """The container's app for ``served``, answering the runtime path of endpoint ``endpoint``."""
     invocations = Invocations(served)
-    app = FastAPI(title=f"Streamsight model {served.name} v{served.version}", openapi_url=None, docs_url=None,
-                  redoc_url=None)
+
+    def score(body: bytes, content_type: str, accept: str) -> Response:
+        return invocations.answer(invocations.records(body, content_type), accept)
+
+    return container_app(f"Streamsight model {served.name} v{served.version}", endpoint, score,
+                         accepts=(CSV, JSON_LINES), answers=(CSV, JSON_LINES))
+
+
+def builtin_xgboost_app(booster: bytes, endpoint: str) -> FastAPI:
+    """A stand-in for SageMaker's built-in XGBoost container, which cannot run here (no Docker, no
+    AWS): ``booster`` (the ``xgboost-model`` file of a version's ``sagemaker-xgboost.tar.gz``) behind
+    the same contract -- CSV rows of the feature vector in (no header; an empty field is missing),
+    one prediction per line out (a probability; for ``multi:softprob`` each class's, comma-separated)."""
+    import numpy as np
+    import xgboost
+
+    model = xgboost.Booster()
+    model.load_model(bytearray(booster))
+    width = model.num_features()
+
+    def score(body: bytes, content_type: str, accept: str) -> Response:
+        rows = []
+        for line, row in enumerate(csv.reader(io.StringIO(body.decode("utf-8", errors="replace"))), start=1):
+            if len(row) != width:
+                raise BadRecord(line, f"{len(row)} values; the booster reads {width}")
+            try:
+                rows.append([float(v) if v.strip() else np.nan for v in row])
+            except ValueError as exc:
+                raise BadRecord(line, str(exc)) from None
+        out = np.asarray(model.inplace_predict(np.array(rows, dtype=np.float64).reshape(len(rows), width)))
+        lines = (",".join(repr(float(v)) for v in np.atleast_1d(p)) for p in out)
+        return Response("".join(f"{line}\n" for line in lines).encode("ascii"), headers={"Content-Type": CSV})
+
+    return container_app(f"Stand-in for SageMaker's built-in XGBoost container ({endpoint})", endpoint, score,
+                         accepts=(CSV,), answers=(CSV,))
+
+
+def container_app(title: str, endpoint: str, scorer: Scorer, *, accepts: tuple[str, ...],
+                  answers: tuple[str, ...]) -> FastAPI:
+    """SageMaker's container contract around ``scorer``: ``GET /ping``, ``POST /invocations``, and the
+    runtime API's ``POST /endpoints/{endpoint}/invocations`` with the runtime's error shapes."""
+    app = FastAPI(title=title, openapi_url=None, docs_url=None, redoc_url=None)
 
     async def score(request: Request) -> Response:
         content_type = _media(request.headers.get("content-type")) or CSV
-        if content_type not in (CSV, JSON_LINES):
-            raise HTTPException(415, f"send {CSV} or {JSON_LINES} (got {content_type})")
+        if content_type not in accepts:
+            raise HTTPException(415, f"send {' or '.join(accepts)} (got {content_type})")
         accept = _media(request.headers.get("accept"))
         accept = CSV if accept in ("", "*/*") else accept
-        if accept not in (CSV, JSON_LINES):
-            raise HTTPException(406, f"this model answers {CSV} or {JSON_LINES} (asked for {accept})")
+        if accept not in answers:
+            raise HTTPException(406, f"this model answers {' or '.join(answers)} (asked for {accept})")
         body = await read_body(request, MAX_BODY_BYTES)
         try:
-            records = invocations.records(body, content_type)
+            return scorer(body, content_type, accept)
         except BadRecord as exc:
             raise HTTPException(400, str(exc)) from None
-        return invocations.answer(records, accept)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -227,14 +269,34 @@ def create_app(served: ServedModel, endpoint: str) -> FastAPI:
     return app
 
 
-def serve(served: ServedModel, endpoint: str, *, host: str, port: int, announce: Callable[[str], None]) -> None:
-    """Bind ``host:port`` (0: a free port), call ``announce`` with the URL, serve until SIGTERM."""
+def serve(app: FastAPI, what: str, *, host: str, port: int, announce: Callable[[str], None]) -> None:
+    """Bind ``host:port`` (0: a free port), call ``announce`` with the URL, serve ``app`` (``what``,
+    for the log) until SIGTERM."""
     import uvicorn
 
     from streamsight.web import listening_socket
 
     sock, url = listening_socket(host, port, "--port", backlog=1024)
-    log.info("serving %s v%d as endpoint %s", served.name, served.version, endpoint)
+    log.info("serving %s", what)
     announce(url)
-    config = uvicorn.Config(create_app(served, endpoint), log_config=None, access_log=False, server_header=False)
+    config = uvicorn.Config(app, log_config=None, access_log=False, server_header=False)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def load_builtin_xgboost(settings: Settings, name: str, version: int | None = None) -> tuple[int, bytes]:
+    """``(version, xgboost-model)``: the booster of a version trained with XGBoost, from its
+    ``sagemaker-xgboost.tar.gz`` (what SageMaker's built-in container is given)."""
+    import tarfile
+
+    from ml.online import RegistryFiles
+    from ml.train import XGBOOST_ARCHIVE
+
+    files = RegistryFiles.of(settings)
+    chosen, _, _ = files.version_files(name, version)
+    archive = files.read_bytes(name, f"v{chosen}", XGBOOST_ARCHIVE)
+    if archive is None:
+        raise RegistryError(f"model {name!r} v{chosen} has no {XGBOOST_ARCHIVE}: train it with --algorithm xgboost")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        member = tar.extractfile("xgboost-model")
+        assert member is not None
+        return chosen, member.read()

@@ -258,6 +258,11 @@ class SageMakerSettings(BaseModel):
 
     image_uri: str | None = Field(default=None, description="The inference image (ECR URI). "
                                   "Env: STREAMSIGHT_SAGEMAKER__IMAGE_URI.")
+    builtin_xgboost_image_uri: str | None = Field(
+        default=None, description="SageMaker's built-in XGBoost image in the region (deploy --container "
+        "builtin-xgboost), e.g. 683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:3.0-5; its XGBoost "
+        "must load the booster (metadata: sagemaker_builtin_xgboost.xgboost_version). "
+        "Env: STREAMSIGHT_SAGEMAKER__BUILTIN_XGBOOST_IMAGE_URI.")
     execution_role_arn: str | None = Field(
         default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$",
         description="The role SageMaker assumes to read the artifact. Env: STREAMSIGHT_SAGEMAKER__EXECUTION_ROLE_ARN.")

@@ -359,6 +359,11 @@ class Backend(str, Enum):
     sagemaker = "sagemaker"
 
 
+class Container(str, Enum):
+    streamsight = "streamsight"  # the Dockerfile's sagemaker stage: ml.serving, sent the model's inputs
+    builtin_xgboost = "builtin-xgboost"  # SageMaker's built-in XGBoost container, sent the feature vector
+
+
 @app.command()
 def backend(
     ctx: typer.Context,
@@ -368,6 +373,9 @@ def backend(
     endpoint: Annotated[Optional[str], typer.Option(help="The endpoint (default: the model's name, hyphenated).")] = None,
     version: Annotated[Optional[int], typer.Option(
         help="The version the endpoint serves (default: production now).", min=1)] = None,
+    container: Annotated[Optional[Container], typer.Option(
+        help="What the endpoint runs: streamsight (sent the inputs; the default) or builtin-xgboost "
+        "(SageMaker's built-in XGBoost container, sent the feature vector).")] = None,
 ) -> None:
     """Choose how the stream scores a model: in the job (mllib) or with a SageMaker endpoint, which it
     uses while the endpoint serves the production version. Running jobs follow at their next batch."""
@@ -382,7 +390,8 @@ def backend(
                 version = files.production(model)
                 if version is None:
                     raise StreamsightError(f"--model {model} has no production version: give --version")
-            files.set_backend(model, backend_doc(use.value, endpoint or model, version))
+            payload = "vector" if container is Container.builtin_xgboost else "inputs"
+            files.set_backend(model, backend_doc(use.value, endpoint or model, version, payload))
         print(json.dumps(files.backend(model)))
     except RegistryError as exc:
         raise StreamsightError(f"--model {model}: {exc}") from None
@@ -412,6 +421,11 @@ def deploy(
     use: Annotated[bool, typer.Option(
         help="--target sagemaker: once in service, the stream scores this model with the endpoint "
         "(the registry's backend.json).")] = True,
+    container: Annotated[Container, typer.Option(
+        help="streamsight: this project's serving process (the Dockerfile's sagemaker stage), sent the model's "
+        "inputs; builtin-xgboost: SageMaker's built-in XGBoost container (sagemaker.builtin_xgboost_image_uri) "
+        "given the version's booster and sent its feature vector -- with --target local, a stand-in for it, "
+        "since that image cannot run here.")] = Container.streamsight,
 ) -> None:
     """Serve one version of a model behind SageMaker's container contract (GET /ping, POST /invocations,
     CSV or JSON lines) and the runtime API's path (POST /endpoints/NAME/invocations, for boto3's
@@ -419,7 +433,8 @@ def deploy(
     sagemaker, make it a SageMaker endpoint and print what was made as JSON."""
     from ml.portable import PortableError
     from ml.registry import RegistryError
-    from ml.serving import load_folder, load_version
+    from ml.sagemaker import endpoint_name
+    from ml.serving import builtin_xgboost_app, create_app, load_builtin_xgboost, load_folder, load_version
     from ml.serving import serve as run_serving
 
     if (model is None) == (model_dir is None):
@@ -439,17 +454,31 @@ def deploy(
                 if task_of(metadata) != BINARY:
                     raise StreamsightError(f"--model {model}: v{chosen} is {task_of(metadata)}; the stream scores it in "
                                            "the job: deploy it with --no-use to serve the endpoint to other callers")
-            made = to_sagemaker(settings, model, version, endpoint)
+            builtin = container is Container.builtin_xgboost
+            made = to_sagemaker(settings, model, version, endpoint, builtin_xgboost=builtin)
             if use:
                 from ml.endpoint import SAGEMAKER, backend_doc
 
-                made["backend"] = backend_doc(SAGEMAKER, made["endpoint"], made["version"])
+                made["backend"] = backend_doc(SAGEMAKER, made["endpoint"], made["version"],
+                                              "vector" if builtin else "inputs")
                 from ml.online import RegistryFiles
 
                 RegistryFiles.of(settings).set_backend(model, made["backend"])
             print(json.dumps(made, indent=2))
         except RegistryError as exc:
             raise StreamsightError(f"--model {model}: {exc}") from None
+        return
+    if container is Container.builtin_xgboost:
+        if model is None:
+            raise StreamsightError("--container builtin-xgboost serves a registry version's booster: give --model NAME")
+        try:
+            chosen, booster = load_builtin_xgboost(_settings(ctx), model, version)
+        except RegistryError as exc:
+            raise StreamsightError(f"--model {model}: {exc}") from None
+        name = endpoint_name(endpoint or model)
+        run_serving(builtin_xgboost_app(booster, name), f"{model} v{chosen} as endpoint {name} (a stand-in for "
+                    "SageMaker's built-in XGBoost container)", host=host, port=port,
+                    announce=lambda url: print(url, flush=True))
         return
     try:
         if model_dir is not None:  # a container: no settings file, logs to stderr (SageMaker's CloudWatch)
@@ -463,10 +492,9 @@ def deploy(
             served = load_version(_settings(ctx), model, version)
     except (RegistryError, PortableError) as exc:
         raise StreamsightError(f"{f'--model {model}' if model else f'--model-dir {model_dir}'}: {exc}") from None
-    from ml.sagemaker import endpoint_name
-
-    run_serving(served, endpoint_name(endpoint or served.name), host=host, port=port,
-                announce=lambda url: print(url, flush=True))
+    name = endpoint_name(endpoint or served.name)
+    run_serving(create_app(served, name), f"{served.name} v{served.version} as endpoint {name}", host=host,
+                port=port, announce=lambda url: print(url, flush=True))
 
 
 @app.command()

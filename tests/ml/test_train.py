@@ -252,6 +252,44 @@ def test_xgboost_trains_with_its_spark_estimator_and_keeps_the_booster_for_sagem
     local = PortableModel(json.loads((version / "scorer.json").read_text()))
     records = [{c: r[c] for c in contract.model_reads()} for r in scored]
     np.testing.assert_allclose(local.probabilities(records), expected, rtol=1e-6)
+    np.testing.assert_allclose(local.vectors(records), [r["x"] for r in scored], rtol=1e-12)
+
+    # SageMaker's built-in XGBoost container -- here its stand-in, `deploy --container builtin-xgboost`,
+    # a real process -- scores the stream's rows, sent as CSV rows of that vector through boto3's
+    # sagemaker-runtime, as the registry's backend.json says
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from pyspark.sql import functions as F
+
+    from ml.endpoint import SAGEMAKER, backend_doc
+    from ml.online import RegistryFiles
+    from ml.scoring import ProductionScorer
+    from tests.integration.helpers import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "STREAMSIGHT_LAKE_DIR": str(tmp_path / "lake")}
+    proc = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "deploy", "--model", "machine_failure",
+                             "--container", "builtin-xgboost", "--endpoint", "builtin", "--port", "0"], env=env,
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = (proc.stdout.readline() if proc.stdout else "").strip()
+        assert url.startswith("http://"), proc.stderr.read() if proc.stderr else url
+        RegistryFiles.of(settings).set_backend("machine_failure", backend_doc(SAGEMAKER, "builtin", 1, "vector"))
+        remote = load_settings(lake_dir=str(tmp_path / "lake"), sagemaker={"runtime_url": url})
+        later = (with_derived(silver.orderBy("event_time").offset(5600), contract)
+                 .withColumn("_kafka_timestamp", F.col("event_time")).withColumn("_batch_id", F.lit(1)))
+        out = ProductionScorer(ml_spark, remote, contract).score(later)
+        assert out is not None
+        got = {r["event_id"]: (r["probability"], r["scored_by"]) for r in out.collect()}
+        mllib = {r["event_id"]: r["p"] for r in model.transform(later).select(
+            "event_id", vector_to_array(PROBABILITY)[1].alias("p")).collect()}
+        assert len(got) == 400 and {by for _, by in got.values()} == {"sagemaker:builtin"}
+        np.testing.assert_allclose([got[k][0] for k in sorted(mllib)], [mllib[k] for k in sorted(mllib)], rtol=1e-6)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
 
 
 def test_a_multiclass_model_refuses_a_binary_only_algorithm(tmp_path):

@@ -108,6 +108,43 @@ def test_a_failed_or_slow_endpoint_stops_the_wait_with_the_reason(settings, stat
     sm_stub.assert_no_pending_responses()
 
 
+def test_a_booster_goes_to_sagemakers_built_in_xgboost_container(settings, monkeypatch):
+    """--container builtin-xgboost: the version's sagemaker-xgboost.tar.gz as it is, the built-in image,
+    no environment; a missing image setting or archive stops before any call, naming it."""
+    from ml.registry import RegistryError
+    from ml.sagemaker import deploy
+    from ml.train import XGBOOST_ARCHIVE
+    from streamsight.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"STREAMSIGHT_SAGEMAKER__BUILTIN_XGBOOST_IMAGE_URI"):
+        deploy(settings, "pump_vibration", builtin_xgboost=True, clients=(None, None))
+    builtin = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:3.0-5"
+    monkeypatch.setenv("STREAMSIGHT_SAGEMAKER__BUILTIN_XGBOOST_IMAGE_URI", builtin)
+    settings = load_settings(lake_dir=settings.lake_dir)
+    with pytest.raises(RegistryError, match=r"v3 has no sagemaker-xgboost\.tar\.gz: train it with --algorithm xgboost"):
+        deploy(settings, "pump_vibration", builtin_xgboost=True, clients=(None, None))
+    archive = b"\x1f\x8b a booster's archive"
+    (Path(settings.lake_dir) / "_models" / "pump_vibration" / "v3" / XGBOOST_ARCHIVE).write_bytes(archive)
+
+    s3, sm, s3_stub, sm_stub = _clients()
+    key = "serving/pump_vibration/v3/model.tar.gz"
+    s3_stub.add_response("put_object", {}, {"Bucket": "models", "Key": key, "Body": archive})
+    sm_stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m"}, {
+        "ModelName": ANY, "ExecutionRoleArn": ROLE, "PrimaryContainer": {
+            "Image": builtin, "ModelDataUrl": f"s3://models/{key}", "Environment": {}}})
+    sm_stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:1:endpoint-config/c"},
+                         {"EndpointConfigName": ANY, "ProductionVariants": ANY})
+    sm_stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint",
+                             expected_params={"EndpointName": "pump-vibration"})
+    sm_stub.add_response("create_endpoint", {"EndpointArn": _status("x")["EndpointArn"]},
+                         {"EndpointName": "pump-vibration", "EndpointConfigName": ANY})
+    sm_stub.add_response("describe_endpoint", _status("InService"), {"EndpointName": "pump-vibration"})
+    with s3_stub, sm_stub:
+        made = deploy(settings, "pump_vibration", builtin_xgboost=True, clients=(s3, sm), clock=FakeClock())
+        sm_stub.assert_no_pending_responses()
+    assert (made["container"], made["image"], made["status"]) == ("builtin-xgboost", builtin, "InService")
+
+
 def test_names_and_archives():
     import io
     import tarfile
