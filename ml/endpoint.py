@@ -23,7 +23,10 @@ from an absent one, which CSV cannot), at most ``sagemaker.max_concurrency`` at 
 * the records of a failed or skipped call are scored by the model's local copy (its ``scorer.json``,
   :mod:`ml.portable`: the same probabilities), so every record gets its prediction.
 
-Each output row says what scored it: ``sagemaker:<endpoint>`` or ``local-copy``.
+Each output row says what scored it: ``sagemaker:<endpoint>`` or ``local-copy``. An endpoint answers a
+CSV line per record: a binary model's probability, a multiclass model's probability of each class
+(as the serving process and the built-in XGBoost container's ``multi:softprob`` answer), a
+regression model's value.
 """
 
 from __future__ import annotations
@@ -155,17 +158,17 @@ class EndpointClient:
                     exclude=[RecordsRefused], name=self.endpoint)
             return _BREAKERS[key]
 
-    def invoke(self, body: bytes, records: int, content_type: str = JSON_LINES) -> list[float]:
-        """The endpoint's probabilities for a body of ``records`` records, retried while the failure is
-        transient; raises :class:`EndpointFailure`."""
+    def invoke(self, body: bytes, records: int, content_type: str = JSON_LINES, width: int = 1) -> list[list[float]]:
+        """The endpoint's answer for a body of ``records`` records, ``width`` numbers per record (one, or
+        one per class), retried while the failure is transient; raises :class:`EndpointFailure`."""
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
         retrying = Retrying(stop=stop_after_attempt(self.max_attempts), reraise=True,
                             wait=wait_exponential_jitter(initial=self.backoff_s, max=self.max_backoff_s),
                             retry=retry_if_exception_type(_Transient))
-        return retrying(self._invoke_once, body, records, content_type)
+        return retrying(self._invoke_once, body, records, content_type, width)
 
-    def _invoke_once(self, body: bytes, records: int, content_type: str) -> list[float]:
+    def _invoke_once(self, body: bytes, records: int, content_type: str, width: int) -> list[list[float]]:
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,
@@ -190,12 +193,12 @@ class EndpointClient:
         except BotoCoreError as exc:  # e.g. no credentials: the circuit counts it, the local copy scores
             raise EndpointFailure(str(exc)) from None
         try:
-            values = [float(line) for line in text.split()]
+            rows = [[float(v) for v in line.split(",")] for line in text.split()]
         except ValueError:
-            raise EndpointFailure(f"the answer is not one probability per line: {text[:200]!r}") from None
-        if len(values) != records:
-            raise EndpointFailure(f"{len(values)} probabilities for {records} records")
-        return values
+            raise EndpointFailure(f"the answer is not {width} number(s) per line: {text[:200]!r}") from None
+        if len(rows) != records or any(len(r) != width for r in rows):
+            raise EndpointFailure(f"{len(rows)} lines for {records} records, or not {width} number(s) in each")
+        return rows
 
 
 _LOCK = threading.Lock()
@@ -204,7 +207,8 @@ _BREAKERS: dict[tuple[Any, ...], Any] = {}
 
 
 class EndpointScorer:
-    """``mapInArrow`` function: each row with ``probability`` and ``scored_by`` appended.
+    """``mapInArrow`` function: each row with :meth:`output` (the prediction: ``probability``,
+    ``probabilities`` or ``predicted_value``, by the model's task) and ``scored_by`` appended.
 
     ``scorer`` is the version's ``scorer.json``: the local copy, and the model's inputs (its
     ``features``, the input order of :mod:`ml.serving`), which are read from the rows. ``payload``:
@@ -214,6 +218,8 @@ class EndpointScorer:
     def __init__(self, client: EndpointClient, scorer: dict[str, Any], payload: str = INPUTS) -> None:
         self.endpoint = client
         self.features, self.scorer, self.payload = list(scorer["features"]), scorer, payload
+        self.task = str(scorer.get("task") or "binary")
+        self.width = len(scorer.get("classes") or ()) if self.task == "multiclass" else 1
         properties = (scorer.get("input_schema") or {}).get("properties", {})
         self._structured = {f for f in self.features if properties.get(f, {}).get("type") in ("object", "array")}
         self._local: Any = None
@@ -221,25 +227,34 @@ class EndpointScorer:
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
 
+        name, _ = self.output()
+        arrow = pa.list_(pa.float64()) if self.task == "multiclass" else pa.float64()
         with ThreadPoolExecutor(max_workers=self.endpoint.max_concurrency) as pool:
             for batch in batches:
                 size = self.endpoint.batch_records
                 chunks = [batch.slice(at, size) for at in range(0, batch.num_rows, size)]
-                for chunk, (probabilities, by) in zip(chunks, pool.map(self.score, chunks), strict=True):
+                for chunk, (rows, by) in zip(chunks, pool.map(self.score, chunks), strict=True):
+                    values = rows if self.task == "multiclass" else [r[0] for r in rows]
                     yield pa.RecordBatch.from_arrays(
-                        [*chunk.columns, pa.array(probabilities, pa.float64()), pa.array([by] * chunk.num_rows)],
-                        names=[*chunk.schema.names, "probability", "scored_by"])
+                        [*chunk.columns, pa.array(values, arrow), pa.array([by] * chunk.num_rows)],
+                        names=[*chunk.schema.names, name, "scored_by"])
 
-    def score(self, chunk: pa.RecordBatch) -> tuple[list[float], str]:
-        """The chunk's probabilities and what scored them."""
+    def output(self) -> tuple[str, str]:
+        """The column the prediction is appended as, and its Spark type."""
+        if self.task == "multiclass":
+            return "probabilities", "array<double>"
+        return ("predicted_value", "double") if self.task == "regression" else ("probability", "double")
+
+    def score(self, chunk: pa.RecordBatch) -> tuple[list[list[float]], str]:
+        """The chunk's predictions (``width`` numbers each) and what scored them."""
         import pybreaker
 
         records = chunk.select(self.features).to_pylist()
         try:
             body, content_type = (self.vector_body(records), CSV) if self.payload == VECTOR else \
                 (self.body(records), JSON_LINES)
-            return self.endpoint.breaker().call(self.endpoint.invoke, body, len(records), content_type), \
-                scored_by(self.endpoint.endpoint)
+            return self.endpoint.breaker().call(self.endpoint.invoke, body, len(records), content_type,
+                                                self.width), scored_by(self.endpoint.endpoint)
         except pybreaker.CircuitBreakerError:
             pass  # open: the local copy scores until the next trial call
         except EndpointFailure as exc:
@@ -280,6 +295,10 @@ class EndpointScorer:
             self._local = PortableModel(self.scorer)
         return self._local
 
-    def local(self, records: list[dict[str, Any]]) -> list[float]:
-        return [float(p) for p in self.portable().probabilities(records)]
+    def local(self, records: list[dict[str, Any]]) -> list[list[float]]:
+        model = self.portable()
+        if self.task == "multiclass":
+            return [[float(p) for p in row] for row in model.class_probabilities(records)]
+        values = model.values(records) if self.task == "regression" else model.probabilities(records)
+        return [[float(v)] for v in values]
 

@@ -120,16 +120,13 @@ class RegistryFiles:
         return doc if isinstance(doc, dict) else {"backend": MLLIB}
 
     def set_backend(self, name: str, doc: dict[str, Any]) -> None:
-        from ml.endpoint import BACKEND_FILE, MLLIB
+        from ml.endpoint import BACKEND_FILE
 
         _check_name(name)
         if doc.get("version") is not None:
             metadata = self.read_json(name, f"v{doc['version']}", METADATA_FILE)
             if metadata is None:
                 raise RegistryError(f"model {name!r} has no version {doc['version']} in {self.root_uri}")
-            if doc.get("backend") != MLLIB and task_of(metadata) != BINARY:
-                raise RegistryError(f"model {name!r} v{doc['version']} is {task_of(metadata)}: the stream sends "
-                                    "binary models' records to endpoints and scores this one in the job")
         self.write_json(doc, name, BACKEND_FILE)
         log.info("model %s: scored by %s", name, doc)
 

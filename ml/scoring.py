@@ -121,32 +121,31 @@ class ProductionScorer:
         if missing:
             raise ValueError(f"cannot score {self.contract.name!r}: input lacks column(s) {missing}")
         task = task_of(metadata)
-        if task == REGRESSION:  # in the job (the endpoint backend scores binary models)
-            scored = (model.transform(df)
-                      .withColumn("predicted_value", F.col(_PREDICTION).cast("double"))
-                      .withColumn("probability", F.lit(None).cast("double"))
+        endpoint = self.endpoint(int(version))
+        if endpoint is not None:  # adds the task's prediction column (EndpointScorer.output) and scored_by
+            scored = self._invoke(df, endpoint, int(version))
+        else:
+            scored = model.transform(df).withColumn("scored_by", F.lit(MLLIB))
+            if task == REGRESSION:
+                scored = scored.withColumn("predicted_value", F.col(_PREDICTION).cast("double"))
+            elif task == MULTICLASS:
+                scored = scored.withColumn("probabilities", vector_to_array(F.col(_PROBABILITY)))
+            else:
+                scored = scored.withColumn("probability", vector_to_array(F.col(_PROBABILITY)).getItem(1).cast("double"))
+        if task == REGRESSION:
+            scored = (scored.withColumn("probability", F.lit(None).cast("double"))
                       .withColumn("prediction", F.lit(None).cast("int"))
-                      .withColumn("predicted_class", F.lit(None).cast("string"))
-                      .withColumn("scored_by", F.lit(MLLIB)))
-        elif task == MULTICLASS:  # in the job
-            probabilities = vector_to_array(F.col(_PROBABILITY))
+                      .withColumn("predicted_class", F.lit(None).cast("string")))
+        elif task == MULTICLASS:
+            probabilities = F.col("probabilities")
             index = (F.array_position(probabilities, F.array_max(probabilities)) - 1).cast("int")  # the first most probable
-            scored = (model.transform(df)
+            scored = (scored
                       .withColumn("probability", F.array_max(probabilities))
                       .withColumn("prediction", index)
                       .withColumn("predicted_class",
                                   F.element_at(F.array(*[F.lit(c) for c in metadata["classes"]]), index + 1))
-                      .withColumn("predicted_value", F.lit(None).cast("double"))
-                      .withColumn("scored_by", F.lit(MLLIB)))
+                      .withColumn("predicted_value", F.lit(None).cast("double")))
         else:
-            endpoint = self.endpoint(int(version))
-            if endpoint is None:
-                scored = model.transform(df)
-                scored = (scored.withColumn("probability",
-                                            vector_to_array(F.col(_PROBABILITY)).getItem(1).cast("double"))
-                          .withColumn("scored_by", F.lit(MLLIB)))
-            else:
-                scored = self._invoke(df, endpoint, int(version))
             scored = (scored
                       .withColumn("prediction", (F.col("probability") >= F.lit(float(metadata["threshold"])))
                                   .cast("int"))
@@ -178,10 +177,11 @@ class ProductionScorer:
         return endpoint
 
     def _invoke(self, df: DataFrame, endpoint: str, version: int) -> DataFrame:
-        """``df``'s prediction columns with ``probability`` and ``scored_by`` from ``endpoint``
-        (:class:`ml.endpoint.EndpointScorer`, in the tasks)."""
+        """``df``'s prediction columns with the task's prediction (``probability``, ``probabilities`` or
+        ``predicted_value``) and ``scored_by`` from ``endpoint`` (:class:`ml.endpoint.EndpointScorer`,
+        in the tasks)."""
         from pyspark.sql import functions as F
-        from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+        from pyspark.sql.types import StringType, StructField, StructType, _parse_datatype_string
 
         from ml.endpoint import EndpointClient, EndpointScorer
         from ml.registry import SCORER_FILE
@@ -196,14 +196,15 @@ class ProductionScorer:
         keep = [c for c in dict.fromkeys([*(c for c, _ in self.columns if c not in _ADDED), *doc["features"]])
                 if c in df.columns]
         base = df.select(*[F.col(f"`{c}`") for c in keep])
-        schema = StructType([*base.schema.fields, StructField("probability", DoubleType()),
-                             StructField("scored_by", StringType())])
         scorer = EndpointScorer(EndpointClient.from_settings(self.settings, endpoint), doc, self._payload)
+        name, kind = scorer.output()
+        schema = StructType([*base.schema.fields, StructField(name, _parse_datatype_string(kind)),
+                             StructField("scored_by", StringType())])
         return base.mapInArrow(scorer, schema)
 
 
 _ADDED = {"probability", "prediction", "model_name", "model_version", "scored_by", "scored_at", "predicted_class",
-          "predicted_value"}
+          "predicted_value", "probabilities"}
 
 
 UNKNOWN_MODEL = "UNKNOWN_MODEL"  # dead-letter reason code: a record names no usable model

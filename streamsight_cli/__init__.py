@@ -446,14 +446,6 @@ def deploy(
             raise StreamsightError("--target sagemaker deploys a registry version: give --model NAME")
         try:
             settings = _settings(ctx)
-            if use:  # the stream sends binary models' records to an endpoint
-                from ml import BINARY, task_of
-                from ml.online import RegistryFiles
-
-                chosen, metadata, _ = RegistryFiles.of(settings).version_files(model, version)
-                if task_of(metadata) != BINARY:
-                    raise StreamsightError(f"--model {model}: v{chosen} is {task_of(metadata)}; the stream scores it in "
-                                           "the job: deploy it with --no-use to serve the endpoint to other callers")
             builtin = container is Container.builtin_xgboost
             made = to_sagemaker(settings, model, version, endpoint, builtin_xgboost=builtin)
             if use:

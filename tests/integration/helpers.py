@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,21 @@ def cli(env: dict[str, str], *args: str, timeout: float = 300, check: bool = Tru
     if check and proc.returncode != 0:
         raise AssertionError(f"streamsight {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@contextmanager
+def model_endpoint(env: dict[str, str], *args: str) -> Iterator[str]:
+    """``streamsight deploy --target local ARGS --port 0`` as a real process: its URL, for the runtime
+    API's path (``sagemaker.runtime_url``); stopped with SIGTERM afterwards."""
+    proc = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "deploy", *args, "--port", "0"], env=env,
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = (proc.stdout.readline() if proc.stdout else "").strip()
+        assert url.startswith("http://"), proc.stderr.read() if proc.stderr else url
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
 
 
 def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:

@@ -1,7 +1,8 @@
 """The shipped ``iris`` stream: Fisher's measurements through a real Apache Kafka into the lake, a
 multiclass model trained on a time split and compared with its majority-class baseline, new flowers
 scored by the stream job (each prediction names its class, stored in the lake and in the
-predictions store -- moto's server, a stand-in for DynamoDB), and the same model over real HTTP."""
+predictions store -- moto's server, a stand-in for DynamoDB), the same model over real HTTP, and
+behind an endpoint (the serving process) that the stream sends the next flowers to."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ingestion.producer import produce
 from streamsight.contracts import load_contracts
 from tests.conftest import DATA_DIR
 from tests.integration.api_server import start_server, stop_server
-from tests.integration.helpers import cli, cli_env, isolated_contract
+from tests.integration.helpers import cli, cli_env, isolated_contract, model_endpoint
 
 pytestmark = pytest.mark.integration
 
@@ -144,6 +145,24 @@ def test_iris_trains_a_multiclass_model_that_the_stream_and_the_api_score(spark,
         stored = server.get("/v1/predictions?stream=iris&key=live-03", key="reader").json()["predictions"]
         assert [(p["predicted_class"], p["prediction"]) for p in stored] == [
             (rows["live-03"]["predicted_class"], rows["live-03"]["prediction"])]
+
+        # The version behind an endpoint (the serving process, a stand-in for SageMaker): the stream
+        # sends it the next flowers and keeps each one's most probable class from its answer.
+        with model_endpoint(env, "--model", "iris_species") as url:
+            assert json.loads(cli(env, "backend", "--model", "iris_species", "--use", "sagemaker").stdout)[
+                "endpoint"] == "iris-species"
+            monkeypatch.setenv("STREAMSIGHT_SAGEMAKER__RUNTIME_URL", url)
+            remote = load_settings()
+            sent = [{**f, "specimen_id": f"sent-{i:02d}", "measured_at": f"2024-05-03T00:{i:02d}:00.000Z"}
+                    for i, f in enumerate(live[:8])]
+            produce(remote, contract, (sources.Event(payload=f) for f in sent), progress=False)
+            StreamJob(spark, remote, contract, kafka_broker.bootstrap_servers).run_until_idle()
+        answered = {r["specimen_id"]: r for r in table("predictions").collect() if r["specimen_id"].startswith("sent-")}
+        assert {r["scored_by"] for r in answered.values()} == {"sagemaker:iris-species"}
+        for flower, p in zip(sent, served.scorer.class_probabilities(sent), strict=True):
+            row = answered[flower["specimen_id"]]
+            assert (row["prediction"], row["predicted_class"]) == (int(np.argmax(p)), CLASSES[int(np.argmax(p))])
+            assert row["probability"] == pytest.approx(float(p.max()), rel=1e-9)
     finally:
         if server is not None:
             stop_server(server)

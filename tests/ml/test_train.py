@@ -20,6 +20,7 @@ from streamsight.contracts import get_contract
 from streamsight.lake import models_uri, table_uri
 from streamsight.settings import load_settings
 from tests.conftest import ai4i_silver
+from tests.integration.helpers import ROOT, model_endpoint
 
 pytestmark = pytest.mark.integration
 
@@ -257,25 +258,14 @@ def test_xgboost_trains_with_its_spark_estimator_and_keeps_the_booster_for_sagem
     # SageMaker's built-in XGBoost container -- here its stand-in, `deploy --container builtin-xgboost`,
     # a real process -- scores the stream's rows, sent as CSV rows of that vector through boto3's
     # sagemaker-runtime, as the registry's backend.json says
-    import os
-    import signal
-    import subprocess
-    import sys
-
     from pyspark.sql import functions as F
 
     from ml.endpoint import SAGEMAKER, backend_doc
     from ml.online import RegistryFiles
     from ml.scoring import ProductionScorer
-    from tests.integration.helpers import ROOT
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "STREAMSIGHT_LAKE_DIR": str(tmp_path / "lake")}
-    proc = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "deploy", "--model", "machine_failure",
-                             "--container", "builtin-xgboost", "--endpoint", "builtin", "--port", "0"], env=env,
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = (proc.stdout.readline() if proc.stdout else "").strip()
-        assert url.startswith("http://"), proc.stderr.read() if proc.stderr else url
+    with model_endpoint(_env(tmp_path), "--model", "machine_failure", "--container", "builtin-xgboost",
+                        "--endpoint", "builtin") as url:
         RegistryFiles.of(settings).set_backend("machine_failure", backend_doc(SAGEMAKER, "builtin", 1, "vector"))
         remote = load_settings(lake_dir=str(tmp_path / "lake"), sagemaker={"runtime_url": url})
         later = (with_derived(silver.orderBy("event_time").offset(5600), contract)
@@ -287,9 +277,6 @@ def test_xgboost_trains_with_its_spark_estimator_and_keeps_the_booster_for_sagem
             "event_id", vector_to_array(PROBABILITY)[1].alias("p")).collect()}
         assert len(got) == 400 and {by for _, by in got.values()} == {"sagemaker:builtin"}
         np.testing.assert_allclose([got[k][0] for k in sorted(mllib)], [mllib[k] for k in sorted(mllib)], rtol=1e-6)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
 
 
 def test_a_multiclass_model_refuses_a_binary_only_algorithm(tmp_path):
@@ -300,6 +287,13 @@ def test_a_multiclass_model_refuses_a_binary_only_algorithm(tmp_path):
     with pytest.raises(TrainingError, match="gbt cannot train a multiclass model; a multiclass model can use "
                                             "logistic_regression, xgboost"):
         train_model(None, settings, iris, algorithms=("gbt",))  # type: ignore[arg-type]  # refused before Spark
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    """A CLI process's environment: this test's lake."""
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(ROOT), "STREAMSIGHT_LAKE_DIR": str(tmp_path / "lake")}
 
 
 def _torque_contract(tmp_path: Path) -> object:
@@ -380,6 +374,20 @@ def test_a_regression_model_predicts_the_label_value_against_a_training_mean_bas
     np.testing.assert_allclose([p["value"] for p in local], values, rtol=1e-6)  # XGBoost: float32
     truth = ordered.set_index("event_id").loc[[r["event_id"] for r in out], "torque_nm"].to_numpy()
     assert np.sqrt(np.mean((values - truth) ** 2)) < 0.6 * np.std(truth)
+
+    # the same version behind an endpoint (the serving process): the stream's scorer sends it the rows
+    # and stores its values, as the job's own copy gives them
+    from ml.endpoint import SAGEMAKER, backend_doc
+    from ml.online import RegistryFiles
+
+    with model_endpoint(_env(tmp_path), "--model", "torque_estimate", "--endpoint", "torque") as url:
+        RegistryFiles.of(settings).set_backend("torque_estimate", backend_doc(SAGEMAKER, "torque", 1))
+        remote = load_settings(lake_dir=str(tmp_path / "lake"), sagemaker={"runtime_url": url})
+        via = ProductionScorer(ml_spark, remote, contract, registry=registry).score(later)
+        assert via is not None
+        answered = {r["event_id"]: (r["predicted_value"], r["scored_by"], r["probability"]) for r in via.collect()}
+    assert {(by, p) for _, by, p in answered.values()} == {("sagemaker:torque", None)}
+    np.testing.assert_allclose([answered[r["event_id"]][0] for r in out], values, rtol=1e-6)
 
     # the serving process's app (in-process here; test_serving.py runs it over HTTP): a value per line
     import asyncio

@@ -212,7 +212,7 @@ def test_endpoint_calls_retry_throttling_and_5xx_but_not_a_refused_record(monkey
         stub.add_client_error("invoke_endpoint", "ThrottlingException", http_status_code=400)
         stub.add_client_error("invoke_endpoint", "ServiceUnavailable", http_status_code=503)
         stub.add_response("invoke_endpoint", _answer("0.25\n0.75\n"))
-        assert client.invoke(b"1,2\n3,4\n", 2) == [0.25, 0.75]
+        assert client.invoke(b"1,2\n3,4\n", 2) == [[0.25], [0.75]]
         stub.assert_no_pending_responses()
 
         for code in ("ModelNotReadyException", "InternalFailure", "ThrottlingException"):
@@ -227,8 +227,13 @@ def test_endpoint_calls_retry_throttling_and_5xx_but_not_a_refused_record(monkey
         stub.assert_no_pending_responses()
 
         stub.add_response("invoke_endpoint", _answer("0.5\n"))
-        with pytest.raises(EndpointFailure, match="1 probabilities for 2 records"):
+        with pytest.raises(EndpointFailure, match="1 lines for 2 records"):
             client.invoke(b"1,2\n3,4\n", 2)
+        stub.add_response("invoke_endpoint", _answer("0.5,0.5\n0.2,0.7\n"))  # a class missing
+        with pytest.raises(EndpointFailure, match="not 3 number"):
+            client.invoke(b"1,2\n3,4\n", 2, width=3)
+        stub.add_response("invoke_endpoint", _answer("0.5,0.25,0.25\n0.1,0.2,0.7\n"))
+        assert client.invoke(b"1,2\n3,4\n", 2, width=3) == [[0.5, 0.25, 0.25], [0.1, 0.2, 0.7]]
 
 
 def test_an_open_circuit_skips_the_endpoint_and_the_local_copy_scores(monkeypatch):
@@ -241,7 +246,7 @@ def test_an_open_circuit_skips_the_endpoint_and_the_local_copy_scores(monkeypatc
     monkeypatch.setattr("ml.endpoint._BREAKERS", {})
     scorer = EndpointScorer(client, {"features": ["x"]})
     # the local copy (ml.portable, checked against MLlib elsewhere) replaced by a visible rule
-    monkeypatch.setattr(EndpointScorer, "local", lambda self, records: [(r["x"] or 0) / 10 for r in records])
+    monkeypatch.setattr(EndpointScorer, "local", lambda self, records: [[(r["x"] or 0) / 10] for r in records])
     batch = pa.RecordBatch.from_pydict({"id": [1, 2, 3, 4, 5, 6, 7], "x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, None]})
     with stub:
         stub.add_response("invoke_endpoint", _answer("0.9\n0.8\n"), {
@@ -299,3 +304,36 @@ def test_the_stream_sends_log_events_the_serving_process_reads_back_unchanged():
     np.testing.assert_allclose(served.scorer.probabilities(read), local, rtol=1e-12)
     hours, lengths = np.array([23, 3, 4, 5]), np.array([len(r["@message"]) for r in stream_rows])
     np.testing.assert_allclose(local, 1 / (1 + np.exp(-(0.1 * hours + 0.01 * lengths - 0.05 * 10 - 1.0))), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("task", "answer", "column", "expected"), [
+    ("multiclass", "0.1,0.2,0.7\n0.6,0.3,0.1\n", "probabilities", [[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]]),
+    ("regression", "41.5\n-2.25\n", "predicted_value", [41.5, -2.25]),
+])
+def test_an_endpoint_scores_multiclass_and_regression_models_too(monkeypatch, task, answer, column, expected):
+    """Each record's line of the answer: every class's probability, or the value; the local copy
+    gives the same shape (ml.portable's class_probabilities or values)."""
+    import pyarrow as pa
+
+    from ml import portable
+    from ml.endpoint import LOCAL_COPY, EndpointScorer
+
+    client, stub = _runtime(monkeypatch, max_attempts=1, batch_records=2, max_concurrency=1)
+    monkeypatch.setattr("ml.endpoint._BREAKERS", {})
+    last = ({"kind": "softmax", "coefficients": [[0.0], [1.0], [2.0]], "intercepts": [0.0, 0.0, 0.0]}
+            if task == "multiclass" else {"kind": "linear", "coefficients": [2.0], "intercept": 1.0})
+    doc = {"format": portable.FORMAT, "features": ["x"], "categorical": [], "input_schema": {}, "task": task,
+           **({"classes": ["a", "b", "c"]} if task == "multiclass" else {}),
+           "stages": [{"kind": "assemble", "inputs": ["x"], "output": "v"}, last]}
+    scorer = EndpointScorer(client, doc)
+    assert scorer.output() == (column, "array<double>" if task == "multiclass" else "double")
+    batch = pa.RecordBatch.from_pydict({"x": [1.0, 2.0, 0.5]})
+    with stub:
+        stub.add_response("invoke_endpoint", _answer(answer))
+        stub.add_client_error("invoke_endpoint", "ValidationError", http_status_code=400)  # the local copy scores
+        out = pa.Table.from_batches(list(scorer(iter([batch]))))
+    local = portable.PortableModel(doc)
+    last_row = (local.class_probabilities([{"x": 0.5}])[0].tolist() if task == "multiclass"
+                else float(local.values([{"x": 0.5}])[0]))
+    np.testing.assert_allclose(out.column(column).to_pylist(), [*expected, last_row], rtol=1e-12)
+    assert out.column("scored_by").to_pylist()[2] == LOCAL_COPY
