@@ -127,8 +127,21 @@ class RegistryFiles:
             metadata = self.read_json(name, f"v{doc['version']}", METADATA_FILE)
             if metadata is None:
                 raise RegistryError(f"model {name!r} has no version {doc['version']} in {self.root_uri}")
+            if doc.get("payload") == "vector" and "sagemaker_builtin_xgboost" not in metadata:
+                raise RegistryError(f"model {name!r} v{doc['version']} was not trained with XGBoost: SageMaker's "
+                                    "built-in XGBoost container cannot serve it")
         self.write_json(doc, name, BACKEND_FILE)
         log.info("model %s: scored by %s", name, doc)
+
+    def xgboost_archive(self, name: str, version: int) -> bytes:
+        """A version's ``sagemaker-xgboost.tar.gz`` (what SageMaker's built-in XGBoost container loads);
+        raises :class:`RegistryError` when the version was not trained with XGBoost."""
+        from ml.train import XGBOOST_ARCHIVE
+
+        archive = self.read_bytes(name, f"v{version}", XGBOOST_ARCHIVE)
+        if archive is None:
+            raise RegistryError(f"model {name!r} v{version} has no {XGBOOST_ARCHIVE}: train it with --algorithm xgboost")
+        return archive
 
     def production(self, name: str) -> int | None:
         _check_name(name)

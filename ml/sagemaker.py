@@ -92,22 +92,19 @@ def deploy(settings: Settings, model: str, version: int | None = None, endpoint:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from ml.online import RegistryFiles
-    from ml.registry import RegistryError
-    from ml.train import XGBOOST_ARCHIVE
 
     image, role, bucket, prefix = _required(settings, builtin_xgboost)
     name = endpoint_name(endpoint or model)
     files = RegistryFiles.of(settings)
     chosen, metadata, scorer = files.version_files(model, version)
     if builtin_xgboost:
-        found = files.read_bytes(model, f"v{chosen}", XGBOOST_ARCHIVE)
-        if found is None:
-            raise RegistryError(f"model {model!r} v{chosen} has no {XGBOOST_ARCHIVE}: train it with --algorithm xgboost")
-        archive = found
+        archive = files.xgboost_archive(model, chosen)
     else:
         archive = model_archive({f: json.dumps(doc, indent=1).encode("utf-8")
                                  for f, doc in ((METADATA_FILE, metadata), (SCORER_FILE, scorer))})
-    key = "/".join(p for p in (prefix, model, f"v{chosen}", "model.tar.gz") if p)
+    # one key per container: an endpoint's instances reload their archive when SageMaker replaces them
+    key = "/".join(p for p in (prefix, model, f"v{chosen}", "builtin-xgboost" if builtin_xgboost else "",
+                               "model.tar.gz") if p)
     made = f"{name[:40]}-v{chosen}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
     s3, sm = clients or _clients(settings)
     try:

@@ -55,7 +55,6 @@ class ProductionScorer:
         self.settings = settings
         self._local_copy: tuple[int, dict[str, Any]] | None = None  # (version, scorer.json)
         self._said: str | None = None  # the last backend choice logged
-        self._payload = "inputs"  # what the endpoint is sent (ml.endpoint.PAYLOADS), per backend.json
 
     def current(self) -> tuple[int, PipelineModel, dict[str, Any]] | None:
         """``(version, model, metadata)`` of the production version, or ``None`` if there is none.
@@ -121,9 +120,9 @@ class ProductionScorer:
         if missing:
             raise ValueError(f"cannot score {self.contract.name!r}: input lacks column(s) {missing}")
         task = task_of(metadata)
-        endpoint = self.endpoint(int(version))
+        endpoint, payload = self.endpoint(int(version))
         if endpoint is not None:  # adds the task's prediction column (EndpointScorer.output) and scored_by
-            scored = self._invoke(df, endpoint, int(version))
+            scored = self._invoke(df, endpoint, int(version), payload)
         else:
             scored = model.transform(df).withColumn("scored_by", F.lit(MLLIB))
             if task == REGRESSION:
@@ -157,10 +156,11 @@ class ProductionScorer:
                   .withColumn("scored_at", F.current_timestamp()))
         return scored.select(*[F.col(f"`{c}`").cast(t).alias(c) for c, t in self.columns])
 
-    def endpoint(self, version: int) -> str | None:
-        """The SageMaker endpoint that scores production version ``version``, per the registry's
-        ``backend.json`` (re-read each call), or None: in the job."""
-        from ml.endpoint import BACKEND_FILE, INPUTS, endpoint_for
+    def endpoint(self, version: int) -> tuple[str | None, str]:
+        """``(endpoint, payload)``: the SageMaker endpoint that scores production version ``version``
+        and what it is sent (:data:`ml.endpoint.PAYLOADS`), per the registry's ``backend.json``
+        (re-read each call); ``(None, ...)``: in the job."""
+        from ml.endpoint import BACKEND_FILE, INPUTS, PAYLOADS, endpoint_for
 
         why: str | None = None
         try:
@@ -168,15 +168,18 @@ class ProductionScorer:
         except Exception as exc:  # an unreadable choice: score in the job
             doc, why = None, f"cannot read {BACKEND_FILE} ({exc}): scoring in the job"
         endpoint, not_used = endpoint_for(doc, version)
-        self._payload = str(doc.get("payload") or INPUTS) if isinstance(doc, dict) else INPUTS
-        said = why or not_used or (f"scoring with SageMaker endpoint {endpoint} (sent the {self._payload})"
+        payload = str(doc.get("payload") or INPUTS) if isinstance(doc, dict) else INPUTS
+        if endpoint is not None and payload not in PAYLOADS:
+            endpoint, not_used = None, (f"{BACKEND_FILE}'s payload {payload!r} is not one of {', '.join(PAYLOADS)}: "
+                                        "scoring in the job")
+        said = why or not_used or (f"scoring with SageMaker endpoint {endpoint} (sent the {payload})"
                                    if endpoint else "scoring in the job")
         if said != self._said:
             (log.warning if why or not_used else log.info)("%s v%d: %s", self.model_name, version, said)
             self._said = said
-        return endpoint
+        return endpoint, payload
 
-    def _invoke(self, df: DataFrame, endpoint: str, version: int) -> DataFrame:
+    def _invoke(self, df: DataFrame, endpoint: str, version: int, payload: str) -> DataFrame:
         """``df``'s prediction columns with the task's prediction (``probability``, ``probabilities`` or
         ``predicted_value``) and ``scored_by`` from ``endpoint`` (:class:`ml.endpoint.EndpointScorer`,
         in the tasks)."""
@@ -196,7 +199,7 @@ class ProductionScorer:
         keep = [c for c in dict.fromkeys([*(c for c, _ in self.columns if c not in _ADDED), *doc["features"]])
                 if c in df.columns]
         base = df.select(*[F.col(f"`{c}`") for c in keep])
-        scorer = EndpointScorer(EndpointClient.from_settings(self.settings, endpoint), doc, self._payload)
+        scorer = EndpointScorer(EndpointClient.from_settings(self.settings, endpoint), doc, payload)
         name, kind = scorer.output()
         schema = StructType([*base.schema.fields, StructField(name, _parse_datatype_string(kind)),
                              StructField("scored_by", StringType())])

@@ -152,7 +152,7 @@ class Invocations:
 
     def answer(self, records: list[dict[str, Any]], accept: str) -> Response:
         if self.served.scorer.task == "regression":
-            values = self.served.scorer.values(records).tolist()
+            values = [p["value"] for p in self.served.predict(records)]
             body = "".join((json.dumps({"score": v}) if accept == JSON_LINES else repr(v)) + "\n" for v in values)
             return Response(body.encode("utf-8"), headers={"Content-Type": accept})
         if self.served.threshold is None:  # multiclass
@@ -194,7 +194,8 @@ def builtin_xgboost_app(booster: bytes, endpoint: str) -> FastAPI:
     """A stand-in for SageMaker's built-in XGBoost container, which cannot run here (no Docker, no
     AWS): ``booster`` (the ``xgboost-model`` file of a version's ``sagemaker-xgboost.tar.gz``) behind
     the same contract -- CSV rows of the feature vector in (no header; an empty field is missing),
-    one prediction per line out (a probability; for ``multi:softprob`` each class's, comma-separated)."""
+    one prediction per line out (a probability; for ``multi:softprob`` each class's, comma-separated; a
+    regression objective's value). Blank lines are skipped, as :class:`Invocations` skips them."""
     import numpy as np
     import xgboost
 
@@ -205,12 +206,16 @@ def builtin_xgboost_app(booster: bytes, endpoint: str) -> FastAPI:
     def score(body: bytes, content_type: str, accept: str) -> Response:
         rows = []
         for line, row in enumerate(csv.reader(io.StringIO(body.decode("utf-8", errors="replace"))), start=1):
+            if not row or row == [""]:
+                continue
             if len(row) != width:
                 raise BadRecord(line, f"{len(row)} values; the booster reads {width}")
             try:
                 rows.append([float(v) if v.strip() else np.nan for v in row])
             except ValueError as exc:
                 raise BadRecord(line, str(exc)) from None
+        if not rows:
+            raise BadRecord(1, "the body holds no records")
         out = np.asarray(model.inplace_predict(np.array(rows, dtype=np.float64).reshape(len(rows), width)))
         lines = (",".join(repr(float(v)) for v in np.atleast_1d(p)) for p in out)
         return Response("".join(f"{line}\n" for line in lines).encode("ascii"), headers={"Content-Type": CSV})
@@ -289,14 +294,14 @@ def load_builtin_xgboost(settings: Settings, name: str, version: int | None = No
     import tarfile
 
     from ml.online import RegistryFiles
-    from ml.train import XGBOOST_ARCHIVE
 
     files = RegistryFiles.of(settings)
     chosen, _, _ = files.version_files(name, version)
-    archive = files.read_bytes(name, f"v{chosen}", XGBOOST_ARCHIVE)
-    if archive is None:
-        raise RegistryError(f"model {name!r} v{chosen} has no {XGBOOST_ARCHIVE}: train it with --algorithm xgboost")
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        member = tar.extractfile("xgboost-model")
-        assert member is not None
+    with tarfile.open(fileobj=io.BytesIO(files.xgboost_archive(name, chosen))) as tar:
+        try:
+            member = tar.extractfile("xgboost-model")
+        except KeyError:
+            member = None
+        if member is None:
+            raise RegistryError(f"model {name!r} v{chosen}: its booster archive holds no xgboost-model")
         return chosen, member.read()

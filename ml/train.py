@@ -500,7 +500,8 @@ def _train_on_split(
     elif current is None:
         do_promote, reason = True, "no production model yet"
     elif value is None:
-        do_promote, reason = False, f"test {metric} undefined (the test set lacks a class)"
+        do_promote, reason = False, (f"test {metric} undefined (the test set lacks a class)" if task != REGRESSION
+                                     else f"test {metric} undefined (the test set has no rows)")
     elif current_value is None or at_least_as_good(metric, value, current_value):
         as_good = "<=" if metric in LOWER_IS_BETTER else ">="
         do_promote, reason = True, f"test {metric} {value:.4f} {as_good} production v{current}'s {_fmt(current_value)}"

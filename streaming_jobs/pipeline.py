@@ -37,7 +37,8 @@ watermark.
 Exactly-once: Delta's streaming sink records each query's batch ids in the table's log; the
 foreachBatch tables are written with :class:`streaming_jobs.lake_writer.BatchTable` (Delta's
 idempotent writes, keyed by the writing query's id, silver's or predictions', and the batch id), so a batch re-run after a
-crash is skipped for every table it already committed. The dead-letter topic gets a batch's
+crash is skipped for every table it already committed; a ``first_seen`` gold table is merged
+(:class:`FirstSeenWriter`), which a re-run repeats without changing it. The dead-letter topic gets a batch's
 messages before its dead_letter table commit: a crash between the two publishes them again (at
 least once; each message's key is its record's Kafka coordinates). With ``predictions_store.kind:
 dynamodb`` each batch's predictions are put in DynamoDB (:mod:`streamsight.store`) before the
@@ -107,7 +108,7 @@ class StreamJob:
     servers: str | None = None
     metrics: MetricsSink | None = None  # default: made from settings.metrics while the job runs
     # rows the stateful operators dropped as later than the watermark, per query, over the runs of
-    # run_until_idle (queries with such an operator only: silver, gold_*)
+    # run_until_idle (queries with such an operator only: silver, windowed gold_*)
     late_rows: dict[str, int] = field(default_factory=dict, init=False)
     _reference: DataFrame | None = field(default=None, init=False)
     _reference_table: DataFrame | None = field(default=None, init=False)
@@ -527,7 +528,8 @@ class FirstSeenWriter:
     """foreachBatch function of a ``first_seen`` aggregate's gold query: each batch's first sightings
     (:func:`streaming_jobs.transforms.first_sightings`) merged into the gold table by their keys (null
     equals null), a row moved only by an earlier event. Merging the same batch again changes nothing,
-    so a replayed batch needs no transaction id, and late events need no watermark."""
+    so a replayed batch needs no transaction id, and late events need no watermark. A merge that
+    conflicts with another commit (``streamsight lake maintain``'s compaction) is tried again."""
 
     def __init__(self, job: StreamJob, aggregate: str) -> None:
         agg = next(a for a in job.contract.aggregates if a.name == aggregate)
@@ -536,16 +538,24 @@ class FirstSeenWriter:
         self.uri = job.uri(f"gold_{aggregate}")
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        from delta.exceptions import DeltaConcurrentModificationException
         from delta.tables import DeltaTable
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
         from streamsight.lake import FIRST_SEEN_AT
 
         began = time.monotonic()
-        firsts = T.first_sightings(batch, self.job.contract, self.aggregate)
+        firsts = T.first_sightings(batch, self.job.contract, self.aggregate).persist()
         on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in self.keys)
-        (DeltaTable.forPath(batch.sparkSession, self.uri).alias("t").merge(firsts.alias("s"), on)
-         .whenMatchedUpdateAll(condition=f"s.`{FIRST_SEEN_AT}` < t.`{FIRST_SEEN_AT}`")
-         .whenNotMatchedInsertAll().execute())
+        try:
+            for attempt in Retrying(stop=stop_after_attempt(5), wait=wait_exponential_jitter(initial=0.5, max=10),
+                                    retry=retry_if_exception_type(DeltaConcurrentModificationException), reraise=True):
+                with attempt:
+                    (DeltaTable.forPath(batch.sparkSession, self.uri).alias("t").merge(firsts.alias("s"), on)
+                     .whenMatchedUpdateAll(condition=f"s.`{FIRST_SEEN_AT}` < t.`{FIRST_SEEN_AT}`")
+                     .whenNotMatchedInsertAll().execute())
+        finally:
+            firsts.unpersist()
         log.info("%s gold_%s batch %d: merged in %.1fs", self.job.contract.name, self.aggregate, batch_id,
                  time.monotonic() - began)
 

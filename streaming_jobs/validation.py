@@ -119,7 +119,7 @@ def _field_rules(f: FieldSpec, i: int | str) -> list[tuple[str, str, str]]:
                               f"concat({_q(f'field {name}: ')}, {shown}, {_q(f' is outside {label} {bound}')})"))
     required = [(j, g) for j, g in enumerate(f.inner) if g.required]
     if required:
-        absent = ", ".join(f"CASE WHEN {kind}_{j} IS NULL THEN {_q(g.name.split('.', 1)[1])} END" for j, g in required)
+        absent = ", ".join(f"CASE WHEN {kind}_{j} IS NULL THEN {_q(g.key)} END" for j, g in required)
         rules.append((f"{kind} IS NOT NULL AND ({' OR '.join(f'{kind}_{j} IS NULL' for j, _ in required)})",
                       "MISSING_FIELD", f"concat({_q(f'field {name}: missing required field(s): ')}, "
                                        f"concat_ws(', ', {absent}))"))
@@ -133,8 +133,7 @@ def _inner_columns(f: FieldSpec, i: int, raw: str) -> list[Column]:
     Schema checks as a value), its typed value and, for numbers, its value as a double."""
     out: list[Column] = []
     for j, g in enumerate(f.inner):
-        inner = g.name.split(".", 1)[1]
-        value = f"variant_get({raw}, {_q(_path(inner))})"
+        value = f"variant_get({raw}, {_q(_path(g.key))})"
         out.append(F.expr(f"CASE WHEN {value} IS NOT NULL THEN schema_of_variant({value}) END").alias(f"_k{i}_{j}"))
         out.append(F.expr(f"try_variant_get({value}, '$', '{g.spark_type}')").alias(f"_x{i}_{j}"))
         if g.json_type in ("number", "integer"):

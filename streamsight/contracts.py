@@ -238,15 +238,17 @@ class FieldSpec:
     pattern: str | None = None
     format: str | None = None
     inner: tuple[FieldSpec, ...] = ()  # an object's declared fields (its schema's properties), in order
+    key: str = ""  # a declared field's key in its object (its name is "<object>.<key>")
 
 
 _INNER_TYPES = ("string", "number", "integer", "boolean")  # what an object's declared fields may be
 
 
-def _field_spec(name: str, spec: dict[str, Any], required: bool) -> FieldSpec:
+def _field_spec(name: str, spec: dict[str, Any], required: bool, key: str = "") -> FieldSpec:
     inner_required = set(spec.get("required", []))
     return FieldSpec(
         name=name,
+        key=key,
         json_type=spec["type"],
         spark_type=_JSON_TO_SPARK[spec["type"]],
         required=required,
@@ -259,7 +261,7 @@ def _field_spec(name: str, spec: dict[str, Any], required: bool) -> FieldSpec:
         max_length=spec.get("maxLength"),
         pattern=spec.get("pattern"),
         format=spec.get("format"),
-        inner=tuple(_field_spec(f"{name}.{inner}", s, inner in inner_required)
+        inner=tuple(_field_spec(f"{name}.{inner}", s, inner in inner_required, inner)
                     for inner, s in (spec.get("properties") or {}).items()),
     )
 
@@ -441,9 +443,9 @@ class Contract(_Model):
         if label in self.model_reads() or label in self.model_reads(derived=True):
             raise ValueError(f"model.features: the label {label!r} is read by a feature (directly or through a "
                              "derived column); a model cannot see its own label")
+        if spec.task != "multiclass" and spec.classes is not None:
+            raise ValueError("model.classes: only a multiclass model (model.task: multiclass) has classes")
         if spec.task == "binary":
-            if spec.classes is not None:
-                raise ValueError("model.classes: only a multiclass model (model.task: multiclass) has classes")
             return
         if "positive_label" in spec.model_fields_set:
             raise ValueError(f"model.positive_label: a {spec.task} model has no positive label"
@@ -453,8 +455,6 @@ class Contract(_Model):
                              "scored in the stream job (model.scoring: batch)")
         kind = derived[label].type if label in derived else self.payload_schema["properties"][label]["type"]
         if spec.task == "regression":
-            if spec.classes is not None:
-                raise ValueError("model.classes: only a multiclass model (model.task: multiclass) has classes")
             if kind not in ("number", "integer", "double", "int", "bigint"):
                 raise ValueError(f"model.label: a regression label must be a number; {label!r} is {kind}")
             return

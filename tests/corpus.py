@@ -194,7 +194,7 @@ SHAPES: dict[str, Any] = {
             "free": {"type": "number"},
             "tags": {"type": "array"},
             "meta": {"type": "object"},
-            "who": {"type": "object", "required": ["name"], "properties": {  # an object with declared fields
+            "who.am": {"type": "object", "required": ["name"], "properties": {  # declared fields; a dot in its name
                 "name": {"type": "string", "minLength": 1},
                 "age": {"type": "integer", "minimum": 0},
                 "score": {"type": "number", "maximum": 1},
@@ -211,11 +211,11 @@ SHAPES: dict[str, Any] = {
 def shapes_cases() -> list[Case]:
     base = {"id": "s-1", "ts": 1_600_000_000_000, "ok": True, "day": "2020-02-29", "ratio": 0.5, "level": 2,
             "free": -1.25, "tags": ["a", 1], "meta": {"k": [None]},
-            "who": {"name": "ada", "age": 36, "score": 0.5, "role": "admin", "on": True, "it's": "2020-01-01",
+            "who.am": {"name": "ada", "age": 36, "score": 0.5, "role": "admin", "on": True, "it's": "2020-01-01",
                     "more": {"x": [1]}}}
 
     def who(**changes: Any) -> dict[str, Any]:
-        return {k: v for k, v in {**base["who"], **changes}.items() if v is not ...}
+        return {k: v for k, v in {**base["who.am"], **changes}.items() if v is not ...}
 
     def rec(code: str | None, name: str, drop: tuple[str, ...] = (), **changes: Any) -> Case:
         record = {k: v for k, v in {**base, **changes}.items() if k not in drop}
@@ -247,26 +247,26 @@ def shapes_cases() -> list[Case]:
         rec("MISSING_FIELD", "a required boolean absent", drop=("ok",)),
         # an object's declared fields, checked as JSON Schema checks them: its type, then its required
         # fields, then each declared field in order; a JSON null inside it is a value, not an absence
-        rec(None, "an object with only its required field", who={"name": "b"}),
-        rec(None, "an object's integer written 36.0", who=who(age=36.0)),
-        rec(None, "an object's undeclared field of any type", who=who(more=None)),
-        rec("MISSING_FIELD", "an object without its required field", who=who(name=...)),
-        rec("MISSING_FIELD", "an empty object with a required field", who={}),
-        rec("MISSING_FIELD", "an object's required field before its types", who={"age": "x"}),
-        rec("TYPE_MISMATCH", "an object's required field null", who=who(name=None)),
-        rec("TYPE_MISMATCH", "an object's optional field null", who=who(age=None)),
-        rec("TYPE_MISMATCH", "an object's string given a number", who=who(name=7)),
-        rec("TYPE_MISMATCH", "an object's integer 36.5", who=who(age=36.5)),
-        rec("TYPE_MISMATCH", "an object's boolean as a string", who=who(on="true")),
-        rec("TYPE_MISMATCH", "an object's number given an object", who=who(score={"v": 1})),
-        rec("TYPE_MISMATCH", "an object given a string", who="ada"),
-        rec("OUT_OF_RANGE", "an object's integer below its minimum", who=who(age=-1)),
-        rec("OUT_OF_RANGE", "an object's number above its maximum", who=who(score=1.5)),
-        rec("NOT_IN_ENUM", "an object's string not in its enum", who=who(role="root")),
-        rec("BAD_LENGTH", "an object's string too short", who=who(name="")),
-        rec("BAD_FORMAT", "an object's date that is not one, under a quoted name", who=who(**{"it's": "2020-13-01"})),
-        rec("OUT_OF_RANGE", "an earlier field's error before an object's", ratio=0, who={}),
-        rec("TYPE_MISMATCH", "an object's first declared error wins", who=who(name=1, age=-1)),
+        rec(None, "an object with only its required field", **{"who.am": {"name": "b"}}),
+        rec(None, "an object's integer written 36.0", **{"who.am": who(age=36.0)}),
+        rec(None, "an object's undeclared field of any type", **{"who.am": who(more=None)}),
+        rec("MISSING_FIELD", "an object without its required field", **{"who.am": who(name=...)}),
+        rec("MISSING_FIELD", "an empty object with a required field", **{"who.am": {}}),
+        rec("MISSING_FIELD", "an object's required field before its types", **{"who.am": {"age": "x"}}),
+        rec("TYPE_MISMATCH", "an object's required field null", **{"who.am": who(name=None)}),
+        rec("TYPE_MISMATCH", "an object's optional field null", **{"who.am": who(age=None)}),
+        rec("TYPE_MISMATCH", "an object's string given a number", **{"who.am": who(name=7)}),
+        rec("TYPE_MISMATCH", "an object's integer 36.5", **{"who.am": who(age=36.5)}),
+        rec("TYPE_MISMATCH", "an object's boolean as a string", **{"who.am": who(on="true")}),
+        rec("TYPE_MISMATCH", "an object's number given an object", **{"who.am": who(score={"v": 1})}),
+        rec("TYPE_MISMATCH", "an object given a string", **{"who.am": "ada"}),
+        rec("OUT_OF_RANGE", "an object's integer below its minimum", **{"who.am": who(age=-1)}),
+        rec("OUT_OF_RANGE", "an object's number above its maximum", **{"who.am": who(score=1.5)}),
+        rec("NOT_IN_ENUM", "an object's string not in its enum", **{"who.am": who(role="root")}),
+        rec("BAD_LENGTH", "an object's string too short", **{"who.am": who(name="")}),
+        rec("BAD_FORMAT", "an object's date that is not one, under a quoted name", **{"who.am": who(**{"it's": "2020-13-01"})}),
+        rec("OUT_OF_RANGE", "an earlier field's error before an object's", ratio=0, **{"who.am": {}}),
+        rec("TYPE_MISMATCH", "an object's first declared error wins", **{"who.am": who(name=1, age=-1)}),
         raw_case("RECORD_TOO_LARGE", "over 4096 bytes", body[:-1] + b',"pad":"' + b"y" * 5000 + b'"}'),
     ]
 

@@ -127,7 +127,7 @@ def test_a_booster_goes_to_sagemakers_built_in_xgboost_container(settings, monke
     (Path(settings.lake_dir) / "_models" / "pump_vibration" / "v3" / XGBOOST_ARCHIVE).write_bytes(archive)
 
     s3, sm, s3_stub, sm_stub = _clients()
-    key = "serving/pump_vibration/v3/model.tar.gz"
+    key = "serving/pump_vibration/v3/builtin-xgboost/model.tar.gz"  # not the streamsight container's archive
     s3_stub.add_response("put_object", {}, {"Bucket": "models", "Key": key, "Body": archive})
     sm_stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m"}, {
         "ModelName": ANY, "ExecutionRoleArn": ROLE, "PrimaryContainer": {
