@@ -84,10 +84,13 @@ def _enum_values(f: FieldSpec) -> list[object]:
     return [v for v in (f.enum or ()) if value_of_json_type(f.json_type, v)]
 
 
-def _field_rules(f: FieldSpec, i: int | str) -> list[tuple[str, str, str]]:
+def _field_rules(f: FieldSpec, i: int | str, columns: tuple[str, str, str] | None = None) -> list[tuple[str, str, str]]:
     """The schema rules of one field as (broken, code, reason SQL), in fastjsonschema's order: an
-    object's own, then its required declared fields, then each declared field's (columns ``_k<i>_<j>``)."""
-    kind, typed, number = f"_k{i}", f"_x{i}", f"_n{i}"
+    object's own, then its required declared fields, then each declared field's (columns ``_k<i>_<j>``);
+    an array's own, then its first element's that breaks one (columns ``_ec<i>``, ``_er<i>``).
+    ``columns``: the SQL of the value's variant type name, typed value and double value (default: the
+    field's columns)."""
+    kind, typed, number = columns or (f"_k{i}", f"_x{i}", f"_n{i}")
     shown = (f"coalesce(cast({typed} AS STRING), cast({number} AS STRING), '?')" if f.json_type in ("number", "integer")
              else f"coalesce(cast({typed} AS STRING), '?')")
     name = f.name
@@ -125,7 +128,32 @@ def _field_rules(f: FieldSpec, i: int | str) -> list[tuple[str, str, str]]:
                                        f"concat_ws(', ', {absent}))"))
     for j, g in enumerate(f.inner):
         rules += _field_rules(g, f"{i}_{j}")
+    if f.items is not None:
+        codes = dict.fromkeys(code for _, code, _ in _element_rules(f.items))
+        rules += [(f"_ec{i} = '{code}'", code, f"_er{i}") for code in codes]
     return rules
+
+
+_ELEMENT = "_el"  # the lambda variable of an array's element
+
+
+def _element_rules(items: FieldSpec) -> list[tuple[str, str, str]]:
+    """An array element's rules, on the lambda variable :data:`_ELEMENT` (a variant)."""
+    return _field_rules(items, "", (f"schema_of_variant({_ELEMENT})", f"try_variant_get({_ELEMENT}, '$', '{items.spark_type}')",
+                                    f"try_variant_get({_ELEMENT}, '$', 'double')"))
+
+
+def _element_columns(f: FieldSpec, i: int, raw: str) -> list[Column]:
+    """An array's first element that breaks its ``items`` schema: that rule's code and reason."""
+    assert f.items is not None
+    rules = _element_rules(f.items)
+    elements = f"try_variant_get({raw}, '$', 'array<variant>')"
+    codes = f"transform({elements}, {_ELEMENT} -> CASE {' '.join(f'WHEN {c} THEN {_q(k)}' for c, k, _ in rules)} END)"
+    reasons = f"transform({elements}, {_ELEMENT} -> CASE {' '.join(f'WHEN {c} THEN {r}' for c, _, r in rules)} END)"
+    first = f"array_position(transform({codes}, _c -> _c IS NOT NULL), true)"
+    return [F.expr(f"CASE WHEN {first} > 0 THEN element_at({codes}, cast({first} AS INT)) END").alias(f"_ec{i}"),
+            F.expr(f"CASE WHEN {first} > 0 THEN concat(element_at({reasons}, cast({first} AS INT)), ' (element ', "
+                   f"cast({first} - 1 AS STRING), ')') END").alias(f"_er{i}")]
 
 
 def _inner_columns(f: FieldSpec, i: int, raw: str) -> list[Column]:
@@ -198,6 +226,8 @@ def validate(bronze: DataFrame, contract: Contract) -> DataFrame:
         if f.json_type in ("object", "array"):
             extracted.append(F.expr(f"to_json({raw})").alias(f"_x{i}"))
             extracted += _inner_columns(f, i, raw)
+            if f.items is not None:
+                extracted += _element_columns(f, i, raw)
         else:
             extracted.append(F.expr(f"coalesce(_t.`{f.name}`, try_variant_get({raw}, '$', '{f.spark_type}'))")
                              .alias(f"_x{i}"))

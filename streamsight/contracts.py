@@ -239,6 +239,7 @@ class FieldSpec:
     format: str | None = None
     inner: tuple[FieldSpec, ...] = ()  # an object's declared fields (its schema's properties), in order
     key: str = ""  # a declared field's key in its object (its name is "<object>.<key>")
+    items: FieldSpec | None = None  # an array's schema of each element (a scalar's; its name is "<array>[]")
 
 
 _INNER_TYPES = ("string", "number", "integer", "boolean")  # what an object's declared fields may be
@@ -263,22 +264,23 @@ def _field_spec(name: str, spec: dict[str, Any], required: bool, key: str = "") 
         format=spec.get("format"),
         inner=tuple(_field_spec(f"{name}.{inner}", s, inner in inner_required, inner)
                     for inner, s in (spec.get("properties") or {}).items()),
+        items=_field_spec(f"{name}[]", spec["items"], False) if "items" in spec else None,
     )
 
 
 def _check_property(where: str, spec: Any, *, inner: bool = False) -> None:
-    """One property of the schema (``inner``: a declared field of an object property)."""
+    """One property of the schema (``inner``: a declared field of an object property, or an array's items)."""
     if not isinstance(spec, dict):
         raise ValueError(f"{where}: must be a mapping")
     types = _INNER_TYPES if inner else tuple(_JSON_TO_SPARK)
-    nested = {"properties", "required"} if spec.get("type") == "object" and not inner else set()
+    nested = set() if inner else {"object": {"properties", "required"}, "array": {"items"}}.get(str(spec.get("type")), set())
     unknown = set(spec) - _SUPPORTED_KEYWORDS - nested
     if unknown:
         raise ValueError(f"{where}: unsupported keyword(s) {sorted(unknown)}; supported: "
                          f"{sorted(_SUPPORTED_KEYWORDS | nested)}")
     if spec.get("type") not in types:
         raise ValueError(f"{where}.type: must be one of {sorted(types)}"
-                         + (" (an object's declared fields are scalars)" if inner else ""))
+                         + (" (an object's declared fields and an array's items are scalars)" if inner else ""))
     if "format" in spec and spec["format"] not in STRING_FORMATS:
         raise ValueError(f"{where}.format: {spec['format']!r} is not one of "
                          f"{', '.join(STRING_FORMATS)} (the formats the producer and the stream check alike)")
@@ -287,7 +289,9 @@ def _check_property(where: str, spec: Any, *, inner: bool = False) -> None:
             re.compile(spec["pattern"])
         except re.error as exc:
             raise ValueError(f"{where}.pattern: not a regular expression: {exc}") from None
-    if not nested:
+    if "items" in spec:  # each element: a scalar with the usual keywords
+        _check_property(f"{where}.items", spec["items"], inner=True)
+    if "properties" not in nested:
         return
     declared = spec.get("properties", {})
     if not isinstance(declared, dict):

@@ -202,6 +202,8 @@ SHAPES: dict[str, Any] = {
                 "on": {"type": "boolean"},
                 "it's": {"type": "string", "format": "date"},
             }},
+            "labels": {"type": "array", "items": {"type": "string", "enum": ["a", "b", "c"]}},  # checked elements
+            "counts": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         },
     },
     "partition_by": [],
@@ -212,7 +214,8 @@ def shapes_cases() -> list[Case]:
     base = {"id": "s-1", "ts": 1_600_000_000_000, "ok": True, "day": "2020-02-29", "ratio": 0.5, "level": 2,
             "free": -1.25, "tags": ["a", 1], "meta": {"k": [None]},
             "who.am": {"name": "ada", "age": 36, "score": 0.5, "role": "admin", "on": True, "it's": "2020-01-01",
-                    "more": {"x": [1]}}}
+                    "more": {"x": [1]}},
+            "labels": ["a", "c"], "counts": [0, 3, 2.0]}
 
     def who(**changes: Any) -> dict[str, Any]:
         return {k: v for k, v in {**base["who.am"], **changes}.items() if v is not ...}
@@ -267,6 +270,16 @@ def shapes_cases() -> list[Case]:
         rec("BAD_FORMAT", "an object's date that is not one, under a quoted name", **{"who.am": who(**{"it's": "2020-13-01"})}),
         rec("OUT_OF_RANGE", "an earlier field's error before an object's", ratio=0, **{"who.am": {}}),
         rec("TYPE_MISMATCH", "an object's first declared error wins", **{"who.am": who(name=1, age=-1)}),
+        # an array's elements, each against its items schema: the first element that breaks a rule
+        rec(None, "empty arrays", labels=[], counts=[]),
+        rec("TYPE_MISMATCH", "an array element of another type", labels=["a", 1]),
+        rec("TYPE_MISMATCH", "an array element null", labels=[None]),
+        rec("NOT_IN_ENUM", "an array element not in its enum", labels=["a", "z"]),
+        rec("TYPE_MISMATCH", "an array's integer element 1.5", counts=[1, 1.5]),
+        rec("OUT_OF_RANGE", "an array element below its minimum", counts=[2, -1]),
+        rec("OUT_OF_RANGE", "an array's first bad element decides", counts=[-1, "x"]),
+        rec("TYPE_MISMATCH", "an array with items given an object", labels={"a": 1}),
+        rec("MISSING_FIELD", "an earlier object's error before an array's", counts=[-1], **{"who.am": {}}),
         raw_case("RECORD_TOO_LARGE", "over 4096 bytes", body[:-1] + b',"pad":"' + b"y" * 5000 + b'"}'),
     ]
 

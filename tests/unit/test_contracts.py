@@ -169,7 +169,7 @@ def _nested(**spec: Any) -> Any:
 @pytest.mark.parametrize(("change", "says"), [
     (_nested(properties={"hall": {"type": "object"}}),
      r"schema\.properties\.site\.properties\.hall\.type: must be one of \['boolean', 'integer', 'number', 'string'\] "
-     r"\(an object's declared fields are scalars\)"),
+     r"\(an object's declared fields and an array's items are scalars\)"),
     (_nested(properties={"hall": {"type": "string", "items": {}}}),
      r"schema\.properties\.site\.properties\.hall: unsupported keyword\(s\) \['items'\]"),
     (_nested(properties={"hall": {"type": "string"}}, required=["room"]),
@@ -180,6 +180,12 @@ def _nested(**spec: Any) -> Any:
      r"schema\.properties\.site\.properties\.hall\.format: 'uuid' is not one of"),
     (lambda doc: doc["schema"]["properties"].update(site={"type": "string", "properties": {}}),
      r"schema\.properties\.site: unsupported keyword\(s\) \['properties'\]"),
+    (lambda doc: doc["schema"]["properties"].update(site={"type": "array", "items": {"type": "array"}}),
+     r"schema\.properties\.site\.items\.type: must be one of .* an array's items are scalars"),
+    (lambda doc: doc["schema"]["properties"].update(site={"type": "array", "items": {"type": "string", "minItems": 1}}),
+     r"schema\.properties\.site\.items: unsupported keyword\(s\) \['minItems'\]"),
+    (lambda doc: doc["schema"]["properties"].update(site={"type": "object", "items": {"type": "string"}}),
+     r"schema\.properties\.site: unsupported keyword\(s\) \['items'\]"),
 ])
 def test_a_bad_declared_field_of_an_object_fails_at_load(tmp_path, change, says):
     path = _write(tmp_path, change)
