@@ -195,13 +195,15 @@ def train_model(
     text = list(spec.text_features)
     routes = [spec.route_by] if spec.route_by else []
     derived = contract.model_reads(derived=True)
+    if spec.label in {d.name for d in contract.derived} and spec.label not in derived:
+        derived = [*derived, spec.label]  # a derived label (cloudtrail's attack_technique)
     read = [c for c in contract.model_reads() if c not in derived]
     needed = list(dict.fromkeys([*order_cols, *read, *numeric, *categorical, *text, spec.label, *routes]))
     missing = [c for c in needed if c not in silver.columns and c not in derived]
     if missing:
         raise TrainingError(f"the silver data of {contract.name!r} lacks column(s) {missing}")
-    # The derived columns, computed now from the fields (rows written before one was declared hold
-    # nulls in it).
+    # The derived columns the model and its label need, computed now from the fields (rows written
+    # before one was declared hold nulls in it, or lack it).
     silver = with_derived(silver.drop(*[d for d in derived if d in silver.columns]), contract)
 
     # -- label, exclusions ----------------------------------------------------------------------
