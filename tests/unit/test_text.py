@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +23,11 @@ def test_it_loads_from_the_package_without_the_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     vectors = text.embed(TEXTS, 256)
     assert vectors.shape == (4, 256) and vectors.dtype == np.float32 and np.all(np.abs(vectors).sum(axis=1) > 0)
+    from importlib.metadata import version
+
     assert text.describe(64) == {"encoder": "wordllama", "config": "l2_supercat", "dims": 64,
-                                 "version": text.describe(64)["version"]}
+                                 "version": version("wordllama")}  # the release pinned in requirements.lock
+    assert f"wordllama=={version('wordllama')}" in (Path(__file__).parents[2] / "requirements.lock").read_text()
 
 
 def test_an_embedding_does_not_depend_on_the_texts_beside_it():
