@@ -19,15 +19,18 @@ queued.
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import logging
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+import orjson
 import pyarrow as pa
 
 from ingestion.columnar import EventBatch, json_values, key_values, plain_table, rows_as_dicts
@@ -339,11 +342,30 @@ def _bounded(events: Iterable[Event | EventBatch], count: int | None, duration: 
             yield item
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+def _like_orjson(value: Any) -> Any:
+    """What orjson writes for the objects it writes and the standard library's encoder does not."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_like_orjson).encode
+# orjson writes what _dumps writes, faster, except: NaN as null (output holding null takes _dumps's
+# path, which refuses NaN), subclasses of str, int, float, dict and list, datetimes and dataclasses
+# (passed through to its default, which refuses them so that _dumps decides).
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def serialise_record(payload: Any) -> tuple[bytes, Rejection | None]:
     """A record object as JSON bytes; a rejection if it cannot be (a NaN, a lone surrogate, a set)."""
+    try:
+        value = orjson.dumps(payload, option=_ORJSON_OPTIONS)
+        if b"null" not in value:
+            return value, None
+    except TypeError:  # orjson.JSONEncodeError included
+        pass
     try:
         return _dumps(payload).encode("utf-8"), None
     except UnicodeEncodeError:

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 from pydantic import BaseModel
 
-from streamsight.validation import parse_json
+from streamsight.validation import parse_json_bytes
 
 
 class ErrorBody(BaseModel):
@@ -42,7 +42,7 @@ async def json_body(request: Request, limit: int) -> Any:
         raise HTTPException(415, f"send application/json (got {request.headers.get('content-type') or 'no Content-Type'})")
     raw = await read_body(request, limit)
     try:
-        return parse_json(raw.decode("utf-8"))
+        return parse_json_bytes(raw)
     except UnicodeDecodeError as exc:
         raise HTTPException(400, f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except ValueError as exc:

@@ -116,3 +116,45 @@ def test_the_columnar_check_on_a_table_of_many_rows():
     got = validator.accepted_rows(broken)
     assert [i for i, ok in enumerate(got) if not ok] == sorted(bad)
     assert list(got) == [validator.check_record(r) is None for r in rows]
+
+
+def _typed(value: object) -> object:
+    """A parsed JSON value with each number's type kept (1 and 1.0 compare equal in Python)."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, value)
+
+
+@pytest.mark.parametrize("corpus", sorted(CORPORA))
+def test_the_fast_json_paths_give_the_standard_librarys_values(corpus, request):
+    """parse_json_bytes (orjson where it agrees) gives every case's bytes the value, or the error,
+    of the strict parser, numbers' types included; serialise_record's bytes (orjson unless a
+    null is written) read back as the value they were written from."""
+    import functools
+    import json
+    import sys
+
+    from ingestion.producer import serialise_record
+    from streamsight.validation import parse_json, parse_json_bytes
+
+    request.addfinalizer(functools.partial(sys.setrecursionlimit, sys.getrecursionlimit()))
+    sys.setrecursionlimit(10_000)  # _typed and json.loads on the cases nested 999 levels
+    _, cases = CORPORA[corpus]
+    parsed = 0
+    for case in cases:
+        for raw in (case.raw, b"[" + case.raw + b"," + case.raw + b"]"):
+            try:
+                expected = _typed(parse_json(raw.decode("utf-8")))
+            except (UnicodeDecodeError, ValueError) as exc:
+                with pytest.raises(type(exc)):
+                    parse_json_bytes(raw)
+                continue
+            value = parse_json_bytes(raw)
+            assert _typed(value) == expected, case.name
+            written, rejection = serialise_record(value)
+            if rejection is None:
+                assert _typed(json.loads(written)) == expected, case.name
+            parsed += 1
+    assert parsed >= 20
