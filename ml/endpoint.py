@@ -54,6 +54,7 @@ LOCAL_COPY = "local-copy"  # scored_by of records the endpoint did not score
 INPUTS, VECTOR = "inputs", "vector"  # what an endpoint is sent: the model's inputs, or its feature vector
 PAYLOADS = (INPUTS, VECTOR)
 CSV = "text/csv"
+JSON = "application/json"
 _THROTTLING = {"ThrottlingException", "Throttling", "ModelNotReadyException", "TooManyRequestsException"}
 
 
@@ -161,14 +162,33 @@ class EndpointClient:
     def invoke(self, body: bytes, records: int, content_type: str = JSON_LINES, width: int = 1) -> list[list[float]]:
         """The endpoint's answer for a body of ``records`` records, ``width`` numbers per record (one, or
         one per class), retried while the failure is transient; raises :class:`EndpointFailure`."""
+        text = self._retrying()(self._call, body, content_type, CSV)
+        try:
+            rows = [[float(v) for v in line.split(",")] for line in text.split()]
+        except ValueError:
+            raise EndpointFailure(f"the answer is not {width} number(s) per line: {text[:200]!r}") from None
+        if len(rows) != records or any(len(r) != width for r in rows):
+            raise EndpointFailure(f"{len(rows)} lines for {records} records, or not {width} number(s) in each")
+        return rows
+
+    def invoke_json(self, document: Any) -> Any:
+        """The endpoint's JSON answer to ``document`` sent as JSON, retried as :meth:`invoke` is."""
+        text = self._retrying()(self._call, json.dumps(document).encode("utf-8"), JSON, JSON)
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise EndpointFailure(f"the answer is not JSON: {text[:200]!r}") from None
+
+    def _retrying(self) -> Any:
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-        retrying = Retrying(stop=stop_after_attempt(self.max_attempts), reraise=True,
-                            wait=wait_exponential_jitter(initial=self.backoff_s, max=self.max_backoff_s),
-                            retry=retry_if_exception_type(_Transient))
-        return retrying(self._invoke_once, body, records, content_type, width)
+        return Retrying(stop=stop_after_attempt(self.max_attempts), reraise=True,
+                        wait=wait_exponential_jitter(initial=self.backoff_s, max=self.max_backoff_s),
+                        retry=retry_if_exception_type(_Transient))
 
-    def _invoke_once(self, body: bytes, records: int, content_type: str, width: int) -> list[list[float]]:
+    def _call(self, body: bytes, content_type: str, accept: str) -> str:
+        """One InvokeEndpoint call's answer, as text; a failure as the exception that says whether
+        to try again."""
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,
@@ -179,8 +199,8 @@ class EndpointClient:
 
         try:
             answer = self.client().invoke_endpoint(EndpointName=self.endpoint, ContentType=content_type,
-                                                   Accept=CSV, Body=body)
-            text = answer["Body"].read().decode("utf-8")
+                                                   Accept=accept, Body=body)
+            text: str = answer["Body"].read().decode("utf-8")
         except ClientError as exc:
             error = exc.response.get("Error", {})
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
@@ -192,13 +212,7 @@ class EndpointClient:
             raise _Transient(str(exc)) from None
         except BotoCoreError as exc:  # e.g. no credentials: the circuit counts it, the local copy scores
             raise EndpointFailure(str(exc)) from None
-        try:
-            rows = [[float(v) for v in line.split(",")] for line in text.split()]
-        except ValueError:
-            raise EndpointFailure(f"the answer is not {width} number(s) per line: {text[:200]!r}") from None
-        if len(rows) != records or any(len(r) != width for r in rows):
-            raise EndpointFailure(f"{len(rows)} lines for {records} records, or not {width} number(s) in each")
-        return rows
+        return text
 
 
 _LOCK = threading.Lock()

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ml.text import ENDPOINT_ENCODER
+
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel
 
@@ -182,8 +184,9 @@ def _stage(stage: Any) -> dict[str, Any]:
     if kind == "TextEmbedder":
         from ml import text
 
+        endpoint = stage.getEndpoint()
         return {"kind": "embed", "input": stage.getInputCol(), "output": stage.getOutputCol(),
-                **text.describe(stage.getDims())}
+                **(text.describe_endpoint(endpoint, stage.getDims()) if endpoint else text.describe(stage.getDims()))}
     if kind == "HashingTF":
         return {"kind": "hash", "input": stage.getInputCol(), "output": stage.getOutputCol(),
                 "buckets": stage.getNumFeatures(), "binary": stage.getBinary()}
@@ -355,9 +358,12 @@ class PortableModel:
                         out[r, mmh3.hash(token.encode("utf-8"), HASH_SEED) % buckets] += 1.0
                 cols[stage["output"]] = np.minimum(out, 1.0) if stage["binary"] else out
             elif kind == "embed":
-                from ml.text import embed
+                from ml.text import embed, embed_remote
 
-                cols[stage["output"]] = embed(list(cols[stage["input"]]), stage["dims"]).astype(np.float64)
+                texts = list(cols[stage["input"]])
+                client = stage.get("client")
+                embedded = embed(texts, stage["dims"]) if client is None else embed_remote(client, texts, stage["dims"])
+                cols[stage["output"]] = embedded.astype(np.float64)
             elif kind == "assemble":
                 vector = np.column_stack([c if c.ndim == 2 else c[:, None] for c in (cols[i] for i in stage["inputs"])])
             elif kind == "scale":
@@ -464,6 +470,10 @@ def _prepare(stage: dict[str, Any]) -> dict[str, Any]:
         return {**stage, "booster": booster}
     if kind == "tokens":
         return {**stage, "regex": re.compile(stage["pattern"])}
+    if kind == "embed" and stage["encoder"] == ENDPOINT_ENCODER:
+        from ml.text import endpoint_client
+
+        return {**stage, "client": endpoint_client(stage["endpoint"])}  # by this process's settings
     if kind == "embed":
         from importlib.metadata import PackageNotFoundError, version
 

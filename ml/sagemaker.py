@@ -14,17 +14,23 @@ With ``builtin_xgboost`` (a version trained with ``--algorithm xgboost``), step 
 version's ``sagemaker-xgboost.tar.gz`` (the booster as ``xgboost-model``) and step 2 uses SageMaker's
 built-in XGBoost image (``sagemaker.builtin_xgboost_image_uri``), which is sent the feature vector.
 
+``deploy_text`` (``streamsight deploy-text --target sagemaker``) makes the text endpoint of
+``sagemaker.text_endpoint``: the Hugging Face Embedding Container (``sagemaker.text_image_uri``) given
+``HF_MODEL_ID`` (``sagemaker.text_model_id``), with no artifact of ours.
+
 Missing settings fail before any call, naming the setting; an AWS API that does not answer fails
 within seconds (botocore's connect timeout, three attempts), with the error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
 import tarfile
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ml.registry import METADATA_FILE, SCORER_FILE
@@ -89,8 +95,6 @@ def deploy(settings: Settings, model: str, version: int | None = None, endpoint:
            clock: Any = time) -> dict[str, Any]:
     """Deploy ``model`` v``version`` (default: production) to endpoint ``endpoint`` (default: the model's
     name); returns what was made and the endpoint's final status."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from ml.online import RegistryFiles
 
     image, role, bucket, prefix = _required(settings, builtin_xgboost)
@@ -107,31 +111,72 @@ def deploy(settings: Settings, model: str, version: int | None = None, endpoint:
                                "model.tar.gz") if p)
     made = f"{name[:40]}-v{chosen}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
     s3, sm = clients or _clients(settings)
-    try:
+    with _aws_errors(settings):
         s3.put_object(Bucket=bucket, Key=key, Body=archive)
-        sm.create_model(ModelName=made, ExecutionRoleArn=role, PrimaryContainer={
+        action, status = _endpoint(settings, sm, name, made, {
             "Image": image, "ModelDataUrl": f"s3://{bucket}/{key}",
             "Environment": {} if builtin_xgboost else {"STREAMSIGHT_MODEL": model,
-                                                       "STREAMSIGHT_MODEL_VERSION": str(chosen)}})
-        sm.create_endpoint_config(EndpointConfigName=made, ProductionVariants=[{
-            "VariantName": VARIANT, "ModelName": made, "InstanceType": settings.sagemaker.instance_type,
-            "InitialInstanceCount": settings.sagemaker.instance_count}])
-        if _exists(sm, name):
-            sm.update_endpoint(EndpointName=name, EndpointConfigName=made)
-            action = "updated"
-        else:
-            sm.create_endpoint(EndpointName=name, EndpointConfigName=made)
-            action = "created"
-        status = _wait(sm, name, settings.sagemaker.wait_timeout_s, settings.sagemaker.poll_s, clock)
+                                                       "STREAMSIGHT_MODEL_VERSION": str(chosen)}}, role, clock)
+    return {"endpoint": name, "action": action, "endpoint_arn": status.get("EndpointArn"), "model": model,
+            "version": chosen, "container": "builtin-xgboost" if builtin_xgboost else "streamsight",
+            "image": image, "sagemaker_model": made, "endpoint_config": made,
+            "model_data_url": f"s3://{bucket}/{key}", "status": status["EndpointStatus"]}
+
+
+def deploy_text(settings: Settings, endpoint: str | None = None, *, clients: tuple[Any, Any] | None = None,
+                clock: Any = time) -> dict[str, Any]:
+    """Make ``endpoint`` (default: ``sagemaker.text_endpoint``) a SageMaker endpoint of the Hugging Face
+    Embedding Container (``sagemaker.text_image_uri``) serving ``sagemaker.text_model_id``, which the
+    container fetches from the Hugging Face Hub at start; returns what was made."""
+    sm_settings = settings.sagemaker
+    name = endpoint_name(endpoint or sm_settings.text_endpoint or "")
+    for field, value in (("text_image_uri", sm_settings.text_image_uri),
+                         ("execution_role_arn", sm_settings.execution_role_arn)):
+        if not value:
+            raise ConfigError(f"STREAMSIGHT_SAGEMAKER__{field.upper()} (sagemaker.{field}) is not set: "
+                              "deploy-text --target sagemaker needs it")
+    assert sm_settings.text_image_uri and sm_settings.execution_role_arn
+    made = f"{name[:40]}-text-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
+    _, sm = clients or _clients(settings)
+    with _aws_errors(settings):
+        action, status = _endpoint(settings, sm, name, made, {
+            "Image": sm_settings.text_image_uri, "Environment": {"HF_MODEL_ID": sm_settings.text_model_id}},
+            sm_settings.execution_role_arn, clock)
+    return {"endpoint": name, "action": action, "endpoint_arn": status.get("EndpointArn"),
+            "container": "huggingface-tei", "image": sm_settings.text_image_uri,
+            "hf_model_id": sm_settings.text_model_id, "sagemaker_model": made, "endpoint_config": made,
+            "status": status["EndpointStatus"]}
+
+
+@contextlib.contextmanager
+def _aws_errors(settings: Settings) -> Iterator[None]:
+    """AWS's refusals and unreachability as :class:`DeployError`, with what AWS said."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
     except ClientError as exc:
         error = exc.response.get("Error", {})
         raise DeployError(f"SageMaker refused {exc.operation_name}: {error.get('Code')}: {error.get('Message')}") from None
     except BotoCoreError as exc:
         raise DeployError(f"cannot reach AWS ({settings.aws.endpoint_url or settings.aws.region}): {exc}") from None
-    return {"endpoint": name, "action": action, "endpoint_arn": status.get("EndpointArn"), "model": model,
-            "version": chosen, "container": "builtin-xgboost" if builtin_xgboost else "streamsight",
-            "image": image, "sagemaker_model": made, "endpoint_config": made,
-            "model_data_url": f"s3://{bucket}/{key}", "status": status["EndpointStatus"]}
+
+
+def _endpoint(settings: Settings, sm: Any, name: str, made: str, container: dict[str, Any], role: str,
+              clock: Any) -> tuple[str, dict[str, Any]]:
+    """SageMaker model ``made`` of ``container``, an endpoint configuration of one variant, and endpoint
+    ``name`` created or switched to it; ``(created|updated, its description once InService)``."""
+    sm.create_model(ModelName=made, ExecutionRoleArn=role, PrimaryContainer=container)
+    sm.create_endpoint_config(EndpointConfigName=made, ProductionVariants=[{
+        "VariantName": VARIANT, "ModelName": made, "InstanceType": settings.sagemaker.instance_type,
+        "InitialInstanceCount": settings.sagemaker.instance_count}])
+    if _exists(sm, name):
+        sm.update_endpoint(EndpointName=name, EndpointConfigName=made)
+        action = "updated"
+    else:
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=made)
+        action = "created"
+    return action, _wait(sm, name, settings.sagemaker.wait_timeout_s, settings.sagemaker.poll_s, clock)
 
 
 def _exists(sm: Any, name: str) -> bool:

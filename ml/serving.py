@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("ml.serving")
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker's invocation payload limit
-CSV, JSON_LINES = "text/csv", "application/jsonlines"
+CSV, JSON_LINES, JSON = "text/csv", "application/jsonlines", "application/json"
 
 
 class BadRecord(Exception):
@@ -224,6 +224,28 @@ def builtin_xgboost_app(booster: bytes, endpoint: str) -> FastAPI:
                          accepts=(CSV,), answers=(CSV,))
 
 
+def text_embedding_app(endpoint: str) -> FastAPI:
+    """A stand-in for the Hugging Face Embedding Container (Text Embeddings Inference), which cannot run
+    here (no Docker, no AWS, and its model would be downloaded from the Hub): the local text model of
+    :mod:`ml.text` (WordLlama ``l2_supercat``, 256 numbers) behind that container's SageMaker contract,
+    ``{"inputs": text or [texts]}`` as JSON in, a JSON array of one array of numbers per text out."""
+    from ml.text import DIMENSIONS, embed
+
+    def score(body: bytes, content_type: str, accept: str) -> Response:
+        try:
+            inputs = json.loads(body).get("inputs")
+        except (ValueError, AttributeError):
+            raise BadRecord(1, 'send a JSON object {"inputs": text or [texts]}') from None
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise BadRecord(1, '"inputs" must be a text or a non-empty array of texts')
+        vectors = embed(texts, max(DIMENSIONS))
+        return Response(json.dumps(vectors.tolist()).encode("ascii"), headers={"Content-Type": JSON})
+
+    return container_app(f"Stand-in for the Hugging Face Embedding Container ({endpoint})", endpoint, score,
+                         accepts=(JSON,), answers=(JSON,))
+
+
 def container_app(title: str, endpoint: str, scorer: Scorer, *, accepts: tuple[str, ...],
                   answers: tuple[str, ...]) -> FastAPI:
     """SageMaker's container contract around ``scorer``: ``GET /ping``, ``POST /invocations``, and the
@@ -235,7 +257,7 @@ def container_app(title: str, endpoint: str, scorer: Scorer, *, accepts: tuple[s
         if content_type not in accepts:
             raise HTTPException(415, f"send {' or '.join(accepts)} (got {content_type})")
         accept = _media(request.headers.get("accept"))
-        accept = CSV if accept in ("", "*/*") else accept
+        accept = answers[0] if accept in ("", "*/*") else accept
         if accept not in answers:
             raise HTTPException(406, f"this model answers {' or '.join(answers)} (asked for {accept})")
         body = await read_body(request, MAX_BODY_BYTES)

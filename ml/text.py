@@ -1,5 +1,7 @@
-"""Embedded text features: WordLlama's ``l2_supercat`` model, whose weights and tokenizer ship in the
-``wordllama`` wheel (16 MB), so nothing is downloaded when it runs.
+"""Embedded text features: by WordLlama's ``l2_supercat`` model, whose weights and tokenizer ship in
+the ``wordllama`` wheel (16 MB), so nothing is downloaded when it runs; or, when
+``sagemaker.text_endpoint`` names one (the ``aws`` profile), by a SageMaker endpoint serving a
+Hugging Face embedding model (:func:`embed_remote`).
 
 A text is split into the model's tokens (Llama 2's), each token looked up in a table of 256-number
 vectors (a distillation of large language models' token embeddings), and the vectors averaged; the
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 ENCODER = "wordllama"
+ENDPOINT_ENCODER = "sagemaker-endpoint"  # what a model records of texts embedded by an endpoint
 CONFIG = "l2_supercat"
 DIMENSIONS = (64, 128, 256)
 
@@ -55,3 +58,56 @@ def describe(dims: int) -> dict[str, Any]:
     from importlib.metadata import version
 
     return {"encoder": ENCODER, "config": CONFIG, "dims": dims, "version": version(ENCODER)}
+
+
+def embed_remote(client: Any, texts: list[str | None], dims: int | None) -> np.ndarray:
+    """Each text's embedding by the SageMaker endpoint of ``client`` (an
+    :class:`ml.endpoint.EndpointClient`), which serves a Hugging Face embedding model under the
+    Hugging Face Embedding Container's contract (Text Embeddings Inference): ``{"inputs": [texts]}``
+    in, one array of numbers per text out. Distinct texts are sent ``client.batch_records`` at a
+    time; a null or empty text is zeros. ``dims``: the width the answers must have (None: the
+    first answer's). Raises :class:`ml.endpoint.EndpointFailure` if the endpoint still fails after
+    its retries, or answers another shape."""
+    from ml.endpoint import EndpointFailure
+
+    unique = sorted({t for t in texts if t})
+    found: dict[str, np.ndarray] = {}
+    for at in range(0, len(unique), client.batch_records):
+        part = unique[at:at + client.batch_records]
+        try:
+            answer = client.invoke_json({"inputs": part})
+        except EndpointFailure as exc:
+            raise EndpointFailure(f"text endpoint {client.endpoint}: {exc}") from None
+        try:
+            vectors = np.asarray(answer, dtype=np.float32)
+        except (TypeError, ValueError):
+            vectors = np.zeros(0, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(part):
+            raise EndpointFailure(f"text endpoint {client.endpoint} answered {str(answer)[:200]!r} for {len(part)} "
+                                  "texts; expected one array of numbers per text")
+        dims = dims or vectors.shape[1]
+        if vectors.shape[1] != dims:
+            raise EndpointFailure(f"text endpoint {client.endpoint} answers {vectors.shape[1]} numbers per text; "
+                                  f"the model was trained on {dims}")
+        found.update(zip(part, vectors, strict=True))
+    if dims is None:
+        raise EndpointFailure("no text to embed, and no width to give empty texts")
+    out = np.zeros((len(texts), dims), dtype=np.float32)
+    for row, text in enumerate(texts):
+        if text:
+            out[row] = found[text]
+    return out
+
+
+def endpoint_client(endpoint: str) -> Any:
+    """The :class:`ml.endpoint.EndpointClient` of text endpoint ``endpoint``, configured by this
+    process's settings (``sagemaker.runtime_url``, timeouts, retries)."""
+    from ml.endpoint import EndpointClient
+    from streamsight.settings import load_settings
+
+    return EndpointClient.from_settings(load_settings(), endpoint)
+
+
+def describe_endpoint(endpoint: str, dims: int) -> dict[str, Any]:
+    """What a model version records of texts embedded by a text endpoint."""
+    return {"encoder": ENDPOINT_ENCODER, "endpoint": endpoint, "dims": dims}

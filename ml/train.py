@@ -411,12 +411,11 @@ def _train_on_split(
     # a binary validation slice needs both classes for AUC-PR; the others, rows
     can_validate = (0 < val_pos < val_rows) if task == BINARY else val_rows > 0
 
+    text = _text_setup(settings, spec)
     candidates: dict[str, dict[str, Any]] = {}
     for algorithm in algorithms:
         t0 = time.monotonic()
-        model = _pipeline(algorithm, numeric, categorical, seed, params, text=spec.text_features,
-                          text_buckets=spec.text_buckets, task=task, text_encoding=spec.text_encoding,
-                          text_dimensions=spec.text_dimensions).fit(fit_df)
+        model = _pipeline(algorithm, numeric, categorical, seed, params, task=task, **text).fit(fit_df)
         if task == BINARY:
             scored = _with_p1(model.transform(val_df)).select(LABEL, _PROB1).cache()
             value = _auc(scored, "areaUnderPR") if can_validate else None
@@ -458,9 +457,7 @@ def _train_on_split(
 
     model = chosen["model"]
     if refit:
-        model = _pipeline(algorithm, numeric, categorical, seed, params, text=spec.text_features,
-                          text_buckets=spec.text_buckets, task=task, text_encoding=spec.text_encoding,
-                          text_dimensions=spec.text_dimensions).fit(
+        model = _pipeline(algorithm, numeric, categorical, seed, params, task=task, **text).fit(
             weighted(split.filter(F.col(SPLIT).isin("fit", "validation")), ("fit", "validation")))
 
     # -- held-out evaluation --------------------------------------------------------------------
@@ -550,7 +547,7 @@ def _train_on_split(
         "features": list(spec.features),
         "numeric_features": numeric,
         "categorical_features": categorical,
-        **(_text_metadata(spec) if spec.text_features else {}),
+        **(_text_metadata(text) if spec.text_features else {}),
         "derived_features": ("pairwise products and differences of the numeric features"
                              if 1 < len(numeric) <= MAX_INTERACTION_FEATURES else "none"),
         "label": spec.label,
@@ -588,7 +585,7 @@ MIN_TOKEN_LENGTH = 2
 def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: int,
               params: dict[str, dict[str, Any]] | None = None, *, text: list[str] | tuple[str, ...] = (),
               text_buckets: int = 256, task: str = BINARY, text_encoding: str = "hashed",
-              text_dimensions: int = 64) -> Pipeline:
+              text_dimensions: int = 64, text_endpoint: str | None = None) -> Pipeline:
     """Feature preparation + one classifier (a regressor for a regression ``task``); every internal
     column is prefixed ``_ss_``.
 
@@ -600,7 +597,8 @@ def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: 
     (a null is empty text) are lower-cased and split into tokens (:data:`TOKEN_PATTERN`, at least
     :data:`MIN_TOKEN_LENGTH` characters), each present token setting one of ``text_buckets`` slots
     (HashingTF: MurmurHash3 of the token's UTF-8 bytes); with ``text_encoding`` embedded, each is
-    its embedding (:class:`ml.spark_text.TextEmbedder`, ``text_dimensions`` numbers).
+    its embedding (:class:`ml.spark_text.TextEmbedder`, ``text_dimensions`` numbers; by the SageMaker
+    endpoint ``text_endpoint`` when given).
     """
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import GBTClassifier, LogisticRegression
@@ -641,7 +639,8 @@ def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: 
         if text_encoding == "embedded":
             from ml.spark_text import TextEmbedder
 
-            stages.append(TextEmbedder(inputCol=f"_ss_txt_{i}", outputCol=f"_ss_emb_{i}", dims=text_dimensions))
+            stages.append(TextEmbedder(inputCol=f"_ss_txt_{i}", outputCol=f"_ss_emb_{i}", dims=text_dimensions,
+                                       endpoint=text_endpoint or ""))
             assembled.append(f"_ss_emb_{i}")
             continue
         stages.append(RegexTokenizer(inputCol=f"_ss_txt_{i}", outputCol=f"_ss_tok_{i}", pattern=TOKEN_PATTERN,
@@ -684,13 +683,33 @@ def _pipeline(algorithm: str, numeric: list[str], categorical: list[str], seed: 
     return Pipeline(stages=stages)
 
 
-def _text_metadata(spec: Any) -> dict[str, Any]:
-    if spec.text_encoding == "embedded":
-        from ml import text
+def _text_setup(settings: Settings, spec: Any) -> dict[str, Any]:
+    """The text arguments of :func:`_pipeline` for ``spec``: embedded text goes to
+    ``sagemaker.text_endpoint`` when that is set, as wide as the endpoint's answers."""
+    text: dict[str, Any] = {"text": list(spec.text_features), "text_buckets": spec.text_buckets,
+                            "text_encoding": spec.text_encoding, "text_dimensions": spec.text_dimensions}
+    endpoint = settings.sagemaker.text_endpoint
+    if spec.text_features and spec.text_encoding == "embedded" and endpoint:
+        from ml.endpoint import EndpointClient, EndpointFailure
+        from ml.text import embed_remote
 
-        return {"text_features": list(spec.text_features), "text_encoding": "embedded",
-                "text_embedding": text.describe(spec.text_dimensions)}
-    return {"text_features": list(spec.text_features), "text_encoding": "hashed", "text_buckets": spec.text_buckets}
+        try:  # one text tells the width
+            width = embed_remote(EndpointClient.from_settings(settings, endpoint), ["width"], None).shape[1]
+        except EndpointFailure as exc:
+            raise TrainingError(f"sagemaker.text_endpoint {endpoint}: {exc}") from None
+        text.update(text_dimensions=width, text_endpoint=endpoint)
+    return text
+
+
+def _text_metadata(text: dict[str, Any]) -> dict[str, Any]:
+    if text["text_encoding"] == "embedded":
+        from ml import text as encoders
+
+        endpoint = text.get("text_endpoint")
+        return {"text_features": text["text"], "text_encoding": "embedded",
+                "text_embedding": encoders.describe_endpoint(endpoint, text["text_dimensions"]) if endpoint
+                else encoders.describe(text["text_dimensions"])}
+    return {"text_features": text["text"], "text_encoding": "hashed", "text_buckets": text["text_buckets"]}
 
 
 XGBOOST_ARCHIVE = "sagemaker-xgboost.tar.gz"

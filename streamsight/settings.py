@@ -290,6 +290,21 @@ class SageMakerSettings(BaseModel):
                                   "model's local copy.")
     breaker_reset_s: float = Field(default=30.0, gt=0, le=3600, description="How long the circuit stays open "
                                    "before one call tries the endpoint again.")
+    # Embedded text features by a Hugging Face model on an endpoint (ml.text.embed_remote)
+    text_endpoint: str | None = Field(
+        default=None, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
+        description="A SageMaker endpoint serving a Hugging Face embedding model (streamsight deploy-text): "
+        "models trained while it is set embed their text features (model.text_encoding: embedded) with it, "
+        "and so does every scorer of those models. Unset: the local model of ml.text. "
+        "Env: STREAMSIGHT_SAGEMAKER__TEXT_ENDPOINT.")
+    text_image_uri: str | None = Field(
+        default=None, description="The Hugging Face Embedding Container's image (Text Embeddings Inference, CPU) "
+        "in the region, for deploy-text --target sagemaker, e.g. 683313688378.dkr.ecr.us-east-1.amazonaws.com/"
+        "tei-cpu:2.0.1-tei1.8.2-cpu-py310-ubuntu22.04. Env: STREAMSIGHT_SAGEMAKER__TEXT_IMAGE_URI.")
+    text_model_id: str = Field(
+        default="sentence-transformers/all-MiniLM-L6-v2", pattern=r"^[\w.-]+(/[\w.-]+)?$",
+        description="The Hugging Face Hub model deploy-text --target sagemaker serves (HF_MODEL_ID). "
+        "Env: STREAMSIGHT_SAGEMAKER__TEXT_MODEL_ID.")
 
 
 class DashboardSettings(BaseModel):

@@ -54,6 +54,8 @@ def _global(
     log_level: Annotated[Optional[str], typer.Option(
         help="DEBUG, INFO, WARNING or ERROR.", envvar="STREAMSIGHT_LOG_LEVEL")] = None,
 ) -> None:
+    if profile:  # settings loaded later in this process (ml.text.endpoint_client) read the same profile
+        os.environ["STREAMSIGHT_PROFILE"] = profile
     overrides: dict[str, Any] = {"profile": profile, "lake_dir": lake, "contracts_dir": contracts, "log_level": log_level}
     if bootstrap_servers:
         overrides["kafka"] = {"bootstrap_servers": bootstrap_servers}
@@ -487,6 +489,40 @@ def deploy(
     name = endpoint_name(endpoint or served.name)
     run_serving(create_app(served, name), f"{served.name} v{served.version} as endpoint {name}", host=host,
                 port=port, announce=lambda url: print(url, flush=True))
+
+
+@app.command("deploy-text")
+def deploy_text(
+    ctx: typer.Context,
+    target: Annotated[Target, typer.Option(
+        help="sagemaker: a SageMaker endpoint of the Hugging Face Embedding Container serving "
+        "sagemaker.text_model_id, waiting for InService; local: a stand-in for that container on this "
+        "machine (the local text model of ml.text, 256 numbers), in the foreground.")] = Target.local,
+    endpoint: Annotated[Optional[str], typer.Option(
+        help="The endpoint name (default: sagemaker.text_endpoint).")] = None,
+    host: Annotated[str, typer.Option(help="--target local: address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="--target local: port; 0 picks a free one.", min=0, max=65535)] = 8080,
+) -> None:
+    """The text endpoint that embeds text features (model.text_encoding: embedded) while
+    sagemaker.text_endpoint names it: a Hugging Face embedding model on SageMaker, or its stand-in
+    here. Prints what was made as JSON, or the stand-in's URL (then serves until SIGTERM)."""
+    from ml.sagemaker import endpoint_name
+
+    settings = _settings(ctx)
+    name = endpoint or settings.sagemaker.text_endpoint
+    if not name:
+        raise StreamsightError("give --endpoint NAME or set STREAMSIGHT_SAGEMAKER__TEXT_ENDPOINT (sagemaker.text_endpoint)")
+    if target is Target.sagemaker:
+        from ml.sagemaker import deploy_text as to_sagemaker
+
+        print(json.dumps(to_sagemaker(settings, name), indent=2))
+        return
+    from ml.serving import serve as run_serving
+    from ml.serving import text_embedding_app
+
+    name = endpoint_name(name)
+    run_serving(text_embedding_app(name), f"text endpoint {name} (a stand-in for the Hugging Face Embedding "
+                "Container)", host=host, port=port, announce=lambda url: print(url, flush=True))
 
 
 @app.command()

@@ -82,10 +82,11 @@ def cli(env: dict[str, str], *args: str, timeout: float = 300, check: bool = Tru
 
 
 @contextmanager
-def model_endpoint(env: dict[str, str], *args: str) -> Iterator[str]:
-    """``streamsight deploy --target local ARGS --port 0`` as a real process: its URL, for the runtime
-    API's path (``sagemaker.runtime_url``); stopped with SIGTERM afterwards."""
-    proc = subprocess.Popen([sys.executable, "-m", "streamsight_cli", "deploy", *args, "--port", "0"], env=env,
+def model_endpoint(env: dict[str, str], *args: str, command: str = "deploy") -> Iterator[str]:
+    """``streamsight deploy --target local ARGS --port 0`` (or ``command``: ``deploy-text``) as a real
+    process: its URL, for the runtime API's path (``sagemaker.runtime_url``); stopped with SIGTERM
+    afterwards."""
+    proc = subprocess.Popen([sys.executable, "-m", "streamsight_cli", command, *args, "--port", "0"], env=env,
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = (proc.stdout.readline() if proc.stdout else "").strip()

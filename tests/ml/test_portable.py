@@ -178,13 +178,17 @@ def test_portable_class_probabilities_equal_mllib(spark, algorithm):
         scorer.probabilities(rows)
 
 
-@pytest.mark.parametrize("encoding", ["hashed", "embedded"])
-def test_portable_text_features_equal_mllib(spark, encoding, tmp_path):
+@pytest.mark.parametrize("encoding", ["hashed", "embedded", "endpoint"])
+def test_portable_text_features_equal_mllib(spark, encoding, tmp_path, monkeypatch, request):
     """The shipped app_logs contract with its message as a text feature -- tokens hashed into slots
-    (Spark's RegexTokenizer and HashingTF; MurmurHash3 in ml.portable), or embedded by the small
-    text model of ml.text (in Spark: a pipeline stage that is saved and loaded with the model) --
-    beside its derived columns read from the event time, on synthetic log events and odd ones (no
-    message, only punctuation, accents, a token that is a number)."""
+    (Spark's RegexTokenizer and HashingTF; MurmurHash3 in ml.portable), embedded by the small text
+    model of ml.text (in Spark: a pipeline stage that is saved and loaded with the model), or
+    embedded by a text endpoint (the stand-in for the Hugging Face Embedding Container, a real
+    process, called through boto3's sagemaker-runtime client by Spark's workers and by the portable
+    copy) -- beside its derived columns read from the event time, on synthetic log events and odd
+    ones (no message, only punctuation, accents, a token that is a number)."""
+    import contextlib
+    import os
     from datetime import UTC, datetime
 
     from pyspark.ml.functions import vector_to_array
@@ -200,6 +204,14 @@ def test_portable_text_features_equal_mllib(spark, encoding, tmp_path):
     assert base.model is not None
     text = {"text_buckets": 64} if encoding == "hashed" else {"text_encoding": "embedded", "text_dimensions": 64}
     contract = base.model_copy(update={"model": base.model.model_copy(update={"text_features": ["@message"], **text})})
+    stack = contextlib.ExitStack()
+    request.addfinalizer(stack.close)
+    if encoding == "endpoint":
+        from tests.integration.helpers import model_endpoint
+
+        url = stack.enter_context(model_endpoint(dict(os.environ), "--endpoint", "log-text", command="deploy-text"))
+        monkeypatch.setenv("STREAMSIGHT_SAGEMAKER__RUNTIME_URL", url)
+        monkeypatch.setenv("STREAMSIGHT_SAGEMAKER__BATCH_RECORDS", "100")  # several calls per task
     batch = next(synthetic_source(contract, machines=12, seed=5, start=datetime(2024, 5, 1, tzinfo=UTC),
                                   interval_ms=600_000))
     records = batch.table.slice(0, 3000).to_pylist()
@@ -216,11 +228,19 @@ def test_portable_text_features_equal_mllib(spark, encoding, tmp_path):
 
     train = frame(records).withColumn(LABEL, F.col("anomaly").cast("double")).withColumn(WEIGHT, F.lit(1.0))
     params = {"logistic_regression": {"maxIter": 20}}
+    endpoint = {"text_encoding": "embedded", "text_dimensions": 256, "text_endpoint": "log-text"}
     model = _pipeline("logistic_regression", ["hour_of_day", "message_length", "log_length"], ["@logStream"], seed=7,
-                      params=params, text=["@message"], text_buckets=64, text_encoding=encoding,
-                      text_dimensions=64).fit(train)
+                      params=params, text=["@message"], text_buckets=64,
+                      **(endpoint if encoding == "endpoint" else {"text_encoding": encoding, "text_dimensions": 64})
+                      ).fit(train)
     expected = [r[0] for r in model.transform(frame(rows)).select(vector_to_array(PROBABILITY)[1]).collect()]
-    if encoding == "embedded":  # the registry saves and loads the Python stage with the MLlib ones
+    if encoding == "endpoint":  # the endpoint serves the local model: the same numbers
+        from ml.text import embed
+
+        texts = [r["@message"] for r in rows]
+        embedded = np.array([r[0] for r in model.transform(frame(rows)).select(vector_to_array("_ss_emb_0")).collect()])
+        np.testing.assert_array_equal(embedded, embed([t or "" for t in texts], 256).astype(np.float64))
+    if encoding != "hashed":  # the registry saves and loads the Python stage with the MLlib ones
         from pyspark.ml import PipelineModel
 
         model.write().save(str(tmp_path / "model"))
@@ -235,7 +255,17 @@ def test_portable_text_features_equal_mllib(spark, encoding, tmp_path):
     assert [s["kind"] for s in doc["stages"]][:4] == ["impute", "pairs", "index", "one_hot"]
     assert ({"text_fill", "tokens", "hash"} if encoding == "hashed" else {"text_fill", "embed"}) <= {
         s["kind"] for s in doc["stages"]}
+    if encoding == "endpoint":
+        embed_stage = next(s for s in doc["stages"] if s["kind"] == "embed")
+        assert embed_stage == {"kind": "embed", "input": "_ss_txt_0", "output": "_ss_emb_0",
+                               "encoder": "sagemaker-endpoint", "endpoint": "log-text", "dims": 256}
     scorer = portable.PortableModel(json.loads(json.dumps(doc)))
     got = scorer.probabilities(rows)  # the records as sent: @timestamp in epoch milliseconds
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
     assert len(np.unique(np.round(got, 9))) > 20
+    stack.close()
+    if encoding == "endpoint":  # the endpoint gone: scoring fails, naming it, within its retries
+        from ml.endpoint import EndpointFailure
+
+        with pytest.raises(EndpointFailure, match=r"text endpoint log-text: .*Could not connect"):
+            portable.PortableModel(json.loads(json.dumps(doc))).probabilities(rows[:5])

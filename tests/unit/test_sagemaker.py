@@ -337,3 +337,79 @@ def test_an_endpoint_scores_multiclass_and_regression_models_too(monkeypatch, ta
                 else float(local.values([{"x": 0.5}])[0]))
     np.testing.assert_allclose(out.column(column).to_pylist(), [*expected, last_row], rtol=1e-12)
     assert out.column("scored_by").to_pylist()[2] == LOCAL_COPY
+
+
+def test_the_text_endpoint_is_the_hugging_face_embedding_container_given_its_model_id(settings, monkeypatch):
+    """deploy-text --target sagemaker: the embedding container's image with HF_MODEL_ID and no artifact;
+    a missing image setting stops before any call, naming it."""
+    from ml.sagemaker import deploy_text
+    from streamsight.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"STREAMSIGHT_SAGEMAKER__TEXT_IMAGE_URI"):
+        deploy_text(settings, "log-text", clients=(None, None))
+    image = "683313688378.dkr.ecr.us-east-1.amazonaws.com/tei-cpu:2.0.1-tei1.8.2-cpu-py310-ubuntu22.04"
+    monkeypatch.setenv("STREAMSIGHT_SAGEMAKER__TEXT_IMAGE_URI", image)
+    monkeypatch.setenv("STREAMSIGHT_SAGEMAKER__TEXT_ENDPOINT", "log-text")
+    monkeypatch.setenv("STREAMSIGHT_SAGEMAKER__TEXT_MODEL_ID", "BAAI/bge-small-en-v1.5")
+    settings = load_settings(lake_dir=settings.lake_dir)
+
+    _, sm, _, sm_stub = _clients()
+    sm_stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m"}, {
+        "ModelName": ANY, "ExecutionRoleArn": ROLE, "PrimaryContainer": {
+            "Image": image, "Environment": {"HF_MODEL_ID": "BAAI/bge-small-en-v1.5"}}})
+    sm_stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:1:endpoint-config/c"},
+                         {"EndpointConfigName": ANY, "ProductionVariants": ANY})
+    sm_stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint",
+                             expected_params={"EndpointName": "log-text"})
+    sm_stub.add_response("create_endpoint", {"EndpointArn": _status("x")["EndpointArn"]},
+                         {"EndpointName": "log-text", "EndpointConfigName": ANY})
+    sm_stub.add_response("describe_endpoint", _status("InService"), {"EndpointName": "log-text"})
+    with sm_stub:
+        made = deploy_text(settings, clients=(None, sm), clock=FakeClock())
+        sm_stub.assert_no_pending_responses()
+    assert (made["endpoint"], made["container"], made["hf_model_id"], made["status"]) == (
+        "log-text", "huggingface-tei", "BAAI/bge-small-en-v1.5", "InService")
+
+
+def test_texts_go_to_the_text_endpoint_once_each_in_batches_and_a_wrong_answer_is_refused(monkeypatch):
+    """embed_remote: distinct texts only, batch_records per call, TEI's {"inputs": [...]}; empty and
+    null texts are zeros; an answer of another shape or width fails naming the endpoint; training
+    reads the width from the endpoint."""
+    from ml.endpoint import EndpointClient, EndpointFailure
+    from ml.text import embed_remote
+
+    sent: list[Any] = []
+    answers: list[Any] = []
+
+    def invoke_json(self: Any, document: Any) -> Any:
+        sent.append(document)
+        return answers.pop(0) if answers else [[float(len(t)), 1.0, -1.0] for t in document["inputs"]]
+
+    monkeypatch.setattr(EndpointClient, "invoke_json", invoke_json)
+    client = EndpointClient("log-text", "us-east-1", None, batch_records=2)
+    got = embed_remote(client, ["ab", None, "abc", "", "ab", "abcd", "x"], 3)
+    assert sent == [{"inputs": ["ab", "abc"]}, {"inputs": ["abcd", "x"]}]
+    np.testing.assert_array_equal(got[:, 0], [2, 0, 3, 0, 2, 4, 1])
+    assert got.dtype == np.float32 and not got[1].any() and not got[3].any()
+
+    answers.append([[1.0, 2.0]])
+    with pytest.raises(EndpointFailure, match="text endpoint log-text answers 2 numbers per text; the model was trained on 3"):
+        embed_remote(client, ["a"], 3)
+    answers.append({"error": "Input validation error"})
+    with pytest.raises(EndpointFailure, match=r"text endpoint log-text answered .*expected one array of numbers per text"):
+        embed_remote(client, ["a"], 3)
+    answers.append([[1.0, 2.0, 3.0]])  # one vector for two texts
+    with pytest.raises(EndpointFailure, match="answered"):
+        embed_remote(client, ["a", "b"], 3)
+
+    from ml.train import _text_setup
+    from streamsight.contracts import load_contract
+    from tests.integration.helpers import CONTRACTS
+
+    spec = load_contract(CONTRACTS / "app_logs.yaml").model
+    assert spec is not None
+    spec = spec.model_copy(update={"text_features": ["@message"], "text_encoding": "embedded"})
+    monkeypatch.setenv("STREAMSIGHT_SAGEMAKER__TEXT_ENDPOINT", "log-text")
+    text = _text_setup(load_settings(), spec)
+    assert (text["text_endpoint"], text["text_dimensions"]) == ("log-text", 3)
+    assert _text_setup(load_settings(), spec.model_copy(update={"text_encoding": "hashed"})).get("text_endpoint") is None
