@@ -230,10 +230,10 @@ def test_local_reference_data_travels_with_the_plan(spark, kafka_broker, telemet
 def test_broker_and_driver_sigkill_mid_stream_lose_and_duplicate_nothing(spark, telemetry, tmp_path, hdfs,
                                                                          trained_model):
     """One stream, two crashes. Apache Kafka is killed with SIGKILL and restarted on the same ports
-    and data: the job rides it out. Then the driver is killed with SIGKILL, with the lake on HDFS:
-    the restart replays the batch in flight, and Spark and delta-rs (no JVM) read every event once
-    from silver and predictions. (The lake is outside the encryption zone: delta-rs's HDFS client
-    cannot decrypt.)"""
+    and data: the job (`streamsight stream`, its own process) rides it out. Then the driver is
+    killed with SIGKILL, with the lake on HDFS: the restart replays the batch in flight, and Spark
+    and delta-rs (no JVM) read every event once from silver and predictions. (The lake is outside
+    the encryption zone: delta-rs's HDFS client cannot decrypt.)"""
     from streamsight.kafka import ensure_topics, stream_topics
     from streamsight_cli.local_kafka import LocalKafka
 
@@ -278,18 +278,13 @@ def test_broker_and_driver_sigkill_mid_stream_lose_and_duplicate_nothing(spark, 
         at_driver_kill = committed()
         assert at_broker_kill < first and at_driver_kill < events, (at_broker_kill, at_driver_kill)
 
-        # The restart replays the batch in flight with its logged offsets, then reads the rest at once.
-        restarted = _stream_process(env, log, "--until-idle")
-        try:
-            assert restarted.wait(timeout=600) == 0, _failure(log.read_text())
-        finally:
-            if restarted.poll() is None:
-                restarted.kill()
-                restarted.wait(timeout=30)
+        # The restart (in this process: the same job on the same checkpoints) replays the batch in
+        # flight with its logged offsets, then reads the rest at once.
+        job = StreamJob(spark, settings, contract)
+        job.run_until_idle()
     finally:
         kafka.stop()
 
-    job = StreamJob(spark, settings, contract)
     silver = read_table(spark, job.uri("silver"))
     preds = read_table(spark, job.uri("predictions"))
     ids = sorted(f"ai4i-{i}" for i in range(1, events + 1))
