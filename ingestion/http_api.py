@@ -112,18 +112,44 @@ class AsyncPublisher:
     async def publish(self, topic: str, messages: list[tuple[bytes | None, bytes, Headers | None]]) -> None:
         """Produce ``messages`` (key, value, headers) and wait until Kafka acknowledged each one;
         raises :class:`PublishError` if any failed."""
+        from confluent_kafka import KafkaError
+
         loop = asyncio.get_running_loop()
         deliveries = _Deliveries(len(messages), loop)
         deadline = time.monotonic() + self.timeout_s
+
+        async def wait_for_room() -> None:  # the client's queue is full: deliveries drain it
+            if time.monotonic() >= deadline:
+                raise PublishError("the Kafka client's queue stayed full", unavailable=True)
+            await asyncio.sleep(0.005)
+
+        # Messages without headers (valid records) in one call; produce_batch takes no headers.
+        pending = [{"value": v} if k is None else {"value": v, "key": k} for k, v, h in messages if h is None]
+        while pending:
+            try:
+                queued = self._producer.produce_batch(topic, pending, on_delivery=deliveries.report)
+            except BufferError:
+                await wait_for_room()
+                continue
+            if queued == len(pending):
+                break
+            retry = []
+            for message in pending:
+                err: Any = message.pop("_error", None)
+                if err is not None and err.code() == KafkaError._QUEUE_FULL:
+                    retry.append(message)
+                elif err is not None:
+                    deliveries.report(err, None)  # not even queued: a failed delivery
+            pending = retry
+            if pending:
+                await wait_for_room()
         for key, value, headers in messages:
-            while True:
+            while headers is not None:
                 try:
                     self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=deliveries.report)
                     break
-                except BufferError:  # the client's queue is full: wait for deliveries to drain it
-                    if time.monotonic() >= deadline:
-                        raise PublishError("the Kafka client's queue stayed full", unavailable=True) from None
-                    await asyncio.sleep(0.005)
+                except BufferError:
+                    await wait_for_room()
         try:  # every message fails by message.timeout.ms at the latest; the margin covers reporting
             await asyncio.wait_for(asyncio.shield(deliveries.done), self.timeout_s + 5.0)
         except TimeoutError:
