@@ -51,21 +51,25 @@ class PublishError(Exception):
 
 class _Deliveries:
     """The delivery reports of one request's messages; resolves ``done`` on the event loop once
-    every message has its report (reports arrive on the producer's poll thread)."""
+    every message has its report (reports arrive on the producer's poll thread, and on the event
+    loop's for a message that was not even queued)."""
 
-    __slots__ = ("done", "errors", "loop", "remaining")
+    __slots__ = ("done", "errors", "lock", "loop", "remaining")
 
     def __init__(self, count: int, loop: asyncio.AbstractEventLoop) -> None:
         self.remaining = count
         self.errors: list[Any] = []
         self.loop = loop
+        self.lock = threading.Lock()
         self.done: asyncio.Future[None] = loop.create_future()
 
     def report(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self.errors.append(err)
-        self.remaining -= 1
-        if self.remaining == 0:
+        with self.lock:
+            if err is not None:
+                self.errors.append(err)
+            self.remaining -= 1
+            last = self.remaining == 0
+        if last:
             self.loop.call_soon_threadsafe(self._finish)
 
     def _finish(self) -> None:
@@ -156,8 +160,9 @@ class AsyncPublisher:
             raise PublishError("no delivery report in time", unavailable=True) from None
         if deliveries.errors:
             names = sorted({e.name() for e in deliveries.errors})
+            refused = any(n in ACCESS_ERRORS or n == "MSG_SIZE_TOO_LARGE" for n in names)  # retrying cannot help
             raise PublishError(f"{len(deliveries.errors)} of {len(messages)} records not acknowledged: {', '.join(names)}",
-                               unavailable=not any(n in ACCESS_ERRORS for n in names))
+                               unavailable=not refused)
 
     async def reachable(self, timeout_s: float = 2.0) -> bool:
         """Whether a broker answers a metadata request within ``timeout_s``."""

@@ -352,14 +352,16 @@ def _like_orjson(value: Any) -> Any:
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_like_orjson).encode
-# orjson writes what _dumps writes, faster, except: NaN as null (output holding null takes _dumps's
-# path, which refuses NaN), subclasses of str, int, float, dict and list, datetimes and dataclasses
-# (passed through to its default, which refuses them so that _dumps decides).
+# orjson writes the JSON value _dumps writes, faster (a number may be spelled otherwise: 1e-7 for
+# 1e-07), except NaN, which it writes as null (output holding null takes _dumps's path, which
+# refuses NaN); subclasses of str, int, float, dict and list, datetimes and dataclasses are passed
+# through to its default, which refuses them so that _dumps decides.
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def serialise_record(payload: Any) -> tuple[bytes, Rejection | None]:
-    """A record object as JSON bytes; a rejection if it cannot be (a NaN, a lone surrogate, a set)."""
+    """A record object as JSON bytes; a rejection if it cannot be (a NaN, a lone surrogate, a set, a
+    datetime). A UUID is written as its text and an enum member as its value."""
     try:
         value = orjson.dumps(payload, option=_ORJSON_OPTIONS)
         if b"null" not in value:

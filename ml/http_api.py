@@ -13,7 +13,8 @@ model's input schema (the contract's JSON Schema of each feature, all required) 
   probability, and ``probabilities`` holds every class's; a regression model answers ``value``;
 * ``400`` every invalid record's index, field and message; nothing is scored;
 * ``404`` no such model, or none in production; ``413``/``415`` as for events;
-* ``503`` the production version cannot be served (e.g. trained before ``scorer.json`` existed).
+* ``503`` the production version cannot be served (e.g. trained before ``scorer.json`` existed), or
+  its text endpoint (``sagemaker.text_endpoint``) did not answer.
 
 The router takes its state from ``request.app.state.models`` (a :class:`Predictor`).
 """
@@ -21,6 +22,7 @@ The router takes its state from ``request.app.state.models`` (a :class:`Predicto
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -33,6 +35,8 @@ from streamsight.contracts import Contract
 from streamsight.settings import ApiSettings
 from streamsight.store import MAX_LIMIT, DynamoPredictions, StoreError
 from streamsight.web import ErrorBody, json_body
+
+log = logging.getLogger("ml.http_api")
 
 MODEL_PATH = "/v1/models/{name}"
 PREDICT_PATH = "/v1/models/{name}/predict"
@@ -232,7 +236,15 @@ async def predict(request: Request, name: Annotated[str, Path(max_length=128)],
                                  "nothing was scored", errors=errors,
                           request_id=getattr(request.state, "request_id", None))
         return JSONResponse(payload.model_dump(), status_code=400)
-    predicted = served.predict(records)
+    from ml.endpoint import EndpointFailure
+
+    try:  # a model whose text features a text endpoint embeds makes network calls: off the event loop
+        predicted = await asyncio.to_thread(served.predict, records) if served.scorer.calls_endpoint else \
+            served.predict(records)
+    except EndpointFailure as exc:
+        log.warning("model %s v%d: %s", served.name, served.version, exc)
+        raise HTTPException(503, "the model's text endpoint did not answer; try again later",
+                            headers={"Retry-After": "5"}) from None
     if predictor.metrics is not None:
         predictor.metrics.predicted(served.name, served.version, len(predicted))
     answer: dict[str, Any] = {"model": served.name, "version": served.version}

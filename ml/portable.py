@@ -267,6 +267,8 @@ class PortableModel:
         self.task: str = doc.get("task") or "binary"
         self.classes: list[str] | None = doc.get("classes")
         self._stages = [_prepare(s) for s in doc["stages"]]
+        # whether scoring calls a text endpoint (network calls: not on an event loop's thread)
+        self.calls_endpoint = any(s.get("client") is not None for s in self._stages)
         last = self._stages[-1]["kind"] if self._stages else None
         ends = {"binary": ("logistic", "gbt", "xgboost"), "multiclass": ("softmax", "xgboost"),
                 "regression": ("linear", "gbt_regression", "xgboost")}

@@ -16,7 +16,8 @@ built-in XGBoost image (``sagemaker.builtin_xgboost_image_uri``), which is sent 
 
 ``deploy_text`` (``streamsight deploy-text --target sagemaker``) makes the text endpoint of
 ``sagemaker.text_endpoint``: the Hugging Face Embedding Container (``sagemaker.text_image_uri``) given
-``HF_MODEL_ID`` (``sagemaker.text_model_id``), with no artifact of ours.
+``HF_MODEL_ID`` (``sagemaker.text_model_id``), with no artifact of ours. It refuses to put another
+model behind an existing text endpoint: models trained on its embeddings would read the new one's.
 
 Missing settings fail before any call, naming the setting; an AWS API that does not answer fails
 within seconds (botocore's connect timeout, three attempts), with the error.
@@ -129,6 +130,9 @@ def deploy_text(settings: Settings, endpoint: str | None = None, *, clients: tup
     Embedding Container (``sagemaker.text_image_uri``) serving ``sagemaker.text_model_id``, which the
     container fetches from the Hugging Face Hub at start; returns what was made."""
     sm_settings = settings.sagemaker
+    if not (endpoint or sm_settings.text_endpoint):
+        raise ConfigError("STREAMSIGHT_SAGEMAKER__TEXT_ENDPOINT (sagemaker.text_endpoint) is not set: "
+                          "deploy-text needs an endpoint name")
     name = endpoint_name(endpoint or sm_settings.text_endpoint or "")
     for field, value in (("text_image_uri", sm_settings.text_image_uri),
                          ("execution_role_arn", sm_settings.execution_role_arn)):
@@ -139,6 +143,10 @@ def deploy_text(settings: Settings, endpoint: str | None = None, *, clients: tup
     made = f"{name[:40]}-text-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
     _, sm = clients or _clients(settings)
     with _aws_errors(settings):
+        serving = _text_model_of(sm, name)
+        if serving is not None and serving != sm_settings.text_model_id:
+            raise DeployError(f"endpoint {name} serves {serving}; models trained on its embeddings would read "
+                              f"{sm_settings.text_model_id}'s: deploy it under another endpoint name")
         action, status = _endpoint(settings, sm, name, made, {
             "Image": sm_settings.text_image_uri, "Environment": {"HF_MODEL_ID": sm_settings.text_model_id}},
             sm_settings.execution_role_arn, clock)
@@ -146,6 +154,16 @@ def deploy_text(settings: Settings, endpoint: str | None = None, *, clients: tup
             "container": "huggingface-tei", "image": sm_settings.text_image_uri,
             "hf_model_id": sm_settings.text_model_id, "sagemaker_model": made, "endpoint_config": made,
             "status": status["EndpointStatus"]}
+
+
+def _text_model_of(sm: Any, name: str) -> str | None:
+    """The Hugging Face model (``HF_MODEL_ID``) endpoint ``name`` serves; None if there is no endpoint."""
+    if not _exists(sm, name):
+        return None
+    config = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+    variant = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
+    model = sm.describe_model(ModelName=variant["ModelName"])
+    return str(model.get("PrimaryContainer", {}).get("Environment", {}).get("HF_MODEL_ID") or "")
 
 
 @contextlib.contextmanager

@@ -228,8 +228,9 @@ def text_embedding_app(endpoint: str) -> FastAPI:
     """A stand-in for the Hugging Face Embedding Container (Text Embeddings Inference), which cannot run
     here (no Docker, no AWS, and its model would be downloaded from the Hub): the local text model of
     :mod:`ml.text` (WordLlama ``l2_supercat``, 256 numbers) behind that container's SageMaker contract,
-    ``{"inputs": text or [texts]}`` as JSON in, a JSON array of one array of numbers per text out."""
-    from ml.text import DIMENSIONS, embed
+    ``{"inputs": text or [texts]}`` as JSON in (at most :data:`ml.text.ENDPOINT_BATCH` texts, the
+    container's default limit), a JSON array of one array of numbers per text out."""
+    from ml.text import DIMENSIONS, ENDPOINT_BATCH, embed
 
     def score(body: bytes, content_type: str, accept: str) -> Response:
         try:
@@ -239,6 +240,8 @@ def text_embedding_app(endpoint: str) -> FastAPI:
         texts = [inputs] if isinstance(inputs, str) else inputs
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             raise BadRecord(1, '"inputs" must be a text or a non-empty array of texts')
+        if len(texts) > ENDPOINT_BATCH:  # as the container refuses by default
+            raise BadRecord(1, f"batch size {len(texts)} > maximum allowed batch size {ENDPOINT_BATCH}")
         vectors = embed(texts, max(DIMENSIONS))
         return Response(json.dumps(vectors.tolist()).encode("ascii"), headers={"Content-Type": JSON})
 

@@ -8,7 +8,8 @@ vectors (a distillation of large language models' token embeddings), and the vec
 first ``dims`` numbers are kept (the model is trained so that 64 and 128 of them still work). The
 same function embeds a text in Spark (:class:`ml.spark_text.TextEmbedder`, in the pipeline) and
 outside it (:mod:`ml.portable`), one text at a time, so both get the same numbers: a batch of texts
-of different lengths would be padded, and the padding changes the order of the float32 sums.
+of different lengths would be padded, and the padding changes the order of the float32 sums. (A
+text endpoint batches as it likes: its numbers may differ in the last bits between calls.)
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import numpy as np
 
 ENCODER = "wordllama"
 ENDPOINT_ENCODER = "sagemaker-endpoint"  # what a model records of texts embedded by an endpoint
+# Texts per call to a text endpoint: Text Embeddings Inference refuses more by default
+# (--max-client-batch-size 32).
+ENDPOINT_BATCH = 32
 CONFIG = "l2_supercat"
 DIMENSIONS = (64, 128, 256)
 
@@ -64,18 +68,20 @@ def embed_remote(client: Any, texts: list[str | None], dims: int | None) -> np.n
     """Each text's embedding by the SageMaker endpoint of ``client`` (an
     :class:`ml.endpoint.EndpointClient`), which serves a Hugging Face embedding model under the
     Hugging Face Embedding Container's contract (Text Embeddings Inference): ``{"inputs": [texts]}``
-    in, one array of numbers per text out. Distinct texts are sent ``client.batch_records`` at a
-    time; a null or empty text is zeros. ``dims``: the width the answers must have (None: the
+    in, one array of numbers per text out. Distinct texts are sent :data:`ENDPOINT_BATCH` at a time
+    (fewer if ``client.batch_records`` says so), cut to the model's longest input by the endpoint
+    (``"truncate": true``); a null or empty text is zeros. ``dims``: the width the answers must have (None: the
     first answer's). Raises :class:`ml.endpoint.EndpointFailure` if the endpoint still fails after
     its retries, or answers another shape."""
     from ml.endpoint import EndpointFailure
 
     unique = sorted({t for t in texts if t})
     found: dict[str, np.ndarray] = {}
-    for at in range(0, len(unique), client.batch_records):
-        part = unique[at:at + client.batch_records]
+    size = min(client.batch_records, ENDPOINT_BATCH)
+    for at in range(0, len(unique), size):
+        part = unique[at:at + size]
         try:
-            answer = client.invoke_json({"inputs": part})
+            answer = client.invoke_json({"inputs": part, "truncate": True})
         except EndpointFailure as exc:
             raise EndpointFailure(f"text endpoint {client.endpoint}: {exc}") from None
         try:

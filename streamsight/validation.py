@@ -89,8 +89,9 @@ def _depth(value: Any) -> int:
 
 
 # orjson gives the standard library's value except for integers beyond 64 bits (it makes them
-# floats) and depth (its own limit is 1,024): bytes that may hold either take the strict path. They
-# are found in one pass: digits become 9, opening brackets [, the rest spaces.
+# floats: bytes holding 19 digits in a row take the strict path) and depth (its own limit is 1,024:
+# a value is measured when the bytes hold MAX_DEPTH opening brackets). Both are found in one pass:
+# digits become 9, opening brackets [, the rest spaces.
 _SHAPE = bytes(0x39 if 0x30 <= b <= 0x39 else 0x5B if b in b"[{" else 0x20 for b in range(256))
 _LONG_DIGITS = b"9" * 19
 
@@ -101,11 +102,14 @@ def parse_json_bytes(raw: bytes) -> Any:
     import orjson
 
     shape = raw.translate(_SHAPE)
-    if shape.count(b"[") < MAX_DEPTH and _LONG_DIGITS not in shape:
+    if _LONG_DIGITS not in shape:
         try:
-            return orjson.loads(raw)
+            value = orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass  # the strict path says what is wrong
+        else:
+            if shape.count(b"[") < MAX_DEPTH or _depth(value) < MAX_DEPTH:
+                return value
     return parse_json(raw.decode("utf-8"))
 
 

@@ -256,7 +256,7 @@ def test_end_to_end_over_sasl_ssl_into_the_encrypted_lake_on_hdfs(secured, spark
     refused = run(PIPELINE_PRINCIPAL, "sql", "SELECT count(*) FROM machine_telemetry_bronze", user="analyst", check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert 'machine_telemetry_bronze: access denied: Permission denied: user=analyst' in refused.stderr
-    # Anyone else reads nothing (the NameNode refuses to list silver) and writes nothing, told in one line.
+    # Anyone else reads nothing (the NameNode refuses the lake's folders) and writes nothing, told in one line.
     from streamsight_cli.local_hdfs import LAKE_PATH, HdfsError
 
     with pytest.raises(HdfsError, match=r"403 .*Permission denied: user=mallory"):

@@ -211,7 +211,6 @@ def test_portable_text_features_equal_mllib(spark, encoding, tmp_path, monkeypat
 
         url = stack.enter_context(model_endpoint(dict(os.environ), "--endpoint", "log-text", command="deploy-text"))
         monkeypatch.setenv("STREAMSIGHT_SAGEMAKER__RUNTIME_URL", url)
-        monkeypatch.setenv("STREAMSIGHT_SAGEMAKER__BATCH_RECORDS", "100")  # several calls per task
     batch = next(synthetic_source(contract, machines=12, seed=5, start=datetime(2024, 5, 1, tzinfo=UTC),
                                   interval_ms=600_000))
     records = batch.table.slice(0, 3000).to_pylist()

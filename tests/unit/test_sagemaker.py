@@ -354,6 +354,8 @@ def test_the_text_endpoint_is_the_hugging_face_embedding_container_given_its_mod
     settings = load_settings(lake_dir=settings.lake_dir)
 
     _, sm, _, sm_stub = _clients()
+    sm_stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint",
+                             expected_params={"EndpointName": "log-text"})
     sm_stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m"}, {
         "ModelName": ANY, "ExecutionRoleArn": ROLE, "PrimaryContainer": {
             "Image": image, "Environment": {"HF_MODEL_ID": "BAAI/bge-small-en-v1.5"}}})
@@ -369,6 +371,28 @@ def test_the_text_endpoint_is_the_hugging_face_embedding_container_given_its_mod
         sm_stub.assert_no_pending_responses()
     assert (made["endpoint"], made["container"], made["hf_model_id"], made["status"]) == (
         "log-text", "huggingface-tei", "BAAI/bge-small-en-v1.5", "InService")
+
+    # Another model behind the same endpoint would change every trained model's features: refused.
+    from ml.sagemaker import DeployError
+
+    sm_stub.add_response("describe_endpoint", _status("InService"), {"EndpointName": "log-text"})
+    sm_stub.add_response("describe_endpoint", _status("InService"), {"EndpointName": "log-text"})
+    sm_stub.add_response("describe_endpoint_config", {
+        "EndpointConfigName": "c", "EndpointConfigArn": "arn:aws:sagemaker:us-east-1:1:endpoint-config/c",
+        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "log-text-text-1"}], "CreationTime": 0},
+        {"EndpointConfigName": "c"})
+    sm_stub.add_response("describe_model", {
+        "ModelName": "log-text-text-1", "ModelArn": "arn:aws:sagemaker:us-east-1:1:model/m", "CreationTime": 0,
+        "PrimaryContainer": {"Image": image, "Environment": {"HF_MODEL_ID": "sentence-transformers/all-MiniLM-L6-v2"}}},
+        {"ModelName": "log-text-text-1"})
+    with sm_stub, pytest.raises(DeployError, match=re.escape(
+            "endpoint log-text serves sentence-transformers/all-MiniLM-L6-v2; models trained on its embeddings "
+            "would read BAAI/bge-small-en-v1.5's")):
+        deploy_text(settings, clients=(None, sm), clock=FakeClock())
+    sm_stub.assert_no_pending_responses()
+    monkeypatch.delenv("STREAMSIGHT_SAGEMAKER__TEXT_ENDPOINT")
+    with pytest.raises(ConfigError, match=r"STREAMSIGHT_SAGEMAKER__TEXT_ENDPOINT \(sagemaker\.text_endpoint\)"):
+        deploy_text(load_settings(lake_dir=settings.lake_dir), clients=(None, None))
 
 
 def test_texts_go_to_the_text_endpoint_once_each_in_batches_and_a_wrong_answer_is_refused(monkeypatch):
@@ -388,7 +412,7 @@ def test_texts_go_to_the_text_endpoint_once_each_in_batches_and_a_wrong_answer_i
     monkeypatch.setattr(EndpointClient, "invoke_json", invoke_json)
     client = EndpointClient("log-text", "us-east-1", None, batch_records=2)
     got = embed_remote(client, ["ab", None, "abc", "", "ab", "abcd", "x"], 3)
-    assert sent == [{"inputs": ["ab", "abc"]}, {"inputs": ["abcd", "x"]}]
+    assert sent == [{"inputs": ["ab", "abc"], "truncate": True}, {"inputs": ["abcd", "x"], "truncate": True}]
     np.testing.assert_array_equal(got[:, 0], [2, 0, 3, 0, 2, 4, 1])
     assert got.dtype == np.float32 and not got[1].any() and not got[3].any()
 
@@ -413,3 +437,22 @@ def test_texts_go_to_the_text_endpoint_once_each_in_batches_and_a_wrong_answer_i
     text = _text_setup(load_settings(), spec)
     assert (text["text_endpoint"], text["text_dimensions"]) == ("log-text", 3)
     assert _text_setup(load_settings(), spec.model_copy(update={"text_encoding": "hashed"})).get("text_endpoint") is None
+
+
+def test_the_text_endpoint_stand_in_answers_as_the_embedding_container():
+    """The stand-in's contract: {"inputs": text or [texts]} in, an array of numbers per text out (the
+    local model's 256); more texts than the container's default limit, or no text, refused with 400."""
+    from fastapi.testclient import TestClient
+
+    from ml.serving import text_embedding_app
+    from ml.text import ENDPOINT_BATCH, embed
+
+    client = TestClient(text_embedding_app("log-text"))
+    answer = client.post("/endpoints/log-text/invocations", json={"inputs": ["disk full", "ok"], "truncate": True})
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+    np.testing.assert_array_equal(np.asarray(answer.json(), dtype=np.float32), embed(["disk full", "ok"], 256))
+    assert len(client.post("/invocations", json={"inputs": "one text"}).json()) == 1
+    too_many = client.post("/invocations", json={"inputs": ["x"] * (ENDPOINT_BATCH + 1)})
+    assert too_many.status_code == 400 and f"maximum allowed batch size {ENDPOINT_BATCH}" in too_many.json()["detail"]
+    assert client.post("/invocations", json={"inputs": []}).status_code == 400
+    assert client.post("/invocations", content=b"x", headers={"content-type": "text/csv"}).status_code == 415

@@ -134,6 +134,7 @@ def test_the_fast_json_paths_give_the_standard_librarys_values(corpus, request):
     null is written) read back as the value they were written from."""
     import functools
     import json
+    import re
     import sys
 
     from ingestion.producer import serialise_record
@@ -148,7 +149,7 @@ def test_the_fast_json_paths_give_the_standard_librarys_values(corpus, request):
             try:
                 expected = _typed(parse_json(raw.decode("utf-8")))
             except (UnicodeDecodeError, ValueError) as exc:
-                with pytest.raises(type(exc)):
+                with pytest.raises(type(exc), match=re.escape(str(exc))):
                     parse_json_bytes(raw)
                 continue
             value = parse_json_bytes(raw)
@@ -158,3 +159,49 @@ def test_the_fast_json_paths_give_the_standard_librarys_values(corpus, request):
                 assert _typed(json.loads(written)) == expected, case.name
             parsed += 1
     assert parsed >= 20
+
+
+def test_many_records_parse_fast_and_a_record_too_deep_is_still_refused():
+    """A body of more than MAX_DEPTH records (each an opening bracket) is parsed and measured, not
+    refused; one nested MAX_DEPTH levels is refused whichever parser read it."""
+    import json
+
+    from streamsight.validation import MAX_DEPTH, parse_json_bytes
+
+    body = json.dumps([{"a": [i]} for i in range(2 * MAX_DEPTH)]).encode()
+    assert parse_json_bytes(body)[-1] == {"a": [2 * MAX_DEPTH - 1]}
+    for depth, ok in ((MAX_DEPTH - 1, True), (MAX_DEPTH, False), (MAX_DEPTH + 30, False)):
+        raw = b"[" * depth + b"]" * depth
+        if ok:
+            assert parse_json_bytes(raw) is not None
+        else:
+            with pytest.raises(ValueError, match=f"nested {MAX_DEPTH} levels or more"):
+                parse_json_bytes(raw)
+
+
+@pytest.mark.parametrize("value, code", [
+    ({"n": float("nan")}, "MALFORMED_RECORD"),
+    ({"t": __import__("datetime").datetime(2024, 1, 1)}, "MALFORMED_RECORD"),
+    ({"s": {1}}, "MALFORMED_RECORD"),
+    ({"s": "\ud800"}, "NOT_UTF8"),
+    ({"a": None, "b": 1.5}, None),
+    ({1: "int key"}, None),
+    ({"big": 2**80, "small": -(2**70)}, None),
+    ({"tiny": 1e-07, "huge": 1e300, "neg": -1.311524137473571e-05}, None),
+    ({"u": __import__("uuid").UUID(int=7)}, None),
+    ({"f": __import__("numpy").float64(0.1), "i": __import__("enum").IntEnum("E", "A B").B}, None),
+])
+def test_serialised_records_are_the_standard_librarys_json_values(value, code):
+    """serialise_record (orjson where it agrees) writes what json.dumps writes, as a JSON value, and
+    refuses what it refuses, with the same code."""
+    import json
+    import uuid
+
+    from ingestion.producer import serialise_record
+
+    written, rejection = serialise_record(value)
+    assert (rejection.code if rejection else None) == code
+    if code is None:
+        plain = {k: str(v) if isinstance(v, uuid.UUID) else v for k, v in value.items()}
+        assert json.loads(written) == json.loads(json.dumps(plain))
+        assert [type(v) for v in json.loads(written).values()] == [type(v) for v in json.loads(json.dumps(plain)).values()]
