@@ -32,7 +32,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
-from ingestion.producer import ACCESS_ERRORS, Headers, check_payload, record_key, rejected_message
+from ingestion.producer import (
+    ACCESS_ERRORS,
+    Headers,
+    check_payload,
+    produce_batch_once,
+    record_key,
+    rejected_message,
+)
 from streamsight.contracts import Contract
 from streamsight.kafka import confluent_config
 from streamsight.settings import ApiSettings, Settings
@@ -116,8 +123,6 @@ class AsyncPublisher:
     async def publish(self, topic: str, messages: list[tuple[bytes | None, bytes, Headers | None]]) -> None:
         """Produce ``messages`` (key, value, headers) and wait until Kafka acknowledged each one;
         raises :class:`PublishError` if any failed."""
-        from confluent_kafka import KafkaError
-
         loop = asyncio.get_running_loop()
         deliveries = _Deliveries(len(messages), loop)
         deadline = time.monotonic() + self.timeout_s
@@ -129,24 +134,8 @@ class AsyncPublisher:
 
         # Messages without headers (valid records) in one call; produce_batch takes no headers.
         pending = [{"value": v} if k is None else {"value": v, "key": k} for k, v, h in messages if h is None]
-        while pending:
-            try:
-                queued = self._producer.produce_batch(topic, pending, on_delivery=deliveries.report)
-            except BufferError:
-                await wait_for_room()
-                continue
-            if queued == len(pending):
-                break
-            retry = []
-            for message in pending:
-                err: Any = message.pop("_error", None)
-                if err is not None and err.code() == KafkaError._QUEUE_FULL:
-                    retry.append(message)
-                elif err is not None:
-                    deliveries.report(err, None)  # not even queued: a failed delivery
-            pending = retry
-            if pending:
-                await wait_for_room()
+        while pending := produce_batch_once(self._producer, topic, pending, deliveries.report):
+            await wait_for_room()
         for key, value, headers in messages:
             while headers is not None:
                 try:

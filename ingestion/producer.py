@@ -88,6 +88,28 @@ class Publisher(Protocol):
     reports_success: bool  # whether delivered messages get a report too (else only failed ones)
 
 
+def produce_batch_once(producer: Any, topic: str, pending: list[dict[str, Any]], on_done: DeliveryCallback
+                       ) -> list[dict[str, Any]]:
+    """One ``produce_batch`` call of a confluent-kafka ``producer``: the messages its full queue did not
+    take, to send again; a message it refused for another reason gets its failed delivery report."""
+    from confluent_kafka import KafkaError
+
+    try:
+        queued = producer.produce_batch(topic, pending, on_delivery=on_done)
+    except BufferError:
+        return pending
+    if queued == len(pending):
+        return []
+    retry = []
+    for message in pending:
+        err: Any = message.pop("_error", None)
+        if err is not None and err.code() == KafkaError._QUEUE_FULL:
+            retry.append(message)
+        elif err is not None:
+            on_done(err, None)  # not even queued: a failed delivery
+    return retry
+
+
 class ConfluentPublisher:
     """confluent-kafka producer: idempotent, acks=all, compressed, batched; messages are handed over
     a batch at a time (``produce_batch``), partitioned by key as ``produce`` would."""
@@ -115,30 +137,9 @@ class ConfluentPublisher:
         }
 
     def send_batch(self, topic: str, keys: list[bytes | None], values: list[bytes], on_done: DeliveryCallback) -> None:
-        from confluent_kafka import KafkaError
-
         pending = [{"value": v} if k is None else {"value": v, "key": k} for k, v in zip(keys, values)]
-        while pending:
-            try:
-                queued = self._producer.produce_batch(topic, pending, on_delivery=on_done)
-            except BufferError:  # local queue full: serve delivery reports, then retry
-                self._producer.poll(0.05)
-                continue
-            if queued == len(pending):
-                return
-            retry = []
-            for m in pending:
-                err: Any = m.get("_error")
-                if err is None:
-                    continue
-                if err.code() == KafkaError._QUEUE_FULL:
-                    del m["_error"]
-                    retry.append(m)
-                else:
-                    on_done(err, None)  # not even queued: a failed delivery
-            pending = retry
-            if pending:
-                self._producer.poll(0.05)
+        while pending := produce_batch_once(self._producer, topic, pending, on_done):
+            self._producer.poll(0.05)  # local queue full: serve delivery reports, then retry
 
     def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers, on_done: DeliveryCallback) -> None:
         while True:

@@ -29,6 +29,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from ml.endpoint import EndpointFailure
 from ml.online import ModelCatalog, ModelUnavailable, ServedModel
 from ml.registry import RegistryError
 from streamsight.contracts import Contract
@@ -236,8 +237,6 @@ async def predict(request: Request, name: Annotated[str, Path(max_length=128)],
                                  "nothing was scored", errors=errors,
                           request_id=getattr(request.state, "request_id", None))
         return JSONResponse(payload.model_dump(), status_code=400)
-    from ml.endpoint import EndpointFailure
-
     try:  # a model whose text features a text endpoint embeds makes network calls: off the event loop
         predicted = await asyncio.to_thread(served.predict, records) if served.scorer.calls_endpoint else \
             served.predict(records)

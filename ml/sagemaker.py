@@ -68,14 +68,18 @@ def model_archive(files: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
+def _require(settings: Settings, fields: tuple[str, ...], command: str) -> None:
+    """ConfigError naming the first of the ``sagemaker.*`` settings ``fields`` that is not set."""
+    for field in fields:
+        if not getattr(settings.sagemaker, field):
+            raise ConfigError(f"STREAMSIGHT_SAGEMAKER__{field.upper()} (sagemaker.{field}) is not set: "
+                              f"{command} needs it")
+
+
 def _required(settings: Settings, builtin_xgboost: bool = False) -> tuple[str, str, str, str]:
     sm = settings.sagemaker
     image_field = "builtin_xgboost_image_uri" if builtin_xgboost else "image_uri"
-    for field, value in ((image_field, getattr(sm, image_field)), ("execution_role_arn", sm.execution_role_arn),
-                         ("artifacts_uri", sm.artifacts_uri)):
-        if not value:
-            raise ConfigError(f"STREAMSIGHT_SAGEMAKER__{field.upper()} (sagemaker.{field}) is not set: "
-                              "deploy --target sagemaker needs it")
+    _require(settings, (image_field, "execution_role_arn", "artifacts_uri"), "deploy --target sagemaker")
     image = getattr(sm, image_field)
     assert image and sm.execution_role_arn and sm.artifacts_uri
     bucket, _, prefix = sm.artifacts_uri.split("://", 1)[1].partition("/")
@@ -134,11 +138,7 @@ def deploy_text(settings: Settings, endpoint: str | None = None, *, clients: tup
         raise ConfigError("STREAMSIGHT_SAGEMAKER__TEXT_ENDPOINT (sagemaker.text_endpoint) is not set: "
                           "deploy-text needs an endpoint name")
     name = endpoint_name(endpoint or sm_settings.text_endpoint or "")
-    for field, value in (("text_image_uri", sm_settings.text_image_uri),
-                         ("execution_role_arn", sm_settings.execution_role_arn)):
-        if not value:
-            raise ConfigError(f"STREAMSIGHT_SAGEMAKER__{field.upper()} (sagemaker.{field}) is not set: "
-                              "deploy-text --target sagemaker needs it")
+    _require(settings, ("text_image_uri", "execution_role_arn"), "deploy-text --target sagemaker")
     assert sm_settings.text_image_uri and sm_settings.execution_role_arn
     made = f"{name[:40]}-text-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
     _, sm = clients or _clients(settings)
@@ -158,9 +158,10 @@ def deploy_text(settings: Settings, endpoint: str | None = None, *, clients: tup
 
 def _text_model_of(sm: Any, name: str) -> str | None:
     """The Hugging Face model (``HF_MODEL_ID``) endpoint ``name`` serves; None if there is no endpoint."""
-    if not _exists(sm, name):
+    described = _described(sm, name)
+    if described is None:
         return None
-    config = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+    config = described["EndpointConfigName"]
     variant = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
     model = sm.describe_model(ModelName=variant["ModelName"])
     return str(model.get("PrimaryContainer", {}).get("Environment", {}).get("HF_MODEL_ID") or "")
@@ -188,7 +189,7 @@ def _endpoint(settings: Settings, sm: Any, name: str, made: str, container: dict
     sm.create_endpoint_config(EndpointConfigName=made, ProductionVariants=[{
         "VariantName": VARIANT, "ModelName": made, "InstanceType": settings.sagemaker.instance_type,
         "InitialInstanceCount": settings.sagemaker.instance_count}])
-    if _exists(sm, name):
+    if _described(sm, name) is not None:
         sm.update_endpoint(EndpointName=name, EndpointConfigName=made)
         action = "updated"
     else:
@@ -197,16 +198,16 @@ def _endpoint(settings: Settings, sm: Any, name: str, made: str, container: dict
     return action, _wait(sm, name, settings.sagemaker.wait_timeout_s, settings.sagemaker.poll_s, clock)
 
 
-def _exists(sm: Any, name: str) -> bool:
+def _described(sm: Any, name: str) -> dict[str, Any] | None:
+    """Endpoint ``name``'s description, or None if there is no such endpoint."""
     from botocore.exceptions import ClientError
 
     try:
-        sm.describe_endpoint(EndpointName=name)
+        return dict(sm.describe_endpoint(EndpointName=name))
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ValidationException":  # SageMaker: no such endpoint
-            return False
+            return None
         raise
-    return True
 
 
 def _wait(sm: Any, name: str, timeout_s: float, poll_s: float, clock: Any) -> dict[str, Any]:

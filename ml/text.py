@@ -44,16 +44,17 @@ def _model(dims: int) -> Any:
 
 def embed(texts: list[str | None], dims: int) -> np.ndarray:
     """Each text's embedding (float32, ``len(texts)`` x ``dims``); a null or empty text is zeros."""
+    ordered = sorted({t for t in texts if t})
+    vectors = _model(dims).embed(ordered, batch_size=1) if ordered else []  # one at a time: no padding
+    return _spread(texts, dict(zip(ordered, vectors, strict=True)), dims)
+
+
+def _spread(texts: list[str | None], found: dict[str, Any], dims: int) -> np.ndarray:
+    """Each text's row of ``found`` (embeddings by distinct text), zeros for a null or empty one."""
     out = np.zeros((len(texts), dims), dtype=np.float32)
-    unique = {t for t in texts if t}
-    if not unique:
-        return out
-    ordered = sorted(unique)
-    vectors = _model(dims).embed(ordered, batch_size=1)  # one at a time: no padding
-    index = {t: i for i, t in enumerate(ordered)}
     for row, text in enumerate(texts):
         if text:
-            out[row] = vectors[index[text]]
+            out[row] = found[text]
     return out
 
 
@@ -70,8 +71,8 @@ def embed_remote(client: Any, texts: list[str | None], dims: int | None) -> np.n
     Hugging Face Embedding Container's contract (Text Embeddings Inference): ``{"inputs": [texts]}``
     in, one array of numbers per text out. Distinct texts are sent :data:`ENDPOINT_BATCH` at a time
     (fewer if ``client.batch_records`` says so), cut to the model's longest input by the endpoint
-    (``"truncate": true``); a null or empty text is zeros. ``dims``: the width the answers must have (None: the
-    first answer's). Raises :class:`ml.endpoint.EndpointFailure` if the endpoint still fails after
+    (``"truncate": true``); a null or empty text is zeros. ``dims``: the width the answers must
+    have (None: the first answer's). Raises :class:`ml.endpoint.EndpointFailure` if the endpoint still fails after
     its retries, or answers another shape."""
     from ml.endpoint import EndpointFailure
 
@@ -98,11 +99,7 @@ def embed_remote(client: Any, texts: list[str | None], dims: int | None) -> np.n
         found.update(zip(part, vectors, strict=True))
     if dims is None:
         raise EndpointFailure("no text to embed, and no width to give empty texts")
-    out = np.zeros((len(texts), dims), dtype=np.float32)
-    for row, text in enumerate(texts):
-        if text:
-            out[row] = found[text]
-    return out
+    return _spread(texts, found, dims)
 
 
 def endpoint_client(endpoint: str) -> Any:

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from streamsight.contracts import Contract
 
 # RFC 3339 date-time as both validators accept it: upper-case T and Z, at most 9 fraction digits,
@@ -99,8 +101,6 @@ _LONG_DIGITS = b"9" * 19
 def parse_json_bytes(raw: bytes) -> Any:
     """:func:`parse_json` of UTF-8 bytes, by orjson where that gives the same value; raises
     ``UnicodeDecodeError`` (not UTF-8) or ``ValueError`` (``MALFORMED_JSON``) as the strict path."""
-    import orjson
-
     shape = raw.translate(_SHAPE)
     if _LONG_DIGITS not in shape:
         try:

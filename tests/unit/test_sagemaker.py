@@ -67,6 +67,19 @@ def _made(s3_stub: Stubber, sm_stub: Stubber) -> None:
                          {"EndpointConfigName": ANY, "ProductionVariants": ANY})
 
 
+def _creates(sm_stub: Stubber, name: str, container: dict[str, Any]) -> None:
+    """The calls that make SageMaker model ``container`` and a new endpoint ``name`` in service."""
+    sm_stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m"}, {
+        "ModelName": ANY, "ExecutionRoleArn": ROLE, "PrimaryContainer": container})
+    sm_stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:1:endpoint-config/c"},
+                         {"EndpointConfigName": ANY, "ProductionVariants": ANY})
+    sm_stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint",
+                             expected_params={"EndpointName": name})
+    sm_stub.add_response("create_endpoint", {"EndpointArn": _status("x")["EndpointArn"]},
+                         {"EndpointName": name, "EndpointConfigName": ANY})
+    sm_stub.add_response("describe_endpoint", _status("InService"), {"EndpointName": name})
+
+
 def test_an_existing_endpoint_is_switched_to_the_new_configuration_and_waited_for(settings):
     from ml.sagemaker import deploy
 
@@ -129,16 +142,7 @@ def test_a_booster_goes_to_sagemakers_built_in_xgboost_container(settings, monke
     s3, sm, s3_stub, sm_stub = _clients()
     key = "serving/pump_vibration/v3/builtin-xgboost/model.tar.gz"  # not the streamsight container's archive
     s3_stub.add_response("put_object", {}, {"Bucket": "models", "Key": key, "Body": archive})
-    sm_stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m"}, {
-        "ModelName": ANY, "ExecutionRoleArn": ROLE, "PrimaryContainer": {
-            "Image": builtin, "ModelDataUrl": f"s3://models/{key}", "Environment": {}}})
-    sm_stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:1:endpoint-config/c"},
-                         {"EndpointConfigName": ANY, "ProductionVariants": ANY})
-    sm_stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint",
-                             expected_params={"EndpointName": "pump-vibration"})
-    sm_stub.add_response("create_endpoint", {"EndpointArn": _status("x")["EndpointArn"]},
-                         {"EndpointName": "pump-vibration", "EndpointConfigName": ANY})
-    sm_stub.add_response("describe_endpoint", _status("InService"), {"EndpointName": "pump-vibration"})
+    _creates(sm_stub, "pump-vibration", {"Image": builtin, "ModelDataUrl": f"s3://models/{key}", "Environment": {}})
     with s3_stub, sm_stub:
         made = deploy(settings, "pump_vibration", builtin_xgboost=True, clients=(s3, sm), clock=FakeClock())
         sm_stub.assert_no_pending_responses()
@@ -356,16 +360,7 @@ def test_the_text_endpoint_is_the_hugging_face_embedding_container_given_its_mod
     _, sm, _, sm_stub = _clients()
     sm_stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint",
                              expected_params={"EndpointName": "log-text"})
-    sm_stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m"}, {
-        "ModelName": ANY, "ExecutionRoleArn": ROLE, "PrimaryContainer": {
-            "Image": image, "Environment": {"HF_MODEL_ID": "BAAI/bge-small-en-v1.5"}}})
-    sm_stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:1:endpoint-config/c"},
-                         {"EndpointConfigName": ANY, "ProductionVariants": ANY})
-    sm_stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint",
-                             expected_params={"EndpointName": "log-text"})
-    sm_stub.add_response("create_endpoint", {"EndpointArn": _status("x")["EndpointArn"]},
-                         {"EndpointName": "log-text", "EndpointConfigName": ANY})
-    sm_stub.add_response("describe_endpoint", _status("InService"), {"EndpointName": "log-text"})
+    _creates(sm_stub, "log-text", {"Image": image, "Environment": {"HF_MODEL_ID": "BAAI/bge-small-en-v1.5"}})
     with sm_stub:
         made = deploy_text(settings, clients=(None, sm), clock=FakeClock())
         sm_stub.assert_no_pending_responses()
@@ -375,7 +370,6 @@ def test_the_text_endpoint_is_the_hugging_face_embedding_container_given_its_mod
     # Another model behind the same endpoint would change every trained model's features: refused.
     from ml.sagemaker import DeployError
 
-    sm_stub.add_response("describe_endpoint", _status("InService"), {"EndpointName": "log-text"})
     sm_stub.add_response("describe_endpoint", _status("InService"), {"EndpointName": "log-text"})
     sm_stub.add_response("describe_endpoint_config", {
         "EndpointConfigName": "c", "EndpointConfigArn": "arn:aws:sagemaker:us-east-1:1:endpoint-config/c",
